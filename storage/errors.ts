@@ -1,0 +1,50 @@
+/**
+ * Typed errors with stable codes. Every error snapyard raises on purpose is a
+ * SnapyardError; `code` is part of the contract (scripts and the HTTP layer
+ * switch on it), `message` is for humans.
+ */
+export type ErrorCode =
+  | 'INVALID_ARGUMENT'
+  | 'DIGEST_INVALID'
+  | 'DIGEST_MISMATCH'
+  | 'CHUNK_MISSING'
+  | 'CHUNK_CORRUPT'
+  | 'BLOB_UNKNOWN'
+  | 'INDEX_INVALID'
+  | 'SIZE_INVALID'
+  | 'RANGE_INVALID'
+  | 'QCOW2_INVALID'
+  | 'NOT_FOUND'
+  | 'CONFLICT'
+  | 'INTERNAL';
+
+export class SnapyardError extends Error {
+  readonly code: ErrorCode;
+  readonly detail?: unknown;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown; detail?: unknown }) {
+    super(message, options?.cause !== undefined ? { cause: options.cause } : undefined);
+    this.name = 'SnapyardError';
+    this.code = code;
+    if (options?.detail !== undefined) this.detail = options.detail;
+  }
+}
+
+/** A chunk is not in the store (callers may fall back to another store). */
+export class ChunkMissingError extends SnapyardError {
+  constructor(readonly digest: string) {
+    super('CHUNK_MISSING', `chunk ${digest} is missing`);
+    this.name = 'ChunkMissingError';
+  }
+}
+
+/** A chunk is in the store but its bytes do not hash to its name (never fall back silently). */
+export class ChunkCorruptError extends SnapyardError {
+  constructor(readonly digest: string, reason: string) {
+    super('CHUNK_CORRUPT', `chunk ${digest} is corrupt: ${reason}`);
+    this.name = 'ChunkCorruptError';
+  }
+}
+
+export function isSnapyardError(e: unknown, code?: ErrorCode): e is SnapyardError {
+  return e instanceof SnapyardError && (code === undefined || e.code === code);
+}
