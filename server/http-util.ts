@@ -1,0 +1,70 @@
+import type { IncomingMessage } from 'node:http';
+import { OciError } from './oci-error.js';
+
+/** The request body as a stream of pieces (the raw node request: no web-stream copy). */
+export function bodyOf(incoming: IncomingMessage): AsyncIterable<Uint8Array> {
+  return incoming;
+}
+
+/** Reads a whole body of at most `limit` bytes (413 beyond it). */
+export async function readLimited(incoming: IncomingMessage, limit: number): Promise<Buffer> {
+  const declared = Number(incoming.headers['content-length'] ?? NaN);
+  if (declared > limit) {
+    incoming.resume();
+    throw new OciError(413, 'SIZE_INVALID', `body of ${declared} bytes exceeds the limit of ${limit}`);
+  }
+  const parts: Buffer[] = [];
+  let n = 0;
+  for await (const piece of incoming as AsyncIterable<Buffer>) {
+    n += piece.byteLength;
+    if (n > limit) {
+      incoming.resume();
+      throw new OciError(413, 'SIZE_INVALID', `body exceeds the limit of ${limit} bytes`);
+    }
+    parts.push(piece);
+  }
+  return Buffer.concat(parts, n);
+}
+
+/** Drains a body we do not use, so the connection can be reused. */
+export async function drain(incoming: IncomingMessage): Promise<void> {
+  for await (const _ of incoming) { /* discard */ }
+}
+
+export interface ByteRange {
+  start: number;
+  /** Exclusive. */
+  end: number;
+}
+
+/**
+ * Parses a single `Range: bytes=a-b | a- | -n` against a size. Returns null
+ * when there is no usable Range header (serve everything); throws 416 when
+ * the range cannot be satisfied.
+ */
+export function parseRange(header: string | undefined, size: number): ByteRange | null {
+  if (!header) return null;
+  const m = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
+  if (!m || (m[1] === '' && m[2] === '')) return null; // malformed or multi-range: ignore, as RFC 9110 allows
+  const unsatisfiable = () => new OciError(416, 'RANGE_INVALID', `range ${header} not satisfiable for ${size} bytes`, undefined, { 'Content-Range': `bytes */${size}` });
+  if (m[1] === '') {
+    const n = Number(m[2]);
+    if (n === 0 || size === 0) throw unsatisfiable();
+    return { start: Math.max(0, size - n), end: size };
+  }
+  const start = Number(m[1]);
+  const last = m[2] === '' ? size - 1 : Math.min(Number(m[2]), size - 1);
+  if (start >= size || last < start) throw unsatisfiable();
+  return { start, end: last + 1 };
+}
+
+/** Parses an upload's `Content-Range: <start>-<end>` (inclusive end; no unit, as the spec writes it). */
+export function parseContentRange(header: string | undefined): { start: number; end: number } | null {
+  if (header === undefined) return null;
+  const m = /^(?:bytes[ =])?(\d+)-(\d+)(?:\/(?:\d+|\*))?$/.exec(header.trim());
+  if (!m) throw new OciError(400, 'BLOB_UPLOAD_INVALID', `invalid Content-Range ${JSON.stringify(header)}`);
+  const start = Number(m[1]);
+  const end = Number(m[2]);
+  if (end < start) throw new OciError(416, 'BLOB_UPLOAD_INVALID', `invalid Content-Range ${header}`);
+  return { start, end };
+}

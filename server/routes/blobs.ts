@@ -1,0 +1,40 @@
+import { checkDigest } from '../names.js';
+import { OciError } from '../oci-error.js';
+import { parseRange } from '../http-util.js';
+import { header, respond, type RequestContext } from '../context.js';
+import type { BlobRecord } from '../../storage/metadata.js';
+
+function blobOrThrow(ctx: RequestContext, name: string, digestStr: string): BlobRecord {
+  const digest = checkDigest(digestStr);
+  const blob = ctx.store.blobs.stat(name, digest);
+  if (!blob) throw new OciError(404, 'BLOB_UNKNOWN', `blob ${digest} is not in ${name}`, { digest });
+  return blob;
+}
+
+/** GET and HEAD /v2/<name>/blobs/<digest>: the exact bytes pushed, Range supported. */
+export async function getBlob(ctx: RequestContext, name: string, digestStr: string): Promise<Response> {
+  const blob = blobOrThrow(ctx, name, digestStr);
+  const range = parseRange(header(ctx, 'range'), blob.size);
+  const headers: Record<string, string> = {
+    'Content-Type': 'application/octet-stream',
+    'Docker-Content-Digest': blob.digest,
+    'Accept-Ranges': 'bytes',
+    ETag: `"${blob.digest}"`,
+    'Cache-Control': 'max-age=31536000',
+  };
+  const start = range?.start ?? 0;
+  const end = range?.end ?? blob.size;
+  headers['Content-Length'] = String(end - start);
+  if (range) headers['Content-Range'] = `bytes ${start}-${end - 1}/${blob.size}`;
+  const status = range ? 206 : 200;
+  if (ctx.method === 'HEAD') return respond(status, headers);
+  const index = await ctx.store.blobs.index(blob);
+  return respond(status, headers, ctx.store.blobs.read(index, start, end));
+}
+
+/** DELETE /v2/<name>/blobs/<digest>: unlinks the blob from the repository (GC frees its chunks). */
+export function deleteBlob(ctx: RequestContext, name: string, digestStr: string): Response {
+  const blob = blobOrThrow(ctx, name, digestStr);
+  ctx.store.meta.unlinkBlob(name, blob.digest);
+  return respond(202, { 'Docker-Content-Digest': blob.digest });
+}

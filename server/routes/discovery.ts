@@ -1,0 +1,45 @@
+import { checkDigest } from '../names.js';
+import { OciError } from '../oci-error.js';
+import { respond, type RequestContext } from '../context.js';
+import { MT } from '../manifest.js';
+
+/** GET /v2/<name>/tags/list?n=&last=: lexical order, paginated with a Link header. */
+export function listTags(ctx: RequestContext, name: string): Response {
+  const meta = ctx.store.meta;
+  if (!meta.repoExists(name)) throw new OciError(404, 'NAME_UNKNOWN', `repository ${name} is not known`);
+  const q = ctx.url.searchParams;
+  const nParam = q.get('n');
+  let n = Number.MAX_SAFE_INTEGER;
+  if (nParam !== null) {
+    if (!/^\d+$/.test(nParam)) throw new OciError(400, 'UNSUPPORTED', `invalid n ${JSON.stringify(nParam)}`);
+    n = Number(nParam);
+  }
+  const last = q.get('last') ?? '';
+  const tags = n === 0 ? [] : meta.listTags(name, Math.min(n, 100_000) + 1, last);
+  const headers: Record<string, string> = { 'Content-Type': 'application/json' };
+  if (tags.length > n) {
+    tags.length = n;
+    headers.Link = `</v2/${name}/tags/list?n=${n}&last=${encodeURIComponent(tags[tags.length - 1]!)}>; rel="next"`;
+  }
+  return respond(200, headers, JSON.stringify({ name, tags }));
+}
+
+/** GET /v2/<name>/referrers/<digest>?artifactType=: manifests whose subject is <digest>. */
+export function listReferrers(ctx: RequestContext, name: string, digestStr: string): Response {
+  const digest = checkDigest(digestStr);
+  const filter = ctx.url.searchParams.get('artifactType');
+  const headers: Record<string, string> = { 'Content-Type': MT.ociIndex };
+  let found = ctx.store.meta.repoExists(name) ? ctx.store.meta.referrers(name, digest) : [];
+  if (filter !== null) {
+    found = found.filter((m) => m.artifactType === filter);
+    headers['OCI-Filters-Applied'] = 'artifactType';
+  }
+  const manifests = found.map((m) => ({
+    mediaType: m.mediaType,
+    digest: m.digest,
+    size: m.size,
+    ...(m.artifactType ? { artifactType: m.artifactType } : {}),
+    ...(m.annotations ? { annotations: m.annotations } : {}),
+  }));
+  return respond(200, headers, JSON.stringify({ schemaVersion: 2, mediaType: MT.ociIndex, manifests }));
+}

@@ -1,0 +1,127 @@
+import { randomUUID } from 'node:crypto';
+import { checkDigest, checkName } from '../names.js';
+import { OciError } from '../oci-error.js';
+import { bodyOf, drain, parseContentRange } from '../http-util.js';
+import { header, respond, type RequestContext } from '../context.js';
+import type { UploadRecord } from '../../storage/metadata.js';
+import type { Digest } from '../../storage/digest.js';
+
+function created(name: string, digest: Digest): Response {
+  return respond(201, { Location: `/v2/${name}/blobs/${digest}`, 'Docker-Content-Digest': digest, 'Content-Length': '0' });
+}
+
+function progress(name: string, up: UploadRecord, status: number): Response {
+  return respond(status, {
+    Location: `/v2/${name}/blobs/uploads/${up.id}`,
+    Range: `0-${Math.max(up.size - 1, 0)}`,
+    'Docker-Upload-UUID': up.id,
+    'Content-Length': '0',
+  });
+}
+
+function declaredLength(ctx: RequestContext): number | undefined {
+  const v = header(ctx, 'content-length');
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < 0) throw new OciError(400, 'SIZE_INVALID', `invalid Content-Length ${v}`);
+  return n;
+}
+
+/** POST /v2/<name>/blobs/uploads/: monolithic push (?digest=), cross-repository mount (?mount=&from=), or a new session. */
+export async function startUpload(ctx: RequestContext, name: string): Promise<Response> {
+  const q = ctx.url.searchParams;
+  const mount = q.get('mount');
+  if (mount !== null) {
+    const digest = checkDigest(mount);
+    const from = q.get('from');
+    if (from !== null && ctx.store.blobs.stat(checkName(from), digest) && ctx.store.meta.linkBlob(name, digest)) {
+      await drain(ctx.incoming);
+      return created(name, digest);
+    }
+    // Not mountable: fall back to an upload session, as the spec asks.
+  }
+  const digestParam = q.get('digest');
+  if (digestParam !== null && mount === null) {
+    const digest = checkDigest(digestParam);
+    const len = declaredLength(ctx);
+    await ctx.store.blobs.ingest(name, bodyOf(ctx.incoming), { expectDigest: digest, ...(len !== undefined ? { expectSize: len } : {}) });
+    return created(name, digest);
+  }
+  await drain(ctx.incoming);
+  const id = randomUUID();
+  ctx.store.meta.createUpload(id, name);
+  return progress(name, ctx.store.meta.getUpload(id)!, 202);
+}
+
+function sessionOrThrow(ctx: RequestContext, name: string, id: string): UploadRecord {
+  const up = /^[a-zA-Z0-9-]{8,64}$/.test(id) ? ctx.store.meta.getUpload(id) : null;
+  if (!up || up.repo !== name) throw new OciError(404, 'BLOB_UPLOAD_UNKNOWN', `upload ${id.slice(0, 80)} is not open in ${name}`);
+  return up;
+}
+
+/** Appends the request body to a session, enforcing Content-Range order. */
+async function appendBody(ctx: RequestContext, up: UploadRecord, required: boolean): Promise<UploadRecord> {
+  const range = parseContentRange(header(ctx, 'content-range'));
+  const len = declaredLength(ctx);
+  if (range) {
+    if (range.start !== up.size) {
+      await drain(ctx.incoming);
+      throw new OciError(416, 'BLOB_UPLOAD_INVALID', `chunk starts at ${range.start}, upload has ${up.size} bytes`, undefined, {
+        Location: ctx.url.pathname,
+        Range: `0-${Math.max(up.size - 1, 0)}`,
+        'Docker-Upload-UUID': up.id,
+      });
+    }
+    if (len !== undefined && len !== range.end - range.start + 1) {
+      await drain(ctx.incoming);
+      throw new OciError(400, 'BLOB_UPLOAD_INVALID', `Content-Length ${len} does not match Content-Range ${range.start}-${range.end}`);
+    }
+  }
+  if (!required && len === 0) return up;
+  const limit = range ? range.end - range.start + 1 : len ?? Number.MAX_SAFE_INTEGER;
+  const n = await ctx.store.uploads.append(up.id, up.size, bodyOf(ctx.incoming), limit);
+  if (range && n !== limit) throw new OciError(400, 'BLOB_UPLOAD_INVALID', `chunk has ${n} bytes, Content-Range says ${limit}`);
+  ctx.store.meta.setUploadSize(up.id, up.size + n);
+  return ctx.store.meta.getUpload(up.id)!;
+}
+
+/** PATCH /v2/<name>/blobs/uploads/<id>: append a chunk (416 when out of order). */
+export async function patchUpload(ctx: RequestContext, name: string, id: string): Promise<Response> {
+  const up0 = sessionOrThrow(ctx, name, id);
+  return ctx.store.uploads.locked(up0.id, async () => {
+    const up = await appendBody(ctx, sessionOrThrow(ctx, name, id), true);
+    return progress(name, up, 202);
+  });
+}
+
+/** GET /v2/<name>/blobs/uploads/<id>: how much the session holds. */
+export function uploadStatus(ctx: RequestContext, name: string, id: string): Response {
+  return progress(name, sessionOrThrow(ctx, name, id), 204);
+}
+
+/** PUT /v2/<name>/blobs/uploads/<id>?digest=: last chunk (optional), then verify and commit. */
+export async function finishUpload(ctx: RequestContext, name: string, id: string): Promise<Response> {
+  const up0 = sessionOrThrow(ctx, name, id);
+  const digestParam = ctx.url.searchParams.get('digest');
+  if (digestParam === null) {
+    await drain(ctx.incoming);
+    throw new OciError(400, 'DIGEST_INVALID', 'the digest query parameter is required to finish an upload');
+  }
+  const digest = checkDigest(digestParam);
+  return ctx.store.uploads.locked(up0.id, async () => {
+    const up = await appendBody(ctx, sessionOrThrow(ctx, name, id), false);
+    // On a digest mismatch the session stays open with its bytes: nothing is committed.
+    await ctx.store.blobs.ingest(name, ctx.store.uploads.read(up.id, up.size), { expectDigest: digest, expectSize: up.size });
+    ctx.store.meta.deleteUpload(up.id);
+    await ctx.store.uploads.remove(up.id);
+    return created(name, digest);
+  });
+}
+
+/** DELETE /v2/<name>/blobs/uploads/<id>: cancel. */
+export async function cancelUpload(ctx: RequestContext, name: string, id: string): Promise<Response> {
+  const up = sessionOrThrow(ctx, name, id);
+  ctx.store.meta.deleteUpload(up.id);
+  await ctx.store.uploads.remove(up.id);
+  return respond(204);
+}

@@ -1,0 +1,63 @@
+import { ChunkIndex } from './chunk-index.js';
+import type { ChunkStore } from './chunk-store.js';
+import type { Digest } from './digest.js';
+import { SnapyardError } from './errors.js';
+import { ingestBlob, type IngestOptions, type IngestResult } from './blob-ingest.js';
+import { readBlob } from './blob-reader.js';
+import type { BlobRecord, Metadata } from './metadata.js';
+import type { FastCDCParams } from './fastcdc.js';
+
+/**
+ * Blobs as the registry sees them: ingest into chunks + index + metadata, look
+ * up per repository, read back byte-exact.
+ */
+export class BlobStore {
+  private readonly indexCache = new Map<Digest, ChunkIndex>();
+
+  constructor(
+    readonly meta: Metadata,
+    readonly chunks: ChunkStore,
+    private readonly params?: FastCDCParams,
+    private readonly indexCacheSize = 32,
+  ) {}
+
+  /** Ingests a blob and links it into `repo`; the metadata commit is the last step. */
+  async ingest(repo: string, source: AsyncIterable<Uint8Array>, opts: Omit<IngestOptions, 'params'> = {}): Promise<IngestResult> {
+    const r = await ingestBlob(this.chunks, source, this.params ? { ...opts, params: this.params } : opts);
+    this.meta.commitBlob(repo, { digest: r.digest, size: r.size, indexDigest: r.indexDigest });
+    this.remember(r.digest, r.index);
+    return r;
+  }
+
+  /** The blob if it is linked into `repo`. */
+  stat(repo: string, digest: Digest): BlobRecord | null {
+    if (!this.meta.isLinked(repo, digest)) return null;
+    return this.meta.getBlob(digest);
+  }
+
+  async index(blob: BlobRecord): Promise<ChunkIndex> {
+    const hit = this.indexCache.get(blob.digest);
+    if (hit) {
+      this.indexCache.delete(blob.digest);
+      this.indexCache.set(blob.digest, hit);
+      return hit;
+    }
+    const idx = ChunkIndex.decode(await this.chunks.get(blob.indexDigest));
+    if (idx.blobDigest !== blob.digest || idx.size !== blob.size) {
+      throw new SnapyardError('INDEX_INVALID', `index ${blob.indexDigest} does not describe blob ${blob.digest}`);
+    }
+    this.remember(blob.digest, idx);
+    return idx;
+  }
+
+  read(index: ChunkIndex, start?: number, end?: number): AsyncGenerator<Buffer> {
+    return readBlob(this.chunks, index, start, end);
+  }
+
+  private remember(digest: Digest, index: ChunkIndex): void {
+    this.indexCache.set(digest, index);
+    while (this.indexCache.size > this.indexCacheSize) {
+      this.indexCache.delete(this.indexCache.keys().next().value as Digest);
+    }
+  }
+}

@@ -1,0 +1,63 @@
+import { createHash, type Hash } from 'node:crypto';
+import { SnapyardError } from './errors.js';
+
+/**
+ * OCI digests. snapyard names every blob, chunk and manifest by `sha256:<64 hex>`.
+ * The grammar is the distribution-spec's: algorithm ":" encoded.
+ */
+export const DIGEST_GRAMMAR = /^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/;
+const SHA256_HEX = /^[a-f0-9]{64}$/;
+
+export type Digest = `sha256:${string}`;
+
+/** True for a digest snapyard can address (sha256, lower-case hex). */
+export function isDigest(s: string): s is Digest {
+  return s.length === 71 && s.startsWith('sha256:') && SHA256_HEX.test(s.slice(7));
+}
+
+/**
+ * Validates a digest string; throws DIGEST_INVALID for anything that is not
+ * well-formed or uses an algorithm snapyard does not serve.
+ */
+export function parseDigest(s: string): Digest {
+  if (isDigest(s)) return s;
+  if (!DIGEST_GRAMMAR.test(s)) throw new SnapyardError('DIGEST_INVALID', `invalid digest ${JSON.stringify(s)}`);
+  throw new SnapyardError('DIGEST_INVALID', `unsupported digest ${JSON.stringify(s)}: only sha256 with 64 lower-case hex digits is accepted`);
+}
+
+export function hexOf(d: Digest): string {
+  return d.slice(7);
+}
+
+export function digestFromHex(hex: string): Digest {
+  return `sha256:${hex}`;
+}
+
+export function digestFromRaw(raw: Uint8Array): Digest {
+  return `sha256:${Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('hex')}`;
+}
+
+export function rawOf(d: Digest): Buffer {
+  return Buffer.from(hexOf(d), 'hex');
+}
+
+export function sha256(data: Uint8Array): Digest {
+  return `sha256:${createHash('sha256').update(data).digest('hex')}`;
+}
+
+export function sha256Raw(data: Uint8Array): Buffer {
+  return createHash('sha256').update(data).digest();
+}
+
+/** Incremental digest of a stream of pieces, with the byte count. */
+export class Digester {
+  private readonly hash: Hash = createHash('sha256');
+  size = 0;
+  update(piece: Uint8Array): void {
+    this.hash.update(piece);
+    this.size += piece.byteLength;
+  }
+  digest(): Digest {
+    return `sha256:${this.hash.digest('hex')}`;
+  }
+}

@@ -1,0 +1,276 @@
+import Database from 'better-sqlite3';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { migrate } from './metadata-schema.js';
+import { SnapyardError } from './errors.js';
+import type { Digest } from './digest.js';
+
+export interface BlobRecord {
+  digest: Digest;
+  size: number;
+  indexDigest: Digest;
+}
+
+export interface ManifestRecord {
+  repo: string;
+  digest: Digest;
+  mediaType: string;
+  artifactType: string | null;
+  subject: Digest | null;
+  annotations: Record<string, string> | null;
+  size: number;
+  content: Buffer;
+  createdMs: number;
+}
+
+export interface ManifestRef {
+  digest: Digest;
+  kind: 'blob' | 'manifest';
+}
+
+export interface NewManifest {
+  repo: string;
+  digest: Digest;
+  mediaType: string;
+  artifactType: string | null;
+  subject: Digest | null;
+  annotations: Record<string, string> | null;
+  content: Buffer;
+  refs: ManifestRef[];
+  tag: string | null;
+}
+
+export interface TagEvent {
+  tag: string;
+  oldDigest: Digest | null;
+  newDigest: Digest | null;
+  atMs: number;
+  source: string;
+}
+
+export interface UploadRecord {
+  id: string;
+  repo: string;
+  size: number;
+  createdMs: number;
+  updatedMs: number;
+}
+
+/**
+ * Registry metadata in SQLite (WAL, versioned schema: metadata-schema.ts).
+ * Statements are prepared once; every commit is one transaction.
+ */
+export class Metadata {
+  private readonly db: Database.Database;
+  private readonly s;
+  readonly now: () => number;
+
+  constructor(path: string, opts: { now?: () => number } = {}) {
+    if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
+    this.db = new Database(path);
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = NORMAL');
+    this.db.pragma('foreign_keys = ON');
+    this.db.pragma('busy_timeout = 5000');
+    migrate(this.db);
+    this.now = opts.now ?? Date.now;
+    const p = (sql: string) => this.db.prepare(sql);
+    this.s = {
+      ensureRepo: p('INSERT OR IGNORE INTO repositories (name, created_ms) VALUES (?, ?)'),
+      repoExists: p('SELECT 1 FROM repositories WHERE name = ?').pluck(),
+      listRepos: p('SELECT name FROM repositories ORDER BY name').pluck(),
+      getBlob: p('SELECT digest, size, index_digest AS indexDigest FROM blobs WHERE digest = ?'),
+      putBlob: p('INSERT OR IGNORE INTO blobs (digest, size, index_digest, created_ms) VALUES (?, ?, ?, ?)'),
+      linkBlob: p('INSERT OR IGNORE INTO repo_blobs (repo, digest, created_ms) VALUES (?, ?, ?)'),
+      isLinked: p('SELECT 1 FROM repo_blobs WHERE repo = ? AND digest = ?').pluck(),
+      unlinkBlob: p('DELETE FROM repo_blobs WHERE repo = ? AND digest = ?'),
+      getManifest: p('SELECT * FROM manifests WHERE repo = ? AND digest = ?'),
+      putManifest: p(`INSERT OR REPLACE INTO manifests (repo, digest, media_type, artifact_type, subject, annotations, size, content, created_ms)
+                      VALUES (?, ?, ?, ?, ?, ?, ?, ?, COALESCE((SELECT created_ms FROM manifests WHERE repo = ? AND digest = ?), ?))`),
+      deleteManifest: p('DELETE FROM manifests WHERE repo = ? AND digest = ?'),
+      putRef: p('INSERT OR IGNORE INTO manifest_refs (repo, manifest, ref, kind) VALUES (?, ?, ?, ?)'),
+      deleteRefs: p('DELETE FROM manifest_refs WHERE repo = ? AND manifest = ?'),
+      manifestExists: p('SELECT 1 FROM manifests WHERE repo = ? AND digest = ?').pluck(),
+      referrers: p('SELECT * FROM manifests WHERE repo = ? AND subject = ? ORDER BY created_ms, digest'),
+      getTag: p('SELECT digest FROM tags WHERE repo = ? AND tag = ?').pluck(),
+      setTag: p('INSERT OR REPLACE INTO tags (repo, tag, digest, updated_ms) VALUES (?, ?, ?, ?)'),
+      deleteTag: p('DELETE FROM tags WHERE repo = ? AND tag = ?'),
+      tagsOf: p('SELECT tag FROM tags WHERE repo = ? AND digest = ? ORDER BY tag').pluck(),
+      listTags: p('SELECT tag FROM tags WHERE repo = ? AND tag > ? ORDER BY tag LIMIT ?').pluck(),
+      addEvent: p('INSERT INTO tag_events (repo, tag, old_digest, new_digest, at_ms, source) VALUES (?, ?, ?, ?, ?, ?)'),
+      events: p(`SELECT tag, old_digest AS oldDigest, new_digest AS newDigest, at_ms AS atMs, source FROM tag_events
+                 WHERE repo = ? AND tag = ? ORDER BY id DESC`),
+      createUpload: p('INSERT INTO uploads (id, repo, size, created_ms, updated_ms) VALUES (?, ?, 0, ?, ?)'),
+      getUpload: p('SELECT id, repo, size, created_ms AS createdMs, updated_ms AS updatedMs FROM uploads WHERE id = ?'),
+      setUploadSize: p('UPDATE uploads SET size = ?, updated_ms = ? WHERE id = ?'),
+      deleteUpload: p('DELETE FROM uploads WHERE id = ?'),
+    };
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  /** Runs fn in one transaction. */
+  tx<T>(fn: () => T): T {
+    return this.db.transaction(fn)();
+  }
+
+  repoExists(repo: string): boolean {
+    return this.s.repoExists.get(repo) !== undefined;
+  }
+
+  listRepos(): string[] {
+    return this.s.listRepos.all() as string[];
+  }
+
+  getBlob(digest: Digest): BlobRecord | null {
+    return (this.s.getBlob.get(digest) as BlobRecord | undefined) ?? null;
+  }
+
+  /** Records a blob (idempotent) and links it into a repository, in one transaction. */
+  commitBlob(repo: string, blob: BlobRecord): void {
+    const t = this.now();
+    this.tx(() => {
+      this.s.ensureRepo.run(repo, t);
+      this.s.putBlob.run(blob.digest, blob.size, blob.indexDigest, t);
+      this.s.linkBlob.run(repo, blob.digest, t);
+    });
+  }
+
+  /** Links an already known blob into a repository; false when the blob is unknown. */
+  linkBlob(repo: string, digest: Digest): boolean {
+    const t = this.now();
+    return this.tx(() => {
+      if (!this.s.getBlob.get(digest)) return false;
+      this.s.ensureRepo.run(repo, t);
+      this.s.linkBlob.run(repo, digest, t);
+      return true;
+    });
+  }
+
+  isLinked(repo: string, digest: Digest): boolean {
+    return this.s.isLinked.get(repo, digest) !== undefined;
+  }
+
+  unlinkBlob(repo: string, digest: Digest): boolean {
+    return this.s.unlinkBlob.run(repo, digest).changes > 0;
+  }
+
+  getManifest(repo: string, digest: Digest): ManifestRecord | null {
+    const r = this.s.getManifest.get(repo, digest) as Record<string, unknown> | undefined;
+    return r ? toManifest(r) : null;
+  }
+
+  manifestExists(repo: string, digest: Digest): boolean {
+    return this.s.manifestExists.get(repo, digest) !== undefined;
+  }
+
+  /**
+   * Stores a manifest and (optionally) points a tag at it, in one transaction
+   * that first checks every referenced blob is linked into the repository and
+   * every referenced manifest exists. Returns the refs that were missing
+   * (nothing is written then).
+   */
+  commitManifest(m: NewManifest, source: string): { missing: ManifestRef[] } {
+    const t = this.now();
+    return this.tx(() => {
+      const missing = m.refs.filter((r) =>
+        r.kind === 'blob' ? this.s.isLinked.get(m.repo, r.digest) === undefined : this.s.manifestExists.get(m.repo, r.digest) === undefined,
+      );
+      if (missing.length > 0) return { missing };
+      this.s.ensureRepo.run(m.repo, t);
+      this.s.putManifest.run(
+        m.repo, m.digest, m.mediaType, m.artifactType, m.subject,
+        m.annotations ? JSON.stringify(m.annotations) : null, m.content.byteLength, m.content, m.repo, m.digest, t,
+      );
+      this.s.deleteRefs.run(m.repo, m.digest);
+      for (const r of m.refs) this.s.putRef.run(m.repo, m.digest, r.digest, r.kind);
+      if (m.tag !== null) this.moveTag(m.repo, m.tag, m.digest, source, t);
+      return { missing: [] };
+    });
+  }
+
+  /** Deletes a manifest and every tag pointing at it (each recorded as a tag event). */
+  deleteManifest(repo: string, digest: Digest, source: string): boolean {
+    const t = this.now();
+    return this.tx(() => {
+      for (const tag of this.s.tagsOf.all(repo, digest) as string[]) this.moveTag(repo, tag, null, source, t);
+      this.s.deleteRefs.run(repo, digest);
+      return this.s.deleteManifest.run(repo, digest).changes > 0;
+    });
+  }
+
+  resolveTag(repo: string, tag: string): Digest | null {
+    return (this.s.getTag.get(repo, tag) as Digest | undefined) ?? null;
+  }
+
+  /** Points a tag at a manifest (or removes it with null), recording the move. */
+  setTag(repo: string, tag: string, digest: Digest | null, source: string): void {
+    this.tx(() => this.moveTag(repo, tag, digest, source, this.now()));
+  }
+
+  private moveTag(repo: string, tag: string, digest: Digest | null, source: string, t: number): void {
+    const old = (this.s.getTag.get(repo, tag) as Digest | undefined) ?? null;
+    if (old === digest) return;
+    if (digest === null) this.s.deleteTag.run(repo, tag);
+    else {
+      if (this.s.manifestExists.get(repo, digest) === undefined) {
+        throw new SnapyardError('NOT_FOUND', `manifest ${digest} is not in ${repo}`);
+      }
+      this.s.setTag.run(repo, tag, digest, t);
+    }
+    this.s.addEvent.run(repo, tag, old, digest, t, source);
+  }
+
+  /** Tags in lexical order after `last`, at most `n`. */
+  listTags(repo: string, n: number, last: string): string[] {
+    return this.s.listTags.all(repo, last, n) as string[];
+  }
+
+  tagsOf(repo: string, digest: Digest): string[] {
+    return this.s.tagsOf.all(repo, digest) as string[];
+  }
+
+  tagHistory(repo: string, tag: string): TagEvent[] {
+    return this.s.events.all(repo, tag) as TagEvent[];
+  }
+
+  referrers(repo: string, subject: Digest): ManifestRecord[] {
+    return (this.s.referrers.all(repo, subject) as Record<string, unknown>[]).map(toManifest);
+  }
+
+  createUpload(id: string, repo: string): void {
+    const t = this.now();
+    this.tx(() => {
+      this.s.ensureRepo.run(repo, t);
+      this.s.createUpload.run(id, repo, t, t);
+    });
+  }
+
+  getUpload(id: string): UploadRecord | null {
+    return (this.s.getUpload.get(id) as UploadRecord | undefined) ?? null;
+  }
+
+  setUploadSize(id: string, size: number): void {
+    this.s.setUploadSize.run(size, this.now(), id);
+  }
+
+  deleteUpload(id: string): boolean {
+    return this.s.deleteUpload.run(id).changes > 0;
+  }
+}
+
+function toManifest(r: Record<string, unknown>): ManifestRecord {
+  return {
+    repo: r.repo as string,
+    digest: r.digest as Digest,
+    mediaType: r.media_type as string,
+    artifactType: (r.artifact_type as string | null) ?? null,
+    subject: (r.subject as Digest | null) ?? null,
+    annotations: r.annotations ? (JSON.parse(r.annotations as string) as Record<string, string>) : null,
+    size: r.size as number,
+    content: r.content as Buffer,
+    createdMs: r.created_ms as number,
+  };
+}

@@ -1,0 +1,84 @@
+import { Worker } from 'node:worker_threads';
+import { SnapyardError } from './errors.js';
+
+interface Pending<Res> {
+  resolve: (r: Res) => void;
+  reject: (e: Error) => void;
+}
+
+interface Slot<Res> {
+  worker: Worker;
+  pending: Map<number, Pending<Res>>;
+}
+
+/**
+ * A fixed set of worker threads running one module; each task is a message,
+ * answered by {id, result} or {id, error}. Tasks go to the least busy worker.
+ * Used to move CPU-bound work (hashing, zstd) off the event loop: zstd-napi is
+ * synchronous.
+ */
+export class WorkerPool<Req, Res> {
+  private readonly slots: Slot<Res>[] = [];
+  private nextId = 1;
+  private closed = false;
+
+  constructor(moduleUrl: URL, size: number, workerData: unknown) {
+    // Running from TypeScript sources (tsx, vitest): let the worker load .ts too.
+    const fromSource = moduleUrl.pathname.endsWith('.ts');
+    for (let i = 0; i < size; i++) {
+      const worker = fromSource
+        ? new Worker(tsxBootstrap(moduleUrl), { eval: true, workerData })
+        : new Worker(moduleUrl, { workerData });
+      const slot: Slot<Res> = { worker, pending: new Map() };
+      worker.on('message', (msg: { id: number; result?: Res; error?: { message: string; code?: string } }) => {
+        const p = slot.pending.get(msg.id);
+        if (!p) return;
+        slot.pending.delete(msg.id);
+        if (slot.pending.size === 0) worker.unref();
+        if (msg.error) {
+          const err = new SnapyardError('INTERNAL', msg.error.message);
+          if (msg.error.code) (err as Error & { cause?: unknown }).cause = msg.error.code;
+          p.reject(err);
+        } else p.resolve(msg.result as Res);
+      });
+      worker.on('error', (e) => this.failAll(slot, e));
+      worker.on('exit', (code) => {
+        if (!this.closed) this.failAll(slot, new SnapyardError('INTERNAL', `worker exited with code ${code}`));
+      });
+      worker.unref(); // referenced only while it has work, so an idle pool never holds the process open
+      this.slots.push(slot);
+    }
+  }
+
+  get size(): number {
+    return this.slots.length;
+  }
+
+  run(req: Req, transfer: ArrayBuffer[] = []): Promise<Res> {
+    if (this.closed) return Promise.reject(new SnapyardError('INTERNAL', 'worker pool is closed'));
+    let best = this.slots[0]!;
+    for (const s of this.slots) if (s.pending.size < best.pending.size) best = s;
+    const id = this.nextId++;
+    return new Promise<Res>((resolve, reject) => {
+      if (best.pending.size === 0) best.worker.ref();
+      best.pending.set(id, { resolve, reject });
+      best.worker.postMessage({ id, req }, transfer);
+    });
+  }
+
+  private failAll(slot: Slot<Res>, e: Error): void {
+    for (const p of slot.pending.values()) p.reject(e);
+    slot.pending.clear();
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.all(this.slots.map((s) => s.worker.terminate()));
+  }
+}
+
+/** Worker source that registers tsx, then loads a TypeScript module (dev and tests only). */
+function tsxBootstrap(moduleUrl: URL): string {
+  const api = import.meta.resolve('tsx/esm/api');
+  return `import(${JSON.stringify(api)}).then((m) => { m.register(); return import(${JSON.stringify(moduleUrl.href)}); })`;
+}
