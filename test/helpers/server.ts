@@ -1,0 +1,33 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { openStore, type Store } from '../../storage/open-store.js';
+import { startServer } from '../../server/serve.js';
+
+export interface TestServer {
+  /** e.g. http://127.0.0.1:40123 */
+  url: string;
+  /** e.g. 127.0.0.1:40123 (for skopeo's docker:// references) */
+  host: string;
+  dataDir: string;
+  store: Store;
+  stop(): Promise<void>;
+}
+
+/** A real registry on a loopback port, with its own temporary data directory. */
+export async function startTestServer(opts: { dataDir?: string; workers?: number } = {}): Promise<TestServer> {
+  const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'snapyard-test-'));
+  const store = openStore({ dataDir, workers: opts.workers ?? 1 });
+  const server = await startServer({ store, host: '127.0.0.1', port: 0 });
+  return {
+    url: server.url,
+    host: server.url.replace(/^http:\/\//, ''),
+    dataDir,
+    store,
+    async stop() {
+      await server.close();
+      await store.close();
+      if (!opts.dataDir) rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
