@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs what snapyard needs on a Debian/Ubuntu machine, only when missing:
+#   npm packages (npm ci), and for tests and benchmarks the Debian packages
+#   qemu-utils (qemu-img, qemu-io), skopeo, zstd, casync and mtools.
+# Usage: scripts/deps.sh [npm] [system]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_npm=0; want_system=0
+for a in "${@:-npm system}"; do
+  for w in $a; do
+    case "$w" in npm) want_npm=1 ;; system) want_system=1 ;; *) echo "deps.sh: unknown part $w" >&2; exit 2 ;; esac
+  done
+done
+
+if [ "$want_system" = 1 ]; then
+  missing=()
+  command -v qemu-img >/dev/null && command -v qemu-io >/dev/null || missing+=(qemu-utils)
+  command -v skopeo >/dev/null || missing+=(skopeo)
+  command -v zstd >/dev/null || missing+=(zstd)
+  command -v casync >/dev/null || missing+=(casync)
+  command -v mcopy >/dev/null || missing+=(mtools)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      echo "deps: installing ${missing[*]}" >&2
+      export DEBIAN_FRONTEND=noninteractive
+      apt-get update -qq >/dev/null
+      apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    else
+      echo "deps: missing Debian packages: ${missing[*]}" >&2
+      echo "deps: install them with: sudo apt-get install -y ${missing[*]}" >&2
+      exit 1
+    fi
+  fi
+fi
+
+if [ "$want_npm" = 1 ]; then
+  if ! command -v node >/dev/null || [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then
+    echo "deps: Node.js 20 or newer is required" >&2
+    exit 1
+  fi
+  # (Re)install when node_modules is absent or older than the lock file.
+  if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+    echo "deps: npm ci (native addons compile from source: about 2 minutes the first time)" >&2
+    npm ci --no-audit --no-fund --loglevel=error
+  fi
+fi

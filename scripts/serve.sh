@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Serves the registry on the embedded default store (local disk + SQLite under ./data),
+# installing the npm packages first when needed. Extra arguments go to `snapyard serve`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/deps.sh npm
+exec node bin/snapyard.js serve "$@"

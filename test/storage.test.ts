@@ -1,0 +1,229 @@
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ChunkCodec, CHUNK_HEADER_SIZE, ENCODING_RAW, ENCODING_ZSTD } from '../storage/chunk-codec.js';
+import { ChunkIndex, ChunkIndexBuilder } from '../storage/chunk-index.js';
+import { LocalChunkStore } from '../storage/local-chunk-store.js';
+import { chunkPath } from '../storage/local-chunk-files.js';
+import { ingestBlob } from '../storage/blob-ingest.js';
+import { readBlob } from '../storage/blob-reader.js';
+import { Metadata } from '../storage/metadata.js';
+import { parseDigest, sha256 } from '../storage/digest.js';
+import { ChunkCorruptError, ChunkMissingError, SnapyardError } from '../storage/errors.js';
+import { DEFAULT_FASTCDC } from '../storage/fastcdc.js';
+import { prng } from './helpers/oci.js';
+
+const dirs: string[] = [];
+const tmp = () => {
+  const d = mkdtempSync(join(tmpdir(), 'snapyard-st-'));
+  dirs.push(d);
+  return d;
+};
+afterAll(() => { for (const d of dirs) rmSync(d, { recursive: true, force: true }); });
+
+async function* pieces(buf: Buffer, size = 100_000): AsyncGenerator<Buffer> {
+  for (let i = 0; i < buf.byteLength; i += size) yield buf.subarray(i, i + size);
+}
+
+describe('digest', () => {
+  test('accepts sha256 and rejects everything else with DIGEST_INVALID', () => {
+    expect(parseDigest(sha256(Buffer.from('x')))).toMatch(/^sha256:[a-f0-9]{64}$/);
+    for (const bad of ['sha256:abc', 'sha512:' + 'a'.repeat(128), 'SHA256:' + 'a'.repeat(64), '', 'sha256:' + 'g'.repeat(64)]) {
+      expect(() => parseDigest(bad)).toThrow(SnapyardError);
+    }
+  });
+});
+
+describe('chunk codec', () => {
+  const codec = new ChunkCodec(3);
+  test('compressible data is stored as zstd, random data raw; both decode verified', () => {
+    const text = Buffer.from('hello snapyard '.repeat(5000));
+    const z = codec.encode(text);
+    expect(z[4]).toBe(ENCODING_ZSTD);
+    expect(z.byteLength).toBeLessThan(text.byteLength / 10);
+    expect(codec.decode(z, sha256(text)).equals(text)).toBe(true);
+    const rnd = prng(65536, 3);
+    const r = codec.encode(rnd);
+    expect(r[4]).toBe(ENCODING_RAW);
+    expect(r.byteLength).toBe(rnd.byteLength + CHUNK_HEADER_SIZE);
+    expect(codec.decode(r, sha256(rnd)).equals(rnd)).toBe(true);
+  });
+  test('a flipped bit, a bad header or a wrong name is ChunkCorruptError', () => {
+    const text = Buffer.from('abc'.repeat(10000));
+    const good = codec.encode(text);
+    for (let at = 0; at < good.byteLength; at += 7) {
+      const bad = Buffer.from(good);
+      bad[at] ^= 0x10;
+      expect(() => codec.decode(bad, sha256(text))).toThrow(ChunkCorruptError);
+    }
+    expect(() => codec.decode(good, sha256(Buffer.from('other')))).toThrow(ChunkCorruptError);
+    expect(() => codec.decode(Buffer.alloc(3), sha256(text))).toThrow(ChunkCorruptError);
+  });
+});
+
+describe('chunk index', () => {
+  test('encodes and decodes, and finds the chunk holding any offset', () => {
+    const b = new ChunkIndexBuilder(DEFAULT_FASTCDC);
+    const lengths = [100, 20000, 1, 65536, 300];
+    lengths.forEach((l, i) => b.push(sha256(Buffer.from([i])), l));
+    const size = lengths.reduce((a, c) => a + c, 0);
+    const idx = b.build(sha256(Buffer.from('blob')), size);
+    const back = ChunkIndex.decode(idx.encode());
+    expect(back.count).toBe(5);
+    expect(back.size).toBe(size);
+    expect(back.params).toEqual(DEFAULT_FASTCDC);
+    expect([...back.entries()]).toEqual([...idx.entries()]);
+    expect(back.chunkAt(0)).toBe(0);
+    expect(back.chunkAt(99)).toBe(0);
+    expect(back.chunkAt(100)).toBe(1);
+    expect(back.chunkAt(20100)).toBe(2);
+    expect(back.chunkAt(20101)).toBe(3);
+    expect(back.chunkAt(size - 1)).toBe(4);
+  });
+  test('truncated, inconsistent or foreign bytes are INDEX_INVALID', () => {
+    const b = new ChunkIndexBuilder(DEFAULT_FASTCDC);
+    b.push(sha256(Buffer.from('a')), 10);
+    const enc = b.build(sha256(Buffer.from('blob')), 10).encode();
+    expect(() => ChunkIndex.decode(enc.subarray(0, enc.length - 1))).toThrow(/INDEX|chunk index/);
+    const wrongSize = Buffer.from(enc);
+    wrongSize.writeBigUInt64LE(11n, 24);
+    expect(() => ChunkIndex.decode(wrongSize)).toThrow(SnapyardError);
+    const huge = Buffer.from(enc);
+    huge.writeUInt32LE(0xffffffff, 64);
+    expect(() => ChunkIndex.decode(huge)).toThrow(SnapyardError);
+    expect(() => ChunkIndex.decode(Buffer.from('not an index at all, not at all, not at all, not at all, not at all.'))).toThrow(SnapyardError);
+  });
+});
+
+describe('local chunk store', () => {
+  let store: LocalChunkStore;
+  let root: string;
+  beforeAll(() => {
+    root = tmp();
+    store = new LocalChunkStore({ root, workers: 1 });
+  });
+  afterAll(async () => { await store.close(); });
+
+  test('add is idempotent and content-addressed; get returns verified bytes', async () => {
+    const data = prng(70_000, 5);
+    const a = await store.add(data);
+    expect(a.digest).toBe(sha256(data));
+    expect(a.written).toBe(true);
+    const b = await store.add(data);
+    expect(b.written).toBe(false);
+    expect(await store.has(a.digest)).toBe(true);
+    expect((await store.get(a.digest)).equals(data)).toBe(true);
+    expect(readdirSync(join(root, 'tmp'))).toEqual([]);
+  });
+
+  test('put refuses bytes that do not match the name', async () => {
+    const data = prng(1000, 6);
+    await expect(store.put(sha256(Buffer.from('x')), data)).rejects.toMatchObject({ code: 'DIGEST_MISMATCH' });
+    expect(await store.has(sha256(Buffer.from('x')))).toBe(false);
+    expect((await store.put(sha256(data), data)).digest).toBe(sha256(data));
+  });
+
+  test('missing and corrupt chunks are told apart', async () => {
+    const missing = sha256(Buffer.from('never stored'));
+    await expect(store.get(missing)).rejects.toBeInstanceOf(ChunkMissingError);
+    const data = prng(5000, 7);
+    const { digest } = await store.add(data);
+    const p = chunkPath(root, digest);
+    const bytes = readFileSync(p);
+    bytes[bytes.length - 1] ^= 1;
+    writeFileSync(p, bytes);
+    await expect(store.get(digest)).rejects.toBeInstanceOf(ChunkCorruptError);
+  });
+
+  test('partial writes left by a crash are cleared on open', async () => {
+    writeFileSync(join(root, 'tmp', 'deadbeef.part'), 'partial');
+    const again = new LocalChunkStore({ root, workers: 0 });
+    expect(readdirSync(join(root, 'tmp'))).toEqual([]);
+    await again.close();
+  });
+
+  test('list enumerates chunks; remove deletes one', async () => {
+    const { digest } = await store.add(Buffer.from('listed chunk'));
+    const all = [];
+    for await (const c of store.list()) all.push(c.digest);
+    expect(all).toContain(digest);
+    await store.remove(digest);
+    expect(await store.has(digest)).toBe(false);
+  });
+});
+
+describe('blob ingest and read', () => {
+  let store: LocalChunkStore;
+  beforeAll(() => { store = new LocalChunkStore({ root: tmp(), workers: 2 }); });
+  afterAll(async () => { await store.close(); });
+
+  test('round-trips byte-exact whatever the piece sizes, ranges included', async () => {
+    const data = Buffer.concat([prng(1_500_000, 8), Buffer.alloc(400_000), Buffer.from('tail'.repeat(30000))]);
+    const r = await ingestBlob(store, pieces(data, 77_777));
+    expect(r.digest).toBe(sha256(data));
+    expect(r.size).toBe(data.byteLength);
+    const all: Buffer[] = [];
+    for await (const p of readBlob(store, r.index)) all.push(p);
+    expect(Buffer.concat(all).equals(data)).toBe(true);
+    for (const [a, b] of [[0, 1], [65535, 65537], [1_000_000, 1_900_000], [data.byteLength - 3, data.byteLength]] as const) {
+      const part: Buffer[] = [];
+      for await (const p of readBlob(store, r.index, a, b)) part.push(p);
+      expect(Buffer.concat(part).equals(data.subarray(a, b))).toBe(true);
+    }
+    const idx = ChunkIndex.decode(await store.get(r.indexDigest));
+    expect(idx.count).toBe(r.chunks);
+  });
+
+  test('blobs that share content share chunks: the second stores only what is new', async () => {
+    const common = prng(3_000_000, 9);
+    const a = Buffer.concat([common, prng(200_000, 10)]);
+    const b = Buffer.concat([prng(100_000, 11), common]);
+    const ra = await ingestBlob(store, pieces(a));
+    const rb = await ingestBlob(store, pieces(b));
+    expect(rb.newChunks).toBeLessThan(rb.chunks / 3);
+    expect(rb.newStoredBytes).toBeLessThan(b.byteLength / 5);
+    const sa = new Set([...ra.index.entries()].map((e) => e.digest));
+    const shared = [...rb.index.entries()].filter((e) => sa.has(e.digest)).reduce((n, e) => n + e.length, 0);
+    expect(shared).toBeGreaterThan(common.byteLength * 0.9);
+  });
+
+  test('a digest mismatch is DIGEST_INVALID and no index is produced', async () => {
+    const data = prng(200_000, 12);
+    await expect(ingestBlob(store, pieces(data), { expectDigest: sha256(Buffer.from('other')) })).rejects.toMatchObject({ code: 'DIGEST_INVALID' });
+    await expect(ingestBlob(store, pieces(data), { expectSize: 10 })).rejects.toMatchObject({ code: 'SIZE_INVALID' });
+  });
+
+  test('an empty blob has an empty index', async () => {
+    const r = await ingestBlob(store, pieces(Buffer.alloc(0)));
+    expect(r.size).toBe(0);
+    expect(r.chunks).toBe(0);
+    expect(r.digest).toBe(sha256(Buffer.alloc(0)));
+  });
+});
+
+describe('metadata', () => {
+  test('schema is versioned and re-opening keeps data', () => {
+    const path = join(tmp(), 'meta.db');
+    const m = new Metadata(path);
+    const d = sha256(Buffer.from('b'));
+    m.commitBlob('r', { digest: d, size: 1, indexDigest: d });
+    m.close();
+    const m2 = new Metadata(path);
+    expect(m2.getBlob(d)?.size).toBe(1);
+    expect(m2.isLinked('r', d)).toBe(true);
+    m2.close();
+  });
+
+  test('a manifest with missing references is not committed, and nothing else changes', () => {
+    const m = new Metadata(':memory:');
+    const d = sha256(Buffer.from('m'));
+    const blob = sha256(Buffer.from('b'));
+    const r = m.commitManifest({ repo: 'r', digest: d, mediaType: 'x', artifactType: null, subject: null, annotations: null, content: Buffer.from('{}'), refs: [{ digest: blob, kind: 'blob' }], tag: 't' }, 'test');
+    expect(r.missing).toHaveLength(1);
+    expect(m.getManifest('r', d)).toBeNull();
+    expect(m.resolveTag('r', 't')).toBeNull();
+    expect(m.tagHistory('r', 't')).toEqual([]);
+    m.close();
+  });
+});
