@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what snapyard needs on a Debian/Ubuntu machine, only when missing:
 #   npm packages (npm ci), and for tests and benchmarks the Debian packages
-#   qemu-utils (qemu-img, qemu-io), skopeo, zstd, casync and mtools.
+#   qemu-utils (qemu-img, qemu-io), skopeo, zstd, casync, mtools and dosfstools.
 # Usage: scripts/deps.sh [npm] [system]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +20,7 @@ if [ "$want_system" = 1 ]; then
   command -v zstd >/dev/null || missing+=(zstd)
   command -v casync >/dev/null || missing+=(casync)
   command -v mcopy >/dev/null || missing+=(mtools)
+  command -v mkfs.fat >/dev/null || missing+=(dosfstools)
   if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
       echo "deps: installing ${missing[*]}" >&2

@@ -117,7 +117,7 @@ describe('blobs', () => {
     const { readFileSync, writeFileSync } = await import('node:fs');
     const p = chunkPath(s.store.chunks.root, index.digestAt(1));
     const stored = readFileSync(p);
-    stored[stored.length - 5] ^= 0x40;
+    stored.writeUInt8(stored.readUInt8(stored.length - 5) ^ 0x40, stored.length - 5);
     writeFileSync(p, stored);
     const full = await oci.req('GET', `/v2/pull/corrupt/blobs/${d}`).then(async (r) => Buffer.from(await r.arrayBuffer())).catch((e: Error) => e);
     // Either the transfer breaks off, or what arrived is short: never the full, wrong content.
@@ -132,7 +132,7 @@ describe('blobs', () => {
 test('unknown endpoints and methods answer in the OCI error format', async () => {
   const r = await oci.req('GET', '/v2/pull/repo/nothing/here');
   expect(r.status).toBe(404);
-  expect((await r.json()).errors[0].code).toBeTruthy();
+  expect(((await r.json()) as { errors: Array<{ code: string }> }).errors[0]!.code).toBeTruthy();
   const m = await oci.req('POST', `/v2/pull/repo/manifests/v1`);
   expect(m.status).toBe(405);
   expect(await errorCode(m)).toBe('UNSUPPORTED');

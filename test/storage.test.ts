@@ -54,7 +54,7 @@ describe('chunk codec', () => {
     const good = codec.encode(text);
     for (let at = 0; at < good.byteLength; at += 7) {
       const bad = Buffer.from(good);
-      bad[at] ^= 0x10;
+      bad.writeUInt8(bad.readUInt8(at) ^ 0x10, at);
       expect(() => codec.decode(bad, sha256(text))).toThrow(ChunkCorruptError);
     }
     expect(() => codec.decode(good, sha256(Buffer.from('other')))).toThrow(ChunkCorruptError);
@@ -131,7 +131,7 @@ describe('local chunk store', () => {
     const { digest } = await store.add(data);
     const p = chunkPath(root, digest);
     const bytes = readFileSync(p);
-    bytes[bytes.length - 1] ^= 1;
+    bytes.writeUInt8(bytes.readUInt8(bytes.length - 1) ^ 1, bytes.length - 1);
     writeFileSync(p, bytes);
     await expect(store.get(digest)).rejects.toBeInstanceOf(ChunkCorruptError);
   });
