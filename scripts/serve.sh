@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh npm
+npm run --silent build
 exec node bin/snapyard.js serve "$@"
