@@ -69,20 +69,30 @@ export function createApp(cfg: AppConfig): Hono<{ Bindings: HttpBindings }> {
   app.use('*', async (c, next) => {
     const t0 = performance.now();
     await next();
-    c.res.headers.set('Docker-Distribution-API-Version', 'registry/2.0');
+    const out = c.env.outgoing;
+    const sent = out.headersSent; // streamed straight to the socket (sendStream)
+    if (!sent) c.res.headers.set('Docker-Distribution-API-Version', 'registry/2.0');
     cfg.logger?.info({
       method: c.req.method,
       path: c.req.path,
-      status: c.res.status,
+      status: sent ? out.statusCode : c.res.status,
       ms: Math.round((performance.now() - t0) * 10) / 10,
-      length: c.res.headers.get('content-length') ?? undefined,
+      length: (sent ? out.getHeader('content-length') : c.res.headers.get('content-length')) ?? undefined,
     });
   });
   app.all('/v2/*', async (c) => {
     let ctx: RequestContext | null = null;
     try {
       const url = new URL(c.req.url);
-      ctx = { store: cfg.store, method: c.req.method, url, headers: c.req.raw.headers, incoming: c.env.incoming };
+      ctx = {
+        store: cfg.store,
+        method: c.req.method,
+        url,
+        headers: c.req.raw.headers,
+        incoming: c.env.incoming,
+        outgoing: c.env.outgoing,
+        onStreamError: (e) => cfg.logger?.error({ err: e, path: url.pathname }, 'response cut short'),
+      };
       const route = matchRoute(url.pathname);
       if (!route) throw new OciError(404, 'NAME_UNKNOWN', `no such endpoint: ${url.pathname.slice(0, 200)}`);
       return await dispatch(ctx, route);

@@ -1,4 +1,5 @@
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import type { Store } from '../storage/open-store.js';
 
 /** What a route handler gets: the store, the raw request, and the parsed URL. */
@@ -8,6 +9,9 @@ export interface RequestContext {
   url: URL;
   headers: Headers;
   incoming: IncomingMessage;
+  outgoing: ServerResponse;
+  /** Reports a failure after the response has started (it can only be cut short then). */
+  onStreamError?: (e: unknown) => void;
 }
 
 export function header(ctx: RequestContext, name: string): string | undefined {
@@ -35,4 +39,47 @@ export function respond(status: number, headers: Record<string, string> = {}, bo
     },
   });
   return new Response(stream, { status, headers });
+}
+
+/**
+ * Streams a body straight to the socket (no web-stream copies), honouring
+ * backpressure; a failure half-way cuts the connection, so a client never
+ * takes a short body for a whole one.
+ */
+export async function sendStream(
+  ctx: RequestContext,
+  status: number,
+  headers: Record<string, string>,
+  body: AsyncIterable<Uint8Array>,
+): Promise<Response> {
+  const out = ctx.outgoing;
+  out.writeHead(status, { ...headers, 'Docker-Distribution-API-Version': 'registry/2.0' });
+  const it = body[Symbol.asyncIterator]();
+  try {
+    for (;;) {
+      const { value, done } = await it.next();
+      if (done) break;
+      if (out.destroyed) break;
+      if (!out.write(value)) await drained(out);
+    }
+    out.end();
+  } catch (e) {
+    ctx.onStreamError?.(e);
+    out.destroy(e as Error);
+  } finally {
+    await it.return?.();
+  }
+  return RESPONSE_ALREADY_SENT;
+}
+
+function drained(out: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      out.off('drain', done);
+      out.off('close', done);
+      resolve();
+    };
+    out.on('drain', done);
+    out.on('close', done);
+  });
 }

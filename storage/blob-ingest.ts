@@ -62,7 +62,7 @@ export async function ingestBlob(store: ChunkStore, source: AsyncIterable<Uint8A
   };
   try {
     for await (const c of chunkStream(hashed(), params)) {
-      queue.push(store.add(c.data));
+      queue.push(store.add(c.data, { donate: true }));
       if (queue.length >= inFlight) await settle();
     }
     while (queue.length > 0) await settle();
@@ -84,5 +84,6 @@ export async function ingestBlob(store: ChunkStore, source: AsyncIterable<Uint8A
   const index = builder.build(digest, size);
   const stored = await store.add(index.encode());
   if (stored.written) newStoredBytes += stored.storedSize;
+  await store.flush();
   return { digest, size, index, indexDigest: stored.digest, chunks, newChunks, newStoredBytes };
 }

@@ -23,10 +23,20 @@ export class BlobStore {
 
   /** Ingests a blob and links it into `repo`; the metadata commit is the last step. */
   async ingest(repo: string, source: AsyncIterable<Uint8Array>, opts: Omit<IngestOptions, 'params'> = {}): Promise<IngestResult> {
-    const r = await ingestBlob(this.chunks, source, this.params ? { ...opts, params: this.params } : opts);
+    const r = await this.ingestUncommitted(source, opts);
+    this.commit(repo, r);
+    return r;
+  }
+
+  /** Stores a blob's chunks and index without making it visible anywhere (see commit). */
+  ingestUncommitted(source: AsyncIterable<Uint8Array>, opts: Omit<IngestOptions, 'params'> = {}): Promise<IngestResult> {
+    return ingestBlob(this.chunks, source, this.params ? { ...opts, params: this.params } : opts);
+  }
+
+  /** Makes an ingested blob visible in `repo`. */
+  commit(repo: string, r: IngestResult): void {
     this.meta.commitBlob(repo, { digest: r.digest, size: r.size, indexDigest: r.indexDigest });
     this.remember(r.digest, r.index);
-    return r;
   }
 
   /** The blob if it is linked into `repo`. */

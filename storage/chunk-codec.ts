@@ -51,15 +51,18 @@ export class ChunkCodec {
     return out;
   }
 
-  /** Decodes a stored chunk and checks it hashes to `digest`. */
-  decode(stored: Uint8Array, digest: Digest): Buffer {
-    const raw = this.decodeUnverified(stored, digest);
+  /**
+   * Decodes a stored chunk and checks it hashes to `digest`. With `target`,
+   * the bytes are decoded into target[at, at + length) (no extra copy for zstd).
+   */
+  decode(stored: Uint8Array, digest: Digest, target?: Buffer, at = 0): Buffer {
+    const raw = this.decodeUnverified(stored, digest, target, at);
     const actual = sha256(raw);
     if (actual !== digest) throw new ChunkCorruptError(digest, `content hashes to ${actual}`);
     return raw;
   }
 
-  decodeUnverified(stored: Uint8Array, digest: Digest): Buffer {
+  decodeUnverified(stored: Uint8Array, digest: Digest, target?: Buffer, at = 0): Buffer {
     const buf = Buffer.from(stored.buffer, stored.byteOffset, stored.byteLength);
     if (buf.byteLength < CHUNK_HEADER_SIZE || buf.readUInt32LE(0) !== CHUNK_MAGIC) {
       throw new ChunkCorruptError(digest, 'bad header');
@@ -67,13 +70,16 @@ export class ChunkCodec {
     const encoding = buf.readUInt32LE(4);
     const rawLen = buf.readUInt32LE(8);
     if (rawLen > MAX_CHUNK_RAW) throw new ChunkCorruptError(digest, `length ${rawLen} out of range`);
+    if (target && at + rawLen > target.byteLength) throw new ChunkCorruptError(digest, `length ${rawLen} does not fit the index`);
     const payload = buf.subarray(CHUNK_HEADER_SIZE);
     if (encoding === ENCODING_RAW) {
       if (payload.byteLength !== rawLen) throw new ChunkCorruptError(digest, 'raw length mismatch');
-      return payload;
+      if (!target) return payload;
+      payload.copy(target, at);
+      return target.subarray(at, at + rawLen);
     }
     if (encoding !== ENCODING_ZSTD) throw new ChunkCorruptError(digest, `unknown encoding ${encoding}`);
-    const out = Buffer.allocUnsafe(rawLen);
+    const out = target ? target.subarray(at, at + rawLen) : Buffer.allocUnsafe(rawLen);
     let n: number;
     try {
       n = this.dctx.decompress(out, payload);

@@ -21,12 +21,24 @@ export interface ChunkStore {
   has(digest: Digest): Promise<boolean>;
   /** Uncompressed, verified bytes. Throws ChunkMissingError or ChunkCorruptError. */
   get(digest: Digest): Promise<Buffer>;
+  /**
+   * Several chunks' bytes, concatenated, each verified and checked against its
+   * expected length (from a chunk index). One call per run of chunks keeps
+   * per-chunk overhead off the read path.
+   */
+  getConcat(digests: Digest[], lengths: number[]): Promise<Buffer>;
   /** The stored form (see chunk-codec.ts), unverified: for serving chunks as stored. */
   getStored(digest: Digest): Promise<Buffer>;
-  /** Hashes, dedups and stores bytes; returns their digest. */
-  add(raw: Uint8Array): Promise<AddResult>;
+  /**
+   * Hashes, dedups and stores bytes; returns their digest. With `donate`, the
+   * caller hands over `raw` (the store may move its memory to another thread
+   * instead of copying it); the caller must not touch it afterwards.
+   */
+  add(raw: Uint8Array, opts?: { donate?: boolean }): Promise<AddResult>;
   /** Stores bytes that must hash to `digest` (throws DIGEST_MISMATCH otherwise). */
   put(digest: Digest, raw: Uint8Array): Promise<AddResult>;
+  /** Makes every chunk added so far durable; called before anything that references them is committed. */
+  flush(): Promise<void>;
   close(): Promise<void>;
 }
 

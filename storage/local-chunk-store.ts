@@ -1,39 +1,77 @@
-import { mkdirSync, readdirSync, rmSync } from 'node:fs';
-import { readFile, readdir, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ChunkCodec } from './chunk-codec.js';
 import type { AddResult, ChunkStore, PrunableChunkStore } from './chunk-store.js';
-import { digestFromHex, type Digest } from './digest.js';
-import { ChunkMissingError, SnapyardError } from './errors.js';
-import { addChunkSync, chunkPath, tmpDir } from './local-chunk-files.js';
-import { WorkerPool } from './worker-pool.js';
-import type { ChunkTask } from './chunk-worker.js';
+import { sha256, type Digest } from './digest.js';
+import { ChunkCorruptError, ChunkMissingError, SnapyardError } from './errors.js';
+import { ensureLayout, packPath, PackReader, PackWriter, readConcat, RECORD_HEADER_SIZE, type RecordLocation } from './pack-files.js';
+import { PackIndex } from './pack-index.js';
+import { WorkerPool, type WorkerError } from './worker-pool.js';
+import type { ChunkTask, ChunkTaskResult } from './chunk-worker.js';
 
 export interface LocalChunkStoreOptions {
-  /** Directory of the store (layout: local-chunk-files.ts). */
+  /** Directory of the store (layout: pack-files.ts). */
   root: string;
   /** zstd level for new chunks (default 3). */
   level?: number;
-  /** Worker threads for add/put (default 2; 0 = inline on the caller's thread). */
+  /** Worker threads for compression and reads (default 2; 0 = inline on the caller's thread). */
   workers?: number;
+  now?: () => number;
 }
 
-/** A chunk store on local disk. See local-chunk-files.ts for the layout. */
+function reviveError(e: WorkerError): Error {
+  if (e.code === 'CHUNK_CORRUPT' && e.digest) {
+    return new ChunkCorruptError(e.digest as Digest, e.message.replace(/^chunk \S+ is corrupt: /, ''));
+  }
+  return new SnapyardError('INTERNAL', e.message);
+}
+
+/** True when `a` is the whole of its own (non-shared) ArrayBuffer, so it can be moved to a worker. */
+function ownsBuffer(a: Uint8Array): boolean {
+  return a.byteOffset === 0 && a.byteLength === a.buffer.byteLength && a.buffer instanceof ArrayBuffer;
+}
+
+interface Pending {
+  done: Promise<RecordLocation>;
+  rawLength: number;
+}
+
+/**
+ * A chunk store on local disk: chunks appended to pack files, located through
+ * a SQLite index (layout: pack-files.ts). This thread hashes and dedups (so a
+ * chunk already held costs a hash and a lookup); worker threads compress,
+ * append, read and verify.
+ */
 export class LocalChunkStore implements ChunkStore, PrunableChunkStore {
   readonly root: string;
   private readonly codec: ChunkCodec;
-  private readonly pool: WorkerPool<ChunkTask, AddResult> | null;
+  private readonly index: PackIndex;
+  private readonly pool: WorkerPool<ChunkTask, ChunkTaskResult> | null;
+  private readonly writer: PackWriter | null;
+  private readonly reader: PackReader;
+  private readonly now: () => number;
+  /** Chunks handed to a writer whose index row is not committed yet. */
+  private readonly pending = new Map<Digest, Pending>();
+  private added: Array<{ digest: Digest; loc: RecordLocation; rawLength: number }> = [];
+  private touched: Digest[] = [];
+  private commitTimer: NodeJS.Timeout | null = null;
 
   constructor(opts: LocalChunkStoreOptions) {
     this.root = opts.root;
     const level = opts.level ?? 3;
+    this.now = opts.now ?? Date.now;
     this.codec = new ChunkCodec(level);
-    mkdirSync(join(this.root, 'chunks'), { recursive: true });
-    mkdirSync(tmpDir(this.root), { recursive: true });
-    // Left-over partial writes of a crashed process are never referenced.
-    for (const f of readdirSync(tmpDir(this.root))) rmSync(join(tmpDir(this.root), f), { force: true });
+    ensureLayout(this.root);
+    this.index = new PackIndex(join(this.root, 'index.db'));
+    this.reader = new PackReader(this.root);
     const workers = opts.workers ?? 2;
-    this.pool = workers > 0 ? new WorkerPool(new URL(import.meta.url.endsWith('.ts') ? './chunk-worker.ts' : './chunk-worker.js', import.meta.url), workers, { root: this.root, level }) : null;
+    if (workers > 0) {
+      const url = new URL(import.meta.url.endsWith('.ts') ? './chunk-worker.ts' : './chunk-worker.js', import.meta.url);
+      this.pool = new WorkerPool(url, workers, { root: this.root, level }, reviveError);
+      this.writer = null;
+    } else {
+      this.pool = null;
+      this.writer = new PackWriter(this.root, `p${process.pid}-main`);
+    }
   }
 
   toString(): string {
@@ -41,72 +79,141 @@ export class LocalChunkStore implements ChunkStore, PrunableChunkStore {
   }
 
   async has(digest: Digest): Promise<boolean> {
-    try {
-      await stat(chunkPath(this.root, digest));
-      return true;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
-      throw e;
-    }
+    return this.pending.has(digest) || this.index.has(digest);
+  }
+
+  private locate(digest: Digest): RecordLocation | Promise<RecordLocation> {
+    const p = this.pending.get(digest);
+    if (p) return p.done;
+    const row = this.index.locate(digest);
+    if (!row) throw new ChunkMissingError(digest);
+    return row;
   }
 
   async getStored(digest: Digest): Promise<Buffer> {
-    try {
-      return await readFile(chunkPath(this.root, digest));
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new ChunkMissingError(digest);
-      throw e;
-    }
+    return this.reader.readStored(digest, await this.locate(digest));
   }
 
   async get(digest: Digest): Promise<Buffer> {
-    return this.codec.decode(await this.getStored(digest), digest);
+    const loc = await this.locate(digest);
+    if (!this.pool) return this.reader.readRaw(this.codec, digest, loc);
+    const { data } = (await this.pool.run({ op: 'read', digest, loc })) as { data: Uint8Array };
+    return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
   }
 
-  async add(raw: Uint8Array): Promise<AddResult> {
-    return this.store(raw, undefined);
+  async getConcat(digests: Digest[], lengths: number[]): Promise<Buffer> {
+    const locs = await Promise.all(digests.map((d) => this.locate(d)));
+    if (!this.pool) return readConcat(this.reader, this.codec, digests, locs, lengths);
+    const { data } = (await this.pool.run({ op: 'readMany', digests, locs, lengths })) as { data: Uint8Array };
+    return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  }
+
+  async add(raw: Uint8Array, opts: { donate?: boolean } = {}): Promise<AddResult> {
+    return this.store(sha256(raw), raw, opts.donate === true);
   }
 
   async put(digest: Digest, raw: Uint8Array): Promise<AddResult> {
-    const r = await this.store(raw, digest);
-    if (r.digest !== digest) {
-      throw new SnapyardError('DIGEST_MISMATCH', `chunk content hashes to ${r.digest}, not ${digest}`);
-    }
-    return r;
+    const actual = sha256(raw);
+    if (actual !== digest) throw new SnapyardError('DIGEST_MISMATCH', `chunk content hashes to ${actual}, not ${digest}`);
+    return this.store(digest, raw, false);
   }
 
-  private async store(raw: Uint8Array, expect: Digest | undefined): Promise<AddResult> {
-    if (!this.pool) return addChunkSync(this.root, this.codec, raw, expect);
-    // Hand the worker its own copy, transferred (cloning a view would copy its whole backing buffer).
-    const own = new Uint8Array(raw);
-    const task: ChunkTask = expect ? { raw: own, expect } : { raw: own };
-    return this.pool.run(task, [own.buffer as ArrayBuffer]);
+  private async store(digest: Digest, raw: Uint8Array, donate: boolean): Promise<AddResult> {
+    const size = raw.byteLength;
+    const pending = this.pending.get(digest);
+    if (pending) {
+      const loc = await pending.done;
+      return { digest, size, written: false, storedSize: loc.length + RECORD_HEADER_SIZE };
+    }
+    const storedLength = this.index.storedLength(digest);
+    if (storedLength !== null) {
+      this.touched.push(digest);
+      this.scheduleCommit();
+      return { digest, size, written: false, storedSize: storedLength + RECORD_HEADER_SIZE };
+    }
+    const done = this.append(digest, raw, donate);
+    this.pending.set(digest, { done, rawLength: size });
+    let loc: RecordLocation;
+    try {
+      loc = await done;
+    } catch (e) {
+      this.pending.delete(digest);
+      throw e;
+    }
+    this.added.push({ digest, loc, rawLength: size });
+    this.scheduleCommit();
+    return { digest, size, written: true, storedSize: loc.length + RECORD_HEADER_SIZE };
+  }
+
+  private async append(digest: Digest, raw: Uint8Array, donate: boolean): Promise<RecordLocation> {
+    if (!this.pool) return this.writer!.append(digest, this.codec.encode(raw));
+    const own = donate && ownsBuffer(raw) ? raw : new Uint8Array(raw);
+    const r = (await this.pool.run({ op: 'append', digest, raw: own }, [own.buffer as ArrayBuffer])) as { loc: RecordLocation };
+    return r.loc;
+  }
+
+  /**
+   * Index rows are written in batches (a transaction every 20 ms or 4096 rows):
+   * until then the chunks are found through `pending`.
+   */
+  private scheduleCommit(): void {
+    if (this.added.length + this.touched.length >= 4096) {
+      this.commitNow();
+      return;
+    }
+    if (this.commitTimer) return;
+    this.commitTimer = setTimeout(() => this.commitNow(), 20);
+  }
+
+  private commitNow(): void {
+    if (this.commitTimer) clearTimeout(this.commitTimer);
+    this.commitTimer = null;
+    if (this.added.length === 0 && this.touched.length === 0) return;
+    const added = this.added;
+    const touched = this.touched;
+    this.added = [];
+    this.touched = [];
+    this.index.commit(added, touched, this.now());
+    for (const a of added) this.pending.delete(a.digest);
+  }
+
+  /** Makes every chunk added so far durable (packs fsync'ed, index committed). */
+  async flush(): Promise<void> {
+    await Promise.allSettled([...this.pending.values()].map((p) => p.done));
+    if (this.pool) await this.pool.broadcast({ op: 'sync' });
+    else this.writer!.sync();
+    this.commitNow();
   }
 
   async *list(): AsyncIterable<{ digest: Digest; storedSize: number; mtimeMs: number }> {
-    const base = join(this.root, 'chunks');
-    for (const dir of (await readdir(base)).sort()) {
-      for (const name of (await readdir(join(base, dir))).sort()) {
-        if (!/^[a-f0-9]{64}$/.test(name)) continue;
-        try {
-          const st = await stat(join(base, dir, name));
-          yield { digest: digestFromHex(name), storedSize: st.size, mtimeMs: st.mtimeMs };
-        } catch (e) {
-          if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-        }
-      }
-    }
+    this.commitNow();
+    for (const c of this.index.all()) yield { digest: c.digest, storedSize: c.length + RECORD_HEADER_SIZE, mtimeMs: c.mtimeMs };
   }
 
   async remove(digest: Digest): Promise<void> {
-    try {
-      await unlink(chunkPath(this.root, digest));
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-    }
+    this.commitNow();
+    this.index.remove(digest);
+  }
+
+  /** Where a chunk's stored bytes are on disk (for verify, repair and tests). */
+  where(digest: Digest): { path: string; offset: number; length: number } | null {
+    this.commitNow();
+    const row = this.index.get(digest);
+    return row ? { path: packPath(this.root, row.pack), offset: row.offset + RECORD_HEADER_SIZE, length: row.length } : null;
+  }
+
+  /** Chunks, stored bytes (records) and raw bytes held. */
+  stats(): { chunks: number; stored: number; raw: number } {
+    this.commitNow();
+    const s = this.index.stats();
+    return { chunks: s.chunks, stored: s.stored + s.chunks * RECORD_HEADER_SIZE, raw: s.raw };
   }
 
   async close(): Promise<void> {
+    await this.flush();
     await this.pool?.close();
+    this.writer?.close();
+    this.reader.close();
+    this.index.close();
   }
 }

@@ -104,6 +104,7 @@ export class Metadata {
       getUpload: p('SELECT id, repo, size, created_ms AS createdMs, updated_ms AS updatedMs FROM uploads WHERE id = ?'),
       setUploadSize: p('UPDATE uploads SET size = ?, updated_ms = ? WHERE id = ?'),
       deleteUpload: p('DELETE FROM uploads WHERE id = ?'),
+      clearUploads: p('DELETE FROM uploads'),
     };
   }
 
@@ -258,6 +259,10 @@ export class Metadata {
 
   deleteUpload(id: string): boolean {
     return this.s.deleteUpload.run(id).changes > 0;
+  }
+
+  clearUploads(): void {
+    this.s.clearUploads.run();
   }
 }
 

@@ -2,15 +2,17 @@ import { join } from 'node:path';
 import { BlobStore } from './blob-store.js';
 import { LocalChunkStore } from './local-chunk-store.js';
 import { Metadata } from './metadata.js';
-import { UploadFiles } from './upload-files.js';
+import { UploadSessions } from './upload-sessions.js';
 import type { FastCDCParams } from './fastcdc.js';
 
 /**
  * The embedded default store: everything under one data directory.
  *
  *   <data>/meta.db         SQLite metadata (metadata-schema.ts), with -wal/-shm beside it
- *   <data>/store/          local chunk store (layout: local-chunk-files.ts)
- *   <data>/uploads/<id>    bytes of open upload sessions (upload-files.ts)
+ *   <data>/store/          local chunk store (layout: pack-files.ts)
+ *
+ * Upload sessions are chunked as their bytes arrive (upload-sessions.ts): they
+ * keep no temporary copy, and do not survive a restart.
  */
 export interface StoreConfig {
   dataDir: string;
@@ -25,7 +27,7 @@ export interface Store {
   meta: Metadata;
   chunks: LocalChunkStore;
   blobs: BlobStore;
-  uploads: UploadFiles;
+  uploads: UploadSessions;
   close(): Promise<void>;
 }
 
@@ -37,13 +39,15 @@ export function openStore(cfg: StoreConfig): Store {
     ...(cfg.workers !== undefined ? { workers: cfg.workers } : {}),
   });
   const blobs = new BlobStore(meta, chunks, cfg.params);
-  const uploads = new UploadFiles(join(cfg.dataDir, 'uploads'));
+  const uploads = new UploadSessions(blobs);
+  meta.clearUploads(); // sessions of an earlier process cannot be resumed
   return {
     meta,
     chunks,
     blobs,
     uploads,
     async close() {
+      uploads.close();
       await chunks.close();
       meta.close();
     },

@@ -6,6 +6,14 @@ interface Pending<Res> {
   reject: (e: Error) => void;
 }
 
+/** What a worker posts for a failed task. */
+export interface WorkerError {
+  name?: string;
+  message: string;
+  code?: string;
+  digest?: string;
+}
+
 interface Slot<Res> {
   worker: Worker;
   pending: Map<number, Pending<Res>>;
@@ -22,7 +30,13 @@ export class WorkerPool<Req, Res> {
   private nextId = 1;
   private closed = false;
 
-  constructor(moduleUrl: URL, size: number, workerData: unknown) {
+  constructor(
+    moduleUrl: URL,
+    size: number,
+    workerData: unknown,
+    /** Turns a worker's error back into a typed error. */
+    private readonly revive: (e: WorkerError) => Error = (e) => new SnapyardError('INTERNAL', e.message),
+  ) {
     // Running from TypeScript sources (tsx, vitest): let the worker load .ts too.
     const fromSource = moduleUrl.pathname.endsWith('.ts');
     for (let i = 0; i < size; i++) {
@@ -30,16 +44,13 @@ export class WorkerPool<Req, Res> {
         ? new Worker(tsxBootstrap(moduleUrl), { eval: true, workerData })
         : new Worker(moduleUrl, { workerData });
       const slot: Slot<Res> = { worker, pending: new Map() };
-      worker.on('message', (msg: { id: number; result?: Res; error?: { message: string; code?: string } }) => {
+      worker.on('message', (msg: { id: number; result?: Res; error?: WorkerError }) => {
         const p = slot.pending.get(msg.id);
         if (!p) return;
         slot.pending.delete(msg.id);
         if (slot.pending.size === 0) worker.unref();
-        if (msg.error) {
-          const err = new SnapyardError('INTERNAL', msg.error.message);
-          if (msg.error.code) (err as Error & { cause?: unknown }).cause = msg.error.code;
-          p.reject(err);
-        } else p.resolve(msg.result as Res);
+        if (msg.error) p.reject(this.revive(msg.error));
+        else p.resolve(msg.result as Res);
       });
       worker.on('error', (e) => this.failAll(slot, e));
       worker.on('exit', (code) => {
@@ -55,9 +66,18 @@ export class WorkerPool<Req, Res> {
   }
 
   run(req: Req, transfer: ArrayBuffer[] = []): Promise<Res> {
-    if (this.closed) return Promise.reject(new SnapyardError('INTERNAL', 'worker pool is closed'));
     let best = this.slots[0]!;
     for (const s of this.slots) if (s.pending.size < best.pending.size) best = s;
+    return this.runOn(best, req, transfer);
+  }
+
+  /** Runs the same task on every worker. */
+  broadcast(req: Req): Promise<Res[]> {
+    return Promise.all(this.slots.map((s) => this.runOn(s, req, [])));
+  }
+
+  private runOn(best: Slot<Res>, req: Req, transfer: ArrayBuffer[]): Promise<Res> {
+    if (this.closed) return Promise.reject(new SnapyardError('INTERNAL', 'worker pool is closed'));
     const id = this.nextId++;
     return new Promise<Res>((resolve, reject) => {
       if (best.pending.size === 0) best.worker.ref();

@@ -113,12 +113,12 @@ describe('blobs', () => {
     const d = await oci.pushBlob('pull/corrupt', data);
     const blob = s.store.meta.getBlob(d as `sha256:${string}`)!;
     const index = await s.store.blobs.index(blob);
-    const { chunkPath } = await import('../storage/local-chunk-files.js');
     const { readFileSync, writeFileSync } = await import('node:fs');
-    const p = chunkPath(s.store.chunks.root, index.digestAt(1));
-    const stored = readFileSync(p);
-    stored.writeUInt8(stored.readUInt8(stored.length - 5) ^ 0x40, stored.length - 5);
-    writeFileSync(p, stored);
+    const at = s.store.chunks.where(index.digestAt(1))!;
+    const pack = readFileSync(at.path);
+    const i = at.offset + at.length - 5;
+    pack.writeUInt8(pack.readUInt8(i) ^ 0x40, i);
+    writeFileSync(at.path, pack);
     const full = await oci.req('GET', `/v2/pull/corrupt/blobs/${d}`).then(async (r) => Buffer.from(await r.arrayBuffer())).catch((e: Error) => e);
     // Either the transfer breaks off, or what arrived is short: never the full, wrong content.
     if (Buffer.isBuffer(full)) expect(full.byteLength).toBeLessThan(data.byteLength);

@@ -119,7 +119,7 @@ describe('chunked push', () => {
     expect((await oci.req('PUT', `${loc}?digest=${sha(data)}`)).status).toBe(201);
   });
 
-  test('PUT with the wrong digest is DIGEST_INVALID; nothing is committed and the session can still finish', async () => {
+  test('PUT with the wrong digest is DIGEST_INVALID; nothing is committed and the session is over', async () => {
     const data = prng(70_000, 13);
     const loc = await openSession('chunked');
     await oci.req('PATCH', loc, { body: data });
@@ -127,7 +127,49 @@ describe('chunked push', () => {
     expect(bad.status).toBe(400);
     expect(await errorCode(bad)).toBe('DIGEST_INVALID');
     expect((await oci.req('HEAD', `/v2/chunked/blobs/${sha('nope')}`)).status).toBe(404);
+    expect((await oci.req('HEAD', `/v2/chunked/blobs/${sha(data)}`)).status).toBe(404);
+    expect((await oci.req('GET', loc)).status).toBe(404);
+  });
+
+  test('a session is resumable after a request broke off: Range says what arrived', async () => {
+    const data = prng(3_000_000, 14);
+    const loc = await openSession('chunked');
+    // Send a PATCH that claims more than it sends, then cut the connection.
+    const { request } = await import('node:http');
+    const url = new URL(s.url + loc);
+    await new Promise<void>((resolve) => {
+      const req = request({ host: url.hostname, port: url.port, path: url.pathname, method: 'PATCH', headers: { 'Content-Length': String(data.byteLength) } });
+      req.on('error', () => resolve());
+      req.write(data.subarray(0, 1_000_000), () => setTimeout(() => { req.destroy(); resolve(); }, 200));
+    });
+    await new Promise((r) => setTimeout(r, 100));
+    const st = await oci.req('GET', loc);
+    expect(st.status).toBe(204);
+    const got = Number(/^0-(\d+)$/.exec(st.headers.get('range')!)![1]) + 1;
+    expect(got).toBeGreaterThan(0);
+    expect(got).toBeLessThanOrEqual(1_000_000);
+    const rest = await oci.req('PATCH', loc, { body: data.subarray(got), headers: { 'Content-Range': `${got}-${data.byteLength - 1}` } });
+    expect(rest.status).toBe(202);
     expect((await oci.req('PUT', `${loc}?digest=${sha(data)}`)).status).toBe(201);
+    const g = await oci.req('GET', `/v2/chunked/blobs/${sha(data)}`);
+    expect(Buffer.from(await g.arrayBuffer()).equals(data)).toBe(true);
+  });
+
+  test('sessions do not survive a restart: they are unknown afterwards', async () => {
+    const { startTestServer: start } = await import('./helpers/server.js');
+    const { mkdtempSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dir = mkdtempSync(join(tmpdir(), 'snapyard-restart-'));
+    const a = await start({ dataDir: dir });
+    const r = await fetch(`${a.url}/v2/restart/blobs/uploads/`, { method: 'POST' });
+    const loc = r.headers.get('location')!;
+    await fetch(`${a.url}${loc}`, { method: 'PATCH', body: 'partial' });
+    await a.stop();
+    const b = await start({ dataDir: dir });
+    const st = await fetch(`${b.url}${loc}`);
+    expect(st.status).toBe(404);
+    await b.stop();
   });
 
   test('PUT without digest is rejected', async () => {

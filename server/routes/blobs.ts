@@ -1,7 +1,7 @@
 import { checkDigest } from '../names.js';
 import { OciError } from '../oci-error.js';
 import { parseRange } from '../http-util.js';
-import { header, respond, type RequestContext } from '../context.js';
+import { header, respond, sendStream, type RequestContext } from '../context.js';
 import type { BlobRecord } from '../../storage/metadata.js';
 
 function blobOrThrow(ctx: RequestContext, name: string, digestStr: string): BlobRecord {
@@ -29,7 +29,7 @@ export async function getBlob(ctx: RequestContext, name: string, digestStr: stri
   const status = range ? 206 : 200;
   if (ctx.method === 'HEAD') return respond(status, headers);
   const index = await ctx.store.blobs.index(blob);
-  return respond(status, headers, ctx.store.blobs.read(index, start, end));
+  return sendStream(ctx, status, headers, ctx.store.blobs.read(index, start, end));
 }
 
 /** DELETE /v2/<name>/blobs/<digest>: unlinks the blob from the repository (GC frees its chunks). */

@@ -50,12 +50,15 @@ export async function startUpload(ctx: RequestContext, name: string): Promise<Re
   await drain(ctx.incoming);
   const id = randomUUID();
   ctx.store.meta.createUpload(id, name);
+  ctx.store.uploads.open(id, name);
   return progress(name, ctx.store.meta.getUpload(id)!, 202);
 }
 
 function sessionOrThrow(ctx: RequestContext, name: string, id: string): UploadRecord {
   const up = /^[a-zA-Z0-9-]{8,64}$/.test(id) ? ctx.store.meta.getUpload(id) : null;
-  if (!up || up.repo !== name) throw new OciError(404, 'BLOB_UPLOAD_UNKNOWN', `upload ${id.slice(0, 80)} is not open in ${name}`);
+  if (!up || up.repo !== name || !ctx.store.uploads.has(up.id)) {
+    throw new OciError(404, 'BLOB_UPLOAD_UNKNOWN', `upload ${id.slice(0, 80)} is not open in ${name}`);
+  }
   return up;
 }
 
@@ -79,10 +82,17 @@ async function appendBody(ctx: RequestContext, up: UploadRecord, required: boole
   }
   if (!required && len === 0) return up;
   const limit = range ? range.end - range.start + 1 : len ?? Number.MAX_SAFE_INTEGER;
-  const n = await ctx.store.uploads.append(up.id, up.size, bodyOf(ctx.incoming), limit);
-  if (range && n !== limit) throw new OciError(400, 'BLOB_UPLOAD_INVALID', `chunk has ${n} bytes, Content-Range says ${limit}`);
-  ctx.store.meta.setUploadSize(up.id, up.size + n);
-  return ctx.store.meta.getUpload(up.id)!;
+  try {
+    await ctx.store.uploads.append(up.id, bodyOf(ctx.incoming), limit);
+  } finally {
+    // Whatever arrived counts, even from a request that broke off: the client resumes from Range.
+    ctx.store.meta.setUploadSize(up.id, ctx.store.uploads.size(up.id));
+  }
+  const after = ctx.store.meta.getUpload(up.id)!;
+  if (range && after.size - up.size !== limit) {
+    throw new OciError(400, 'BLOB_UPLOAD_INVALID', `chunk has ${after.size - up.size} bytes, Content-Range says ${limit}`);
+  }
+  return after;
 }
 
 /** PATCH /v2/<name>/blobs/uploads/<id>: append a chunk (416 when out of order). */
@@ -110,10 +120,13 @@ export async function finishUpload(ctx: RequestContext, name: string, id: string
   const digest = checkDigest(digestParam);
   return ctx.store.uploads.locked(up0.id, async () => {
     const up = await appendBody(ctx, sessionOrThrow(ctx, name, id), false);
-    // On a digest mismatch the session stays open with its bytes: nothing is committed.
-    await ctx.store.blobs.ingest(name, ctx.store.uploads.read(up.id, up.size), { expectDigest: digest, expectSize: up.size });
     ctx.store.meta.deleteUpload(up.id);
-    await ctx.store.uploads.remove(up.id);
+    const result = await ctx.store.uploads.finish(up.id);
+    // On a digest mismatch nothing is committed (the chunks stay unreferenced for GC), and the session is over.
+    if (result.digest !== digest) {
+      throw new OciError(400, 'DIGEST_INVALID', `uploaded content hashes to ${result.digest}, not ${digest}`, { expected: digest, actual: result.digest });
+    }
+    ctx.store.blobs.commit(name, result);
     return created(name, digest);
   });
 }
@@ -122,6 +135,7 @@ export async function finishUpload(ctx: RequestContext, name: string, id: string
 export async function cancelUpload(ctx: RequestContext, name: string, id: string): Promise<Response> {
   const up = sessionOrThrow(ctx, name, id);
   ctx.store.meta.deleteUpload(up.id);
-  await ctx.store.uploads.remove(up.id);
+  ctx.store.uploads.cancel(up.id);
+  await drain(ctx.incoming);
   return respond(204);
 }

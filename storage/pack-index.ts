@@ -1,0 +1,123 @@
+import Database from 'better-sqlite3';
+import { digestFromRaw, rawOf, type Digest } from './digest.js';
+import type { RecordLocation } from './pack-files.js';
+
+export interface IndexedChunk extends RecordLocation {
+  digest: Digest;
+  rawLength: number;
+  mtimeMs: number;
+}
+
+/**
+ * Where each chunk of a local store lives: SQLite (WAL), digest (32 raw bytes)
+ * -> pack, record offset, stored length, raw length, last time it was added.
+ * Versioned with PRAGMA user_version. Used from one thread (the store's owner).
+ */
+export class PackIndex {
+  private readonly db: Database.Database;
+  private readonly s;
+  private readonly packIds = new Map<string, number>();
+  private readonly packNames = new Map<number, string>();
+
+  constructor(path: string) {
+    this.db = new Database(path);
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = NORMAL');
+    this.db.pragma('busy_timeout = 5000');
+    const v = this.db.pragma('user_version', { simple: true }) as number;
+    if (v === 0) {
+      this.db.exec(`
+        CREATE TABLE packs (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+        CREATE TABLE chunks (
+          digest BLOB PRIMARY KEY,
+          pack INTEGER NOT NULL,
+          offset INTEGER NOT NULL,
+          length INTEGER NOT NULL,
+          raw_length INTEGER NOT NULL,
+          mtime_ms INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX chunks_by_pack ON chunks(pack);
+        PRAGMA user_version = 1;
+      `);
+    } else if (v > 1) {
+      throw new Error(`chunk index schema ${v} is newer than this snapyard`);
+    }
+    const p = (sql: string) => this.db.prepare(sql);
+    this.s = {
+      get: p('SELECT pack, offset, length, raw_length AS rawLength, mtime_ms AS mtimeMs FROM chunks WHERE digest = ?'),
+      has: p('SELECT 1 FROM chunks WHERE digest = ?').pluck(),
+      storedLength: p('SELECT length FROM chunks WHERE digest = ?').pluck(),
+      locate: p('SELECT pack, offset, length FROM chunks WHERE digest = ?').raw(),
+      insert: p('INSERT OR IGNORE INTO chunks (digest, pack, offset, length, raw_length, mtime_ms) VALUES (?, ?, ?, ?, ?, ?)'),
+      touch: p('UPDATE chunks SET mtime_ms = ? WHERE digest = ?'),
+      remove: p('DELETE FROM chunks WHERE digest = ?'),
+      addPack: p('INSERT OR IGNORE INTO packs (name) VALUES (?)'),
+      packId: p('SELECT id FROM packs WHERE name = ?').pluck(),
+      packs: p('SELECT id, name FROM packs'),
+      all: p('SELECT digest, pack, offset, length, raw_length AS rawLength, mtime_ms AS mtimeMs FROM chunks ORDER BY digest'),
+      stats: p('SELECT COUNT(*) AS chunks, COALESCE(SUM(length), 0) AS stored, COALESCE(SUM(raw_length), 0) AS raw FROM chunks'),
+    };
+    for (const r of this.s.packs.all() as Array<{ id: number; name: string }>) {
+      this.packIds.set(r.name, r.id);
+      this.packNames.set(r.id, r.name);
+    }
+  }
+
+  private packId(name: string): number {
+    let id = this.packIds.get(name);
+    if (id === undefined) {
+      this.s.addPack.run(name);
+      id = this.s.packId.get(name) as number;
+      this.packIds.set(name, id);
+      this.packNames.set(id, name);
+    }
+    return id;
+  }
+
+  get(digest: Digest): IndexedChunk | null {
+    const r = this.s.get.get(rawOf(digest)) as { pack: number; offset: number; length: number; rawLength: number; mtimeMs: number } | undefined;
+    if (!r) return null;
+    return { digest, pack: this.packNames.get(r.pack)!, offset: r.offset, length: r.length, rawLength: r.rawLength, mtimeMs: r.mtimeMs };
+  }
+
+  /** Where a chunk's record is (the read path: no more than it needs). */
+  locate(digest: Digest): RecordLocation | null {
+    const r = this.s.locate.get(Buffer.from(digest.slice(7), 'hex')) as [number, number, number] | undefined;
+    return r ? { pack: this.packNames.get(r[0])!, offset: r[1], length: r[2] } : null;
+  }
+
+  /** Stored length of a chunk, or null when it is not held. */
+  storedLength(digest: Digest): number | null {
+    return (this.s.storedLength.get(rawOf(digest)) as number | undefined) ?? null;
+  }
+
+  has(digest: Digest): boolean {
+    return this.s.has.get(rawOf(digest)) !== undefined;
+  }
+
+  /** Records chunks (first writer wins) and refreshes times, in one transaction. */
+  commit(added: Array<{ digest: Digest; loc: RecordLocation; rawLength: number }>, touched: Digest[], now: number): void {
+    this.db.transaction(() => {
+      for (const a of added) this.s.insert.run(rawOf(a.digest), this.packId(a.loc.pack), a.loc.offset, a.loc.length, a.rawLength, now);
+      for (const d of touched) this.s.touch.run(now, rawOf(d));
+    })();
+  }
+
+  remove(digest: Digest): void {
+    this.s.remove.run(rawOf(digest));
+  }
+
+  *all(): Generator<IndexedChunk> {
+    for (const r of this.s.all.iterate() as Iterable<{ digest: Buffer; pack: number; offset: number; length: number; rawLength: number; mtimeMs: number }>) {
+      yield { digest: digestFromRaw(r.digest), pack: this.packNames.get(r.pack)!, offset: r.offset, length: r.length, rawLength: r.rawLength, mtimeMs: r.mtimeMs };
+    }
+  }
+
+  stats(): { chunks: number; stored: number; raw: number } {
+    return this.s.stats.get() as { chunks: number; stored: number; raw: number };
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}

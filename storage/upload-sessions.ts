@@ -1,0 +1,146 @@
+import { SnapyardError } from './errors.js';
+import type { BlobStore } from './blob-store.js';
+import type { IngestResult } from './blob-ingest.js';
+
+/**
+ * A push-based byte stream: producers `write` pieces (waiting while the
+ * consumer is behind), the consumer iterates. Bounded: at most `limit` bytes
+ * wait in between.
+ */
+class PieceQueue implements AsyncIterable<Uint8Array> {
+  private readonly pieces: Uint8Array[] = [];
+  private queued = 0;
+  private ended = false;
+  private failure: Error | null = null;
+  private wakeConsumer: (() => void) | null = null;
+  private readonly wakeProducers: Array<() => void> = [];
+
+  constructor(private readonly limit = 4 * 1024 * 1024) {}
+
+  async write(piece: Uint8Array): Promise<void> {
+    if (this.ended || this.failure) throw this.failure ?? new SnapyardError('CONFLICT', 'upload is closed');
+    this.pieces.push(piece);
+    this.queued += piece.byteLength;
+    this.wake();
+    while (this.queued > this.limit && !this.failure) await new Promise<void>((r) => this.wakeProducers.push(r));
+    if (this.failure) throw this.failure;
+  }
+
+  end(): void {
+    this.ended = true;
+    this.wake();
+  }
+
+  fail(e: Error): void {
+    this.failure = e;
+    this.wake();
+    for (const w of this.wakeProducers.splice(0)) w();
+  }
+
+  private wake(): void {
+    const w = this.wakeConsumer;
+    this.wakeConsumer = null;
+    w?.();
+  }
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<Uint8Array> {
+    for (;;) {
+      if (this.failure) throw this.failure;
+      const p = this.pieces.shift();
+      if (p) {
+        this.queued -= p.byteLength;
+        if (this.queued <= this.limit) for (const w of this.wakeProducers.splice(0)) w();
+        yield p;
+        continue;
+      }
+      if (this.ended) return;
+      await new Promise<void>((r) => (this.wakeConsumer = r));
+    }
+  }
+}
+
+interface Live {
+  repo: string;
+  size: number;
+  queue: PieceQueue;
+  result: Promise<IngestResult>;
+}
+
+/**
+ * Open upload sessions whose bytes are chunked and stored as they arrive (no
+ * temporary copy of the blob): each session feeds a running ingest; finishing
+ * the session ends its stream and checks the digest. Sessions live in this
+ * process: after a restart they are unknown and clients start over.
+ */
+export class UploadSessions {
+  private readonly live = new Map<string, Live>();
+  private readonly locks = new Map<string, Promise<unknown>>();
+
+  constructor(private readonly blobs: BlobStore) {}
+
+  /** Runs fn with the session locked: requests to one session are applied one at a time. */
+  async locked<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(id) ?? Promise.resolve();
+    const run = prev.then(fn, fn);
+    const tail = run.catch(() => {});
+    this.locks.set(id, tail);
+    try {
+      return await run;
+    } finally {
+      if (this.locks.get(id) === tail) this.locks.delete(id);
+    }
+  }
+
+  open(id: string, repo: string): void {
+    const queue = new PieceQueue();
+    const result = this.blobs.ingestUncommitted(queue);
+    result.catch(() => {}); // observed by finish(); a cancelled session's failure is expected
+    this.live.set(id, { repo, size: 0, queue, result });
+  }
+
+  has(id: string): boolean {
+    return this.live.has(id);
+  }
+
+  size(id: string): number {
+    return this.get(id).size;
+  }
+
+  /** Appends a stream; returns the bytes taken (counted even if the stream breaks off, so a client can resume). */
+  async append(id: string, source: AsyncIterable<Uint8Array>, limit = Number.MAX_SAFE_INTEGER): Promise<number> {
+    const s = this.get(id);
+    let n = 0;
+    for await (const piece of source) {
+      if (n + piece.byteLength > limit) throw new SnapyardError('SIZE_INVALID', `upload chunk larger than the declared ${limit} bytes`);
+      await s.queue.write(piece);
+      n += piece.byteLength;
+      s.size += piece.byteLength;
+    }
+    return n;
+  }
+
+  /** Ends the session's stream and returns what was ingested (not yet committed to a repository). */
+  async finish(id: string): Promise<IngestResult> {
+    const s = this.get(id);
+    this.live.delete(id);
+    s.queue.end();
+    return s.result;
+  }
+
+  cancel(id: string): void {
+    const s = this.live.get(id);
+    if (!s) return;
+    this.live.delete(id);
+    s.queue.fail(new SnapyardError('CONFLICT', 'upload cancelled'));
+  }
+
+  private get(id: string): Live {
+    const s = this.live.get(id);
+    if (!s) throw new SnapyardError('NOT_FOUND', `upload ${id} is not open`);
+    return s;
+  }
+
+  close(): void {
+    for (const id of [...this.live.keys()]) this.cancel(id);
+  }
+}
