@@ -23,7 +23,7 @@ export function buildProgram(): Command {
     .option('--host <host>', 'address to listen on (env SNAPYARD_HOST)', process.env.SNAPYARD_HOST ?? '0.0.0.0')
     .option('--port <n>', 'port (env SNAPYARD_PORT)', int('--port'), Number(process.env.SNAPYARD_PORT ?? 5000))
     .option('--workers <n>', 'chunk worker threads (hash + zstd)', int('--workers'))
-    .option('--level <n>', 'zstd level for new chunks', int('--level'))
+    .option('--level <n>', 'zstd level for new chunks (default 1)', int('--level'))
     .action(async (o: { data: string; host: string; port: number; workers?: number; level?: number }) => {
       await serve(o);
     });

@@ -1,6 +1,6 @@
 import { ChunkIndexBuilder, type ChunkIndex } from './chunk-index.js';
-import type { AddResult, ChunkStore } from './chunk-store.js';
-import { Digester, type Digest } from './digest.js';
+import type { ChunkStore } from './chunk-store.js';
+import { localDigester, type Digest } from './digest.js';
 import { SnapyardError } from './errors.js';
 import { chunkStream, DEFAULT_FASTCDC, type FastCDCParams } from './fastcdc.js';
 
@@ -10,8 +10,6 @@ export interface IngestOptions {
   /** The size the blob must have; SIZE_INVALID otherwise. */
   expectSize?: number;
   params?: FastCDCParams;
-  /** Chunks being hashed/compressed/written at once (bounds memory: ~ this x maxSize). */
-  inFlight?: number;
 }
 
 export interface IngestResult {
@@ -27,19 +25,19 @@ export interface IngestResult {
 
 /**
  * Stream -> FastCDC chunks -> store only the missing ones -> chunk index.
- * Memory is bounded by `inFlight` chunks plus the index (36 bytes a chunk),
+ * Memory is bounded by the writer's batches in flight plus the index (36 bytes a chunk),
  * whatever the blob size. The blob digest is computed on the way; the index is
  * stored only when it matches `expectDigest`. Chunks already written for a blob
  * that then fails its digest check are unreferenced and left to GC.
  */
 export async function ingestBlob(store: ChunkStore, source: AsyncIterable<Uint8Array>, opts: IngestOptions = {}): Promise<IngestResult> {
   const params = opts.params ?? DEFAULT_FASTCDC;
-  const inFlight = opts.inFlight ?? 16;
-  const digester = new Digester();
+  const digester = store.digester?.() ?? localDigester();
   const maxSize = opts.expectSize;
   async function* hashed(): AsyncGenerator<Uint8Array> {
     for await (const piece of source) {
-      digester.update(piece);
+      const wait = digester.update(piece);
+      if (wait) await wait;
       if (maxSize !== undefined && digester.size > maxSize) {
         throw new SnapyardError('SIZE_INVALID', `blob is larger than the declared ${maxSize} bytes`);
       }
@@ -47,32 +45,23 @@ export async function ingestBlob(store: ChunkStore, source: AsyncIterable<Uint8A
     }
   }
   const builder = new ChunkIndexBuilder(params);
-  const queue: Promise<AddResult>[] = [];
-  let newChunks = 0;
-  let newStoredBytes = 0;
+  const writer = store.writer();
   let chunks = 0;
-  const settle = async () => {
-    const r = await queue.shift()!;
-    builder.push(r.digest, r.size);
-    chunks++;
-    if (r.written) {
-      newChunks++;
-      newStoredBytes += r.storedSize;
-    }
-  };
   try {
-    for await (const c of chunkStream(hashed(), params)) {
-      queue.push(store.add(c.data, { donate: true }));
-      if (queue.length >= inFlight) await settle();
+    // Chunks are views of the chunker's window: the writer copies what it keeps before we move on.
+    for await (const c of chunkStream(hashed(), params, { copy: false })) {
+      const r = await writer.add(c.data);
+      builder.push(r.digest, c.length);
+      chunks++;
     }
-    while (queue.length > 0) await settle();
   } catch (e) {
     // Let in-flight writes finish before reporting, so nothing races the caller's clean-up.
-    await Promise.allSettled(queue);
+    await writer.finish().catch(() => {});
     throw e;
   }
+  let { newChunks, newStoredBytes } = await writer.finish();
   const size = digester.size;
-  const digest = digester.digest();
+  const digest = await digester.digest();
   if (opts.expectDigest !== undefined && digest !== opts.expectDigest) {
     throw new SnapyardError('DIGEST_INVALID', `content hashes to ${digest}, not ${opts.expectDigest}`, {
       detail: { expected: opts.expectDigest, actual: digest },

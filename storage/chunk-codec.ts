@@ -51,6 +51,29 @@ export class ChunkCodec {
     return out;
   }
 
+  /** Room `encodeInto` may need for `rawLength` bytes. */
+  static bound(rawLength: number): number {
+    return CHUNK_HEADER_SIZE + Math.max(binding.compressBound(rawLength), rawLength);
+  }
+
+  /** Encodes `raw` into out[at, ...) (which has ChunkCodec.bound(raw.length) bytes of room); returns the stored length. */
+  encodeInto(raw: Uint8Array, out: Buffer, at: number): number {
+    let encoding = ENCODING_RAW;
+    let payloadLen = raw.byteLength;
+    if (raw.byteLength > 0) {
+      const n = this.cctx.compress(out.subarray(at + CHUNK_HEADER_SIZE), raw, this.level);
+      if (n < raw.byteLength) {
+        encoding = ENCODING_ZSTD;
+        payloadLen = n;
+      }
+    }
+    out.writeUInt32LE(CHUNK_MAGIC, at);
+    out.writeUInt32LE(encoding, at + 4);
+    out.writeUInt32LE(raw.byteLength, at + 8);
+    if (encoding === ENCODING_RAW) out.set(raw, at + CHUNK_HEADER_SIZE);
+    return CHUNK_HEADER_SIZE + payloadLen;
+  }
+
   /**
    * Decodes a stored chunk and checks it hashes to `digest`. With `target`,
    * the bytes are decoded into target[at, at + length) (no extra copy for zstd).

@@ -1,4 +1,4 @@
-import type { Digest } from './digest.js';
+import type { Digest, StreamDigester } from './digest.js';
 
 /** Result of adding a chunk to a store. */
 export interface AddResult {
@@ -9,6 +9,17 @@ export interface AddResult {
   written: boolean;
   /** Bytes the chunk occupies in the store (header included). */
   storedSize: number;
+}
+
+/** Ingest-side writing of many chunks in a row (batched by stores that can). */
+export interface ChunkWriter {
+  /**
+   * Hashes and dedups `raw`; new bytes are copied before the promise resolves,
+   * so the caller may reuse the memory afterwards.
+   */
+  add(raw: Uint8Array): Promise<{ digest: Digest; written: boolean }>;
+  /** Waits until every chunk added is stored; returns what was new. */
+  finish(): Promise<{ newChunks: number; newStoredBytes: number }>;
 }
 
 /**
@@ -35,6 +46,10 @@ export interface ChunkStore {
    * instead of copying it); the caller must not touch it afterwards.
    */
   add(raw: Uint8Array, opts?: { donate?: boolean }): Promise<AddResult>;
+  /** Optional: a digester of a whole stream that hashes off this thread. */
+  digester?(): StreamDigester;
+  /** A writer for a run of chunks (a blob being ingested). */
+  writer(): ChunkWriter;
   /** Stores bytes that must hash to `digest` (throws DIGEST_MISMATCH otherwise). */
   put(digest: Digest, raw: Uint8Array): Promise<AddResult>;
   /** Makes every chunk added so far durable; called before anything that references them is committed. */

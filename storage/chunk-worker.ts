@@ -1,6 +1,7 @@
 import { parentPort, threadId, workerData } from 'node:worker_threads';
+import { createHash, type Hash } from 'node:crypto';
 import { ChunkCodec } from './chunk-codec.js';
-import { PackReader, PackWriter, readConcat, type RecordLocation } from './pack-files.js';
+import { PackReader, PackWriter, readConcat, RECORD_HEADER_SIZE, writeRecordHeader, type RecordLocation } from './pack-files.js';
 import type { Digest } from './digest.js';
 
 /**
@@ -10,36 +11,82 @@ import type { Digest } from './digest.js';
  */
 export type ChunkTask =
   | { op: 'append'; digest: Digest; raw: Uint8Array }
+  /** Chunks laid end to end in `buf`; `buf` comes back with the result, for reuse. */
+  | { op: 'appendBatch'; buf: Uint8Array; lengths: number[]; digests: Digest[] }
   | { op: 'read'; digest: Digest; loc: RecordLocation }
   | { op: 'readMany'; digests: Digest[]; locs: RecordLocation[]; lengths: number[] }
-  | { op: 'sync' };
-export type ChunkTaskResult = { loc: RecordLocation } | { data: Uint8Array } | null;
+  | { op: 'sync' }
+  /** Stream hashing: pieces of stream `stream` in order, then `end` answers its digest. */
+  | { op: 'hash'; stream: number; buf: Uint8Array; length: number; end: boolean };
+export type ChunkTaskResult = { digest: string; buf: Uint8Array } | { loc: RecordLocation } | { locs: RecordLocation[]; buf: Uint8Array } | { data: Uint8Array } | null;
 
 const { root, level } = workerData as { root: string; level: number };
 const codec = new ChunkCodec(level);
 const writer = new PackWriter(root, `p${process.pid}-${threadId}`);
 const reader = new PackReader(root);
+let out = Buffer.allocUnsafeSlow(0);
+const hashes = new Map<number, Hash>();
 
-parentPort!.on('message', (msg: { id: number; req: ChunkTask }) => {
-  try {
-    const req = msg.req;
-    if (req.op === 'append') {
-      const loc = writer.append(req.digest, codec.encode(req.raw));
-      parentPort!.postMessage({ id: msg.id, result: { loc } });
-    } else if (req.op === 'read') {
+function handle(req: ChunkTask): { result: ChunkTaskResult; transfer: ArrayBuffer[] } | Promise<{ result: ChunkTaskResult; transfer: ArrayBuffer[] }> {
+  switch (req.op) {
+    case 'append':
+      return { result: { loc: writer.append(req.digest, codec.encode(req.raw)) }, transfer: [] };
+    case 'appendBatch': {
+      // Compress straight into the records buffer: one write, no intermediate copies.
+      const buf = Buffer.from(req.buf.buffer, req.buf.byteOffset, req.buf.byteLength);
+      let room = 0;
+      for (const len of req.lengths) room += RECORD_HEADER_SIZE + ChunkCodec.bound(len);
+      if (out.byteLength < room) out = Buffer.allocUnsafeSlow(room);
+      const stored: number[] = [];
+      let from = 0;
+      let at = 0;
+      for (let i = 0; i < req.lengths.length; i++) {
+        const len = req.lengths[i]!;
+        const n = codec.encodeInto(buf.subarray(from, from + len), out, at + RECORD_HEADER_SIZE);
+        writeRecordHeader(out, at, req.digests[i]!, n);
+        stored.push(n);
+        from += len;
+        at += RECORD_HEADER_SIZE + n;
+      }
+      const locs = writer.appendRecords(out.subarray(0, at), stored);
+      return { result: { locs, buf: req.buf }, transfer: [req.buf.buffer as ArrayBuffer] };
+    }
+    case 'read': {
       const raw = reader.readRaw(codec, req.digest, req.loc);
       const data = new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength);
-      parentPort!.postMessage({ id: msg.id, result: { data } }, [data.buffer as ArrayBuffer]);
-    } else if (req.op === 'readMany') {
+      return { result: { data }, transfer: [data.buffer as ArrayBuffer] };
+    }
+    case 'readMany': {
       const out = readConcat(reader, codec, req.digests, req.locs, req.lengths);
       const data = new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
-      parentPort!.postMessage({ id: msg.id, result: { data } }, [data.buffer as ArrayBuffer]);
-    } else {
-      writer.sync();
-      parentPort!.postMessage({ id: msg.id, result: null });
+      return { result: { data }, transfer: [data.buffer as ArrayBuffer] };
     }
-  } catch (e) {
+    case 'sync':
+      return writer.sync().then(() => ({ result: null, transfer: [] }));
+    case 'hash': {
+      let h = hashes.get(req.stream);
+      if (!h) hashes.set(req.stream, (h = createHash('sha256')));
+      h.update(req.buf.subarray(0, req.length));
+      let digest = '';
+      if (req.end) {
+        digest = `sha256:${h.digest('hex')}`;
+        hashes.delete(req.stream);
+      }
+      return { result: { digest, buf: req.buf }, transfer: [req.buf.buffer as ArrayBuffer] };
+    }
+  }
+}
+
+parentPort!.on('message', (msg: { id: number; req: ChunkTask }) => {
+  const fail = (e: unknown) => {
     const err = e as Error & { code?: string; digest?: string };
     parentPort!.postMessage({ id: msg.id, error: { name: err.name, message: err.message, code: err.code, digest: err.digest } });
+  };
+  try {
+    const r = handle(msg.req);
+    if (r instanceof Promise) r.then((v) => parentPort!.postMessage({ id: msg.id, result: v.result }, v.transfer), fail);
+    else parentPort!.postMessage({ id: msg.id, result: r.result }, r.transfer);
+  } catch (e) {
+    fail(e);
   }
 });

@@ -50,6 +50,14 @@ export function sha256Raw(data: Uint8Array): Buffer {
 }
 
 /** Incremental digest of a stream of pieces, with the byte count. */
+export interface StreamDigester {
+  readonly size: number;
+  /** Takes a piece (copied or hashed before this returns); a returned promise asks the caller to wait. */
+  update(piece: Uint8Array): void | Promise<void>;
+  digest(): Promise<Digest>;
+}
+
+/** Incremental digest of a stream of pieces, with the byte count. */
 export class Digester {
   private readonly hash: Hash = createHash('sha256');
   size = 0;
@@ -60,4 +68,16 @@ export class Digester {
   digest(): Digest {
     return `sha256:${this.hash.digest('hex')}`;
   }
+}
+
+/** The plain, same-thread StreamDigester. */
+export function localDigester(): StreamDigester {
+  const d = new Digester();
+  return {
+    get size() {
+      return d.size;
+    },
+    update: (p) => d.update(p),
+    digest: async () => d.digest(),
+  };
 }

@@ -177,7 +177,11 @@ export class FastCDC {
 export interface Chunk {
   offset: number;
   length: number;
-  /** A private copy: stays valid after the generator moves on. */
+  /**
+   * A private copy that stays valid after the generator moves on; with
+   * `{ copy: false }`, a view of the chunker's window, valid only until the
+   * generator is resumed.
+   */
   data: Buffer;
 }
 
@@ -193,7 +197,9 @@ export interface Chunk {
 export async function* chunkStream(
   source: AsyncIterable<Uint8Array>,
   params: FastCDCParams = DEFAULT_FASTCDC,
+  opts: { copy?: boolean } = {},
 ): AsyncGenerator<Chunk> {
+  const copy = opts.copy !== false;
   const c = configFor(params);
   const max = c.max;
   const cap = 2 * max;
@@ -204,8 +210,13 @@ export async function* chunkStream(
   let offset = 0; // absolute offset of win[pos]
 
   const take = (length: number): Chunk => {
-    const data = Buffer.allocUnsafe(length);
-    data.set(win.subarray(pos, pos + length));
+    let data: Buffer;
+    if (copy) {
+      data = Buffer.allocUnsafe(length);
+      data.set(win.subarray(pos, pos + length));
+    } else {
+      data = Buffer.from(win.buffer, win.byteOffset + pos, length);
+    }
     const chunk = { offset, length, data };
     pos += length;
     offset += length;

@@ -1,4 +1,4 @@
-import { closeSync, fsyncSync, mkdirSync, openSync, readSync, writeSync, fstatSync } from 'node:fs';
+import { closeSync, fsync, fsyncSync, mkdirSync, openSync, readSync, writeSync, fstatSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { ChunkCodec } from './chunk-codec.js';
@@ -60,37 +60,76 @@ export class PackWriter {
   private name = '';
   private size = 0;
   private readonly dirty = new Map<string, number>();
+  private retired: number[] = [];
+  private unsynced = 0;
+  private readonly background: Array<Promise<void>> = [];
 
   constructor(
     private readonly root: string,
     private readonly prefix: string,
     private readonly max = PACK_MAX,
+    /** Start an fsync in the background after this many bytes, so the final sync has little left to do. */
+    private readonly syncEvery = 64 * 1024 * 1024,
   ) {}
 
   append(digest: Digest, stored: Buffer): RecordLocation {
-    const total = RECORD_HEADER_SIZE + stored.byteLength;
+    return this.appendMany([{ digest, stored }])[0]!;
+  }
+
+  /** Appends several records with one write. */
+  appendMany(items: Array<{ digest: Digest; stored: Buffer }>): RecordLocation[] {
+    let total = 0;
+    for (const it of items) total += RECORD_HEADER_SIZE + it.stored.byteLength;
+    const out = Buffer.allocUnsafe(total);
+    const lengths: number[] = [];
+    let at = 0;
+    for (const it of items) {
+      writeRecordHeader(out, at, it.digest, it.stored.byteLength);
+      it.stored.copy(out, at + RECORD_HEADER_SIZE);
+      lengths.push(it.stored.byteLength);
+      at += RECORD_HEADER_SIZE + it.stored.byteLength;
+    }
+    return this.appendRecords(out.subarray(0, at), lengths);
+  }
+
+  /**
+   * Appends records already laid end to end in `buf` (headers written with
+   * writeRecordHeader), with one write; `lengths` are their stored lengths.
+   */
+  appendRecords(buf: Buffer, lengths: number[]): RecordLocation[] {
+    const total = buf.byteLength;
     if (this.fd < 0 || (this.size > 0 && this.size + total > this.max)) this.rotate();
-    const header = Buffer.allocUnsafe(RECORD_HEADER_SIZE);
-    header.writeUInt32LE(RECORD_MAGIC, 0);
-    header.write(hexOf(digest), 4, 'hex');
-    header.writeUInt32LE(stored.byteLength, 36);
-    const offset = this.size;
-    writeAll(this.fd, header, offset);
-    writeAll(this.fd, stored, offset + RECORD_HEADER_SIZE);
+    const locs: RecordLocation[] = [];
+    let at = 0;
+    for (const length of lengths) {
+      locs.push({ pack: this.name, offset: this.size + at, length });
+      at += RECORD_HEADER_SIZE + length;
+    }
+    writeAll(this.fd, buf, this.size);
     this.size += total;
     this.dirty.set(this.name, this.fd);
-    return { pack: this.name, offset, length: stored.byteLength };
+    this.unsynced += total;
+    if (this.unsynced >= this.syncEvery) {
+      this.unsynced = 0;
+      const fd = this.fd;
+      this.background.push(new Promise<void>((resolve, reject) => fsync(fd, (e) => (e ? reject(e) : resolve()))));
+    }
+    return locs;
   }
 
   /** fsyncs every pack written since the last sync. */
-  sync(): void {
+  async sync(): Promise<void> {
+    await Promise.all(this.background.splice(0));
+    this.syncNow();
+  }
+
+  private syncNow(): void {
     for (const fd of this.dirty.values()) fsyncSync(fd);
     this.dirty.clear();
+    this.unsynced = 0;
     for (const fd of this.retired) closeSync(fd);
     this.retired = [];
   }
-
-  private retired: number[] = [];
 
   private rotate(): void {
     if (this.fd >= 0) {
@@ -102,11 +141,17 @@ export class PackWriter {
     this.size = 0;
   }
 
-  close(): void {
-    this.sync();
+  async close(): Promise<void> {
+    await this.sync();
     if (this.fd >= 0) closeSync(this.fd);
     this.fd = -1;
   }
+}
+
+export function writeRecordHeader(out: Buffer, at: number, digest: Digest, storedLength: number): void {
+  out.writeUInt32LE(RECORD_MAGIC, at);
+  out.write(hexOf(digest), at + 4, 'hex');
+  out.writeUInt32LE(storedLength, at + 36);
 }
 
 function writeAll(fd: number, buf: Buffer, position: number): void {

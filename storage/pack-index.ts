@@ -1,6 +1,7 @@
 import Database from 'better-sqlite3';
 import { digestFromRaw, rawOf, type Digest } from './digest.js';
 import type { RecordLocation } from './pack-files.js';
+import { DigestBloom } from './bloom.js';
 
 export interface IndexedChunk extends RecordLocation {
   digest: Digest;
@@ -18,6 +19,8 @@ export class PackIndex {
   private readonly s;
   private readonly packIds = new Map<string, number>();
   private readonly packNames = new Map<number, string>();
+  /** Every digest in the index (rebuilt when it fills up): most lookups of new chunks end here. */
+  private bloom: DigestBloom;
 
   constructor(path: string) {
     this.db = new Database(path);
@@ -54,6 +57,8 @@ export class PackIndex {
       addPack: p('INSERT OR IGNORE INTO packs (name) VALUES (?)'),
       packId: p('SELECT id FROM packs WHERE name = ?').pluck(),
       packs: p('SELECT id, name FROM packs'),
+      digests: p('SELECT digest FROM chunks').pluck(),
+      count: p('SELECT COUNT(*) FROM chunks').pluck(),
       all: p('SELECT digest, pack, offset, length, raw_length AS rawLength, mtime_ms AS mtimeMs FROM chunks ORDER BY digest'),
       stats: p('SELECT COUNT(*) AS chunks, COALESCE(SUM(length), 0) AS stored, COALESCE(SUM(raw_length), 0) AS raw FROM chunks'),
     };
@@ -61,6 +66,19 @@ export class PackIndex {
       this.packIds.set(r.name, r.id);
       this.packNames.set(r.id, r.name);
     }
+    this.bloom = this.buildBloom(0);
+  }
+
+  private buildBloom(extra: number): DigestBloom {
+    const n = this.s.count.get() as number;
+    const b = new DigestBloom(Math.max(1 << 20, (n + extra) * 2));
+    for (const d of this.s.digests.iterate() as Iterable<Buffer>) b.add(d);
+    return b;
+  }
+
+  /** False when the chunk is certainly not held (no SQLite lookup needed). */
+  mayHave(raw: Uint8Array): boolean {
+    return this.bloom.mayHave(raw);
   }
 
   private packId(name: string): number {
@@ -81,26 +99,34 @@ export class PackIndex {
   }
 
   /** Where a chunk's record is (the read path: no more than it needs). */
-  locate(digest: Digest): RecordLocation | null {
-    const r = this.s.locate.get(Buffer.from(digest.slice(7), 'hex')) as [number, number, number] | undefined;
+  locate(digest: Digest, raw: Uint8Array = rawOf(digest)): RecordLocation | null {
+    if (!this.bloom.mayHave(raw)) return null;
+    const r = this.s.locate.get(raw) as [number, number, number] | undefined;
     return r ? { pack: this.packNames.get(r[0])!, offset: r[1], length: r[2] } : null;
   }
 
   /** Stored length of a chunk, or null when it is not held. */
-  storedLength(digest: Digest): number | null {
-    return (this.s.storedLength.get(rawOf(digest)) as number | undefined) ?? null;
+  storedLength(digest: Digest, raw: Uint8Array = rawOf(digest)): number | null {
+    if (!this.bloom.mayHave(raw)) return null;
+    return (this.s.storedLength.get(raw) as number | undefined) ?? null;
   }
 
   has(digest: Digest): boolean {
-    return this.s.has.get(rawOf(digest)) !== undefined;
+    const raw = rawOf(digest);
+    return this.bloom.mayHave(raw) && this.s.has.get(raw) !== undefined;
   }
 
   /** Records chunks (first writer wins) and refreshes times, in one transaction. */
   commit(added: Array<{ digest: Digest; loc: RecordLocation; rawLength: number }>, touched: Digest[], now: number): void {
     this.db.transaction(() => {
-      for (const a of added) this.s.insert.run(rawOf(a.digest), this.packId(a.loc.pack), a.loc.offset, a.loc.length, a.rawLength, now);
+      for (const a of added) {
+        const raw = rawOf(a.digest);
+        this.s.insert.run(raw, this.packId(a.loc.pack), a.loc.offset, a.loc.length, a.rawLength, now);
+        this.bloom.add(raw);
+      }
       for (const d of touched) this.s.touch.run(now, rawOf(d));
     })();
+    if (this.bloom.full()) this.bloom = this.buildBloom(added.length);
   }
 
   remove(digest: Digest): void {

@@ -71,6 +71,11 @@ export class WorkerPool<Req, Res> {
     return this.runOn(best, req, transfer);
   }
 
+  /** Runs a task on one given worker (0 <= slot < size): for work that keeps state in a worker. */
+  runAt(slot: number, req: Req, transfer: ArrayBuffer[] = []): Promise<Res> {
+    return this.runOn(this.slots[slot % this.slots.length]!, req, transfer);
+  }
+
   /** Runs the same task on every worker. */
   broadcast(req: Req): Promise<Res[]> {
     return Promise.all(this.slots.map((s) => this.runOn(s, req, [])));
