@@ -51,6 +51,8 @@ export async function sendStream(
   status: number,
   headers: Record<string, string>,
   body: AsyncIterable<Uint8Array>,
+  /** Called with each piece once the socket no longer needs it (for buffer reuse). */
+  release?: (piece: Uint8Array) => void,
 ): Promise<Response> {
   const out = ctx.outgoing;
   out.writeHead(status, { ...headers, 'Docker-Distribution-API-Version': 'registry/2.0' });
@@ -60,7 +62,8 @@ export async function sendStream(
       const { value, done } = await it.next();
       if (done) break;
       if (out.destroyed) break;
-      if (!out.write(value)) await drained(out);
+      const ok = release ? out.write(value, () => release(value)) : out.write(value);
+      if (!ok) await drained(out);
     }
     out.end();
   } catch (e) {

@@ -4,9 +4,9 @@ import type { Digest } from './digest.js';
 import { SnapyardError } from './errors.js';
 
 export interface ReadOptions {
-  /** Batches read ahead of the consumer (default 3). */
+  /** Batches read ahead of the consumer (default 6). */
   readAhead?: number;
-  /** Largest batch of consecutive chunks fetched at once (default 4 MiB, at least one chunk). */
+  /** Largest batch of consecutive chunks fetched at once (default 2 MiB, at least one chunk). */
   batchBytes?: number;
 }
 
@@ -21,8 +21,8 @@ export async function* readBlob(store: ChunkStore, index: ChunkIndex, start = 0,
     throw new SnapyardError('RANGE_INVALID', `range ${start}-${end} outside blob of ${index.size} bytes`);
   }
   if (start === end) return;
-  const readAhead = opts.readAhead ?? 3;
-  const batchBytes = opts.batchBytes ?? 4 * 1024 * 1024;
+  const readAhead = opts.readAhead ?? 6;
+  const batchBytes = opts.batchBytes ?? 2 * 1024 * 1024;
   const first = index.chunkAt(start);
   const last = index.chunkAt(end - 1);
   const pending: Array<{ offset: number; data: Promise<Buffer> }> = [];

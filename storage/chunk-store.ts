@@ -38,6 +38,11 @@ export interface ChunkStore {
    * per-chunk overhead off the read path.
    */
   getConcat(digests: Digest[], lengths: number[]): Promise<Buffer>;
+  /**
+   * Optional: hands back a buffer returned by getConcat (or a view of it) once
+   * nothing uses it any more, so the next read can reuse its memory.
+   */
+  release?(buf: Uint8Array): void;
   /** The stored form (see chunk-codec.ts), unverified: for serving chunks as stored. */
   getStored(digest: Digest): Promise<Buffer>;
   /**

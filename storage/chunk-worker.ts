@@ -14,7 +14,7 @@ export type ChunkTask =
   /** Chunks laid end to end in `buf`; `buf` comes back with the result, for reuse. */
   | { op: 'appendBatch'; buf: Uint8Array; lengths: number[]; digests: Digest[] }
   | { op: 'read'; digest: Digest; loc: RecordLocation }
-  | { op: 'readMany'; digests: Digest[]; locs: RecordLocation[]; lengths: number[] }
+  | { op: 'readMany'; digests: Digest[]; locs: RecordLocation[]; lengths: number[]; into?: Uint8Array }
   | { op: 'sync' }
   /** Stream hashing: pieces of stream `stream` in order, then `end` answers its digest. */
   | { op: 'hash'; stream: number; buf: Uint8Array; length: number; end: boolean };
@@ -57,7 +57,8 @@ function handle(req: ChunkTask): { result: ChunkTaskResult; transfer: ArrayBuffe
       return { result: { data }, transfer: [data.buffer as ArrayBuffer] };
     }
     case 'readMany': {
-      const out = readConcat(reader, codec, req.digests, req.locs, req.lengths);
+      const into = req.into ? Buffer.from(req.into.buffer, req.into.byteOffset, req.into.byteLength) : undefined;
+      const out = readConcat(reader, codec, req.digests, req.locs, req.lengths, into);
       const data = new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
       return { result: { data }, transfer: [data.buffer as ArrayBuffer] };
     }

@@ -116,11 +116,29 @@ export class LocalChunkStore implements ChunkStore, PrunableChunkStore {
     return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
   }
 
+  private readonly readBuffers: ArrayBuffer[] = [];
+  /** Size of the reusable read buffers (a 2 MiB batch plus a largest chunk). */
+  private readonly readBufferSize = 2 * 1024 * 1024 + 256 * 1024;
+
   async getConcat(digests: Digest[], lengths: number[]): Promise<Buffer> {
     const locs = await Promise.all(digests.map((d) => this.locate(d)));
     if (!this.pool) return readConcat(this.reader, this.codec, digests, locs, lengths);
-    const { data } = (await this.pool.run({ op: 'readMany', digests, locs, lengths })) as { data: Uint8Array };
+    let total = 0;
+    for (const l of lengths) total += l;
+    const spare = total <= this.readBufferSize ? this.readBuffers.pop() ?? new ArrayBuffer(this.readBufferSize) : undefined;
+    const into = spare ? new Uint8Array(spare) : undefined;
+    const { data } = (await this.pool.run(
+      into ? { op: 'readMany', digests, locs, lengths, into } : { op: 'readMany', digests, locs, lengths },
+      into ? [spare!] : [],
+    )) as { data: Uint8Array };
     return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  }
+
+  release(buf: Uint8Array): void {
+    const ab = buf.buffer;
+    if (ab instanceof ArrayBuffer && ab.byteLength === this.readBufferSize && this.readBuffers.length < 16 && !this.readBuffers.includes(ab)) {
+      this.readBuffers.push(ab);
+    }
   }
 
   async add(raw: Uint8Array, opts: { donate?: boolean } = {}): Promise<AddResult> {

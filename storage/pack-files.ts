@@ -168,15 +168,27 @@ export class PackReader {
     private readonly maxOpen = 64,
   ) {}
 
-  /** The stored chunk of a record, header checked against the digest. */
-  readStored(digest: Digest, loc: RecordLocation): Buffer {
+  private scratch = Buffer.allocUnsafeSlow(0);
+
+  /**
+   * The stored chunk of a record, header checked against the digest. With
+   * `reuse`, the bytes are in a scratch buffer valid until the next read.
+   */
+  readStored(digest: Digest, loc: RecordLocation, reuse = false): Buffer {
     let fd: number;
     try {
       fd = this.open(loc.pack);
     } catch (e) {
       throw new ChunkCorruptError(digest, `pack ${loc.pack}: ${(e as Error).message}`);
     }
-    const buf = Buffer.allocUnsafe(RECORD_HEADER_SIZE + loc.length);
+    const need = RECORD_HEADER_SIZE + loc.length;
+    let buf: Buffer;
+    if (reuse) {
+      if (this.scratch.byteLength < need) this.scratch = Buffer.allocUnsafeSlow(Math.max(need, 512 * 1024));
+      buf = this.scratch.subarray(0, need);
+    } else {
+      buf = Buffer.allocUnsafe(need);
+    }
     let got = 0;
     while (got < buf.byteLength) {
       const n = readSync(fd, buf, got, buf.byteLength - got, loc.offset + got);
@@ -234,14 +246,14 @@ export function packSize(root: string, pack: string): number {
 }
 
 /** Reads, decodes and verifies a run of chunks into one buffer of its own (transferable). */
-export function readConcat(reader: PackReader, codec: ChunkCodec, digests: Digest[], locs: RecordLocation[], lengths: number[]): Buffer {
+export function readConcat(reader: PackReader, codec: ChunkCodec, digests: Digest[], locs: RecordLocation[], lengths: number[], into?: Buffer): Buffer {
   let total = 0;
   for (const l of lengths) total += l;
-  const out = Buffer.allocUnsafeSlow(total);
+  const out = into && into.byteLength >= total ? into.subarray(0, total) : Buffer.allocUnsafeSlow(total);
   let at = 0;
   for (let i = 0; i < digests.length; i++) {
     const d = digests[i]!;
-    const raw = codec.decode(reader.readStored(d, locs[i]!), d, out, at);
+    const raw = codec.decode(reader.readStored(d, locs[i]!, true), d, out, at);
     if (raw.byteLength !== lengths[i]) throw new ChunkCorruptError(d, `has ${raw.byteLength} bytes, the index says ${lengths[i]}`);
     at += raw.byteLength;
   }

@@ -29,7 +29,8 @@ export async function getBlob(ctx: RequestContext, name: string, digestStr: stri
   const status = range ? 206 : 200;
   if (ctx.method === 'HEAD') return respond(status, headers);
   const index = await ctx.store.blobs.index(blob);
-  return sendStream(ctx, status, headers, ctx.store.blobs.read(index, start, end));
+  const chunks = ctx.store.chunks;
+  return sendStream(ctx, status, headers, ctx.store.blobs.read(index, start, end), chunks.release ? (b) => chunks.release!(b) : undefined);
 }
 
 /** DELETE /v2/<name>/blobs/<digest>: unlinks the blob from the repository (GC frees its chunks). */
