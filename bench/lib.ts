@@ -35,12 +35,19 @@ export interface ServerProc {
   stop(): Promise<void>;
 }
 
-/** Starts `snapyard serve` as its own process (so its memory is its own). */
+const children = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const c of children) c.kill('SIGKILL');
+});
+
+/** Starts `snapyard serve` as its own process (so its memory is its own); killed if the bench dies. */
 export async function startServer(dataDir: string, extra: string[] = []): Promise<ServerProc> {
   const port = await freePort();
   const child = spawn(process.execPath, [BIN, 'serve', '--data', dataDir, '--host', '127.0.0.1', '--port', String(port), ...extra], {
     stdio: ['ignore', 'ignore', 'inherit'],
   });
+  children.add(child);
+  child.once('exit', () => children.delete(child));
   const url = `http://127.0.0.1:${port}`;
   for (let i = 0; i < 300; i++) {
     try {
