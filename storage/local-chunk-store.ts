@@ -64,7 +64,6 @@ export class LocalChunkStore implements ChunkStore, PrunableChunkStore {
   private readonly pending = new Map<Digest, Pending>();
   private added: Array<{ digest: Digest; loc: RecordLocation; rawLength: number }> = [];
   private touched: Digest[] = [];
-  private commitTimer: NodeJS.Timeout | null = null;
   private readonly freeBuffers: Buffer[] = [];
 
   /** Largest chunk a batch buffer must hold besides BATCH_BYTES. */
@@ -337,58 +336,55 @@ export class LocalChunkStore implements ChunkStore, PrunableChunkStore {
   }
 
   /**
-   * Index rows are written in batches (a transaction every 20 ms or 4096 rows):
-   * until then the chunks are found through `pending`.
+   * Index rows are committed only after the packs holding their records are
+   * fsync'ed (flush), so the index never names bytes a power loss could take;
+   * until then chunks are found through `pending`. Large runs flush on the way.
    */
   private scheduleCommit(): void {
-    if (this.added.length + this.touched.length >= 4096) {
-      this.commitNow();
-      return;
+    if (this.added.length + this.touched.length >= 8192 && !this.flushing) {
+      this.flushing = this.flush().finally(() => (this.flushing = null));
+      this.flushing.catch(() => {}); // retried by the next flush, which reports it
     }
-    if (this.commitTimer) return;
-    this.commitTimer = setTimeout(() => this.commitNow(), 20);
   }
 
-  private commitNow(): void {
-    if (this.commitTimer) clearTimeout(this.commitTimer);
-    this.commitTimer = null;
-    if (this.added.length === 0 && this.touched.length === 0) return;
-    const added = this.added;
-    const touched = this.touched;
-    this.added = [];
-    this.touched = [];
-    this.index.commit(added, touched, this.now());
+  private flushing: Promise<void> | null = null;
+
+  /** Makes every chunk added so far durable: packs fsync'ed, then their index rows committed. */
+  async flush(): Promise<void> {
+    await Promise.allSettled([...this.pending.values()].map((p) => p.done));
+    // Rows whose records were written before the sync request reached the writers.
+    const added = this.added.splice(0);
+    const touched = this.touched.splice(0);
+    try {
+      if (this.pool) await this.pool.broadcast({ op: 'sync' });
+      else await this.inlineWriter!.sync();
+    } catch (e) {
+      this.added.unshift(...added);
+      this.touched.unshift(...touched);
+      throw e;
+    }
+    if (added.length > 0 || touched.length > 0) this.index.commit(added, touched, this.now());
     for (const a of added) this.pending.delete(a.digest);
   }
 
-  /** Makes every chunk added so far durable (packs fsync'ed, index committed). */
-  async flush(): Promise<void> {
-    await Promise.allSettled([...this.pending.values()].map((p) => p.done));
-    if (this.pool) await this.pool.broadcast({ op: 'sync' });
-    else await this.inlineWriter!.sync();
-    this.commitNow();
-  }
-
   async *list(): AsyncIterable<{ digest: Digest; storedSize: number; mtimeMs: number }> {
-    this.commitNow();
+    await this.flush();
     for (const c of this.index.all()) yield { digest: c.digest, storedSize: c.length + RECORD_HEADER_SIZE, mtimeMs: c.mtimeMs };
   }
 
   async remove(digest: Digest): Promise<void> {
-    this.commitNow();
+    await this.flush();
     this.index.remove(digest);
   }
 
-  /** Where a chunk's stored bytes are on disk (for verify, repair and tests). */
+  /** Where a committed chunk's stored bytes are on disk (for verify, repair and tests). */
   where(digest: Digest): { path: string; offset: number; length: number } | null {
-    this.commitNow();
     const row = this.index.get(digest);
     return row ? { path: packPath(this.root, row.pack), offset: row.offset + RECORD_HEADER_SIZE, length: row.length } : null;
   }
 
-  /** Chunks, stored bytes (records) and raw bytes held. */
+  /** Chunks, stored bytes (records) and raw bytes held (committed ones). */
   stats(): { chunks: number; stored: number; raw: number } {
-    this.commitNow();
     const s = this.index.stats();
     return { chunks: s.chunks, stored: s.stored + s.chunks * RECORD_HEADER_SIZE, raw: s.raw };
   }

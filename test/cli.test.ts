@@ -74,6 +74,48 @@ describe('snapyard serve', () => {
   });
 });
 
+describe('crash safety', () => {
+  test('kill -9 in the middle of a push: committed blobs still serve, the push can be done again', async () => {
+    const data = join(tmp(), 'crash');
+    const port = await freePort();
+    const start = () => {
+      const child = spawn(process.execPath, [BIN, 'serve', '--data', data, '--host', '127.0.0.1', '--port', String(port)], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const ready = new Promise<void>((res) => {
+        let out = '';
+        child.stdout.on('data', (b: Buffer) => {
+          out += b.toString();
+          if (out.includes('serving')) res();
+        });
+      });
+      return { child, ready };
+    };
+    const base = `http://127.0.0.1:${port}`;
+    const a = start();
+    await a.ready;
+    const first = prng(3_000_000, 3);
+    expect((await fetch(`${base}/v2/crash/repo/blobs/uploads/?digest=${sha(first)}`, { method: 'POST', body: first })).status).toBe(201);
+    // A large upload, cut by SIGKILL while the server is chunking it.
+    const big = prng(40_000_000, 4);
+    const session = await fetch(`${base}/v2/crash/repo/blobs/uploads/`, { method: 'POST' });
+    const loc = session.headers.get('location')!;
+    const patch = fetch(`${base}${loc}`, { method: 'PATCH', body: big }).catch((e: Error) => e);
+    await new Promise((r) => setTimeout(r, 150));
+    a.child.kill('SIGKILL');
+    await new Promise((r) => a.child.once('exit', r));
+    await patch;
+    const b = start();
+    await b.ready;
+    const got = await fetch(`${base}/v2/crash/repo/blobs/${sha(first)}`);
+    expect(Buffer.from(await got.arrayBuffer()).equals(first)).toBe(true);
+    expect((await fetch(`${base}${loc}`)).status).toBe(404);
+    expect((await fetch(`${base}/v2/crash/repo/blobs/uploads/?digest=${sha(big)}`, { method: 'POST', body: big })).status).toBe(201);
+    const back = await fetch(`${base}/v2/crash/repo/blobs/${sha(big)}`);
+    expect(Buffer.from(await back.arrayBuffer()).equals(big)).toBe(true);
+    b.child.kill('SIGTERM');
+    await new Promise((r) => b.child.once('exit', r));
+  });
+});
+
 describe('snapyard chunk', () => {
   test('--json prints one object per chunk with offset, length and digest (FastCDC v2020 cuts)', async () => {
     const file = join(tmp(), 'f.bin');

@@ -113,6 +113,7 @@ describe('local chunk store', () => {
     expect(b.written).toBe(false);
     expect(await store.has(a.digest)).toBe(true);
     expect((await store.get(a.digest)).equals(data)).toBe(true);
+    await store.flush();
     expect(store.stats().chunks).toBe(1);
   });
 
@@ -226,6 +227,17 @@ describe('blob ingest and read', () => {
     const data = prng(200_000, 12);
     await expect(ingestBlob(store, pieces(data), { expectDigest: sha256(Buffer.from('other')) })).rejects.toMatchObject({ code: 'DIGEST_INVALID' });
     await expect(ingestBlob(store, pieces(data), { expectSize: 10 })).rejects.toMatchObject({ code: 'SIZE_INVALID' });
+  });
+
+  test('the same ingest works on a store without worker threads', async () => {
+    const inline = new LocalChunkStore({ root: tmp(), workers: 0 });
+    const data = Buffer.concat([prng(700_000, 13), Buffer.alloc(300_000, 7)]);
+    const r = await ingestBlob(inline, pieces(data, 33_333));
+    expect(r.digest).toBe(sha256(data));
+    const back: Buffer[] = [];
+    for await (const p of readBlob(inline, r.index, 5, data.byteLength - 5)) back.push(p);
+    expect(Buffer.concat(back).equals(data.subarray(5, data.byteLength - 5))).toBe(true);
+    await inline.close();
   });
 
   test('an empty blob has an empty index', async () => {
