@@ -28,17 +28,11 @@ export interface ManifestRef {
   kind: 'blob' | 'manifest';
 }
 
-export interface NewManifest {
-  repo: string;
-  digest: Digest;
-  mediaType: string;
-  artifactType: string | null;
-  subject: Digest | null;
-  annotations: Record<string, string> | null;
-  content: Buffer;
+/** A manifest to store: its record less what the store derives, plus what it references and the tag to move. */
+export type NewManifest = Omit<ManifestRecord, 'size' | 'createdMs'> & {
   refs: ManifestRef[];
   tag: string | null;
-}
+};
 
 export interface TagEvent {
   tag: string;

@@ -1,21 +1,15 @@
-import { afterAll, describe, expect, test } from 'vitest';
+import { describe, expect, test } from 'vitest';
 import { spawn, execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync, existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { createServer } from 'node:net';
+import { tempDirs } from './helpers/tmp.js';
 import { prng, sha } from './helpers/oci.js';
 
 const BIN = resolve(import.meta.dirname, '..', 'bin', 'snapyard.js');
 const run = promisify(execFile);
-const dirs: string[] = [];
-const tmp = () => {
-  const d = mkdtempSync(join(tmpdir(), 'snapyard-cli-'));
-  dirs.push(d);
-  return d;
-};
-afterAll(() => { for (const d of dirs) rmSync(d, { recursive: true, force: true }); });
+const tmp = tempDirs('snapyard-cli-');
 
 async function freePort(): Promise<number> {
   return new Promise((res) => {

@@ -1,14 +1,10 @@
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { startTestServer, type TestServer } from './helpers/server.js';
+import { beforeAll, describe, expect, test } from 'vitest';
+import { useRegistry, type TestServer } from './helpers/server.js';
 import { EMPTY_CONFIG, OCI_INDEX, OCI_MANIFEST, Oci, errorCode, prng } from './helpers/oci.js';
 
 let s: TestServer;
 let oci: Oci;
-beforeAll(async () => {
-  s = await startTestServer();
-  oci = new Oci(s.url);
-});
-afterAll(async () => { await s.stop(); });
+useRegistry((r) => ({ s, oci } = r));
 
 describe('tags list', () => {
   const tags = ['base-v1', 'games-v1', 'games-v2', 'latest', 'A1', 'prod_1', 'z.9'];

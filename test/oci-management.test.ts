@@ -1,14 +1,10 @@
-import { afterAll, beforeAll, expect, test } from 'vitest';
-import { startTestServer, type TestServer } from './helpers/server.js';
+import { expect, test } from 'vitest';
+import { useRegistry, type TestServer } from './helpers/server.js';
 import { Oci, errorCode, prng } from './helpers/oci.js';
 
 let s: TestServer;
 let oci: Oci;
-beforeAll(async () => {
-  s = await startTestServer();
-  oci = new Oci(s.url);
-});
-afterAll(async () => { await s.stop(); });
+useRegistry((r) => ({ s, oci } = r));
 
 test('DELETE by tag removes only the tag; the manifest stays reachable by digest', async () => {
   const img = await oci.pushImage('mgmt', 'keep', prng(1000, 61));

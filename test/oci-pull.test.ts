@@ -1,17 +1,15 @@
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { startTestServer, type TestServer } from './helpers/server.js';
+import { beforeAll, describe, expect, test } from 'vitest';
+import { useRegistry, type TestServer } from './helpers/server.js';
 import { OCI_MANIFEST, Oci, errorCode, prng, sha } from './helpers/oci.js';
 
 let s: TestServer;
 let oci: Oci;
 const layer = prng(2_500_000, 31);
 let img: { digest: string; body: string; layerDigest: string };
+useRegistry((r) => ({ s, oci } = r));
 beforeAll(async () => {
-  s = await startTestServer();
-  oci = new Oci(s.url);
   img = await oci.pushImage('pull/repo', 'v1', layer);
 });
-afterAll(async () => { await s.stop(); });
 
 describe('manifests', () => {
   test('GET by tag and by digest return the exact bytes with type, length and digest', async () => {

@@ -1,14 +1,10 @@
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { startTestServer, type TestServer } from './helpers/server.js';
+import { beforeAll, describe, expect, test } from 'vitest';
+import { useRegistry, type TestServer } from './helpers/server.js';
 import { EMPTY_CONFIG, OCI_MANIFEST, Oci, errorCode, prng, sha } from './helpers/oci.js';
 
 let s: TestServer;
 let oci: Oci;
-beforeAll(async () => {
-  s = await startTestServer();
-  oci = new Oci(s.url);
-});
-afterAll(async () => { await s.stop(); });
+useRegistry((r) => ({ s, oci } = r));
 
 async function openSession(repo: string): Promise<string> {
   const r = await oci.req('POST', `/v2/${repo}/blobs/uploads/`);

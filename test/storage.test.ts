@@ -1,6 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { appendFileSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { appendFileSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ChunkCodec, CHUNK_HEADER_SIZE, ENCODING_RAW, ENCODING_ZSTD } from '../storage/chunk-codec.js';
 import { ChunkIndex, ChunkIndexBuilder } from '../storage/chunk-index.js';
@@ -11,15 +10,10 @@ import { Metadata } from '../storage/metadata.js';
 import { parseDigest, sha256 } from '../storage/digest.js';
 import { ChunkCorruptError, ChunkMissingError, SnapyardError } from '../storage/errors.js';
 import { DEFAULT_FASTCDC } from '../storage/fastcdc.js';
+import { tempDirs } from './helpers/tmp.js';
 import { prng } from './helpers/oci.js';
 
-const dirs: string[] = [];
-const tmp = () => {
-  const d = mkdtempSync(join(tmpdir(), 'snapyard-st-'));
-  dirs.push(d);
-  return d;
-};
-afterAll(() => { for (const d of dirs) rmSync(d, { recursive: true, force: true }); });
+const tmp = tempDirs('snapyard-st-');
 
 async function* pieces(buf: Buffer, size = 100_000): AsyncGenerator<Buffer> {
   for (let i = 0; i < buf.byteLength; i += size) yield buf.subarray(i, i + size);

@@ -1,8 +1,10 @@
+import { afterAll, beforeAll } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openStore, type Store } from '../../storage/open-store.js';
 import { startServer } from '../../server/serve.js';
+import { Oci } from './oci.js';
 
 export interface TestServer {
   /** e.g. http://127.0.0.1:40123 */
@@ -30,4 +32,19 @@ export async function startTestServer(opts: { dataDir?: string; workers?: number
       if (!opts.dataDir) rmSync(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * Registers a registry for the test file: started before its tests, stopped
+ * after; `use` receives the server and an OCI client for it.
+ */
+export function useRegistry(use: (r: { s: TestServer; oci: Oci }) => void): void {
+  let s: TestServer | undefined;
+  beforeAll(async () => {
+    s = await startTestServer();
+    use({ s, oci: new Oci(s.url) });
+  });
+  afterAll(async () => {
+    await s?.stop();
+  });
 }
