@@ -8,16 +8,16 @@
  * e.g. FILE = the bench corpus's win98-base-v1.qcow2. Each ingest runs on a
  * fresh, empty store; figures are the best of --runs (default 3). Uploads and
  * downloads use curl (a light client, so the figures are the server's); the
- * chunked upload sends --patch-mib MiB PATCHes (default 64). GET is timed
+ * chunked upload sends --patch-mib MiB PATCHes (default 64), cut from the file
+ * with split(1) before timing. GET is timed
  * --gets times (default 3) per fresh server: the first is reported as cold.
  */
-import { createReadStream, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { createReadStream, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fork } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
-import { request as httpRequest } from 'node:http';
 import { MB, fmt, need, rssOf, startServer, timed, timedCmd, type ServerProc } from './lib.js';
 
 const args = process.argv.slice(2);
@@ -53,23 +53,28 @@ async function monolithic(srv: ServerProc): Promise<void> {
   curl(['-o', '/dev/null', '-X', 'POST', '-H', 'Content-Type: application/octet-stream', '-T', file, `${srv.url}/v2/bench/blob/blobs/uploads?digest=${digest}`]);
 }
 
+/** The file cut into PATCH-sized pieces once, before any timing, so each PATCH is a plain `curl -T`. */
+let pieces: string[] = [];
+function splitOnce(dir: string): string[] {
+  if (pieces.length === 0) {
+    execFileSync('split', ['-b', String(PATCH), '-a', '4', '-d', file, join(dir, 'piece-')]);
+    pieces = readdirSync(dir).filter((f) => f.startsWith('piece-')).sort().map((f) => join(dir, f));
+  }
+  return pieces;
+}
+
 async function chunked(srv: ServerProc): Promise<void> {
   const loc = /^location: (.+)$/im.exec(curl(['-D', '-', '-o', '/dev/null', '-X', 'POST', `${srv.url}/v2/bench/blob/blobs/uploads/`]))![1]!.trim();
-  // PATCHes from node:http (a file range piped to the socket: no extra copy through a pipe).
-  for (let off = 0; off < size; off += PATCH) {
-    const end = Math.min(off + PATCH, size);
-    await new Promise<void>((resolve, reject) => {
-      const req = httpRequest(`${srv.url}${loc}`, {
-        method: 'PATCH',
-        headers: { 'Content-Type': 'application/octet-stream', 'Content-Range': `${off}-${end - 1}`, 'Content-Length': String(end - off) },
-      }, (res) => {
-        res.resume();
-        res.on('end', () => (res.statusCode === 202 ? resolve() : reject(new Error(`PATCH: ${res.statusCode}`))));
-      });
-      req.on('error', reject);
-      createReadStream(file, { start: off, end: end - 1, highWaterMark: 1 << 20 }).pipe(req);
-    });
+  // One curl for all the PATCHes (`--next`): one connection, no process start between them.
+  const args: string[] = [];
+  let off = 0;
+  for (const piece of pieces) {
+    const n = statSync(piece).size;
+    if (args.length > 0) args.push('--next', '-s', '-S', '--fail-with-body');
+    args.push('-o', '/dev/null', '-X', 'PATCH', '-H', 'Content-Type: application/octet-stream', '-H', `Content-Range: ${off}-${off + n - 1}`, '-T', piece, `${srv.url}${loc}`);
+    off += n;
   }
+  curl(args);
   curl(['-o', '/dev/null', '-X', 'PUT', `${srv.url}${loc}?digest=${digest}`]);
 }
 
@@ -78,6 +83,9 @@ function getAll(url: string): void {
   if (n !== size) throw new Error(`GET returned ${n} bytes`);
 }
 
+const splitDir = mkdtempSync(join(tmpdir(), 'snapyard-pieces-'));
+splitOnce(splitDir);
+process.on('exit', () => rmSync(splitDir, { recursive: true, force: true }));
 const results: Record<string, number> = {};
 const best = (k: string, s: number) => { results[k] = Math.min(results[k] ?? Infinity, s); };
 let peakIngest = 0;

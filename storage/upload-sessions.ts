@@ -15,7 +15,7 @@ class PieceQueue implements AsyncIterable<Uint8Array> {
   private wakeConsumer: (() => void) | null = null;
   private readonly wakeProducers: Array<() => void> = [];
 
-  constructor(private readonly limit = 4 * 1024 * 1024) {}
+  constructor(private readonly limit = 16 * 1024 * 1024) {}
 
   async write(piece: Uint8Array): Promise<void> {
     if (this.ended || this.failure) throw this.failure ?? new SnapyardError('CONFLICT', 'upload is closed');
