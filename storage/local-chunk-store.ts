@@ -7,6 +7,7 @@ import { ensureLayout, packPath, PackReader, PackWriter, readConcat, RECORD_HEAD
 import { PackIndex } from './pack-index.js';
 import { WorkerPool, type WorkerError } from './worker-pool.js';
 import type { ChunkTask, ChunkTaskResult } from './chunk-worker.js';
+import { workerDigester } from './worker-digester.js';
 
 export interface LocalChunkStoreOptions {
   /** Directory of the store (layout: pack-files.ts). */
@@ -189,58 +190,10 @@ export class LocalChunkStore implements ChunkStore, PrunableChunkStore {
   private streams = 0;
   private readonly hashBuffers: Buffer[] = [];
 
-  /**
-   * Hashes a stream on a worker thread: pieces are copied into 1 MiB buffers
-   * (reused) and sent in order to one worker, which keeps the hash state.
-   */
+  /** Hashes a stream on a worker thread (worker-digester.ts). */
   digester(): StreamDigester {
-    const pool = this.pool;
-    if (!pool) return localDigester();
-    const stream = ++this.streams;
-    const slot = stream % pool.size;
-    const SIZE = 1024 * 1024;
-    let buf: Buffer | null = null;
-    let used = 0;
-    let size = 0;
-    const inFlight: Array<Promise<unknown>> = [];
-    let last: Promise<unknown> = Promise.resolve();
-    const send = (end: boolean) => {
-      const b = buf ?? Buffer.allocUnsafeSlow(SIZE);
-      const own = new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
-      last = pool.runAt(slot, { op: 'hash', stream, buf: own, length: used, end }, [own.buffer as ArrayBuffer]).then((r) => {
-        const back = (r as { buf: Uint8Array }).buf;
-        if (this.hashBuffers.length < 8) this.hashBuffers.push(Buffer.from(back.buffer, back.byteOffset, back.byteLength));
-        return r;
-      });
-      last.catch(() => {}); // reported by digest()
-      inFlight.push(last);
-      buf = null;
-      used = 0;
-    };
-    return {
-      get size() {
-        return size;
-      },
-      update: (piece) => {
-        size += piece.byteLength;
-        let i = 0;
-        while (i < piece.byteLength) {
-          if (!buf) buf = this.hashBuffers.pop() ?? Buffer.allocUnsafeSlow(SIZE);
-          const n = Math.min(SIZE - used, piece.byteLength - i);
-          buf.set(piece.subarray(i, i + n), used);
-          used += n;
-          i += n;
-          if (used === SIZE) send(false);
-        }
-        // Backpressure: the caller waits while the hasher is more than a few MiB behind.
-        if (inFlight.length > 4) return inFlight.shift()!.then(() => {});
-        return undefined;
-      },
-      digest: async () => {
-        send(true);
-        return ((await last) as { digest: Digest }).digest;
-      },
-    };
+    if (!this.pool) return localDigester();
+    return workerDigester(this.pool, ++this.streams, this.hashBuffers);
   }
 
   writer(): ChunkWriter {
