@@ -3,6 +3,7 @@ import { DEFAULT_FASTCDC } from '../storage/fastcdc.js';
 import { isSnapyardError } from '../storage/errors.js';
 import { serve } from './serve.js';
 import { chunkFile } from './chunk.js';
+import { inspectFile } from './inspect.js';
 
 function int(name: string) {
   return (v: string): number => {
@@ -38,6 +39,15 @@ export function buildProgram(): Command {
     .option('--json', 'one JSON object per line: {"offset":0,"length":21325,"digest":"sha256:..."}')
     .action(async (file: string, o: { min: number; avg: number; max: number; json?: boolean }) => {
       await chunkFile(file, { minSize: o.min, avgSize: o.avg, maxSize: o.max }, o.json === true);
+    });
+
+  program
+    .command('inspect')
+    .description('qcow2 facts (version, sizes, allocation, backing file, snapshots) and FastCDC chunk statistics of a local file')
+    .argument('<file>')
+    .option('--json', 'one JSON object (keys documented in cli/inspect.ts)')
+    .action(async (file: string, o: { json?: boolean }) => {
+      await inspectFile(file, { json: o.json === true });
     });
 
   return program;
