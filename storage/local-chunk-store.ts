@@ -45,6 +45,8 @@ const BATCH_IN_FLIGHT = 4;
 interface Pending {
   done: Promise<RecordLocation>;
   rawLength: number;
+  /** Sends the batch holding the chunk now, if it is still waiting to fill (so nobody waits on a stalled writer). */
+  kick?: () => void;
 }
 
 /**
@@ -155,6 +157,7 @@ export class LocalChunkStore implements ChunkStore, PrunableChunkStore {
     const size = raw.byteLength;
     const pending = this.pending.get(digest);
     if (pending) {
+      pending.kick?.();
       const loc = await pending.done;
       return { digest, size, written: false, storedSize: loc.length + RECORD_HEADER_SIZE };
     }
@@ -179,8 +182,10 @@ export class LocalChunkStore implements ChunkStore, PrunableChunkStore {
   }
 
   /** True when the chunk is held or on its way (and refreshes its time if held). */
-  private known(digest: Digest, raw32: Uint8Array): boolean {
-    if (this.pending.has(digest)) return true;
+  /** The chunk is held (its time refreshed), on its way (`Pending`), or unknown (false). */
+  private known(digest: Digest, raw32: Uint8Array): true | Pending | false {
+    const p = this.pending.get(digest);
+    if (p) return p;
     if (!this.index.mayHave(raw32) || this.index.storedLength(digest, raw32) === null) return false;
     this.touched.push(digest);
     this.scheduleCommit();
@@ -222,6 +227,7 @@ export class LocalChunkStore implements ChunkStore, PrunableChunkStore {
     let newChunks = 0;
     let newStoredBytes = 0;
     let failure: unknown = null;
+    const borrowed: Array<Promise<RecordLocation>> = [];
     const send = () => {
       if (!buf || digests.length === 0) return;
       const batch = { buf, lengths, digests, waiters };
@@ -257,7 +263,15 @@ export class LocalChunkStore implements ChunkStore, PrunableChunkStore {
         if (failure) throw failure;
         const raw32 = sha256Raw(raw);
         const digest = digestFromRaw(raw32);
-        if (this.known(digest, raw32)) return { digest, written: false };
+        const known = this.known(digest, raw32);
+        if (known !== false) {
+          // A chunk another writer is still storing: this blob needs it stored before it commits.
+          if (known !== true) {
+            known.kick?.();
+            borrowed.push(known.done);
+          }
+          return { digest, written: false };
+        }
         if (buf && used + raw.byteLength > buf.byteLength) send();
         if (!buf) buf = this.freeBuffers.pop() ?? Buffer.allocUnsafeSlow(Math.max(BATCH_BYTES + this.maxChunk, raw.byteLength));
         buf.set(raw, used);
@@ -267,7 +281,7 @@ export class LocalChunkStore implements ChunkStore, PrunableChunkStore {
         // Findable (and deduped) from now on, before its batch is even sent.
         const done = new Promise<RecordLocation>((resolve, reject) => waiters.push({ resolve, reject }));
         done.catch(() => {});
-        this.pending.set(digest, { done, rawLength: raw.byteLength });
+        this.pending.set(digest, { done, rawLength: raw.byteLength, kick: () => { if (digests.includes(digest)) send(); } });
         if (used >= BATCH_BYTES) send();
         while (inFlight.length >= BATCH_IN_FLIGHT) await inFlight.shift();
         return { digest, written: true };
@@ -276,6 +290,7 @@ export class LocalChunkStore implements ChunkStore, PrunableChunkStore {
         send();
         await Promise.all(inFlight.splice(0));
         if (failure) throw failure;
+        await Promise.all(borrowed.splice(0)); // rejects if another writer failed to store one of ours
         return { newChunks, newStoredBytes };
       },
     };
@@ -304,8 +319,9 @@ export class LocalChunkStore implements ChunkStore, PrunableChunkStore {
 
   /** Makes every chunk added so far durable: packs fsync'ed, then their index rows committed. */
   async flush(): Promise<void> {
-    await Promise.allSettled([...this.pending.values()].map((p) => p.done));
-    // Rows whose records were written before the sync request reached the writers.
+    // Only rows whose records are written (callers finish their own writers
+    // first). Waiting for every pending chunk would tie one push to another's
+    // batch, which may wait for a stalled client.
     const added = this.added.splice(0);
     const touched = this.touched.splice(0);
     try {

@@ -151,6 +151,41 @@ describe('chunked push', () => {
     expect(Buffer.from(await g.arrayBuffer()).equals(data)).toBe(true);
   });
 
+  test('a stalled session does not hold up other pushes', async () => {
+    // Session A holds a few new chunks that have not filled a batch yet, and waits for its client.
+    const a = prng(700_000, 15);
+    const locA = await openSession('stall');
+    expect((await oci.req('PATCH', locA, { body: a.subarray(0, 600_000) })).status).toBe(202);
+    // Meanwhile B is pushed whole, by both routes; both must finish.
+    const b = prng(500_000, 16);
+    const pushB = oci.pushBlob('stall', b);
+    const c = prng(300_000, 17);
+    const locC = await openSession('stall');
+    const putC = oci.req('PUT', `${locC}?digest=${sha(c)}`, { body: c });
+    const timeout = new Promise((_, reject) => setTimeout(() => reject(new Error('push held up by a stalled session')), 10_000));
+    await Promise.race([Promise.all([pushB, putC]), timeout]);
+    expect((await putC).status).toBe(201);
+    expect((await oci.req('PATCH', locA, { body: a.subarray(600_000), headers: { 'Content-Range': '600000-699999' } })).status).toBe(202);
+    expect((await oci.req('PUT', `${locA}?digest=${sha(a)}`)).status).toBe(201);
+    const g = await oci.req('GET', `/v2/stall/blobs/${sha(a)}`);
+    expect(Buffer.from(await g.arrayBuffer()).equals(a)).toBe(true);
+  });
+
+  test('a push that shares chunks with a stalled session gets them stored, even if that session is then cancelled', async () => {
+    const a = prng(900_000, 18);
+    const locA = await openSession('stall2');
+    expect((await oci.req('PATCH', locA, { body: a.subarray(0, 800_000) })).status).toBe(202);
+    // B starts with the same bytes, so its first chunks are the ones A holds but has not stored yet.
+    const b = Buffer.concat([a.subarray(0, 800_000), prng(50_000, 19)]);
+    const timeout = new Promise((_, reject) => setTimeout(() => reject(new Error('push held up by a stalled session')), 10_000));
+    await Promise.race([oci.pushBlob('stall2', b), timeout]);
+    expect((await oci.req('DELETE', locA)).status).toBe(204);
+    const g = await oci.req('GET', `/v2/stall2/blobs/${sha(b)}`);
+    expect(Buffer.from(await g.arrayBuffer()).equals(b)).toBe(true);
+    const idx = await s.store.blobs.index(s.store.meta.getBlob(sha(b) as `sha256:${string}`)!);
+    for (let i = 0; i < idx.count; i++) expect(s.store.chunks.where(idx.digestAt(i)), `chunk ${i} committed`).not.toBeNull();
+  });
+
   test('sessions do not survive a restart: they are unknown afterwards', async () => {
     const { startTestServer: start } = await import('./helpers/server.js');
     const { mkdtempSync } = await import('node:fs');
