@@ -63,7 +63,8 @@ interface Live {
   repo: string;
   size: number;
   queue: PieceQueue;
-  result: Promise<IngestResult>;
+  /** The running ingest, started with the first bytes (an idle session holds no chunker). */
+  result: Promise<IngestResult> | null;
 }
 
 /**
@@ -92,10 +93,15 @@ export class UploadSessions {
   }
 
   open(id: string, repo: string): void {
-    const queue = new PieceQueue();
-    const result = this.blobs.ingestUncommitted(queue);
-    result.catch(() => {}); // observed by finish(); a cancelled session's failure is expected
-    this.live.set(id, { repo, size: 0, queue, result });
+    this.live.set(id, { repo, size: 0, queue: new PieceQueue(), result: null });
+  }
+
+  private started(s: Live): Promise<IngestResult> {
+    if (!s.result) {
+      s.result = this.blobs.ingestUncommitted(s.queue);
+      s.result.catch(() => {}); // observed by finish(); a cancelled session's failure is expected
+    }
+    return s.result;
   }
 
   has(id: string): boolean {
@@ -109,6 +115,7 @@ export class UploadSessions {
   /** Appends a stream; returns the bytes taken (counted even if the stream breaks off, so a client can resume). */
   async append(id: string, source: AsyncIterable<Uint8Array>, limit = Number.MAX_SAFE_INTEGER): Promise<number> {
     const s = this.get(id);
+    this.started(s);
     let n = 0;
     for await (const piece of source) {
       if (n + piece.byteLength > limit) throw new SnapyardError('SIZE_INVALID', `upload chunk larger than the declared ${limit} bytes`);
@@ -123,8 +130,9 @@ export class UploadSessions {
   async finish(id: string): Promise<IngestResult> {
     const s = this.get(id);
     this.live.delete(id);
+    const result = this.started(s);
     s.queue.end();
-    return s.result;
+    return result;
   }
 
   cancel(id: string): void {
