@@ -113,8 +113,3 @@ export class ChunkCodec {
     return out;
   }
 }
-
-/** Uncompressed length recorded in a stored chunk's header (no decoding). */
-export function storedRawLength(stored: Uint8Array): number {
-  return Buffer.from(stored.buffer, stored.byteOffset, stored.byteLength).readUInt32LE(8);
-}

@@ -45,12 +45,8 @@ export interface ChunkStore {
   release?(buf: Uint8Array): void;
   /** The stored form (see chunk-codec.ts), unverified: for serving chunks as stored. */
   getStored(digest: Digest): Promise<Buffer>;
-  /**
-   * Hashes, dedups and stores bytes; returns their digest. With `donate`, the
-   * caller hands over `raw` (the store may move its memory to another thread
-   * instead of copying it); the caller must not touch it afterwards.
-   */
-  add(raw: Uint8Array, opts?: { donate?: boolean }): Promise<AddResult>;
+  /** Hashes, dedups and stores bytes; returns their digest. */
+  add(raw: Uint8Array): Promise<AddResult>;
   /** Optional: a digester of a whole stream that hashes off this thread. */
   digester?(): StreamDigester;
   /** A writer for a run of chunks (a blob being ingested). */

@@ -30,11 +30,6 @@ function reviveError(e: WorkerError): Error {
   return new SnapyardError('INTERNAL', e.message);
 }
 
-/** True when `a` is the whole of its own (non-shared) ArrayBuffer, so it can be moved to a worker. */
-function ownsBuffer(a: Uint8Array): boolean {
-  return a.byteOffset === 0 && a.byteLength === a.buffer.byteLength && a.buffer instanceof ArrayBuffer;
-}
-
 export const DEFAULT_LEVEL = 1;
 
 /** Bytes of new chunks sent to a worker in one message. */
@@ -44,7 +39,6 @@ const BATCH_IN_FLIGHT = 4;
 
 interface Pending {
   done: Promise<RecordLocation>;
-  rawLength: number;
   /** Sends the batch holding the chunk now, if it is still waiting to fill (so nobody waits on a stalled writer). */
   kick?: () => void;
 }
@@ -143,32 +137,30 @@ export class LocalChunkStore implements ChunkStore, PrunableChunkStore {
     }
   }
 
-  async add(raw: Uint8Array, opts: { donate?: boolean } = {}): Promise<AddResult> {
-    return this.store(digestFromRaw(sha256Raw(raw)), raw, opts.donate === true);
+  async add(raw: Uint8Array): Promise<AddResult> {
+    return this.store(digestFromRaw(sha256Raw(raw)), raw);
   }
 
   async put(digest: Digest, raw: Uint8Array): Promise<AddResult> {
     const actual = digestFromRaw(sha256Raw(raw));
     if (actual !== digest) throw new SnapyardError('DIGEST_MISMATCH', `chunk content hashes to ${actual}, not ${digest}`);
-    return this.store(digest, raw, false);
+    return this.store(digest, raw);
   }
 
-  private async store(digest: Digest, raw: Uint8Array, donate: boolean): Promise<AddResult> {
+  private async store(digest: Digest, raw: Uint8Array): Promise<AddResult> {
     const size = raw.byteLength;
-    const pending = this.pending.get(digest);
-    if (pending) {
-      pending.kick?.();
-      const loc = await pending.done;
-      return { digest, size, written: false, storedSize: loc.length + RECORD_HEADER_SIZE };
-    }
-    const storedLength = this.index.storedLength(digest, rawOf(digest));
-    if (storedLength !== null) {
-      this.touched.push(digest);
-      this.scheduleCommit();
+    const known = this.known(digest, rawOf(digest));
+    if (known !== null) {
+      let storedLength: number;
+      if (typeof known === 'number') storedLength = known;
+      else {
+        known.kick?.();
+        storedLength = (await known.done).length;
+      }
       return { digest, size, written: false, storedSize: storedLength + RECORD_HEADER_SIZE };
     }
-    const done = this.append(digest, raw, donate);
-    this.pending.set(digest, { done, rawLength: size });
+    const done = this.append(digest, raw);
+    this.pending.set(digest, { done });
     let loc: RecordLocation;
     try {
       loc = await done;
@@ -181,15 +173,15 @@ export class LocalChunkStore implements ChunkStore, PrunableChunkStore {
     return { digest, size, written: true, storedSize: loc.length + RECORD_HEADER_SIZE };
   }
 
-  /** True when the chunk is held or on its way (and refreshes its time if held). */
-  /** The chunk is held (its time refreshed), on its way (`Pending`), or unknown (false). */
-  private known(digest: Digest, raw32: Uint8Array): true | Pending | false {
+  /** The chunk is held (its stored length; its time is refreshed), on its way (`Pending`), or unknown (null). */
+  private known(digest: Digest, raw32: Uint8Array): number | Pending | null {
     const p = this.pending.get(digest);
     if (p) return p;
-    if (!this.index.mayHave(raw32) || this.index.storedLength(digest, raw32) === null) return false;
+    const storedLength = this.index.storedLength(digest, raw32);
+    if (storedLength === null) return null;
     this.touched.push(digest);
     this.scheduleCommit();
-    return true;
+    return storedLength;
   }
 
   private streams = 0;
@@ -264,9 +256,9 @@ export class LocalChunkStore implements ChunkStore, PrunableChunkStore {
         const raw32 = sha256Raw(raw);
         const digest = digestFromRaw(raw32);
         const known = this.known(digest, raw32);
-        if (known !== false) {
+        if (known !== null) {
           // A chunk another writer is still storing: this blob needs it stored before it commits.
-          if (known !== true) {
+          if (typeof known !== 'number') {
             known.kick?.();
             borrowed.push(known.done);
           }
@@ -281,7 +273,7 @@ export class LocalChunkStore implements ChunkStore, PrunableChunkStore {
         // Findable (and deduped) from now on, before its batch is even sent.
         const done = new Promise<RecordLocation>((resolve, reject) => waiters.push({ resolve, reject }));
         done.catch(() => {});
-        this.pending.set(digest, { done, rawLength: raw.byteLength, kick: () => { if (digests.includes(digest)) send(); } });
+        this.pending.set(digest, { done, kick: () => { if (digests.includes(digest)) send(); } });
         if (used >= BATCH_BYTES) send();
         while (inFlight.length >= BATCH_IN_FLIGHT) await inFlight.shift();
         return { digest, written: true };
@@ -296,9 +288,9 @@ export class LocalChunkStore implements ChunkStore, PrunableChunkStore {
     };
   }
 
-  private async append(digest: Digest, raw: Uint8Array, donate: boolean): Promise<RecordLocation> {
+  private async append(digest: Digest, raw: Uint8Array): Promise<RecordLocation> {
     if (!this.pool) return this.inlineWriter!.append(digest, this.codec.encode(raw));
-    const own = donate && ownsBuffer(raw) ? raw : new Uint8Array(raw);
+    const own = new Uint8Array(raw); // the worker gets a copy of its own, moved rather than cloned
     const r = (await this.pool.run({ op: 'append', digest, raw: own }, [own.buffer as ArrayBuffer])) as { loc: RecordLocation };
     return r.loc;
   }

@@ -1,4 +1,4 @@
-import { closeSync, fsync, fsyncSync, mkdirSync, openSync, readSync, writeSync, fstatSync } from 'node:fs';
+import { closeSync, fsync, fsyncSync, mkdirSync, openSync, readSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { ChunkCodec } from './chunk-codec.js';
@@ -73,23 +73,10 @@ export class PackWriter {
   ) {}
 
   append(digest: Digest, stored: Buffer): RecordLocation {
-    return this.appendMany([{ digest, stored }])[0]!;
-  }
-
-  /** Appends several records with one write. */
-  appendMany(items: Array<{ digest: Digest; stored: Buffer }>): RecordLocation[] {
-    let total = 0;
-    for (const it of items) total += RECORD_HEADER_SIZE + it.stored.byteLength;
-    const out = Buffer.allocUnsafe(total);
-    const lengths: number[] = [];
-    let at = 0;
-    for (const it of items) {
-      writeRecordHeader(out, at, it.digest, it.stored.byteLength);
-      it.stored.copy(out, at + RECORD_HEADER_SIZE);
-      lengths.push(it.stored.byteLength);
-      at += RECORD_HEADER_SIZE + it.stored.byteLength;
-    }
-    return this.appendRecords(out.subarray(0, at), lengths);
+    const record = Buffer.allocUnsafe(RECORD_HEADER_SIZE + stored.byteLength);
+    writeRecordHeader(record, 0, digest, stored.byteLength);
+    stored.copy(record, RECORD_HEADER_SIZE);
+    return this.appendRecords(record, [stored.byteLength])[0]!;
   }
 
   /**
@@ -232,16 +219,6 @@ export class PackReader {
   close(): void {
     for (const fd of this.fds.values()) closeSync(fd);
     this.fds.clear();
-  }
-}
-
-/** Size of a pack file (for stats and compaction). */
-export function packSize(root: string, pack: string): number {
-  const fd = openSync(packPath(root, pack), 'r');
-  try {
-    return fstatSync(fd).size;
-  } finally {
-    closeSync(fd);
   }
 }
 

@@ -76,11 +76,6 @@ export class PackIndex {
     return b;
   }
 
-  /** False when the chunk is certainly not held (no SQLite lookup needed). */
-  mayHave(raw: Uint8Array): boolean {
-    return this.bloom.mayHave(raw);
-  }
-
   private packId(name: string): number {
     let id = this.packIds.get(name);
     if (id === undefined) {

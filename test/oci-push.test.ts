@@ -1,4 +1,4 @@
-import { beforeAll, describe, expect, test } from 'vitest';
+import { describe, expect, test } from 'vitest';
 import { useRegistry, type TestServer } from './helpers/server.js';
 import { EMPTY_CONFIG, OCI_MANIFEST, Oci, errorCode, prng, sha } from './helpers/oci.js';
 
