@@ -1,8 +1,11 @@
-import { ChunkIndexBuilder, type ChunkIndex } from './chunk-index.js';
+import { ChunkIndexBuilder } from './chunk-index.js';
+import type { BlobIndex } from './blob-index.js';
 import type { ChunkStore } from './chunk-store.js';
 import { localDigester, type Digest } from './digest.js';
 import { SnapyardError } from './errors.js';
 import { chunkStream, DEFAULT_FASTCDC, type FastCDCParams } from './fastcdc.js';
+import { hasQcow2Magic } from './qcow2/format.js';
+import { ingestQcow2 } from './qcow2-ingest.js';
 
 export interface IngestOptions {
   /** The digest the blob must have; DIGEST_INVALID (after the stream is read) otherwise. */
@@ -10,12 +13,19 @@ export interface IngestOptions {
   /** The size the blob must have; SIZE_INVALID otherwise. */
   expectSize?: number;
   params?: FastCDCParams;
+  /**
+   * Where a qcow2 blob is spooled so its guest view can be chunked (random
+   * access); without it, qcow2 blobs are byte-chunked like anything else.
+   */
+  spoolDir?: string;
 }
 
 export interface IngestResult {
   digest: Digest;
   size: number;
-  index: ChunkIndex;
+  index: BlobIndex;
+  /** 'qcow2': guest view + host recipe; 'bytes': byte chunks (anything else, or a qcow2 image not understood). */
+  layout: 'qcow2' | 'bytes';
   indexDigest: Digest;
   chunks: number;
   /** Chunks (and their stored bytes) this ingest added to the store. */
@@ -31,6 +41,14 @@ export interface IngestResult {
  * that then fails its digest check are unreferenced and left to GC.
  */
 export async function ingestBlob(store: ChunkStore, source: AsyncIterable<Uint8Array>, opts: IngestOptions = {}): Promise<IngestResult> {
+  if (opts.spoolDir === undefined) return ingestBytes(store, source, opts);
+  const { prefix, rest } = await peek(source, 4);
+  if (!hasQcow2Magic(prefix)) return ingestBytes(store, rest, opts);
+  return ingestQcow2(store, rest, { ...opts, spoolDir: opts.spoolDir });
+}
+
+/** FastCDC over the blob's bytes as they come. */
+export async function ingestBytes(store: ChunkStore, source: AsyncIterable<Uint8Array>, opts: IngestOptions = {}): Promise<IngestResult> {
   const params = opts.params ?? DEFAULT_FASTCDC;
   const digester = store.digester?.() ?? localDigester();
   const maxSize = opts.expectSize;
@@ -74,5 +92,33 @@ export async function ingestBlob(store: ChunkStore, source: AsyncIterable<Uint8A
   const stored = await store.add(index.encode());
   if (stored.written) newStoredBytes += stored.storedSize;
   await store.flush();
-  return { digest, size, index, indexDigest: stored.digest, chunks, newChunks, newStoredBytes };
+  return { digest, size, index, indexDigest: stored.digest, chunks, newChunks, newStoredBytes, layout: 'bytes' };
+}
+
+/** The first `n` bytes of a stream (fewer if it is shorter), and the whole stream again. */
+export async function peek(source: AsyncIterable<Uint8Array>, n: number): Promise<{ prefix: Buffer; rest: AsyncIterable<Uint8Array> }> {
+  const it = source[Symbol.asyncIterator]();
+  const head: Uint8Array[] = [];
+  let have = 0;
+  let done = false;
+  while (have < n) {
+    const r = await it.next();
+    if (r.done) {
+      done = true;
+      break;
+    }
+    head.push(r.value);
+    have += r.value.byteLength;
+  }
+  const prefix = Buffer.concat(head.map((h) => Buffer.from(h.buffer, h.byteOffset, h.byteLength))).subarray(0, n);
+  async function* rest(): AsyncGenerator<Uint8Array> {
+    yield* head;
+    if (done) return;
+    for (;;) {
+      const r = await it.next();
+      if (r.done) return;
+      yield r.value;
+    }
+  }
+  return { prefix, rest: rest() };
 }

@@ -1,4 +1,4 @@
-import { ChunkIndex } from './chunk-index.js';
+import { decodeBlobIndex, type BlobIndex } from './blob-index.js';
 import type { ChunkStore } from './chunk-store.js';
 import type { Digest } from './digest.js';
 import { SnapyardError } from './errors.js';
@@ -12,12 +12,14 @@ import type { FastCDCParams } from './fastcdc.js';
  * up per repository, read back byte-exact.
  */
 export class BlobStore {
-  private readonly indexCache = new Map<Digest, ChunkIndex>();
+  private readonly indexCache = new Map<Digest, BlobIndex>();
 
   constructor(
     readonly meta: Metadata,
     readonly chunks: ChunkStore,
     private readonly params?: FastCDCParams,
+    /** Where qcow2 uploads are spooled for guest-view chunking (without it they are byte-chunked). */
+    private readonly spoolDir?: string,
     private readonly indexCacheSize = 32,
   ) {}
 
@@ -30,7 +32,11 @@ export class BlobStore {
 
   /** Stores a blob's chunks and index without making it visible anywhere (see commit). */
   ingestUncommitted(source: AsyncIterable<Uint8Array>, opts: Omit<IngestOptions, 'params'> = {}): Promise<IngestResult> {
-    return ingestBlob(this.chunks, source, this.params ? { ...opts, params: this.params } : opts);
+    return ingestBlob(this.chunks, source, {
+      ...opts,
+      ...(this.params ? { params: this.params } : {}),
+      ...(this.spoolDir !== undefined ? { spoolDir: this.spoolDir } : {}),
+    });
   }
 
   /** Makes an ingested blob visible in `repo`. */
@@ -45,14 +51,14 @@ export class BlobStore {
     return this.meta.getBlob(digest);
   }
 
-  async index(blob: BlobRecord): Promise<ChunkIndex> {
+  async index(blob: BlobRecord): Promise<BlobIndex> {
     const hit = this.indexCache.get(blob.digest);
     if (hit) {
       this.indexCache.delete(blob.digest);
       this.indexCache.set(blob.digest, hit);
       return hit;
     }
-    const idx = ChunkIndex.decode(await this.chunks.get(blob.indexDigest));
+    const idx = decodeBlobIndex(await this.chunks.get(blob.indexDigest));
     if (idx.blobDigest !== blob.digest || idx.size !== blob.size) {
       throw new SnapyardError('INDEX_INVALID', `index ${blob.indexDigest} does not describe blob ${blob.digest}`);
     }
@@ -60,11 +66,11 @@ export class BlobStore {
     return idx;
   }
 
-  read(index: ChunkIndex, start?: number, end?: number): AsyncGenerator<Buffer> {
+  read(index: BlobIndex, start?: number, end?: number): AsyncGenerator<Buffer> {
     return readBlob(this.chunks, index, start, end);
   }
 
-  private remember(digest: Digest, index: ChunkIndex): void {
+  private remember(digest: Digest, index: BlobIndex): void {
     this.indexCache.set(digest, index);
     while (this.indexCache.size > this.indexCacheSize) {
       this.indexCache.delete(this.indexCache.keys().next().value as Digest);

@@ -35,16 +35,14 @@ export interface IndexEntry {
   length: number;
 }
 
-export class ChunkIndex {
-  /** Cumulative start offset of every chunk (plus the blob size at the end). */
-  private readonly starts: Float64Array;
+/** A run of chunks: digests and lengths, with running offsets (the bytes they make, in order). */
+export class ChunkList {
+  /** Cumulative start offset of every chunk (plus the total size at the end). */
+  readonly starts: Float64Array;
 
   constructor(
-    readonly blobDigest: Digest,
-    readonly size: number,
-    readonly params: FastCDCParams,
-    /** 32 bytes per entry. */
-    private readonly digests: Buffer,
+    /** 32 raw bytes per entry. */
+    readonly digests: Buffer,
     readonly lengths: Uint32Array,
   ) {
     const n = lengths.length;
@@ -56,15 +54,24 @@ export class ChunkIndex {
       off += lengths[i]!;
     }
     this.starts[n] = off;
-    if (off !== size) throw new SnapyardError('INDEX_INVALID', `chunk lengths add up to ${off}, blob size is ${size}`);
   }
 
   get count(): number {
     return this.lengths.length;
   }
 
+  /** Total bytes. */
+  get total(): number {
+    return this.starts[this.lengths.length]!;
+  }
+
   digestAt(i: number): Digest {
     return digestFromRaw(this.digests.subarray(i * 32, i * 32 + 32));
+  }
+
+  /** The raw sha256 of chunk i (a view). */
+  rawDigestAt(i: number): Buffer {
+    return this.digests.subarray(i * 32, i * 32 + 32);
   }
 
   entry(i: number): IndexEntry {
@@ -75,7 +82,7 @@ export class ChunkIndex {
     for (let i = 0; i < this.count; i++) yield this.entry(i);
   }
 
-  /** Index of the chunk containing byte `offset` (0 <= offset < size). */
+  /** Index of the chunk containing byte `offset` (0 <= offset < total). */
   chunkAt(offset: number): number {
     let lo = 0;
     let hi = this.count - 1;
@@ -87,49 +94,123 @@ export class ChunkIndex {
     return lo;
   }
 
-  encode(): Buffer {
-    const n = this.count;
-    const out = Buffer.alloc(INDEX_HEADER_SIZE + n * INDEX_ENTRY_SIZE);
-    out.writeUInt32LE(INDEX_MAGIC, 0);
-    out.writeUInt16LE(INDEX_VERSION, 4);
-    out.writeUInt16LE(KIND_BYTES, 6);
-    out.writeUInt32LE(CHUNKER_FASTCDC_V2020, 8);
-    out.writeUInt32LE(this.params.minSize, 12);
-    out.writeUInt32LE(this.params.avgSize, 16);
-    out.writeUInt32LE(this.params.maxSize, 20);
-    out.writeBigUInt64LE(BigInt(this.size), 24);
-    rawOf(this.blobDigest).copy(out, 32);
-    out.writeUInt32LE(n, 64);
-    for (let i = 0; i < n; i++) {
-      const at = INDEX_HEADER_SIZE + i * INDEX_ENTRY_SIZE;
+  /** Pieces covering bytes [start, end) of the run, in order. */
+  *pieces(start: number, end: number): Generator<Piece> {
+    if (start >= end) return;
+    const last = this.chunkAt(end - 1);
+    for (let i = this.chunkAt(start); i <= last; i++) {
+      const s = this.starts[i]!;
+      yield { list: this, i, from: Math.max(0, start - s), to: Math.min(this.lengths[i]!, end - s) };
+    }
+  }
+
+  /** Writes the entries (digest, u32 length) at `at`; returns the offset after them. */
+  writeEntries(out: Buffer, at: number): number {
+    for (let i = 0; i < this.count; i++, at += INDEX_ENTRY_SIZE) {
       this.digests.copy(out, at, i * 32, i * 32 + 32);
       out.writeUInt32LE(this.lengths[i]!, at + 32);
     }
+    return at;
+  }
+
+  /** Reads n entries at `at` (bounds checked by the caller). */
+  static readEntries(buf: Buffer, at: number, n: number): ChunkList {
+    const digests = Buffer.allocUnsafe(n * 32);
+    const lengths = new Uint32Array(n);
+    for (let i = 0; i < n; i++, at += INDEX_ENTRY_SIZE) {
+      buf.copy(digests, i * 32, at, at + 32);
+      lengths[i] = buf.readUInt32LE(at + 32);
+    }
+    return new ChunkList(digests, lengths);
+  }
+}
+
+/** Bytes [from, to) of chunk i of a list: what readers fetch and cut. */
+export interface Piece {
+  list: ChunkList;
+  i: number;
+  from: number;
+  to: number;
+}
+
+/** Byte-chunk index (kind 0): the blob is its chunks, in order. */
+export class ChunkIndex extends ChunkList {
+  readonly kind = KIND_BYTES;
+
+  constructor(
+    readonly blobDigest: Digest,
+    readonly size: number,
+    readonly params: FastCDCParams,
+    digests: Buffer,
+    lengths: Uint32Array,
+  ) {
+    super(digests, lengths);
+    if (this.total !== size) throw new SnapyardError('INDEX_INVALID', `chunk lengths add up to ${this.total}, blob size is ${size}`);
+  }
+
+  /** The chunk lists this index references (for dedup, GC, deltas). */
+  lists(): ChunkList[] {
+    return [this];
+  }
+
+  /** Pieces of the blob's bytes [start, end). */
+  blobPieces(start: number, end: number): Generator<Piece> {
+    return this.pieces(start, end);
+  }
+
+  encode(): Buffer {
+    const out = Buffer.alloc(INDEX_HEADER_SIZE + this.count * INDEX_ENTRY_SIZE);
+    writeIndexHeader(out, { kind: KIND_BYTES, params: this.params, size: this.size, blobDigest: this.blobDigest, count: this.count });
+    this.writeEntries(out, INDEX_HEADER_SIZE);
     return out;
   }
 
   static decode(buf: Buffer): ChunkIndex {
-    const bad = (why: string) => new SnapyardError('INDEX_INVALID', `chunk index: ${why}`);
-    if (buf.byteLength < INDEX_HEADER_SIZE || buf.readUInt32LE(0) !== INDEX_MAGIC) throw bad('bad magic');
-    const version = buf.readUInt16LE(4);
-    if (version !== INDEX_VERSION) throw bad(`unsupported version ${version}`);
-    if (buf.readUInt16LE(6) !== KIND_BYTES) throw bad(`unsupported kind ${buf.readUInt16LE(6)}`);
-    if (buf.readUInt32LE(8) !== CHUNKER_FASTCDC_V2020) throw bad('unknown chunker');
-    const params = { minSize: buf.readUInt32LE(12), avgSize: buf.readUInt32LE(16), maxSize: buf.readUInt32LE(20) };
-    const size = Number(buf.readBigUInt64LE(24));
-    if (!Number.isSafeInteger(size)) throw bad('blob size out of range');
-    const blobDigest = digestFromRaw(buf.subarray(32, 64));
-    const n = buf.readUInt32LE(64);
-    if (buf.byteLength !== INDEX_HEADER_SIZE + n * INDEX_ENTRY_SIZE) throw bad('length does not match entry count');
-    const digests = Buffer.allocUnsafe(n * 32);
-    const lengths = new Uint32Array(n);
-    for (let i = 0; i < n; i++) {
-      const at = INDEX_HEADER_SIZE + i * INDEX_ENTRY_SIZE;
-      buf.copy(digests, i * 32, at, at + 32);
-      lengths[i] = buf.readUInt32LE(at + 32);
-    }
-    return new ChunkIndex(blobDigest, size, params, digests, lengths);
+    const h = readIndexHeader(buf);
+    if (h.kind !== KIND_BYTES) throw indexInvalid(`unsupported kind ${h.kind}`);
+    if (buf.byteLength !== INDEX_HEADER_SIZE + h.count * INDEX_ENTRY_SIZE) throw indexInvalid('length does not match entry count');
+    const list = ChunkList.readEntries(buf, INDEX_HEADER_SIZE, h.count);
+    return new ChunkIndex(h.blobDigest, h.size, h.params, list.digests, list.lengths);
   }
+}
+
+export interface IndexHeader {
+  kind: number;
+  params: FastCDCParams;
+  size: number;
+  blobDigest: Digest;
+  /** Entries that follow the header (kind 0: all; kind 1: the guest data chunks). */
+  count: number;
+}
+
+export function indexInvalid(why: string): SnapyardError {
+  return new SnapyardError('INDEX_INVALID', `chunk index: ${why}`);
+}
+
+/** The 72-byte header shared by every kind. */
+export function writeIndexHeader(out: Buffer, h: IndexHeader): void {
+  out.writeUInt32LE(INDEX_MAGIC, 0);
+  out.writeUInt16LE(INDEX_VERSION, 4);
+  out.writeUInt16LE(h.kind, 6);
+  out.writeUInt32LE(CHUNKER_FASTCDC_V2020, 8);
+  out.writeUInt32LE(h.params.minSize, 12);
+  out.writeUInt32LE(h.params.avgSize, 16);
+  out.writeUInt32LE(h.params.maxSize, 20);
+  out.writeBigUInt64LE(BigInt(h.size), 24);
+  rawOf(h.blobDigest).copy(out, 32);
+  out.writeUInt32LE(h.count, 64);
+  out.writeUInt32LE(0, 68);
+}
+
+export function readIndexHeader(buf: Buffer): IndexHeader {
+  if (buf.byteLength < INDEX_HEADER_SIZE || buf.readUInt32LE(0) !== INDEX_MAGIC) throw indexInvalid('bad magic');
+  const version = buf.readUInt16LE(4);
+  if (version !== INDEX_VERSION) throw indexInvalid(`unsupported version ${version}`);
+  if (buf.readUInt32LE(8) !== CHUNKER_FASTCDC_V2020) throw indexInvalid('unknown chunker');
+  const params = { minSize: buf.readUInt32LE(12), avgSize: buf.readUInt32LE(16), maxSize: buf.readUInt32LE(20) };
+  const size = Number(buf.readBigUInt64LE(24));
+  if (!Number.isSafeInteger(size)) throw indexInvalid('blob size out of range');
+  return { kind: buf.readUInt16LE(6), params, size, blobDigest: digestFromRaw(buf.subarray(32, 64)), count: buf.readUInt32LE(64) };
 }
 
 /** Accumulates entries while a blob is being chunked. */
@@ -138,7 +219,7 @@ export class ChunkIndexBuilder {
   private lengths: Uint32Array = new Uint32Array(1024);
   private n = 0;
 
-  constructor(private readonly params: FastCDCParams) {}
+  constructor(private readonly params: FastCDCParams = { minSize: 0, avgSize: 0, maxSize: 0 }) {}
 
   push(digest: Digest, length: number): void {
     if (this.n === this.lengths.length) {
@@ -151,9 +232,17 @@ export class ChunkIndexBuilder {
     }
     this.digests.write(digest.slice(7), this.n * 32, 'hex');
     this.lengths[this.n++] = length;
+    this.total += length;
   }
+
+  /** Bytes pushed so far. */
+  total = 0;
 
   build(blobDigest: Digest, size: number): ChunkIndex {
     return new ChunkIndex(blobDigest, size, this.params, Buffer.from(this.digests.subarray(0, this.n * 32)), this.lengths.slice(0, this.n));
+  }
+
+  buildList(): ChunkList {
+    return new ChunkList(Buffer.from(this.digests.subarray(0, this.n * 32)), this.lengths.slice(0, this.n));
   }
 }

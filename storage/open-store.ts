@@ -1,3 +1,4 @@
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { BlobStore } from './blob-store.js';
 import { LocalChunkStore } from './local-chunk-store.js';
@@ -10,6 +11,8 @@ import type { FastCDCParams } from './fastcdc.js';
  *
  *   <data>/meta.db         SQLite metadata (metadata-schema.ts), with -wal/-shm beside it
  *   <data>/store/          local chunk store (layout: pack-files.ts)
+ *   <data>/spool/          qcow2 uploads being received (guest-view chunking needs
+ *                          random access); emptied at start
  *
  * Upload sessions are chunked as their bytes arrive (upload-sessions.ts): they
  * keep no temporary copy, and do not survive a restart.
@@ -38,7 +41,9 @@ export function openStore(cfg: StoreConfig): Store {
     ...(cfg.level !== undefined ? { level: cfg.level } : {}),
     ...(cfg.workers !== undefined ? { workers: cfg.workers } : {}),
   });
-  const blobs = new BlobStore(meta, chunks, cfg.params);
+  const spoolDir = join(cfg.dataDir, 'spool');
+  rmSync(spoolDir, { recursive: true, force: true }); // leftovers of a crash: uploads that never finished
+  const blobs = new BlobStore(meta, chunks, cfg.params, spoolDir);
   const uploads = new UploadSessions(blobs);
   meta.clearUploads(); // sessions of an earlier process cannot be resumed
   return {

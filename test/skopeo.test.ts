@@ -185,7 +185,9 @@ async function chunkDigestsOf(digest: Digest): Promise<Map<string, number>> {
   expect(rec, `blob ${digest} in the store`).not.toBeNull();
   const index = await s.store.blobs.index(rec!);
   const out = new Map<string, number>();
-  for (let i = 0; i < index.count; i++) out.set(index.digestAt(i), (out.get(index.digestAt(i)) ?? 0) + index.lengths[i]!);
+  for (const list of index.lists()) {
+    for (let i = 0; i < list.count; i++) out.set(list.digestAt(i), (out.get(list.digestAt(i)) ?? 0) + list.lengths[i]!);
+  }
   return out;
 }
 

@@ -1,0 +1,84 @@
+/**
+ * Ingest of a qcow2 blob that arrives as a byte stream (an OCI upload, from
+ * skopeo or anything else): the bytes are spooled to a temporary file (the
+ * guest view needs random access to the image), hashed on the way; once the
+ * digest and size check out, the guest view and host recipe are chunked from
+ * the file (qcow2/index-builder.ts). An image the reader does not understand
+ * is byte-chunked from the same file instead, so nothing qemu accepts is ever
+ * rejected. The spool file is removed whatever happens.
+ */
+import { randomUUID } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, open, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ingestBytes, type IngestOptions, type IngestResult } from './blob-ingest.js';
+import type { ChunkStore } from './chunk-store.js';
+import { localDigester } from './digest.js';
+import { isSnapyardError, SnapyardError } from './errors.js';
+import { DEFAULT_FASTCDC } from './fastcdc.js';
+import { buildQcow2Index } from './qcow2/index-builder.js';
+
+const SPOOL_WRITE = 4 * 1024 * 1024;
+
+export async function ingestQcow2(store: ChunkStore, source: AsyncIterable<Uint8Array>, opts: IngestOptions & { spoolDir: string }): Promise<IngestResult> {
+  await mkdir(opts.spoolDir, { recursive: true });
+  const path = join(opts.spoolDir, `${randomUUID()}.spool`);
+  try {
+    const digester = store.digester?.() ?? localDigester();
+    const fh = await open(path, 'wx');
+    try {
+      const buf = Buffer.allocUnsafe(SPOOL_WRITE);
+      let fill = 0;
+      for await (const piece of source) {
+        const wait = digester.update(piece);
+        if (wait) await wait;
+        if (opts.expectSize !== undefined && digester.size > opts.expectSize) {
+          throw new SnapyardError('SIZE_INVALID', `blob is larger than the declared ${opts.expectSize} bytes`);
+        }
+        for (let i = 0; i < piece.byteLength; ) {
+          const n = Math.min(SPOOL_WRITE - fill, piece.byteLength - i);
+          buf.set(piece.subarray(i, i + n), fill);
+          fill += n;
+          i += n;
+          if (fill === SPOOL_WRITE) {
+            await fh.write(buf, 0, fill);
+            fill = 0;
+          }
+        }
+      }
+      if (fill > 0) await fh.write(buf, 0, fill);
+    } finally {
+      await fh.close();
+    }
+    const size = digester.size;
+    const digest = await digester.digest();
+    if (opts.expectDigest !== undefined && digest !== opts.expectDigest) {
+      throw new SnapyardError('DIGEST_INVALID', `content hashes to ${digest}, not ${opts.expectDigest}`, {
+        detail: { expected: opts.expectDigest, actual: digest },
+      });
+    }
+    if (opts.expectSize !== undefined && size !== opts.expectSize) {
+      throw new SnapyardError('SIZE_INVALID', `blob has ${size} bytes, ${opts.expectSize} were declared`);
+    }
+    const writer = store.writer();
+    let index;
+    try {
+      index = await buildQcow2Index(path, writer, { blobDigest: digest, params: opts.params ?? DEFAULT_FASTCDC });
+    } catch (e) {
+      await writer.finish().catch(() => {});
+      if (!isSnapyardError(e, 'QCOW2_INVALID')) throw e;
+      // Not understood: the exact bytes, byte-chunked.
+      return await ingestBytes(store, createReadStream(path, { highWaterMark: SPOOL_WRITE }), { ...opts, expectDigest: digest, expectSize: size });
+    }
+    let { newChunks, newStoredBytes } = await writer.finish();
+    const stored = await store.add(index.encode());
+    if (stored.written) {
+      newChunks++;
+      newStoredBytes += stored.storedSize;
+    }
+    await store.flush();
+    return { digest, size, index, indexDigest: stored.digest, chunks: index.count, newChunks, newStoredBytes, layout: 'qcow2' };
+  } finally {
+    await rm(path, { force: true });
+  }
+}
