@@ -4,6 +4,7 @@ import { isSnapyardError } from '../storage/errors.js';
 import { serve } from './serve.js';
 import { chunkFile } from './chunk.js';
 import { inspectFile } from './inspect.js';
+import { pullCommand, pushCommand } from './remote.js';
 
 function int(name: string) {
   return (v: string): number => {
@@ -48,6 +49,35 @@ export function buildProgram(): Command {
     .option('--json', 'one JSON object (keys documented in cli/inspect.ts)')
     .action(async (file: string, o: { json?: boolean }) => {
       await inspectFile(file, { json: o.json === true });
+    });
+
+  program
+    .command('push')
+    .description('push a disk image: chunks it locally, uploads only what the registry lacks, publishes an OCI manifest')
+    .argument('<ref>', 'repo:tag')
+    .argument('<file>', 'the image (qcow2, or any file)')
+    .option('--registry <url>', 'registry URL (env SNAPYARD_REGISTRY, default http://127.0.0.1:5000)')
+    .option('--cache <dir>', 'client cache (env SNAPYARD_CACHE, default ~/.cache/snapyard)')
+    .option('--level <n>', 'zstd level of the upload stream (default: 19 up to 64 MiB of new chunks, else 3)', int('--level'))
+    .option('--json', 'print one JSON summary object')
+    .action(async (ref: string, file: string, o: { registry?: string; cache?: string; level?: number; json?: boolean }) => {
+      await pushCommand(ref, file, o);
+    });
+
+  program
+    .command('pull')
+    .description('pull a snapshot as a full image, or with --overlay as a qcow2 overlay over --base, fetching only what is not local')
+    .argument('<ref>', 'repo:tag or repo@sha256:...')
+    .requiredOption('-o, --output <file>', 'where to write the image')
+    .option('--base <file>', 'a local image to reuse (and, with --overlay, the backing file)')
+    .option('--overlay', 'write a qcow2 overlay whose backing file is --base')
+    .option('--cache <dir>', 'client cache (env SNAPYARD_CACHE, default ~/.cache/snapyard)')
+    .option('--dry-run', 'print how many bytes the pull would download, and exit')
+    .option('--concurrency <n>', 'parallel chunk requests (default 3)', int('--concurrency'))
+    .option('--registry <url>', 'registry URL (env SNAPYARD_REGISTRY, default http://127.0.0.1:5000)')
+    .option('--json', 'print one JSON summary object (bytesDownloaded, bytesFromBase, bytesFromCache, chunks, seconds, ...)')
+    .action(async (ref: string, o: { output: string; base?: string; overlay?: boolean; cache?: string; dryRun?: boolean; concurrency?: number; registry?: string; json?: boolean }) => {
+      await pullCommand(ref, o);
     });
 
   return program;

@@ -1,4 +1,4 @@
-import { Hono } from 'hono';
+import { Hono, type Context } from 'hono';
 import type { HttpBindings } from '@hono/node-server';
 import type { Logger } from 'pino';
 import { matchRoute, type Route } from './names.js';
@@ -9,6 +9,10 @@ import { cancelUpload, finishUpload, patchUpload, startUpload, uploadStatus } fr
 import { deleteManifest, getManifest, putManifest } from './routes/manifests.js';
 import { listReferrers, listTags } from './routes/discovery.js';
 import type { Store } from '../storage/open-store.js';
+import { matchExtRoute, type ExtRoute } from './ext-routes.js';
+import { DeltaService } from './delta-service.js';
+import { deltaPlan, sendChunks } from './routes/delta.js';
+import { blobManifests, commitPush, missingChunks, uploadChunks } from './routes/push.js';
 
 export interface AppConfig {
   store: Store;
@@ -51,6 +55,27 @@ function dispatch(ctx: RequestContext, r: Route): Response | Promise<Response> {
   throw methodNotAllowed();
 }
 
+function dispatchExt(ctx: RequestContext, svc: DeltaService, r: ExtRoute): Response | Promise<Response> {
+  const m = ctx.method;
+  if (r.kind === 'blob-manifests') {
+    if (m === 'GET') return blobManifests(ctx, r.name, r.digest);
+    throw methodNotAllowed();
+  }
+  if (m !== 'POST') throw methodNotAllowed();
+  switch (r.kind) {
+    case 'delta':
+      return deltaPlan(ctx, svc, r.name);
+    case 'chunks':
+      return sendChunks(ctx, svc, r.name);
+    case 'missing':
+      return missingChunks(ctx, svc, r.name);
+    case 'upload':
+      return uploadChunks(ctx, svc, r.name);
+    case 'commit':
+      return commitPush(ctx, svc, r.name);
+  }
+}
+
 function errorResponse(e: unknown, method: string, ctx: RequestContext | null, logger?: Logger): Response {
   const err = toOciError(e);
   if (err.status >= 500) logger?.error({ err: e }, 'request failed');
@@ -80,19 +105,36 @@ export function createApp(cfg: AppConfig): Hono<{ Bindings: HttpBindings }> {
       length: (sent ? out.getHeader('content-length') : c.res.headers.get('content-length')) ?? undefined,
     });
   });
+  const delta = new DeltaService(cfg.store);
+  const contextOf = (c: Context<{ Bindings: HttpBindings }>): RequestContext => {
+    const url = new URL(c.req.url);
+    return {
+      store: cfg.store,
+      method: c.req.method,
+      url,
+      headers: c.req.raw.headers,
+      incoming: c.env.incoming,
+      outgoing: c.env.outgoing,
+      onStreamError: (e) => cfg.logger?.error({ err: e, path: url.pathname }, 'response cut short'),
+    };
+  };
+  app.all('/snapyard/v1/*', async (c) => {
+    let ctx: RequestContext | null = null;
+    try {
+      ctx = contextOf(c);
+      const url = ctx.url;
+      const route = matchExtRoute(url.pathname);
+      if (!route) throw new OciError(404, 'UNSUPPORTED', `no such endpoint: ${url.pathname.slice(0, 200)}`);
+      return await dispatchExt(ctx, delta, route);
+    } catch (e) {
+      return errorResponse(e, c.req.method, ctx, cfg.logger);
+    }
+  });
   app.all('/v2/*', async (c) => {
     let ctx: RequestContext | null = null;
     try {
-      const url = new URL(c.req.url);
-      ctx = {
-        store: cfg.store,
-        method: c.req.method,
-        url,
-        headers: c.req.raw.headers,
-        incoming: c.env.incoming,
-        outgoing: c.env.outgoing,
-        onStreamError: (e) => cfg.logger?.error({ err: e, path: url.pathname }, 'response cut short'),
-      };
+      ctx = contextOf(c);
+      const url = ctx.url;
       const route = matchRoute(url.pathname);
       if (!route) throw new OciError(404, 'NAME_UNKNOWN', `no such endpoint: ${url.pathname.slice(0, 200)}`);
       return await dispatch(ctx, route);

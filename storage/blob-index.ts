@@ -1,14 +1,15 @@
-import { ChunkIndex, KIND_BYTES, readIndexHeader } from './chunk-index.js';
+import { ChunkIndex, KIND_BYTES, readIndexHeader, type PrefixResolver } from './chunk-index.js';
 import { KIND_QCOW2, Qcow2Index } from './qcow2-index.js';
 import { indexInvalid } from './chunk-index.js';
 
 /** Any chunk index: byte chunks (kind 0) or a qcow2 guest view plus host recipe (kind 1). */
 export type BlobIndex = ChunkIndex | Qcow2Index;
 
-export function decodeBlobIndex(buf: Buffer): BlobIndex {
+/** Decodes a stored index, or (width < 32) a compact one whose digest prefixes `resolve` expands. */
+export function decodeBlobIndex(buf: Buffer, width = 32, resolve?: PrefixResolver): BlobIndex {
   const { kind } = readIndexHeader(buf);
-  if (kind === KIND_BYTES) return ChunkIndex.decode(buf);
-  if (kind === KIND_QCOW2) return Qcow2Index.decode(buf);
+  if (kind === KIND_BYTES) return ChunkIndex.decode(buf, width, resolve);
+  if (kind === KIND_QCOW2) return Qcow2Index.decode(buf, width, resolve);
   throw indexInvalid(`unsupported kind ${kind}`);
 }
 

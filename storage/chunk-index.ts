@@ -104,26 +104,37 @@ export class ChunkList {
     }
   }
 
-  /** Writes the entries (digest, u32 length) at `at`; returns the offset after them. */
-  writeEntries(out: Buffer, at: number): number {
-    for (let i = 0; i < this.count; i++, at += INDEX_ENTRY_SIZE) {
-      this.digests.copy(out, at, i * 32, i * 32 + 32);
-      out.writeUInt32LE(this.lengths[i]!, at + 32);
+  /**
+   * Writes the entries (digest, u32 length) at `at`; returns the offset after
+   * them. `width` < 32 writes digest prefixes (the compact form a client sends
+   * when the server can resolve prefixes against what it stores).
+   */
+  writeEntries(out: Buffer, at: number, width = 32): number {
+    for (let i = 0; i < this.count; i++, at += width + 4) {
+      this.digests.copy(out, at, i * 32, i * 32 + width);
+      out.writeUInt32LE(this.lengths[i]!, at + width);
     }
     return at;
   }
 
-  /** Reads n entries at `at` (bounds checked by the caller). */
-  static readEntries(buf: Buffer, at: number, n: number): ChunkList {
+  /** Reads n entries at `at` (bounds checked by the caller); prefixes (width < 32) go through `resolve`. */
+  static readEntries(buf: Buffer, at: number, n: number, width = 32, resolve?: PrefixResolver): ChunkList {
     const digests = Buffer.allocUnsafe(n * 32);
     const lengths = new Uint32Array(n);
-    for (let i = 0; i < n; i++, at += INDEX_ENTRY_SIZE) {
-      buf.copy(digests, i * 32, at, at + 32);
-      lengths[i] = buf.readUInt32LE(at + 32);
+    for (let i = 0; i < n; i++, at += width + 4) {
+      if (width === 32) buf.copy(digests, i * 32, at, at + 32);
+      else {
+        if (!resolve) throw indexInvalid('digest prefixes without a resolver');
+        resolve(buf.subarray(at, at + width), i).copy(digests, i * 32);
+      }
+      lengths[i] = buf.readUInt32LE(at + width);
     }
     return new ChunkList(digests, lengths);
   }
 }
+
+/** Turns a digest prefix into the full raw digest (or throws). */
+export type PrefixResolver = (prefix: Buffer, entry: number) => Buffer;
 
 /** Bytes [from, to) of chunk i of a list: what readers fetch and cut. */
 export interface Piece {
@@ -158,18 +169,19 @@ export class ChunkIndex extends ChunkList {
     return this.pieces(start, end);
   }
 
-  encode(): Buffer {
-    const out = Buffer.alloc(INDEX_HEADER_SIZE + this.count * INDEX_ENTRY_SIZE);
+  /** The stored form; `width` < 32 gives the compact wire form (digest prefixes). */
+  encode(width = 32): Buffer {
+    const out = Buffer.alloc(INDEX_HEADER_SIZE + this.count * (width + 4));
     writeIndexHeader(out, { kind: KIND_BYTES, params: this.params, size: this.size, blobDigest: this.blobDigest, count: this.count });
-    this.writeEntries(out, INDEX_HEADER_SIZE);
+    this.writeEntries(out, INDEX_HEADER_SIZE, width);
     return out;
   }
 
-  static decode(buf: Buffer): ChunkIndex {
+  static decode(buf: Buffer, width = 32, resolve?: PrefixResolver): ChunkIndex {
     const h = readIndexHeader(buf);
     if (h.kind !== KIND_BYTES) throw indexInvalid(`unsupported kind ${h.kind}`);
-    if (buf.byteLength !== INDEX_HEADER_SIZE + h.count * INDEX_ENTRY_SIZE) throw indexInvalid('length does not match entry count');
-    const list = ChunkList.readEntries(buf, INDEX_HEADER_SIZE, h.count);
+    if (buf.byteLength !== INDEX_HEADER_SIZE + h.count * (width + 4)) throw indexInvalid('length does not match entry count');
+    const list = ChunkList.readEntries(buf, INDEX_HEADER_SIZE, h.count, width, resolve);
     return new ChunkIndex(h.blobDigest, h.size, h.params, list.digests, list.lengths);
   }
 }

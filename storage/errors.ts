@@ -16,6 +16,8 @@ export type ErrorCode =
   | 'QCOW2_INVALID'
   | 'NOT_FOUND'
   | 'CONFLICT'
+  | 'REGISTRY_ERROR'
+  | 'REGISTRY_UNREACHABLE'
   | 'INTERNAL';
 
 export class SnapyardError extends Error {

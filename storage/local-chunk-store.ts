@@ -338,6 +338,16 @@ export class LocalChunkStore implements ChunkStore, PrunableChunkStore {
     this.index.remove(digest);
   }
 
+  /** The committed chunk whose digest starts with `prefix` (see PackIndex.resolvePrefix). */
+  resolvePrefix(prefix: Buffer): Buffer | null | 'ambiguous' {
+    return this.index.resolvePrefix(prefix);
+  }
+
+  /** Uncompressed length of a committed chunk, or null. */
+  rawLength(digest: Digest): number | null {
+    return this.index.rawLength(digest);
+  }
+
   /** Where a committed chunk's stored bytes are on disk (for verify, repair and tests). */
   where(digest: Digest): { path: string; offset: number; length: number } | null {
     const row = this.index.get(digest);

@@ -86,6 +86,7 @@ export class Metadata {
       deleteRefs: p('DELETE FROM manifest_refs WHERE repo = ? AND manifest = ?'),
       manifestExists: p('SELECT 1 FROM manifests WHERE repo = ? AND digest = ?').pluck(),
       referrers: p('SELECT * FROM manifests WHERE repo = ? AND subject = ? ORDER BY created_ms, digest'),
+      referencing: p('SELECT m.* FROM manifest_refs r JOIN manifests m ON m.repo = r.repo AND m.digest = r.manifest WHERE r.repo = ? AND r.ref = ? ORDER BY m.created_ms DESC, m.digest'),
       getTag: p('SELECT digest FROM tags WHERE repo = ? AND tag = ?').pluck(),
       setTag: p('INSERT OR REPLACE INTO tags (repo, tag, digest, updated_ms) VALUES (?, ?, ?, ?)'),
       deleteTag: p('DELETE FROM tags WHERE repo = ? AND tag = ?'),
@@ -229,6 +230,11 @@ export class Metadata {
 
   tagHistory(repo: string, tag: string): TagEvent[] {
     return this.s.events.all(repo, tag) as TagEvent[];
+  }
+
+  /** Manifests of `repo` that reference blob or manifest `digest`, newest first. */
+  manifestsReferencing(repo: string, digest: Digest): ManifestRecord[] {
+    return (this.s.referencing.all(repo, digest) as Array<Record<string, unknown>>).map(toManifest);
   }
 
   referrers(repo: string, subject: Digest): ManifestRecord[] {

@@ -49,6 +49,8 @@ export class PackIndex {
     this.s = {
       get: p('SELECT pack, offset, length, raw_length AS rawLength, mtime_ms AS mtimeMs FROM chunks WHERE digest = ?'),
       has: p('SELECT 1 FROM chunks WHERE digest = ?').pluck(),
+      fromPrefix: p('SELECT digest FROM chunks WHERE digest >= ? ORDER BY digest LIMIT 2').pluck(),
+      rawLength: p('SELECT raw_length FROM chunks WHERE digest = ?').pluck(),
       storedLength: p('SELECT length FROM chunks WHERE digest = ?').pluck(),
       locate: p('SELECT pack, offset, length FROM chunks WHERE digest = ?').raw(),
       insert: p('INSERT OR IGNORE INTO chunks (digest, pack, offset, length, raw_length, mtime_ms) VALUES (?, ?, ?, ?, ?, ?)'),
@@ -104,6 +106,18 @@ export class PackIndex {
   storedLength(digest: Digest, raw: Uint8Array = rawOf(digest)): number | null {
     if (!this.bloom.mayHave(raw)) return null;
     return (this.s.storedLength.get(raw) as number | undefined) ?? null;
+  }
+
+  /** The one stored digest starting with `prefix` (raw bytes), null if none, 'ambiguous' if several. */
+  resolvePrefix(prefix: Buffer): Buffer | null | 'ambiguous' {
+    const rows = (this.s.fromPrefix.all(prefix) as Buffer[]).filter((d) => d.subarray(0, prefix.byteLength).equals(prefix));
+    if (rows.length === 0) return null;
+    return rows.length === 1 ? rows[0]! : 'ambiguous';
+  }
+
+  /** Uncompressed length of a stored chunk, or null. */
+  rawLength(digest: Digest): number | null {
+    return (this.s.rawLength.get(rawOf(digest)) as number | undefined) ?? null;
   }
 
   has(digest: Digest): boolean {

@@ -1,4 +1,4 @@
-import { ChunkList, indexInvalid, INDEX_ENTRY_SIZE, INDEX_HEADER_SIZE, readIndexHeader, writeIndexHeader, type Piece } from './chunk-index.js';
+import { ChunkList, indexInvalid, INDEX_HEADER_SIZE, readIndexHeader, writeIndexHeader, type Piece, type PrefixResolver } from './chunk-index.js';
 import type { Digest } from './digest.js';
 import type { FastCDCParams } from './fastcdc.js';
 
@@ -69,6 +69,7 @@ export class Qcow2Index {
   readonly extentStream: Float64Array;
   /** Indexes of the data extents, in order (for data stream -> guest lookups). */
   private readonly dataExtents: Uint32Array;
+  private residueSearch: Float64Array | undefined;
 
   constructor(
     readonly blobDigest: Digest,
@@ -162,11 +163,67 @@ export class Qcow2Index {
     }
   }
 
-  encode(): Buffer {
+  /**
+   * The guest range [start, start + length) in pieces: data (with its
+   * data-stream offset), zero (zero clusters) or unallocated (stream -1 and
+   * zero false: the backing file's bytes, or zeros without one).
+   */
+  *guestPieces(start: number, length: number): Generator<{ guestOffset: number; length: number; stream: number; zero: boolean }> {
+    const L = this.layout;
+    const end = start + length;
+    const offs = L.extentOffsets;
+    let lo = 0;
+    let hi = offs.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >>> 1;
+      if (offs[mid]! <= start) lo = mid;
+      else hi = mid - 1;
+    }
+    let at = start;
+    for (let x = lo; x < offs.length && at < end; x++) {
+      const eo = offs[x]!;
+      const el = L.extentLengths[x]!;
+      if (eo + el <= at) continue;
+      if (eo >= end) break;
+      if (eo > at) {
+        yield { guestOffset: at, length: eo - at, stream: -1, zero: false };
+        at = eo;
+      }
+      const n = Math.min(eo + el, end) - at;
+      const isData = L.extentKinds[x] === EXTENT_DATA;
+      yield { guestOffset: at, length: n, stream: isData ? this.extentStream[x]! + (at - eo) : -1, zero: !isData };
+      at += n;
+    }
+    if (at < end) yield { guestOffset: at, length: end - at, stream: -1, zero: false };
+  }
+
+  /** Host ranges holding residue-stream bytes [start, start + length). */
+  *residueHostRanges(start: number, length: number): Generator<{ hostOffset: number; length: number }> {
+    const L = this.layout;
+    const end = start + length;
+    if (L.opKinds.length === 0) return;
+    this.residueSearch ??= Float64Array.from([...this.opResidue, Infinity]);
+    let i = findStart(this.residueSearch, start);
+    // Ops sharing a residue offset (data ops in between): start from the first of them.
+    while (i > 0 && this.opResidue[i - 1] === this.opResidue[i]) i--;
+    for (; i < L.opKinds.length && start < end; i++) {
+      if (L.opKinds[i] !== OP_RESIDUE) continue;
+      const r = this.opResidue[i]!;
+      const len = L.opLengths[i]!;
+      if (r + len <= start) continue;
+      const a = start - r;
+      const n = Math.min(len - a, end - start);
+      yield { hostOffset: this.opStarts[i]! + a, length: n };
+      start += n;
+    }
+  }
+
+  /** The stored form; `width` < 32 gives the compact wire form (digest prefixes). */
+  encode(width = 32): Buffer {
     const L = this.layout;
     const e = L.extentKinds.length;
     const k = L.opKinds.length;
-    const out = Buffer.alloc(INDEX_HEADER_SIZE + SECTION + this.data.count * INDEX_ENTRY_SIZE + e * EXTENT_SIZE + this.residue.count * INDEX_ENTRY_SIZE + k * OP_SIZE);
+    const out = Buffer.alloc(INDEX_HEADER_SIZE + SECTION + this.data.count * (width + 4) + e * EXTENT_SIZE + this.residue.count * (width + 4) + k * OP_SIZE);
     writeIndexHeader(out, { kind: KIND_QCOW2, params: this.params, size: this.size, blobDigest: this.blobDigest, count: this.data.count });
     let at = INDEX_HEADER_SIZE;
     out.writeBigUInt64LE(BigInt(L.virtualSize), at);
@@ -175,13 +232,13 @@ export class Qcow2Index {
     out.writeUInt32LE(e, at + 16);
     out.writeUInt32LE(this.residue.count, at + 20);
     out.writeUInt32LE(k, at + 24);
-    at = this.data.writeEntries(out, at + SECTION);
+    at = this.data.writeEntries(out, at + SECTION, width);
     for (let i = 0; i < e; i++, at += EXTENT_SIZE) {
       out.writeBigUInt64LE(BigInt(L.extentOffsets[i]!), at);
       out.writeBigUInt64LE(BigInt(L.extentLengths[i]!), at + 8);
       out.writeUInt32LE(L.extentKinds[i]!, at + 16);
     }
-    at = this.residue.writeEntries(out, at);
+    at = this.residue.writeEntries(out, at, width);
     for (let i = 0; i < k; i++, at += OP_SIZE) {
       out.writeUInt32LE(L.opKinds[i]!, at);
       out.writeBigUInt64LE(BigInt(L.opLengths[i]!), at + 4);
@@ -190,7 +247,8 @@ export class Qcow2Index {
     return out;
   }
 
-  static decode(buf: Buffer): Qcow2Index {
+  static decode(buf: Buffer, width = 32, resolve?: PrefixResolver): Qcow2Index {
+    const entry = width + 4;
     const h = readIndexHeader(buf);
     if (h.kind !== KIND_QCOW2) throw indexInvalid(`kind ${h.kind} is not a qcow2 index`);
     if (buf.byteLength < INDEX_HEADER_SIZE + SECTION) throw indexInvalid('truncated qcow2 section');
@@ -203,11 +261,11 @@ export class Qcow2Index {
     const k = buf.readUInt32LE(at + 24);
     const n = h.count;
     if (!Number.isSafeInteger(virtualSize) || n > MAX_ENTRIES || e > MAX_ENTRIES || r > MAX_ENTRIES || k > MAX_ENTRIES) throw indexInvalid('counts out of range');
-    const expect = INDEX_HEADER_SIZE + SECTION + n * INDEX_ENTRY_SIZE + e * EXTENT_SIZE + r * INDEX_ENTRY_SIZE + k * OP_SIZE;
+    const expect = INDEX_HEADER_SIZE + SECTION + n * entry + e * EXTENT_SIZE + r * entry + k * OP_SIZE;
     if (buf.byteLength !== expect) throw indexInvalid('length does not match its counts');
     at += SECTION;
-    const data = ChunkList.readEntries(buf, at, n);
-    at += n * INDEX_ENTRY_SIZE;
+    const data = ChunkList.readEntries(buf, at, n, width, resolve);
+    at += n * entry;
     const extentOffsets = new Float64Array(e);
     const extentLengths = new Float64Array(e);
     const extentKinds = new Uint8Array(e);
@@ -217,8 +275,8 @@ export class Qcow2Index {
       const kind = buf.readUInt32LE(at + 16);
       extentKinds[i] = kind > 255 ? 255 : kind;
     }
-    const residue = ChunkList.readEntries(buf, at, r);
-    at += r * INDEX_ENTRY_SIZE;
+    const residue = ChunkList.readEntries(buf, at, r, width, resolve && ((p, i) => resolve(p, n + i)));
+    at += r * entry;
     const opKinds = new Uint8Array(k);
     const opLengths = new Float64Array(k);
     const opSources = new Float64Array(k);

@@ -6,7 +6,7 @@ import { MAX_MANIFEST_BYTES, parseManifest } from '../manifest.js';
 import { sha256, type Digest } from '../../storage/digest.js';
 import type { ManifestRecord } from '../../storage/metadata.js';
 
-function resolve(ctx: RequestContext, name: string, reference: string): ManifestRecord {
+export function resolveManifest(ctx: RequestContext, name: string, reference: string): ManifestRecord {
   const ref = parseReference(reference);
   const meta = ctx.store.meta;
   if (!meta.repoExists(name)) throw new OciError(404, 'NAME_UNKNOWN', `repository ${name} is not known`);
@@ -18,7 +18,7 @@ function resolve(ctx: RequestContext, name: string, reference: string): Manifest
 
 /** GET and HEAD /v2/<name>/manifests/<reference>. */
 export function getManifest(ctx: RequestContext, name: string, reference: string): Response {
-  const m = resolve(ctx, name, reference);
+  const m = resolveManifest(ctx, name, reference);
   const headers = {
     'Content-Type': m.mediaType,
     'Content-Length': String(m.size),
@@ -67,7 +67,7 @@ export async function putManifest(ctx: RequestContext, name: string, reference: 
 
 /** DELETE /v2/<name>/manifests/<reference>: a digest deletes the manifest (and its tags), a tag only the tag. */
 export function deleteManifest(ctx: RequestContext, name: string, reference: string): Response {
-  const m = resolve(ctx, name, reference);
+  const m = resolveManifest(ctx, name, reference);
   const ref = parseReference(reference);
   if (ref.tag !== undefined) ctx.store.meta.setTag(name, ref.tag, null, 'oci-delete');
   else ctx.store.meta.deleteManifest(name, m.digest as Digest, 'oci-delete');

@@ -1,0 +1,34 @@
+import cliProgress from 'cli-progress';
+
+/** A progress bar on stderr when it is a terminal (and not --json); silent otherwise. */
+export class Progress {
+  private bar: cliProgress.SingleBar | null = null;
+  private phase = '';
+
+  constructor(private readonly enabled: boolean = process.stderr.isTTY === true) {}
+
+  update(e: { phase: string; done?: number; total?: number }): void {
+    if (!this.enabled) return;
+    if (e.phase !== this.phase) {
+      this.bar?.stop();
+      this.bar = null;
+      this.phase = e.phase;
+      if (e.total === undefined) process.stderr.write(`${e.phase}...\n`);
+    }
+    if (e.total !== undefined) {
+      if (!this.bar) {
+        this.bar = new cliProgress.SingleBar(
+          { format: `${e.phase.padEnd(12)} [{bar}] {percentage}% {value_mb}/{total_mb} MB`, stream: process.stderr, hideCursor: true },
+          cliProgress.Presets.shades_classic,
+        );
+        this.bar.start(e.total, 0, { value_mb: '0.0', total_mb: (e.total / 1e6).toFixed(1) });
+      }
+      this.bar.update(e.done ?? 0, { value_mb: ((e.done ?? 0) / 1e6).toFixed(1), total_mb: (e.total / 1e6).toFixed(1) });
+    }
+  }
+
+  stop(): void {
+    this.bar?.stop();
+    this.bar = null;
+  }
+}

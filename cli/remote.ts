@@ -1,0 +1,84 @@
+/**
+ * `snapyard push` and `snapyard pull`: the client commands. The registry is
+ * --registry URL, else $SNAPYARD_REGISTRY, else http://127.0.0.1:5000.
+ */
+import { ClientCache, defaultCacheDir } from '../client/cache.js';
+import { pull, type PullSummary } from '../client/pull.js';
+import { push } from '../client/push.js';
+import { parseRef } from '../client/ref.js';
+import { Registry } from '../client/registry.js';
+import { Progress } from './progress.js';
+
+export const DEFAULT_REGISTRY = 'http://127.0.0.1:5000';
+
+export function registryUrl(flag: string | undefined): string {
+  return flag ?? process.env.SNAPYARD_REGISTRY ?? DEFAULT_REGISTRY;
+}
+
+export async function pushCommand(refStr: string, file: string, o: { registry?: string; json?: boolean; cache?: string; level?: number }): Promise<void> {
+  const ref = parseRef(refStr);
+  const reg = new Registry(registryUrl(o.registry));
+  const cache = new ClientCache(o.cache ?? defaultCacheDir());
+  const progress = new Progress(!o.json && process.stderr.isTTY === true);
+  try {
+    const r = await push(ref, file, { registry: reg, cache, ...(o.level !== undefined ? { level: o.level } : {}), onPhase: (phase) => progress.update({ phase }) });
+    progress.stop();
+    if (o.json) process.stdout.write(`${JSON.stringify(r)}\n`);
+    else {
+      process.stdout.write(`pushed ${r.ref} ${r.manifestDigest}\n`);
+      process.stdout.write(`  blob ${r.blobDigest} (${r.size} bytes, ${r.layout}), ${r.chunks} chunks, ${r.newChunks} new (${r.newRawBytes} bytes raw, ${r.uploadBytes} bytes sent), ${r.seconds.toFixed(2)} s\n`);
+      if (r.base) process.stdout.write(`  base ${r.base.backingFile}: blob ${r.base.blob}${r.base.manifest ? `, manifest ${r.base.manifest} (subject)` : ' (not in the registry)'}\n`);
+    }
+  } finally {
+    progress.stop();
+    await cache.close();
+    await reg.close();
+  }
+}
+
+export interface PullFlags {
+  output: string;
+  base?: string;
+  overlay?: boolean;
+  cache?: string;
+  dryRun?: boolean;
+  json?: boolean;
+  registry?: string;
+  concurrency?: number;
+}
+
+export async function pullCommand(refStr: string, o: PullFlags): Promise<void> {
+  const ref = parseRef(refStr);
+  const reg = new Registry(registryUrl(o.registry));
+  const cache = new ClientCache(o.cache ?? defaultCacheDir());
+  const progress = new Progress(!o.json && process.stderr.isTTY === true);
+  try {
+    const s = await pull(ref, {
+      registry: reg, cache, output: o.output,
+      ...(o.base !== undefined ? { base: o.base } : {}),
+      overlay: o.overlay === true,
+      dryRun: o.dryRun === true,
+      ...(o.concurrency !== undefined ? { concurrency: o.concurrency } : {}),
+      onProgress: (e) => progress.update(e),
+    });
+    progress.stop();
+    if (o.json) process.stdout.write(`${JSON.stringify(s)}\n`);
+    else process.stdout.write(describe(s));
+  } finally {
+    progress.stop();
+    await cache.close();
+    await reg.close();
+  }
+}
+
+function mb(n: number): string {
+  return `${(n / 1e6).toFixed(2)} MB`;
+}
+
+function describe(s: PullSummary): string {
+  if (s.dryRun) {
+    return `${s.ref}: would download ${s.bytesToDownload} bytes (${mb(s.bytesToDownload ?? 0)}; ${s.chunks.downloaded} of ${s.chunks.total} chunks), reuse ${mb(s.bytesFromBase)} from the base and ${mb(s.bytesFromCache)} from the cache\n`;
+  }
+  return `pulled ${s.ref} (${s.manifestDigest}) to ${s.output} as ${s.mode === 'overlay' ? 'an overlay' : 'a full image'}\n` +
+    `  downloaded ${mb(s.bytesDownloaded)} (${s.chunks.downloaded} chunks), reused ${mb(s.bytesFromBase)} from the base (${s.chunks.fromBase}) and ${mb(s.bytesFromCache)} from the cache (${s.chunks.fromCache}), ${s.seconds.toFixed(2)} s\n`;
+}

@@ -1,0 +1,207 @@
+/**
+ * Writing a pulled snapshot to disk from verified chunks.
+ *
+ * Full image: the blob's exact bytes in host order (the index's pieces),
+ * written to a temporary file, hashed on the way and compared with the blob
+ * digest, fsync'ed, renamed into place.
+ *
+ * Overlay: a qcow2 v3 image whose backing file is the local base and which
+ * holds only the guest clusters where the target differs from the base. A
+ * guest range is known to be the same when the target's chunk there is the
+ * base's chunk at the same guest place (same digest, same guest ranges), or
+ * when both read zeros there; every other cluster is built from the target's
+ * chunks and compared with the base's bytes: equal clusters are skipped,
+ * all-zero ones become zero clusters, the rest data clusters.
+ */
+import { createHash } from 'node:crypto';
+import { open, rename, rm } from 'node:fs/promises';
+import type { BlobIndex } from '../storage/blob-index.js';
+import type { ChunkList } from '../storage/chunk-index.js';
+import { SnapyardError } from '../storage/errors.js';
+import { Qcow2Index } from '../storage/qcow2-index.js';
+import { Qcow2Image } from '../storage/qcow2/reader.js';
+import { Qcow2Writer } from '../storage/qcow2/writer.js';
+
+export type ChunkGetter = (hex: string) => Promise<Buffer>;
+
+/** A small LRU of chunk bytes: neighbouring pieces often cut the same chunk. */
+export class ChunkLru {
+  private readonly m = new Map<string, Buffer>();
+  constructor(private readonly get: ChunkGetter, private readonly max = 64) {}
+  async chunk(list: ChunkList, i: number): Promise<Buffer> {
+    const hex = list.rawDigestAt(i).toString('hex');
+    const hit = this.m.get(hex);
+    if (hit) {
+      this.m.delete(hex);
+      this.m.set(hex, hit);
+      return hit;
+    }
+    const b = await this.get(hex);
+    if (b.byteLength !== list.lengths[i]) throw new SnapyardError('CHUNK_CORRUPT', `chunk sha256:${hex} has ${b.byteLength} bytes, the index says ${list.lengths[i]}`);
+    this.m.set(hex, b);
+    if (this.m.size > this.max) this.m.delete(this.m.keys().next().value as string);
+    return b;
+  }
+}
+
+const WRITE = 4 * 1024 * 1024;
+
+export async function writeFull(out: string, index: BlobIndex, get: ChunkGetter, onBytes?: (n: number) => void): Promise<void> {
+  const tmp = `${out}.snapyard-part`;
+  const fh = await open(tmp, 'w');
+  const lru = new ChunkLru(get);
+  const hash = createHash('sha256');
+  try {
+    const buf = Buffer.allocUnsafe(WRITE);
+    let fill = 0;
+    let pos = 0;
+    const flush = async () => {
+      hash.update(buf.subarray(0, fill));
+      await fh.write(buf, 0, fill, pos);
+      pos += fill;
+      onBytes?.(fill);
+      fill = 0;
+    };
+    for (const p of index.blobPieces(0, index.size)) {
+      const c = await lru.chunk(p.list, p.i);
+      for (let a = p.from; a < p.to; ) {
+        const n = Math.min(p.to - a, WRITE - fill);
+        c.copy(buf, fill, a, a + n);
+        fill += n;
+        a += n;
+        if (fill === WRITE) await flush();
+      }
+    }
+    if (fill > 0) await flush();
+    const digest = `sha256:${hash.digest('hex')}`;
+    if (digest !== index.blobDigest || pos !== index.size) throw new SnapyardError('DIGEST_MISMATCH', `rebuilt image hashes to ${digest}, not ${index.blobDigest}`);
+    await fh.sync();
+  } catch (e) {
+    await fh.close();
+    await rm(tmp, { force: true });
+    throw e;
+  }
+  await fh.close();
+  await rename(tmp, out);
+}
+
+export interface OverlayStats {
+  dataClusters: number;
+  zeroClusters: number;
+  /** Clusters built and compared with the base (the rest were known to match). */
+  comparedClusters: number;
+}
+
+/** Guest ranges where the target's data is known to equal the base's. */
+export function sameAsBase(target: Qcow2Index, base: Qcow2Index): Array<[number, number]> {
+  const at = new Map<string, number[]>();
+  for (let i = 0; i < base.data.count; i++) {
+    const k = base.data.rawDigestAt(i).toString('hex');
+    const l = at.get(k);
+    if (l) l.push(i);
+    else at.set(k, [i]);
+  }
+  const out: Array<[number, number]> = [];
+  for (let i = 0; i < target.data.count; i++) {
+    const cands = at.get(target.data.rawDigestAt(i).toString('hex'));
+    if (!cands) continue;
+    const mine = [...target.guestRanges(target.data.starts[i]!, target.data.lengths[i]!)];
+    for (const j of cands) {
+      const theirs = [...base.guestRanges(base.data.starts[j]!, base.data.lengths[j]!)];
+      if (theirs.length === mine.length && theirs.every((r, k) => r.guestOffset === mine[k]!.guestOffset && r.length === mine[k]!.length)) {
+        for (const r of mine) out.push([r.guestOffset, r.guestOffset + r.length]);
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+/** Clusters that may differ from the base: target data not known equal, and target zeros over base data. */
+export function dirtyClusters(target: Qcow2Index, base: Qcow2Index, cs: number): Uint32Array {
+  const n = Math.ceil(target.layout.virtualSize / cs);
+  const mark = new Uint8Array(n);
+  const markRange = (a: number, b: number) => {
+    for (let c = Math.floor(a / cs); c * cs < b && c < n; c++) mark[c] = 1;
+  };
+  const same = sameAsBase(target, base).sort((x, y) => x[0] - y[0]);
+  let k = 0;
+  for (const p of target.guestPieces(0, target.layout.virtualSize)) {
+    if (p.stream < 0) {
+      // Target reads zeros here: dirty wherever the base has data.
+      for (const b of base.guestPieces(p.guestOffset, p.length)) if (b.stream >= 0) markRange(b.guestOffset, b.guestOffset + b.length);
+      continue;
+    }
+    let a = p.guestOffset;
+    const end = p.guestOffset + p.length;
+    while (k < same.length && same[k]![1] <= a) k++;
+    for (let j = k; j < same.length && a < end && same[j]![0] < end; j++) {
+      if (same[j]![0] > a) markRange(a, same[j]![0]);
+      a = Math.max(a, same[j]![1]);
+    }
+    if (a < end) markRange(a, end);
+  }
+  const out: number[] = [];
+  for (let c = 0; c < n; c++) if (mark[c]) out.push(c);
+  return Uint32Array.from(out);
+}
+
+export async function writeOverlay(out: string, target: Qcow2Index, base: { path: string; index: Qcow2Index; backingName: string }, get: ChunkGetter, onCluster?: () => void): Promise<OverlayStats> {
+  if (target.layout.hasBacking) {
+    throw new SnapyardError('INVALID_ARGUMENT', 'the target is itself an overlay (it names a backing file): pull it without --overlay');
+  }
+  const cs = target.layout.clusterSize;
+  const vs = target.layout.virtualSize;
+  const dirty = dirtyClusters(target, base.index, cs);
+  const img = Qcow2Image.open(base.path);
+  const writer = await Qcow2Writer.create(out, { virtualSize: vs, clusterBits: Math.log2(cs), backingFile: base.backingName, backingFormat: 'qcow2' });
+  const lru = new ChunkLru(get);
+  const stats: OverlayStats = { dataClusters: 0, zeroClusters: 0, comparedClusters: dirty.length };
+  const mine = Buffer.alloc(cs);
+  const theirs = Buffer.alloc(cs);
+  try {
+    for (const c of dirty) {
+      const g = c * cs;
+      const len = Math.min(cs, vs - g);
+      const t = mine.subarray(0, len);
+      for (const p of target.guestPieces(g, len)) {
+        const dst = t.subarray(p.guestOffset - g, p.guestOffset - g + p.length);
+        if (p.stream < 0) {
+          dst.fill(0);
+          continue;
+        }
+        let at = 0;
+        for (const piece of target.data.pieces(p.stream, p.stream + p.length)) {
+          const chunk = await lru.chunk(piece.list, piece.i);
+          at += chunk.copy(dst, at, piece.from, piece.to);
+        }
+      }
+      const b = theirs.subarray(0, len);
+      img.readGuestInto(b, g, undefined);
+      onCluster?.();
+      if (t.equals(b)) continue;
+      if (isZero(t)) {
+        await writer.writeZeros(g, len);
+        stats.zeroClusters++;
+      } else {
+        await writer.writeData(g, t);
+        stats.dataClusters++;
+      }
+    }
+    await writer.finish();
+  } catch (e) {
+    await writer.abort();
+    throw e;
+  } finally {
+    img.close();
+  }
+  return stats;
+}
+
+function isZero(b: Buffer): boolean {
+  for (let i = 0; i < b.length; i += 8192) {
+    const s = b.subarray(i, Math.min(b.length, i + 8192));
+    if (s[0] !== 0 || s.compare(Buffer.alloc(s.length)) !== 0) return false;
+  }
+  return true;
+}

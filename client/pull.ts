@@ -1,0 +1,195 @@
+/**
+ * `snapyard pull REF -o FILE [--base FILE] [--overlay] [--cache DIR] [--dry-run]`.
+ *
+ * 1. Know what we hold: the base file's index (computed once, then cached)
+ *    and the snapshots the cache holds.
+ * 2. Ask the server (`_delta`) for the target: its index, sent as a
+ *    difference from the held index it shares most with.
+ * 3. Plan every chunk the output needs: from the base file, the cache, or
+ *    the network (overlay: only chunks where the target differs from the base).
+ * 4. Fetch the network part in bulk (client/fetch.ts): verified, cached,
+ *    flushed per batch, so a killed pull resumes without downloading again.
+ * 5. Write the full image (byte-exact, digest checked) or the overlay.
+ */
+import { dirname, isAbsolute, relative, resolve } from 'node:path';
+import { decodeBlobIndex, type BlobIndex } from '../storage/blob-index.js';
+import { isDigest, sha256, type Digest } from '../storage/digest.js';
+import { SnapyardError } from '../storage/errors.js';
+import { Qcow2Index } from '../storage/qcow2-index.js';
+import { decompressWithPrefix } from '../storage/wire.js';
+import { writeFull, writeOverlay, dirtyClusters, sameAsBase } from './assemble.js';
+import type { ClientCache } from './cache.js';
+import { fetchChunks, type Want } from './fetch.js';
+import { indexFile } from './file-index.js';
+import type { Ref } from './ref.js';
+import type { Registry } from './registry.js';
+import { LocalSources } from './sources.js';
+
+export interface PullOptions {
+  registry: Registry;
+  cache: ClientCache;
+  output: string;
+  base?: string;
+  overlay?: boolean;
+  dryRun?: boolean;
+  concurrency?: number;
+  onProgress?: (e: { phase: string; done?: number; total?: number }) => void;
+}
+
+export interface PullSummary {
+  ref: string;
+  manifestDigest: string;
+  blobDigest: string;
+  output: string | null;
+  mode: 'full' | 'overlay';
+  dryRun: boolean;
+  /** Chunk bytes that came over the network (as sent: compressed). */
+  bytesDownloaded: number;
+  /** For --dry-run: what the pull would download. */
+  bytesToDownload?: number;
+  bytesFromBase: number;
+  bytesFromCache: number;
+  chunks: { total: number; fromBase: number; fromCache: number; downloaded: number };
+  indexBytes: number;
+  seconds: number;
+}
+
+interface DeltaAnswer {
+  manifest: { digest: string };
+  blob: { digest: Digest; size: number };
+  index: { digest: Digest; base: Digest | null; data: string };
+}
+
+export async function pull(ref: Ref, opts: PullOptions): Promise<PullSummary> {
+  const t0 = performance.now();
+  const { registry: reg, cache } = opts;
+  if (opts.overlay && !opts.base) throw new SnapyardError('INVALID_ARGUMENT', '--overlay needs --base FILE (the backing file)');
+  opts.onProgress?.({ phase: 'indexing base' });
+  const base = opts.base ? await indexFile(opts.base, cache) : null;
+  if (base && !base.cached) cache.writeIndex(base.digest, base.encoded);
+  const have = [...(base ? [base.digest] : []), ...cache.held(base?.digest ?? null)].filter((d, i, a) => a.indexOf(d) === i).slice(0, 32);
+  opts.onProgress?.({ phase: 'negotiating' });
+  const ans = await reg.json<DeltaAnswer>('POST', `/snapyard/v1/${ref.repo}/_delta`, { target: ref.reference, have });
+  if (!isDigest(ans.blob.digest) || !isDigest(ans.index.digest)) throw new SnapyardError('INDEX_INVALID', 'server answered with invalid digests');
+  const dict = ans.index.base ? (ans.index.base === base?.digest ? base.encoded : cache.readIndex(ans.index.base)) : null;
+  if (ans.index.base && !dict) throw new SnapyardError('INDEX_INVALID', `server diffed the index against ${ans.index.base}, which this cache does not hold`);
+  const packed = Buffer.from(ans.index.data, 'base64');
+  const indexBytes = decompressWithPrefix(packed, dict, 1 << 30);
+  if (sha256(indexBytes) !== ans.index.digest) throw new SnapyardError('INDEX_INVALID', `index does not hash to ${ans.index.digest}`);
+  const target = decodeBlobIndex(indexBytes);
+  if (target.blobDigest !== ans.blob.digest || target.size !== ans.blob.size) throw new SnapyardError('INDEX_INVALID', 'index describes another blob');
+  cache.writeIndex(target.blobDigest, indexBytes);
+
+  // Plan: the chunks the output needs, and where each comes from.
+  if (opts.overlay) {
+    if (!(target instanceof Qcow2Index)) throw new SnapyardError('INVALID_ARGUMENT', 'the target is not a qcow2 image the registry understands: pull it without --overlay');
+    if (!(base!.index instanceof Qcow2Index) || base!.index.layout.hasBacking) throw new SnapyardError('INVALID_ARGUMENT', '--base must be a standalone qcow2 image (no backing file of its own)');
+  }
+  const needed = opts.overlay ? overlayNeeds(target as Qcow2Index, base!.index as Qcow2Index) : allChunks(target);
+  const sources = await LocalSources.open(cache, base ? { path: opts.base!, index: base.index } : null);
+  try {
+    const counts = { total: needed.length, fromBase: 0, fromCache: 0, downloaded: 0 };
+    let bytesFromBase = 0;
+    let bytesFromCache = 0;
+    const network: Want[] = [];
+    for (const w of needed) {
+      if (sources.inFile(w.hex)) {
+        counts.fromBase++;
+        bytesFromBase += w.length;
+      } else if (await sources.inCache(w.hex)) {
+        counts.fromCache++;
+        bytesFromCache += w.length;
+      } else network.push(w);
+    }
+    const summary: PullSummary = {
+      ref: `${ref.repo}${ref.tag ? `:${ref.tag}` : `@${ref.digest}`}`,
+      manifestDigest: ans.manifest.digest,
+      blobDigest: ans.blob.digest,
+      output: opts.dryRun ? null : opts.output,
+      mode: opts.overlay ? 'overlay' : 'full',
+      dryRun: opts.dryRun === true,
+      bytesDownloaded: 0,
+      bytesFromBase,
+      bytesFromCache,
+      chunks: counts,
+      indexBytes: packed.byteLength,
+      seconds: 0,
+    };
+    if (opts.dryRun) {
+      const est = network.length === 0 ? { wireBytes: 0 } : await reg.json<{ wireBytes: number }>('POST', `/snapyard/v1/${ref.repo}/_chunks`, { blob: target.blobDigest, chunks: network.map((w) => w.hex), have, estimate: true });
+      summary.bytesToDownload = est.wireBytes + packed.byteLength;
+      summary.chunks.downloaded = network.length;
+      summary.seconds = (performance.now() - t0) / 1000;
+      return summary;
+    }
+    const totalNet = network.reduce((n, w) => n + w.length, 0);
+    let got = 0;
+    const fetched = await fetchChunks(network, {
+      registry: reg, repo: ref.repo, blob: target.blobDigest, have, sources, cache,
+      ...(opts.concurrency !== undefined ? { concurrency: opts.concurrency } : {}),
+      onChunk: (raw) => opts.onProgress?.({ phase: 'downloading', done: (got += raw), total: totalNet }),
+    });
+    counts.downloaded = fetched.chunks;
+    summary.bytesDownloaded = fetched.wireBytes + packed.byteLength;
+    const get = async (hex: string) => {
+      const b = await sources.get(hex);
+      if (!b) throw new SnapyardError('CHUNK_MISSING', `chunk sha256:${hex} is neither local nor downloaded`);
+      return b;
+    };
+    if (opts.overlay) {
+      const backingName = backingNameFor(opts.output, opts.base!);
+      let done = 0;
+      await writeOverlay(opts.output, target as Qcow2Index, { path: opts.base!, index: base!.index as Qcow2Index, backingName }, get, () => opts.onProgress?.({ phase: 'writing', done: ++done }));
+    } else {
+      let done = 0;
+      await writeFull(opts.output, target, get, (n) => opts.onProgress?.({ phase: 'writing', done: (done += n), total: target.size }));
+    }
+    cache.addHeld(target.blobDigest, opts.overlay || counts.fromBase > 0 ? base!.digest : null);
+    summary.seconds = (performance.now() - t0) / 1000;
+    return summary;
+  } finally {
+    await sources.close();
+  }
+}
+
+/** Every distinct chunk of the index. */
+function allChunks(index: BlobIndex): Want[] {
+  const seen = new Set<string>();
+  const out: Want[] = [];
+  for (const list of index.lists()) {
+    for (let i = 0; i < list.count; i++) {
+      const hex = list.rawDigestAt(i).toString('hex');
+      if (seen.has(hex)) continue;
+      seen.add(hex);
+      out.push({ hex, length: list.lengths[i]! });
+    }
+  }
+  return out;
+}
+
+/** Chunks of the target's data stream that overlap a cluster where it may differ from the base. */
+function overlayNeeds(target: Qcow2Index, base: Qcow2Index): Want[] {
+  const cs = target.layout.clusterSize;
+  const seen = new Set<string>();
+  const out: Want[] = [];
+  void sameAsBase;
+  for (const c of dirtyClusters(target, base, cs)) {
+    for (const p of target.guestPieces(c * cs, Math.min(cs, target.layout.virtualSize - c * cs))) {
+      if (p.stream < 0) continue;
+      for (const piece of target.data.pieces(p.stream, p.stream + p.length)) {
+        const hex = piece.list.rawDigestAt(piece.i).toString('hex');
+        if (seen.has(hex)) continue;
+        seen.add(hex);
+        out.push({ hex, length: piece.list.lengths[piece.i]! });
+      }
+    }
+  }
+  return out;
+}
+
+/** The overlay names its backing file relative to its own directory when both share a tree, else absolutely. */
+function backingNameFor(output: string, base: string): string {
+  const absBase = resolve(base);
+  const rel = relative(dirname(resolve(output)), absBase);
+  return isAbsolute(rel) || rel.startsWith('..') ? absBase : rel;
+}

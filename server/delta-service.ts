@@ -1,0 +1,105 @@
+import { randomUUID } from 'node:crypto';
+import { chunkSet, type BlobIndex } from '../storage/blob-index.js';
+import type { Digest } from '../storage/digest.js';
+import type { BlobRecord } from '../storage/metadata.js';
+import type { Store } from '../storage/open-store.js';
+import { compressWithPrefix } from '../storage/wire.js';
+import { ChunkEncoder } from './chunk-encoder.js';
+
+/** Push sessions (compact index sent, chunks being uploaded) are forgotten after this. */
+const SESSION_TTL_MS = 60 * 60 * 1000;
+const MAX_SESSIONS = 256;
+
+export interface PushSession {
+  id: string;
+  repo: string;
+  /** The compact index as the client sent it (decompressed). */
+  compact: Buffer;
+  width: number;
+  createdMs: number;
+}
+
+/**
+ * State the delta endpoints keep between requests, per server: chunk sets of
+ * recently used blobs, compressed index differences, and push sessions.
+ * Everything here is a cache or short-lived; the store stays the truth.
+ */
+export class DeltaService {
+  private readonly sets = new Map<Digest, Map<string, number>>();
+  private readonly indexBytes = new Map<Digest, Buffer>();
+  private readonly diffs = new Map<string, Buffer>();
+  private readonly sessions = new Map<string, PushSession>();
+  readonly encoder: ChunkEncoder;
+
+  constructor(readonly store: Store) {
+    this.encoder = new ChunkEncoder(store, (b) => this.indexOfDigest(b));
+  }
+
+  async index(blob: BlobRecord): Promise<BlobIndex> {
+    return this.store.blobs.index(blob);
+  }
+
+  async indexOfDigest(digest: Digest): Promise<BlobIndex | null> {
+    const rec = this.store.meta.getBlob(digest);
+    return rec ? this.store.blobs.index(rec) : null;
+  }
+
+  /** The stored bytes of a blob's index (what a client compares against). */
+  async encodedIndex(blob: BlobRecord): Promise<Buffer> {
+    const hit = this.indexBytes.get(blob.digest);
+    if (hit) return hit;
+    const b = await this.store.chunks.get(blob.indexDigest);
+    remember(this.indexBytes, blob.digest, b, 8);
+    return b;
+  }
+
+  /** Distinct chunks (hex digest -> length) of a blob. */
+  async chunksOf(blob: BlobRecord): Promise<Map<string, number>> {
+    const hit = this.sets.get(blob.digest);
+    if (hit) return hit;
+    const set = chunkSet(await this.index(blob));
+    remember(this.sets, blob.digest, set, 8);
+    return set;
+  }
+
+  /** The target's index compressed against a held blob's index (cached). */
+  async indexDiff(target: BlobRecord, base: BlobRecord | null): Promise<Buffer> {
+    const key = `${target.digest}/${base?.digest ?? '-'}`;
+    const hit = this.diffs.get(key);
+    if (hit) return hit;
+    const data = await this.encodedIndex(target);
+    const prefix = base ? await this.encodedIndex(base) : null;
+    const out = compressWithPrefix(data, prefix, 12);
+    remember(this.diffs, key, out, 32);
+    return out;
+  }
+
+  openSession(repo: string, compact: Buffer, width: number): PushSession {
+    this.expire();
+    const s = { id: randomUUID(), repo, compact, width, createdMs: Date.now() };
+    this.sessions.set(s.id, s);
+    while (this.sessions.size > MAX_SESSIONS) this.sessions.delete(this.sessions.keys().next().value as string);
+    return s;
+  }
+
+  session(id: string, repo: string): PushSession | null {
+    this.expire();
+    const s = this.sessions.get(id);
+    return s && s.repo === repo ? s : null;
+  }
+
+  closeSession(id: string): void {
+    this.sessions.delete(id);
+  }
+
+  private expire(): void {
+    const now = Date.now();
+    for (const [id, s] of this.sessions) if (now - s.createdMs > SESSION_TTL_MS) this.sessions.delete(id);
+  }
+}
+
+function remember<K, V>(m: Map<K, V>, k: K, v: V, max: number): void {
+  m.delete(k);
+  m.set(k, v);
+  while (m.size > max) m.delete(m.keys().next().value as K);
+}

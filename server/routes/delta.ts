@@ -1,0 +1,143 @@
+/**
+ * The pull half of the delta protocol (docs/delta-protocol.md):
+ *   POST /snapyard/v1/<name>/_delta   what the target is, its index (as a
+ *                                     difference from an index the client
+ *                                     holds), and what the client lacks
+ *   POST /snapyard/v1/<name>/_chunks  the chunks it lacks, in bulk, as stored
+ *                                     or delta-compressed against chunks it holds
+ */
+import { z } from 'zod';
+import { OciError } from '../oci-error.js';
+import { readLimited } from '../http-util.js';
+import { respond, sendStream, type RequestContext } from '../context.js';
+import { resolveManifest } from './manifests.js';
+import { isDigest, type Digest } from '../../storage/digest.js';
+import type { BlobRecord, ManifestRecord } from '../../storage/metadata.js';
+import type { DeltaService } from '../delta-service.js';
+
+const digest = z.string().refine(isDigest, { message: 'must be sha256:<64 hex>' });
+const deltaRequest = z.object({ target: z.string().min(1).max(300), have: z.array(digest).max(64).default([]) });
+const chunksRequest = z.object({
+  blob: digest,
+  chunks: z.array(z.string().regex(/^[0-9a-f]{64}$/)).max(1 << 16),
+  have: z.array(digest).max(64).default([]),
+  estimate: z.boolean().default(false),
+});
+
+async function jsonBody<T>(ctx: RequestContext, schema: z.ZodType<T>, limit: number): Promise<T> {
+  const body = await readLimited(ctx.incoming, limit);
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(body.toString('utf8'));
+  } catch {
+    throw new OciError(400, 'UNSUPPORTED', 'request body is not JSON');
+  }
+  const r = schema.safeParse(parsed);
+  if (!r.success) throw new OciError(400, 'UNSUPPORTED', `invalid request: ${r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+  return r.data;
+}
+
+/** The disk image of a snapshot manifest: its qcow2 layer, else its largest layer. */
+export function diskLayer(m: ManifestRecord): { digest: Digest; mediaType: string; size: number } {
+  let doc: { layers?: Array<{ digest: string; mediaType: string; size: number }> };
+  try {
+    doc = JSON.parse(m.content.toString('utf8')) as typeof doc;
+  } catch {
+    doc = {};
+  }
+  const layers = (doc.layers ?? []).filter((l) => isDigest(l.digest));
+  if (layers.length === 0) throw new OciError(400, 'MANIFEST_INVALID', `manifest ${m.digest} has no layers to pull`);
+  const q = layers.find((l) => /qcow2/i.test(l.mediaType));
+  const pick = q ?? layers.reduce((a, b) => (b.size > a.size ? b : a));
+  return { digest: pick.digest as Digest, mediaType: pick.mediaType, size: pick.size };
+}
+
+function linkedBlob(ctx: RequestContext, name: string, d: Digest): BlobRecord {
+  const blob = ctx.store.blobs.stat(name, d);
+  if (!blob) throw new OciError(404, 'BLOB_UNKNOWN', `blob ${d} is not in ${name}`, { digest: d });
+  return blob;
+}
+
+export async function deltaPlan(ctx: RequestContext, svc: DeltaService, name: string): Promise<Response> {
+  const req = await jsonBody(ctx, deltaRequest, 64 * 1024);
+  const manifest = resolveManifest(ctx, name, req.target);
+  const layer = diskLayer(manifest);
+  const blob = linkedBlob(ctx, name, layer.digest);
+  const target = await svc.chunksOf(blob);
+  // The held blob sharing the most chunks is the base of the index difference.
+  const held = new Set<string>();
+  const known: Digest[] = [];
+  let base: BlobRecord | null = null;
+  let best = -1;
+  for (const h of req.have) {
+    const rec = ctx.store.meta.getBlob(h as Digest);
+    if (!rec) continue;
+    known.push(rec.digest);
+    const set = await svc.chunksOf(rec);
+    let shared = 0;
+    for (const k of set.keys()) {
+      held.add(k);
+      if (target.has(k)) shared++;
+    }
+    if (shared > best) {
+      best = shared;
+      base = rec;
+    }
+  }
+  let missing = 0;
+  let missingBytes = 0;
+  for (const [k, len] of target) {
+    if (!held.has(k)) {
+      missing++;
+      missingBytes += len;
+    }
+  }
+  const diff = await svc.indexDiff(blob, base);
+  const out = {
+    manifest: { digest: manifest.digest, mediaType: manifest.mediaType, size: manifest.size },
+    blob: { digest: blob.digest, size: blob.size, mediaType: layer.mediaType },
+    index: { digest: blob.indexDigest, base: base?.digest ?? null, encoding: 'zstd', data: diff.toString('base64') },
+    have: known,
+    missing: { chunks: missing, bytes: missingBytes },
+  };
+  return respond(200, { 'Content-Type': 'application/json' }, JSON.stringify(out));
+}
+
+export async function sendChunks(ctx: RequestContext, svc: DeltaService, name: string): Promise<Response> {
+  const req = await jsonBody(ctx, chunksRequest, 8 * 1024 * 1024);
+  const blob = linkedBlob(ctx, name, req.blob as Digest);
+  const set = await svc.chunksOf(blob);
+  for (const c of req.chunks) {
+    if (!set.has(c)) throw new OciError(404, 'BLOB_UNKNOWN', `chunk sha256:${c} is not part of blob ${blob.digest}`, { chunk: `sha256:${c}` });
+  }
+  const have = await svc.encoder.prepare(req.have as Digest[]);
+  if (req.estimate) {
+    let wire = 0;
+    let raw = 0;
+    for (const c of req.chunks) {
+      const f = await svc.encoder.encode(Buffer.from(c, 'hex'), have);
+      wire += f.header.byteLength + f.payload.byteLength;
+      raw += f.rawLength;
+    }
+    return respond(200, { 'Content-Type': 'application/json' }, JSON.stringify({ chunks: req.chunks.length, rawBytes: raw, wireBytes: wire }));
+  }
+  async function* frames(): AsyncGenerator<Uint8Array> {
+    // A few chunks are prepared ahead of the socket.
+    const ahead: Array<Promise<{ header: Buffer; payload: Buffer }>> = [];
+    let next = 0;
+    const fill = () => {
+      while (ahead.length < 8 && next < req.chunks.length) {
+        const p = svc.encoder.encode(Buffer.from(req.chunks[next++]!, 'hex'), have);
+        p.catch(() => {});
+        ahead.push(p);
+      }
+    };
+    fill();
+    while (ahead.length > 0) {
+      const f = await ahead.shift()!;
+      fill();
+      yield Buffer.concat([f.header, f.payload]);
+    }
+  }
+  return sendStream(ctx, 200, { 'Content-Type': 'application/vnd.snapyard.chunks.v1' }, frames());
+}

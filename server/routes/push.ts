@@ -1,0 +1,142 @@
+/**
+ * The push half of the delta protocol (docs/delta-protocol.md):
+ *   POST /snapyard/v1/<name>/_missing  a compact index (digest prefixes): which entries the server lacks
+ *   POST /snapyard/v1/<name>/_upload   the chunks it lacks (one zstd stream of frames), each verified
+ *   POST /snapyard/v1/<name>/_commit   the blob made from the index: rebuilt, hashed, made visible
+ *   GET  /snapyard/v1/<name>/_blobs/<digest>/manifests   manifests of <name> that use a blob (lineage)
+ */
+import { Readable } from 'node:stream';
+import { DecompressStream } from 'zstd-napi';
+import { z } from 'zod';
+import { OciError } from '../oci-error.js';
+import { readLimited } from '../http-util.js';
+import { respond, type RequestContext } from '../context.js';
+import { checkDigest } from '../names.js';
+import { decodeBlobIndex, type BlobIndex } from '../../storage/blob-index.js';
+import { readBlob } from '../../storage/blob-reader.js';
+import { digestFromRaw, isDigest, localDigester, type Digest } from '../../storage/digest.js';
+import { SnapyardError } from '../../storage/errors.js';
+import { readUploadFrames } from '../../storage/wire.js';
+import type { DeltaService } from '../delta-service.js';
+
+const MAX_COMPACT = 256 * 1024 * 1024;
+const ZERO = Buffer.alloc(32);
+
+/** Decompresses a zstd body, refusing more than `limit` bytes of output. */
+async function* unzstd(source: AsyncIterable<Uint8Array>, limit: number): AsyncGenerator<Buffer> {
+  const d = Readable.from(source, { objectMode: false }).pipe(new DecompressStream());
+  let n = 0;
+  try {
+    for await (const piece of d as AsyncIterable<Buffer>) {
+      n += piece.byteLength;
+      if (n > limit) throw new OciError(413, 'SIZE_INVALID', `decompressed body exceeds ${limit} bytes`);
+      yield piece;
+    }
+  } catch (e) {
+    if (e instanceof OciError) throw e;
+    throw new OciError(400, 'SIZE_INVALID', `body is not a valid zstd stream: ${(e as Error).message}`);
+  } finally {
+    d.destroy();
+  }
+}
+
+/** Decodes a compact index, each prefix looked up in the store; `missing` collects the entries it cannot resolve. */
+function expand(svc: DeltaService, compact: Buffer, width: number, missing: number[] | null): BlobIndex {
+  const chunks = svc.store.chunks;
+  try {
+    return decodeBlobIndex(compact, width, (prefix, entry) => {
+      const full = width === 32 ? (chunks.rawLength(digestFromRaw(prefix)) !== null ? prefix : null) : chunks.resolvePrefix(prefix);
+      if (full instanceof Buffer) return full;
+      if (missing) {
+        missing.push(entry);
+        return ZERO;
+      }
+      throw new OciError(409, 'BLOB_UNKNOWN', `index entry ${entry} (${prefix.toString('hex')}...) names no stored chunk`, { entry });
+    });
+  } catch (e) {
+    if (e instanceof SnapyardError && e.code === 'INDEX_INVALID') throw new OciError(400, 'MANIFEST_INVALID', e.message);
+    throw e;
+  }
+}
+
+export async function missingChunks(ctx: RequestContext, svc: DeltaService, name: string): Promise<Response> {
+  const parts: Buffer[] = [];
+  for await (const p of unzstd(ctx.incoming, MAX_COMPACT + 8)) parts.push(p);
+  const body = Buffer.concat(parts);
+  if (body.byteLength < 8) throw new OciError(400, 'SIZE_INVALID', 'compact index too short');
+  const width = body[0]!;
+  if (width < 8 || width > 32) throw new OciError(400, 'UNSUPPORTED', `digest prefix width ${width} (8 to 32)`);
+  const compact = body.subarray(8);
+  const missing: number[] = [];
+  const index = expand(svc, compact, width, missing);
+  const s = svc.openSession(name, compact, width);
+  const out = { session: s.id, entries: index.count, missing };
+  return respond(200, { 'Content-Type': 'application/json' }, JSON.stringify(out));
+}
+
+export async function uploadChunks(ctx: RequestContext, svc: DeltaService, name: string): Promise<Response> {
+  const session = ctx.url.searchParams.get('session') ?? '';
+  if (!svc.session(session, name)) throw new OciError(404, 'BLOB_UPLOAD_UNKNOWN', `push session ${session.slice(0, 64)} is not open`);
+  const writer = svc.store.chunks.writer();
+  let chunks = 0;
+  let bytes = 0;
+  let failed = true;
+  try {
+    for await (const f of readUploadFrames(unzstd(ctx.incoming, Number.MAX_SAFE_INTEGER))) {
+      const r = await writer.add(f.raw);
+      const claimed = digestFromRaw(f.digest);
+      if (r.digest !== claimed) throw new OciError(400, 'DIGEST_INVALID', `uploaded chunk hashes to ${r.digest}, not ${claimed}`, { expected: claimed, actual: r.digest });
+      chunks++;
+      bytes += f.raw.byteLength;
+    }
+    failed = false;
+  } finally {
+    // In-flight writes finish before we answer, even on failure (nothing races the next request).
+    if (failed) await writer.finish().catch(() => {});
+  }
+  const result = await writer.finish();
+  await svc.store.chunks.flush();
+  return respond(200, { 'Content-Type': 'application/json' }, JSON.stringify({ chunks, bytes, newChunks: result.newChunks }));
+}
+
+const commitRequest = z.object({ session: z.string().max(64), digest: z.string().refine(isDigest) });
+
+export async function commitPush(ctx: RequestContext, svc: DeltaService, name: string): Promise<Response> {
+  const body = await readLimited(ctx.incoming, 64 * 1024);
+  const req = commitRequest.safeParse(JSON.parse(body.toString('utf8') || 'null'));
+  if (!req.success) throw new OciError(400, 'UNSUPPORTED', 'commit needs {"session", "digest"}');
+  const s = svc.session(req.data.session, name);
+  if (!s) throw new OciError(404, 'BLOB_UPLOAD_UNKNOWN', `push session ${req.data.session} is not open`);
+  const index = expand(svc, s.compact, s.width, null);
+  if (index.blobDigest !== req.data.digest) throw new OciError(400, 'DIGEST_INVALID', `the index describes ${index.blobDigest}, not ${req.data.digest}`);
+  // Rebuild the blob from its chunks and hash it: a wrong index never becomes a blob.
+  const d = svc.store.chunks.digester?.() ?? localDigester();
+  for await (const piece of readBlob(svc.store.chunks, index)) {
+    const w = d.update(piece);
+    if (w) await w;
+    svc.store.chunks.release?.(piece);
+  }
+  const actual = await d.digest();
+  if (actual !== index.blobDigest || d.size !== index.size) {
+    svc.closeSession(s.id);
+    throw new OciError(400, 'DIGEST_INVALID', `the chunks rebuild ${actual}, not ${index.blobDigest}`, { expected: index.blobDigest, actual });
+  }
+  const stored = await svc.store.chunks.add(index.encode());
+  await svc.store.chunks.flush();
+  svc.store.blobs.commit(name, {
+    digest: index.blobDigest, size: index.size, index, indexDigest: stored.digest,
+    chunks: index.count, newChunks: 0, newStoredBytes: 0, layout: index.kind === 1 ? 'qcow2' : 'bytes',
+  });
+  svc.closeSession(s.id);
+  const out = { digest: index.blobDigest, size: index.size, indexDigest: stored.digest, layout: index.kind === 1 ? 'qcow2' : 'bytes' };
+  return respond(201, { 'Content-Type': 'application/json', 'Docker-Content-Digest': index.blobDigest }, JSON.stringify(out));
+}
+
+export function blobManifests(ctx: RequestContext, name: string, digestStr: string): Response {
+  const digest: Digest = checkDigest(digestStr);
+  const meta = ctx.store.meta;
+  const list = meta.manifestsReferencing(name, digest).map((m) => ({
+    digest: m.digest, mediaType: m.mediaType, size: m.size, artifactType: m.artifactType, tags: meta.tagsOf(name, m.digest),
+  }));
+  return respond(200, { 'Content-Type': 'application/json' }, JSON.stringify({ blob: digest, manifests: list }));
+}
