@@ -34,7 +34,7 @@ export const ANN_BACKING_FILE = 'io.snapyard.backing-file';
 export interface PushOptions {
   registry: Registry;
   cache: ClientCache | null;
-  /** zstd level of the upload stream (default: 19 up to 64 MiB of new chunks, else 3). */
+  /** zstd level of the upload stream (default uploadLevel()). */
   level?: number;
   onPhase?: (phase: string) => void;
 }
@@ -117,6 +117,11 @@ export async function push(ref: Ref, file: string, opts: PushOptions): Promise<P
   };
 }
 
+/** zstd level for an upload of `raw` new bytes: the smaller the update, the harder it is worth squeezing. */
+export function uploadLevel(raw: number): number {
+  return raw <= 16 * 1024 * 1024 ? 19 : raw <= 256 * 1024 * 1024 ? 6 : 3;
+}
+
 /** Streams the chunks the server lacks as one zstd stream of upload frames. */
 async function uploadMissing(reg: Registry, repo: string, session: string, file: string, index: PushIndex, lists: ChunkList[], missing: number[], level?: number): Promise<{ chunks: number; raw: number; wire: number }> {
   const seen = new Set<string>();
@@ -133,7 +138,7 @@ async function uploadMissing(reg: Registry, repo: string, session: string, file:
   const raw = todo.reduce((n, t) => n + t.length, 0);
   if (todo.length === 0) return { chunks: 0, raw: 0, wire: 0 };
   const sources = await LocalSources.open(null, { path: file, index });
-  const z = new CompressStream({ compressionLevel: level ?? (raw <= 64 * 1024 * 1024 ? 19 : 3), windowLog: 27, enableLongDistanceMatching: raw > 64 * 1024 * 1024 });
+  const z = new CompressStream({ compressionLevel: level ?? uploadLevel(raw), windowLog: 27 });
   let wire = 0;
   const feed = (async () => {
     try {

@@ -1,32 +1,135 @@
+/**
+ * Turns a chunk the client lacks into a wire frame (storage/wire.ts). By
+ * default the stored form as it is (no recompression). When the client holds
+ * blobs (`have`), the chunk is compared with their chunks by resemblance
+ * sketch (storage/resemblance.ts); if some share content, the chunk is
+ * compressed with the (up to 3) most similar as a zstd dictionary
+ * (storage/dict-codec.ts), and sent that way when it is smaller. Results are
+ * cached per chunk and held set, so repeated pulls cost nothing.
+ */
 import type { BlobIndex } from '../storage/blob-index.js';
 import { digestFromRaw, type Digest } from '../storage/digest.js';
+import { compressWithDict } from '../storage/dict-codec.js';
 import type { Store } from '../storage/open-store.js';
-import { ENC_STORED, frameHeader } from '../storage/wire.js';
+import { ResemblanceIndex, sketch } from '../storage/resemblance.js';
+import { SketchStore } from '../storage/sketch-store.js';
+import { ENC_DICT, ENC_STORED, frameHeader } from '../storage/wire.js';
 
 /** What the client holds, as the encoder needs it. */
 export interface HaveContext {
   blobs: Digest[];
+  key: string;
+  table: ResemblanceIndex | null;
+  /** Raw digests of the held chunks, by resemblance id. */
+  ids: Buffer[];
+  lengths: number[];
 }
 
-/**
- * Turns a chunk the client lacks into a wire frame (storage/wire.ts): the
- * stored form as it is (no recompression).
- */
+export interface Frame {
+  header: Buffer;
+  payload: Buffer;
+  rawLength: number;
+}
+
+export interface EncoderOptions {
+  /** zstd level for dictionary compression (default 6). */
+  level?: number;
+  /** Cached frames, in bytes (default 256 MiB). */
+  cacheBytes?: number;
+}
+
 export class ChunkEncoder {
+  private sketchStore: SketchStore | null = null;
+  private readonly tables = new Map<string, Promise<HaveContext>>();
+  private readonly frames = new Map<string, Frame>();
+  private cachedBytes = 0;
+  private readonly level: number;
+  private readonly cacheBytes: number;
+
   constructor(
     private readonly store: Store,
     private readonly indexOf: (blob: Digest) => Promise<BlobIndex | null>,
-  ) {}
-
-  async prepare(have: Digest[]): Promise<HaveContext> {
-    const blobs: Digest[] = [];
-    for (const d of have) if (await this.indexOf(d)) blobs.push(d);
-    return { blobs };
+    opts: EncoderOptions = {},
+  ) {
+    this.level = opts.level ?? 6;
+    this.cacheBytes = opts.cacheBytes ?? 256 * 1024 * 1024;
   }
 
-  async encode(raw: Buffer, _have: HaveContext): Promise<{ header: Buffer; payload: Buffer; rawLength: number }> {
-    const digest: Digest = digestFromRaw(raw);
+  /** The held set's resemblance table (built once per set, from cached sketches). */
+  prepare(have: Digest[]): Promise<HaveContext> {
+    const key = [...new Set(have)].sort().join(',');
+    let p = this.tables.get(key);
+    if (!p) {
+      p = this.build(have, key);
+      p.catch(() => this.tables.delete(key));
+      this.tables.set(key, p);
+      while (this.tables.size > 4) this.tables.delete(this.tables.keys().next().value as string);
+    }
+    return p;
+  }
+
+  private async build(have: Digest[], key: string): Promise<HaveContext> {
+    const seen = new Set<string>();
+    const want: Array<{ raw: Buffer; length: number }> = [];
+    const blobs: Digest[] = [];
+    for (const d of have) {
+      const index = await this.indexOf(d);
+      if (!index) continue;
+      blobs.push(d);
+      for (const list of index.lists()) {
+        for (let i = 0; i < list.count; i++) {
+          const raw = list.rawDigestAt(i);
+          const hex = raw.toString('hex');
+          if (seen.has(hex)) continue;
+          seen.add(hex);
+          want.push({ raw: Buffer.from(raw), length: list.lengths[i]! });
+        }
+      }
+    }
+    if (want.length === 0) return { blobs, key, table: null, ids: [], lengths: [] };
+    this.sketchStore ??= new SketchStore(this.store.chunks.root);
+    const sk = await this.sketchStore.sketches(this.store.chunks, want);
+    const table = new ResemblanceIndex();
+    sk.forEach((s, id) => table.add(id, s));
+    return { blobs, key, table, ids: want.map((w) => w.raw), lengths: want.map((w) => w.length) };
+  }
+
+  async encode(raw32: Buffer, have: HaveContext): Promise<Frame> {
+    const cacheKey = `${raw32.toString('hex')}/${have.key}`;
+    const hit = this.frames.get(cacheKey);
+    if (hit) return hit;
+    const digest: Digest = digestFromRaw(raw32);
     const stored = await this.store.chunks.getStored(digest);
-    return { header: frameHeader(raw, ENC_STORED, [], stored.byteLength), payload: stored, rawLength: stored.readUInt32LE(8) };
+    const rawLength = stored.readUInt32LE(8);
+    let frame: Frame = { header: frameHeader(raw32, ENC_STORED, [], stored.byteLength), payload: stored, rawLength };
+    if (have.table) {
+      const raw = await this.store.chunks.get(digest);
+      const similar = have.table.similar(sketch(raw), 3, 2);
+      if (similar.length > 0) {
+        const dicts = await Promise.all(similar.map((id) => this.store.chunks.get(digestFromRaw(have.ids[id]!))));
+        const payload = compressWithDict(raw, Buffer.concat(dicts), this.level);
+        if (payload.byteLength + 32 * similar.length < stored.byteLength) {
+          const ids = similar.map((id) => have.ids[id]!);
+          frame = { header: frameHeader(raw32, ENC_DICT, ids, payload.byteLength), payload, rawLength };
+        }
+      }
+    }
+    this.remember(cacheKey, frame);
+    return frame;
+  }
+
+  private remember(key: string, f: Frame): void {
+    this.frames.set(key, f);
+    this.cachedBytes += f.payload.byteLength;
+    while (this.cachedBytes > this.cacheBytes && this.frames.size > 0) {
+      const k = this.frames.keys().next().value as string;
+      this.cachedBytes -= this.frames.get(k)!.payload.byteLength;
+      this.frames.delete(k);
+    }
+  }
+
+  close(): void {
+    this.sketchStore?.close();
+    this.sketchStore = null;
   }
 }

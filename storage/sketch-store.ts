@@ -1,0 +1,71 @@
+/**
+ * Resemblance sketches of stored chunks (storage/resemblance.ts), kept so a
+ * chunk is sketched once: SQLite beside the chunk index
+ * (`<store>/sketches.db`, digest -> encoded sketch). A cache, not a truth:
+ * losing it only costs recomputation.
+ */
+import Database from 'better-sqlite3';
+import { join } from 'node:path';
+import type { ChunkStore } from './chunk-store.js';
+import { digestFromRaw, type Digest } from './digest.js';
+import { decodeSketch, encodeSketch, sketch } from './resemblance.js';
+
+const BATCH_BYTES = 2 * 1024 * 1024;
+
+export class SketchStore {
+  private readonly db: Database.Database;
+  private readonly s;
+
+  constructor(root: string) {
+    this.db = new Database(join(root, 'sketches.db'));
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = NORMAL');
+    this.db.exec('CREATE TABLE IF NOT EXISTS sketches_v1 (digest BLOB PRIMARY KEY, sketch BLOB NOT NULL) WITHOUT ROWID');
+    this.s = {
+      get: this.db.prepare('SELECT sketch FROM sketches_v1 WHERE digest = ?').pluck(),
+      put: this.db.prepare('INSERT OR REPLACE INTO sketches_v1 (digest, sketch) VALUES (?, ?)'),
+    };
+  }
+
+  /**
+   * Sketches of the given chunks (raw digest, length), computing and keeping
+   * the ones not known yet (their bytes read from `chunks` in batches).
+   */
+  async sketches(chunks: ChunkStore, want: Array<{ raw: Buffer; length: number }>): Promise<Uint32Array[]> {
+    const out: Uint32Array[] = new Array(want.length);
+    const todo: number[] = [];
+    for (let i = 0; i < want.length; i++) {
+      const b = this.s.get.get(want[i]!.raw) as Buffer | undefined;
+      if (b) out[i] = decodeSketch(b);
+      else todo.push(i);
+    }
+    for (let k = 0; k < todo.length; ) {
+      const batch: number[] = [];
+      let bytes = 0;
+      while (k < todo.length && (batch.length === 0 || bytes + want[todo[k]!]!.length <= BATCH_BYTES)) {
+        bytes += want[todo[k]!]!.length;
+        batch.push(todo[k++]!);
+      }
+      const digests: Digest[] = batch.map((i) => digestFromRaw(want[i]!.raw));
+      const data = await chunks.getConcat(digests, batch.map((i) => want[i]!.length));
+      let at = 0;
+      const rows: Array<[Buffer, Buffer]> = [];
+      for (const i of batch) {
+        const len = want[i]!.length;
+        const sk = sketch(data.subarray(at, at + len));
+        at += len;
+        out[i] = sk;
+        rows.push([want[i]!.raw, encodeSketch(sk)]);
+      }
+      chunks.release?.(data);
+      this.db.transaction(() => {
+        for (const [d, s] of rows) this.s.put.run(d, s);
+      })();
+    }
+    return out;
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}
