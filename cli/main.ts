@@ -5,6 +5,8 @@ import { serve } from './serve.js';
 import { chunkFile } from './chunk.js';
 import { inspectFile } from './inspect.js';
 import { pullCommand, pushCommand } from './remote.js';
+import { inspectRef, looksLikeRef } from './inspect-remote.js';
+import { existsSync } from 'node:fs';
 
 function int(name: string) {
   return (v: string): number => {
@@ -44,11 +46,13 @@ export function buildProgram(): Command {
 
   program
     .command('inspect')
-    .description('qcow2 facts (version, sizes, allocation, backing file, snapshots) and FastCDC chunk statistics of a local file')
-    .argument('<file>')
-    .option('--json', 'one JSON object (keys documented in cli/inspect.ts)')
-    .action(async (file: string, o: { json?: boolean }) => {
-      await inspectFile(file, { json: o.json === true });
+    .description('qcow2 facts (version, sizes, allocation, backing file, snapshots) and chunk statistics of a local file, or of a snapshot in the registry (REF)')
+    .argument('<file|ref>', 'a local file, or repo:tag / repo@sha256:... (a path that exists wins)')
+    .option('--registry <url>', 'registry URL for a REF (env SNAPYARD_REGISTRY, default http://127.0.0.1:5000)')
+    .option('--json', 'one JSON object (keys documented in cli/inspect.ts and cli/inspect-remote.ts)')
+    .action(async (target: string, o: { json?: boolean; registry?: string }) => {
+      if (!existsSync(target) && looksLikeRef(target)) await inspectRef(target, o);
+      else await inspectFile(target, { json: o.json === true });
     });
 
   program

@@ -12,11 +12,9 @@
  * 5. Write the full image (byte-exact, digest checked) or the overlay.
  */
 import { dirname, isAbsolute, relative, resolve } from 'node:path';
-import { decodeBlobIndex, type BlobIndex } from '../storage/blob-index.js';
-import { isDigest, sha256, type Digest } from '../storage/digest.js';
+import type { BlobIndex } from '../storage/blob-index.js';
 import { SnapyardError } from '../storage/errors.js';
 import { Qcow2Index } from '../storage/qcow2-index.js';
-import { decompressWithPrefix } from '../storage/wire.js';
 import { writeFull, writeOverlay, dirtyClusters, sameAsBase } from './assemble.js';
 import type { ClientCache } from './cache.js';
 import { fetchChunks, type Want } from './fetch.js';
@@ -24,6 +22,7 @@ import { indexFile } from './file-index.js';
 import type { Ref } from './ref.js';
 import type { Registry } from './registry.js';
 import { LocalSources } from './sources.js';
+import { remoteIndex } from './remote-index.js';
 
 export interface PullOptions {
   registry: Registry;
@@ -54,12 +53,6 @@ export interface PullSummary {
   seconds: number;
 }
 
-interface DeltaAnswer {
-  manifest: { digest: string };
-  blob: { digest: Digest; size: number };
-  index: { digest: Digest; base: Digest | null; data: string };
-}
-
 export async function pull(ref: Ref, opts: PullOptions): Promise<PullSummary> {
   const t0 = performance.now();
   const { registry: reg, cache } = opts;
@@ -69,16 +62,11 @@ export async function pull(ref: Ref, opts: PullOptions): Promise<PullSummary> {
   if (base && !base.cached) cache.writeIndex(base.digest, base.encoded);
   const have = [...(base ? [base.digest] : []), ...cache.held(base?.digest ?? null)].filter((d, i, a) => a.indexOf(d) === i).slice(0, 32);
   opts.onProgress?.({ phase: 'negotiating' });
-  const ans = await reg.json<DeltaAnswer>('POST', `/snapyard/v1/${ref.repo}/_delta`, { target: ref.reference, have });
-  if (!isDigest(ans.blob.digest) || !isDigest(ans.index.digest)) throw new SnapyardError('INDEX_INVALID', 'server answered with invalid digests');
-  const dict = ans.index.base ? (ans.index.base === base?.digest ? base.encoded : cache.readIndex(ans.index.base)) : null;
-  if (ans.index.base && !dict) throw new SnapyardError('INDEX_INVALID', `server diffed the index against ${ans.index.base}, which this cache does not hold`);
-  const packed = Buffer.from(ans.index.data, 'base64');
-  const indexBytes = decompressWithPrefix(packed, dict, 1 << 30);
-  if (sha256(indexBytes) !== ans.index.digest) throw new SnapyardError('INDEX_INVALID', `index does not hash to ${ans.index.digest}`);
-  const target = decodeBlobIndex(indexBytes);
-  if (target.blobDigest !== ans.blob.digest || target.size !== ans.blob.size) throw new SnapyardError('INDEX_INVALID', 'index describes another blob');
-  cache.writeIndex(target.blobDigest, indexBytes);
+  const remote = await remoteIndex(reg, ref, have, (d) => (d === base?.digest ? base.encoded : cache.readIndex(d)));
+  const ans = remote.answer;
+  const target = remote.index;
+  const packed = { byteLength: remote.packedBytes };
+  cache.writeIndex(target.blobDigest, remote.bytes);
 
   // Plan: the chunks the output needs, and where each comes from.
   if (opts.overlay) {

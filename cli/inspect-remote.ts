@@ -1,0 +1,127 @@
+/**
+ * `snapyard inspect REF [--json]`: the same facts as `inspect FILE`, for a
+ * snapshot in the registry, without downloading the image: the chunk index
+ * (`_delta`, guest layout and chunks) plus the image's first cluster (a ranged
+ * GET) for the header, and the manifest for lineage.
+ *
+ * --json keys: those of `inspect FILE` (cli/inspect.ts) where they apply
+ * (file is the REF; snapshots has only count), plus
+ *   ref, manifestDigest, blobDigest, layout ("qcow2": guest view + recipe,
+ *   "bytes": byte chunks), chunks.residue {count, bytes} (host bytes outside
+ *   the guest view), indexBytes, base {blob, backingFile, subject} | null.
+ */
+import { SnapyardError } from '../storage/errors.js';
+import { clusterSizeFromPrefix, parseHeader, HEADER_PREFIX_LENGTH } from '../storage/qcow2/format.js';
+import { EXTENT_DATA, Qcow2Index } from '../storage/qcow2-index.js';
+import { chunkSet } from '../storage/blob-index.js';
+import type { ChunkList } from '../storage/chunk-index.js';
+import { parseRef } from '../client/ref.js';
+import { Registry } from '../client/registry.js';
+import { remoteIndex } from '../client/remote-index.js';
+import { ANN_BACKING_FILE, ANN_BASE_BLOB } from '../client/push.js';
+import { registryUrl } from './remote.js';
+
+function stats(lists: ChunkList[]) {
+  const seen = new Set<string>();
+  let count = 0;
+  let bytes = 0;
+  let uniqueBytes = 0;
+  for (const l of lists) {
+    for (let i = 0; i < l.count; i++) {
+      count++;
+      bytes += l.lengths[i]!;
+      const k = l.rawDigestAt(i).toString('hex');
+      if (!seen.has(k)) {
+        seen.add(k);
+        uniqueBytes += l.lengths[i]!;
+      }
+    }
+  }
+  return { count, bytes, unique: seen.size, uniqueBytes, avgSize: count === 0 ? 0 : Math.round(bytes / count) };
+}
+
+async function rangeGet(reg: Registry, repo: string, digest: string, n: number): Promise<Buffer> {
+  const res = await reg.request('GET', `/v2/${repo}/blobs/${digest}`, { headers: { range: `bytes=0-${n - 1}` } });
+  return Buffer.from(await res.body.arrayBuffer());
+}
+
+export async function inspectRef(refStr: string, o: { json?: boolean; registry?: string }, out: NodeJS.WritableStream = process.stdout): Promise<Record<string, unknown>> {
+  const ref = parseRef(refStr);
+  const reg = new Registry(registryUrl(o.registry));
+  try {
+    const r = await remoteIndex(reg, ref, [], () => null);
+    const manifest = JSON.parse((await reg.getManifest(ref.repo, r.answer.manifest.digest)).bytes.toString('utf8')) as {
+      annotations?: Record<string, string>;
+      subject?: { digest: string };
+    };
+    const ann = manifest.annotations ?? {};
+    const base = ann[ANN_BASE_BLOB] ? { blob: ann[ANN_BASE_BLOB], backingFile: ann[ANN_BACKING_FILE] ?? null, subject: manifest.subject?.digest ?? null } : null;
+    const ix = r.index;
+    const common = {
+      file: refStr,
+      ref: refStr,
+      manifestDigest: r.answer.manifest.digest,
+      blobDigest: r.answer.blob.digest,
+      layout: ix instanceof Qcow2Index ? 'qcow2' : 'bytes',
+      indexBytes: r.bytes.byteLength,
+      uniqueChunks: chunkSet(ix).size,
+      base,
+    };
+    let report: Record<string, unknown>;
+    if (ix instanceof Qcow2Index) {
+      const prefix = await rangeGet(reg, ref.repo, ix.blobDigest, Math.min(ix.size, HEADER_PREFIX_LENGTH));
+      const cs = clusterSizeFromPrefix(prefix, ix.size);
+      const h = parseHeader(await rangeGet(reg, ref.repo, ix.blobDigest, Math.min(ix.size, cs)), ix.size);
+      const L = ix.layout;
+      let allocatedBytes = 0;
+      let zeroBytes = 0;
+      for (let i = 0; i < L.extentKinds.length; i++) {
+        if (L.extentKinds[i] === EXTENT_DATA) allocatedBytes += L.extentLengths[i]!;
+        else zeroBytes += L.extentLengths[i]!;
+      }
+      report = {
+        ...common,
+        format: 'qcow2',
+        version: h.version,
+        virtualSize: L.virtualSize,
+        clusterSize: L.clusterSize,
+        fileSize: ix.size,
+        backingFile: h.backingFile ?? null,
+        backingFormat: h.backingFormat ?? null,
+        compressionType: h.compressionType,
+        extendedL2: h.extendedL2,
+        dirty: h.dirty,
+        allocatedBytes,
+        zeroBytes,
+        unallocatedBytes: L.virtualSize - allocatedBytes - zeroBytes,
+        snapshots: { count: h.nbSnapshots },
+        chunks: { ...stats([ix.data]), residue: { count: ix.residue.count, bytes: ix.residue.total } },
+      };
+    } else {
+      report = { ...common, format: 'raw', size: ix.size, chunks: stats(ix.lists()) };
+    }
+    if (o.json) out.write(`${JSON.stringify(report)}\n`);
+    else out.write(human(report));
+    return report;
+  } finally {
+    await reg.close();
+  }
+}
+
+function human(r: Record<string, unknown>): string {
+  const rows: Array<[string, string]> = [];
+  const add = (k: string, v: unknown) => rows.push([k, typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v)]);
+  for (const [k, v] of Object.entries(r)) if (k !== 'file') add(k, v ?? '-');
+  const w = Math.max(...rows.map(([k]) => k.length)) + 1;
+  return rows.map(([k, v]) => `${`${k}:`.padEnd(w)} ${v}\n`).join('');
+}
+
+export function looksLikeRef(s: string): boolean {
+  try {
+    parseRef(s);
+    return true;
+  } catch (e) {
+    if (e instanceof SnapyardError) return false;
+    throw e;
+  }
+}
