@@ -73,7 +73,7 @@ export async function pull(ref: Ref, opts: PullOptions): Promise<PullSummary> {
     if (!(target instanceof Qcow2Index)) throw new SnapyardError('INVALID_ARGUMENT', 'the target is not a qcow2 image the registry understands: pull it without --overlay');
     if (!(base!.index instanceof Qcow2Index) || base!.index.layout.hasBacking) throw new SnapyardError('INVALID_ARGUMENT', '--base must be a standalone qcow2 image (no backing file of its own)');
   }
-  const needed = opts.overlay ? overlayNeeds(target as Qcow2Index, base!.index as Qcow2Index) : allChunks(target);
+  const needed = opts.overlay ? overlayNeeds(target as Qcow2Index, base!.index as Qcow2Index) : fileChunks(target);
   const sources = await LocalSources.open(cache, base ? { path: opts.base!, index: base.index } : null);
   try {
     const counts = { total: needed.length, fromBase: 0, fromCache: 0, downloaded: 0 };
@@ -140,17 +140,24 @@ export async function pull(ref: Ref, opts: PullOptions): Promise<PullSummary> {
   }
 }
 
-/** Every distinct chunk of the index. */
-function allChunks(index: BlobIndex): Want[] {
+/**
+ * The distinct chunks the exact file is made of (the recipe's pieces: for a
+ * qcow2 image with compressed clusters, the guest data decompressed from them
+ * is in the index but not in the file).
+ */
+function fileChunks(index: BlobIndex): Want[] {
   const seen = new Set<string>();
   const out: Want[] = [];
-  for (const list of index.lists()) {
-    for (let i = 0; i < list.count; i++) {
-      const hex = list.rawDigestAt(i).toString('hex');
-      if (seen.has(hex)) continue;
-      seen.add(hex);
-      out.push({ hex, length: list.lengths[i]! });
-    }
+  let last: unknown = null;
+  let lastI = -1;
+  for (const p of index.blobPieces(0, index.size)) {
+    if (p.list === last && p.i === lastI) continue;
+    last = p.list;
+    lastI = p.i;
+    const hex = p.list.rawDigestAt(p.i).toString('hex');
+    if (seen.has(hex)) continue;
+    seen.add(hex);
+    out.push({ hex, length: p.list.lengths[p.i]! });
   }
   return out;
 }

@@ -138,7 +138,8 @@ async function uploadMissing(reg: Registry, repo: string, session: string, file:
   const raw = todo.reduce((n, t) => n + t.length, 0);
   if (todo.length === 0) return { chunks: 0, raw: 0, wire: 0 };
   const sources = await LocalSources.open(null, { path: file, index });
-  const z = new CompressStream({ compressionLevel: level ?? uploadLevel(raw), windowLog: 27 });
+  // The window covers the upload (zstd's own default for level 19 is 8 MiB), capped at 128 MiB: memory follows it.
+  const z = new CompressStream({ compressionLevel: level ?? uploadLevel(raw), windowLog: Math.min(27, Math.max(20, Math.ceil(Math.log2(raw + 1)))) });
   let wire = 0;
   const feed = (async () => {
     try {

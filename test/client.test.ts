@@ -269,6 +269,9 @@ describe('snapyard pull (full image)', () => {
       expect(r.bytesDownloaded).toBeGreaterThan(0);
       expect(sha256File(out), tag).toBe(sha256File(file));
       expect(existsSync(`${out}.snapyard-part`)).toBe(false);
+      // Only the chunks the file is made of (not the guest data a compressed image's clusters decompress to).
+      const idx = await s.store.blobs.index(s.store.meta.getBlob(r.blobDigest as `sha256:${string}`)!);
+      expect(r.chunks.total, tag).toBe(new Set([...idx.blobPieces(0, idx.size)].map((p) => p.list.rawDigestAt(p.i).toString('hex'))).size);
     }
   });
 });
