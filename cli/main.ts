@@ -62,7 +62,7 @@ export function buildProgram(): Command {
     .argument('<file>', 'the image (qcow2, or any file)')
     .option('--registry <url>', 'registry URL (env SNAPYARD_REGISTRY, default http://127.0.0.1:5000)')
     .option('--cache <dir>', 'client cache (env SNAPYARD_CACHE, default ~/.cache/snapyard)')
-    .option('--level <n>', 'zstd level of the upload stream (default: 19 up to 16 MiB of new chunks, 6 up to 256 MiB, else 3)', int('--level'))
+    .option('--level <n>', 'zstd level of the upload stream (default: 17 up to 16 MiB of new chunks, 9 up to 256 MiB, else 3)', int('--level'))
     .option('--json', 'print one JSON summary object')
     .action(async (ref: string, file: string, o: { registry?: string; cache?: string; level?: number; json?: boolean }) => {
       await pushCommand(ref, file, o);

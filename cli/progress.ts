@@ -5,9 +5,18 @@ export class Progress {
   private bar: cliProgress.SingleBar | null = null;
   private phase = '';
 
+  private readonly t0 = performance.now();
+  private readonly trace = process.env.SNAPYARD_TRACE === '1';
+  private traced = '';
+
   constructor(private readonly enabled: boolean = process.stderr.isTTY === true) {}
 
   update(e: { phase: string; done?: number; total?: number }): void {
+    if (this.trace && e.phase !== this.traced) {
+      // SNAPYARD_TRACE=1: when each phase starts (seconds since the command started), and memory.
+      this.traced = e.phase;
+      process.stderr.write(`[${((performance.now() - this.t0) / 1000).toFixed(2)} s, rss ${(process.memoryUsage.rss() / 1e6).toFixed(0)} MB] ${e.phase}\n`);
+    }
     if (!this.enabled) return;
     if (e.phase !== this.phase) {
       this.bar?.stop();

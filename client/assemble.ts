@@ -16,7 +16,9 @@
 import { createHash } from 'node:crypto';
 import { open, rename, rm } from 'node:fs/promises';
 import type { BlobIndex } from '../storage/blob-index.js';
-import type { ChunkList } from '../storage/chunk-index.js';
+import { readBlob } from '../storage/blob-reader.js';
+import type { ChunkStore } from '../storage/chunk-store.js';
+import type { ChunkList, Piece } from '../storage/chunk-index.js';
 import { SnapyardError } from '../storage/errors.js';
 import { Qcow2Index } from '../storage/qcow2-index.js';
 import { Qcow2Image } from '../storage/qcow2/reader.js';
@@ -24,11 +26,16 @@ import { Qcow2Writer } from '../storage/qcow2/writer.js';
 
 export type ChunkGetter = (hex: string) => Promise<Buffer>;
 
-/** A small LRU of chunk bytes: neighbouring pieces often cut the same chunk. */
+/**
+ * A small LRU of chunk bytes (neighbouring pieces often cut the same chunk)
+ * that can also start reads ahead of use (prefetch), so several chunks are
+ * being read and decompressed while one is written.
+ */
 export class ChunkLru {
-  private readonly m = new Map<string, Buffer>();
+  private readonly m = new Map<string, Promise<Buffer>>();
   constructor(private readonly get: ChunkGetter, private readonly max = 64) {}
-  async chunk(list: ChunkList, i: number): Promise<Buffer> {
+
+  chunk(list: ChunkList, i: number): Promise<Buffer> {
     const hex = list.rawDigestAt(i).toString('hex');
     const hit = this.m.get(hex);
     if (hit) {
@@ -36,17 +43,48 @@ export class ChunkLru {
       this.m.set(hex, hit);
       return hit;
     }
-    const b = await this.get(hex);
-    if (b.byteLength !== list.lengths[i]) throw new SnapyardError('CHUNK_CORRUPT', `chunk sha256:${hex} has ${b.byteLength} bytes, the index says ${list.lengths[i]}`);
-    this.m.set(hex, b);
+    const expected = list.lengths[i]!;
+    const p = this.get(hex).then((b) => {
+      if (b.byteLength !== expected) throw new SnapyardError('CHUNK_CORRUPT', `chunk sha256:${hex} has ${b.byteLength} bytes, the index says ${expected}`);
+      return b;
+    });
+    p.catch(() => this.m.delete(hex));
+    this.m.set(hex, p);
     if (this.m.size > this.max) this.m.delete(this.m.keys().next().value as string);
-    return b;
+    return p;
+  }
+}
+
+/** Pieces with the chunk reads of the next `ahead` pieces already started. */
+async function* prefetched(pieces: Iterable<Piece>, lru: ChunkLru, ahead = 24): AsyncGenerator<{ piece: Piece; data: Buffer }> {
+  const queue: Array<{ piece: Piece; data: Promise<Buffer> }> = [];
+  const it = pieces[Symbol.iterator]();
+  const fill = () => {
+    while (queue.length < ahead) {
+      const n = it.next();
+      if (n.done) return;
+      const data = lru.chunk(n.value.list, n.value.i);
+      data.catch(() => {});
+      queue.push({ piece: n.value, data });
+    }
+  };
+  fill();
+  while (queue.length > 0) {
+    const q = queue.shift()!;
+    const data = await q.data;
+    fill();
+    yield { piece: q.piece, data };
   }
 }
 
 const WRITE = 4 * 1024 * 1024;
 
-export async function writeFull(out: string, index: BlobIndex, get: ChunkGetter, onBytes?: (n: number) => void): Promise<void> {
+/**
+ * Writes the full image. With `store` (every chunk is in it), bytes come from
+ * the store's batched read path (runs of chunks per call, reused buffers);
+ * otherwise chunk by chunk from `get` (e.g. some from a local base file).
+ */
+export async function writeFull(out: string, index: BlobIndex, get: ChunkGetter, onBytes?: (n: number) => void, store?: ChunkStore): Promise<void> {
   const tmp = `${out}.snapyard-part`;
   const fh = await open(tmp, 'w');
   const lru = new ChunkLru(get);
@@ -62,8 +100,15 @@ export async function writeFull(out: string, index: BlobIndex, get: ChunkGetter,
       onBytes?.(fill);
       fill = 0;
     };
-    for (const p of index.blobPieces(0, index.size)) {
-      const c = await lru.chunk(p.list, p.i);
+    if (store) {
+      for await (const piece of readBlob(store, index)) {
+        hash.update(piece);
+        await fh.write(piece, 0, piece.byteLength, pos);
+        pos += piece.byteLength;
+        store.release?.(piece);
+        onBytes?.(piece.byteLength);
+      }
+    } else for await (const { piece: p, data: c } of prefetched(index.blobPieces(0, index.size), lru)) {
       for (let a = p.from; a < p.to; ) {
         const n = Math.min(p.to - a, WRITE - fill);
         c.copy(buf, fill, a, a + n);

@@ -6,10 +6,11 @@
  * after every batch, so an interrupted pull keeps what it got.
  */
 import { ChunkCodec } from '../storage/chunk-codec.js';
-import { digestFromRaw, sha256Raw, type Digest } from '../storage/digest.js';
+import type { ChunkWriter } from '../storage/chunk-store.js';
+import { digestFromRaw, type Digest } from '../storage/digest.js';
 import { SnapyardError } from '../storage/errors.js';
 import { decompressWithDict } from '../storage/dict-codec.js';
-import { ENC_DICT, ENC_STORED, FRAME_HEADER, readChunkFrames } from '../storage/wire.js';
+import { ENC_DICT, ENC_STORED, FRAME_HEADER, readChunkFrames, type ChunkFrame } from '../storage/wire.js';
 import type { ClientCache } from './cache.js';
 import type { Registry } from './registry.js';
 import type { LocalSources } from './sources.js';
@@ -64,28 +65,44 @@ export async function fetchChunks(want: Want[], opts: FetchOptions): Promise<Fet
       body: JSON.stringify({ blob: opts.blob, chunks: batch.map((w) => w.hex), have }),
       headers: { 'content-type': 'application/json' },
     });
-    const expected = new Set(batch.map((w) => w.hex));
-    for await (const f of readChunkFrames(res.body)) {
+    // Batched into the cache: hashed here (the check of every chunk), compressed and appended by its workers.
+    const writer = opts.cache.chunks.writer();
+    try {
+      await receive(readChunkFrames(res.body), batch, writer);
+    } finally {
+      // What arrived is kept even if the batch broke off: the next run need not fetch it again.
+      await writer.finish();
+      await opts.cache.chunks.flush();
+    }
+  };
+  const receive = async (frames: AsyncIterable<ChunkFrame>, batch: Want[], writer: ChunkWriter) => {
+    const expected = new Map(batch.map((w) => [w.hex, w]));
+    for await (const f of frames) {
       const hex = f.digest.toString('hex');
-      if (!expected.delete(hex)) throw new SnapyardError('CHUNK_CORRUPT', `server sent chunk sha256:${hex}, which was not asked for`);
-      const wire = FRAME_HEADER + f.dict.length * 32 + f.payload.byteLength;
+      const want = expected.get(hex);
+      if (!want) throw new SnapyardError('CHUNK_CORRUPT', `server sent chunk sha256:${hex}, which was not asked for`);
+      expected.delete(hex);
       let raw: Buffer | null;
-      if (f.encoding === ENC_STORED) raw = codec.decode(f.payload, digestFromRaw(f.digest));
-      else if (f.encoding === ENC_DICT) raw = await decodeWithDict(opts.sources, f.dict, f.payload, batch.find((w) => w.hex === hex)!.length);
+      if (f.encoding === ENC_STORED) {
+        // The stored form names its length: never decode more than the index says.
+        if (f.payload.byteLength < 12 || f.payload.readUInt32LE(8) !== want.length) throw new SnapyardError('CHUNK_CORRUPT', `chunk sha256:${hex} from the server has the wrong length`);
+        raw = codec.decodeUnverified(f.payload, digestFromRaw(f.digest));
+      }
+      else if (f.encoding === ENC_DICT) raw = await decodeWithDict(opts.sources, f.dict, f.payload, want.length);
       else throw new SnapyardError('CHUNK_CORRUPT', `unknown chunk encoding ${f.encoding}`);
-      if (raw && sha256Raw(raw).toString('hex') !== hex) raw = null;
-      if (!raw) {
-        retry.push(batch.find((w) => w.hex === hex)!); // a dictionary chunk we could not produce: ask again, plainly
+      const ok = raw !== null && raw.byteLength === want.length && (await writer.add(raw)).digest === digestFromRaw(f.digest);
+      if (!ok) {
+        if (f.encoding === ENC_STORED) throw new SnapyardError('CHUNK_CORRUPT', `chunk sha256:${hex} from the server does not hash to its name`);
+        retry.push(want); // a dictionary we could not produce, or a wrong result: ask again, plainly
         continue;
       }
-      await opts.cache.chunks.put(digestFromRaw(f.digest), raw);
+      const wire = FRAME_HEADER + f.dict.length * 32 + f.payload.byteLength;
       total.chunks++;
-      total.rawBytes += raw.byteLength;
+      total.rawBytes += raw!.byteLength;
       total.wireBytes += wire;
-      opts.onChunk?.(raw.byteLength, wire);
+      opts.onChunk?.(raw!.byteLength, wire);
     }
     if (expected.size > 0) throw new SnapyardError('CHUNK_MISSING', `server response ended with ${expected.size} chunks not sent`);
-    await opts.cache.chunks.flush();
   };
   const workers = Array.from({ length: Math.min(opts.concurrency ?? 3, queue.length) }, async () => {
     for (let b = queue.shift(); b; b = queue.shift()) await runBatch(b, opts.have);

@@ -73,6 +73,7 @@ export async function pull(ref: Ref, opts: PullOptions): Promise<PullSummary> {
     if (!(target instanceof Qcow2Index)) throw new SnapyardError('INVALID_ARGUMENT', 'the target is not a qcow2 image the registry understands: pull it without --overlay');
     if (!(base!.index instanceof Qcow2Index) || base!.index.layout.hasBacking) throw new SnapyardError('INVALID_ARGUMENT', '--base must be a standalone qcow2 image (no backing file of its own)');
   }
+  opts.onProgress?.({ phase: 'planning' });
   const needed = opts.overlay ? overlayNeeds(target as Qcow2Index, base!.index as Qcow2Index) : fileChunks(target);
   const sources = await LocalSources.open(cache, base ? { path: opts.base!, index: base.index } : null);
   try {
@@ -111,6 +112,7 @@ export async function pull(ref: Ref, opts: PullOptions): Promise<PullSummary> {
       return summary;
     }
     const totalNet = network.reduce((n, w) => n + w.length, 0);
+    opts.onProgress?.({ phase: 'downloading', done: 0, total: totalNet });
     let got = 0;
     const fetched = await fetchChunks(network, {
       registry: reg, repo: ref.repo, blob: target.blobDigest, have, sources, cache,
@@ -130,8 +132,11 @@ export async function pull(ref: Ref, opts: PullOptions): Promise<PullSummary> {
       await writeOverlay(opts.output, target as Qcow2Index, { path: opts.base!, index: base!.index as Qcow2Index, backingName }, get, () => opts.onProgress?.({ phase: 'writing', done: ++done }));
     } else {
       let done = 0;
-      await writeFull(opts.output, target, get, (n) => opts.onProgress?.({ phase: 'writing', done: (done += n), total: target.size }));
+      // Everything in the cache (nothing taken from a base file): the cache's batched read path.
+      const allCached = counts.fromBase === 0;
+      await writeFull(opts.output, target, get, (n) => opts.onProgress?.({ phase: 'writing', done: (done += n), total: target.size }), allCached ? cache.chunks : undefined);
     }
+    opts.onProgress?.({ phase: 'done' });
     cache.addHeld(target.blobDigest, opts.overlay || counts.fromBase > 0 ? base!.digest : null);
     summary.seconds = (performance.now() - t0) / 1000;
     return summary;

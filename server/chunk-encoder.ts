@@ -34,7 +34,7 @@ export interface Frame {
 export interface EncoderOptions {
   /** zstd level for dictionary compression (default 6). */
   level?: number;
-  /** Cached frames, in bytes (default 256 MiB). */
+  /** Cached dictionary-compressed frames, in bytes (default 64 MiB; stored frames are re-read, not cached). */
   cacheBytes?: number;
 }
 
@@ -52,7 +52,7 @@ export class ChunkEncoder {
     opts: EncoderOptions = {},
   ) {
     this.level = opts.level ?? 6;
-    this.cacheBytes = opts.cacheBytes ?? 256 * 1024 * 1024;
+    this.cacheBytes = opts.cacheBytes ?? 64 * 1024 * 1024;
   }
 
   /** The held set's resemblance table (built once per set, from cached sketches). */
@@ -63,7 +63,7 @@ export class ChunkEncoder {
       p = this.build(have, key);
       p.catch(() => this.tables.delete(key));
       this.tables.set(key, p);
-      while (this.tables.size > 4) this.tables.delete(this.tables.keys().next().value as string);
+      while (this.tables.size > 2) this.tables.delete(this.tables.keys().next().value as string);
     }
     return p;
   }
@@ -114,7 +114,7 @@ export class ChunkEncoder {
         }
       }
     }
-    this.remember(cacheKey, frame);
+    if (frame.header[32] === ENC_DICT) this.remember(cacheKey, frame);
     return frame;
   }
 
