@@ -55,6 +55,33 @@ export class ChunkEncoder {
     this.cacheBytes = opts.cacheBytes ?? 64 * 1024 * 1024;
   }
 
+  private warming: Promise<void> = Promise.resolve();
+
+  /**
+   * Sketches a committed blob's chunks in the background (one blob at a time),
+   * so the first pull that holds it finds its sketches ready. Failures only
+   * mean the work is done later, on demand.
+   */
+  warm(blob: Digest, minSize = 1024 * 1024): void {
+    this.warming = this.warming.then(async () => {
+      const index = await this.indexOf(blob);
+      if (!index || index.size < minSize) return;
+      this.sketchStore ??= new SketchStore(this.store.chunks.root);
+      const want: Array<{ raw: Buffer; length: number }> = [];
+      const seen = new Set<string>();
+      for (const list of index.lists()) {
+        for (let i = 0; i < list.count; i++) {
+          const raw = list.rawDigestAt(i);
+          const k = raw.toString('hex');
+          if (seen.has(k)) continue;
+          seen.add(k);
+          want.push({ raw: Buffer.from(raw), length: list.lengths[i]! });
+        }
+      }
+      await this.sketchStore.sketches(this.store.chunks, want);
+    }).catch(() => {});
+  }
+
   /** The held set's resemblance table (built once per set, from cached sketches). */
   prepare(have: Digest[]): Promise<HaveContext> {
     const key = [...new Set(have)].sort().join(',');

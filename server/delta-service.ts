@@ -33,6 +33,7 @@ export class DeltaService {
 
   constructor(readonly store: Store) {
     this.encoder = new ChunkEncoder(store, (b) => this.indexOfDigest(b));
+    store.blobs.onCommit((d) => this.encoder.warm(d));
   }
 
   async index(blob: BlobRecord): Promise<BlobIndex> {

@@ -13,6 +13,7 @@ import type { FastCDCParams } from './fastcdc.js';
  */
 export class BlobStore {
   private readonly indexCache = new Map<Digest, BlobIndex>();
+  private readonly committedHooks: Array<(digest: Digest) => void> = [];
 
   constructor(
     readonly meta: Metadata,
@@ -43,6 +44,12 @@ export class BlobStore {
   commit(repo: string, r: IngestResult): void {
     this.meta.commitBlob(repo, { digest: r.digest, size: r.size, indexDigest: r.indexDigest });
     this.remember(r.digest, r.index);
+    for (const h of this.committedHooks) h(r.digest);
+  }
+
+  /** Calls `fn` after every blob commit (e.g. to prepare delta data in the background). */
+  onCommit(fn: (digest: Digest) => void): void {
+    this.committedHooks.push(fn);
   }
 
   /** The blob if it is linked into `repo`. */

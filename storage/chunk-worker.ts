@@ -3,6 +3,7 @@ import { createHash, type Hash } from 'node:crypto';
 import { ChunkCodec } from './chunk-codec.js';
 import { PackReader, PackWriter, readConcat, RECORD_HEADER_SIZE, writeRecordHeader, type RecordLocation } from './pack-files.js';
 import type { Digest } from './digest.js';
+import { encodeSketch, sketch } from './resemblance.js';
 
 /**
  * Worker thread of a LocalChunkStore: compresses and appends chunks to its own
@@ -16,9 +17,11 @@ export type ChunkTask =
   | { op: 'read'; digest: Digest; loc: RecordLocation }
   | { op: 'readMany'; digests: Digest[]; locs: RecordLocation[]; lengths: number[]; into?: Uint8Array }
   | { op: 'sync' }
+  /** Resemblance sketches (encoded, resemblance.ts) of stored chunks, read and verified here. */
+  | { op: 'sketchMany'; digests: Digest[]; locs: RecordLocation[]; lengths: number[] }
   /** Stream hashing: pieces of stream `stream` in order, then `end` answers its digest. */
   | { op: 'hash'; stream: number; buf: Uint8Array; length: number; end: boolean };
-export type ChunkTaskResult = { digest: string; buf: Uint8Array } | { loc: RecordLocation } | { locs: RecordLocation[]; buf: Uint8Array } | { data: Uint8Array } | null;
+export type ChunkTaskResult = { sketches: Uint8Array[] } | { digest: string; buf: Uint8Array } | { loc: RecordLocation } | { locs: RecordLocation[]; buf: Uint8Array } | { data: Uint8Array } | null;
 
 const { root, level } = workerData as { root: string; level: number };
 const codec = new ChunkCodec(level);
@@ -61,6 +64,17 @@ function handle(req: ChunkTask): { result: ChunkTaskResult; transfer: ArrayBuffe
       const out = readConcat(reader, codec, req.digests, req.locs, req.lengths, into);
       const data = new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
       return { result: { data }, transfer: [data.buffer as ArrayBuffer] };
+    }
+    case 'sketchMany': {
+      const data = readConcat(reader, codec, req.digests, req.locs, req.lengths);
+      const sketches: Uint8Array[] = [];
+      let at = 0;
+      for (const len of req.lengths) {
+        const e = encodeSketch(sketch(data.subarray(at, at + len)));
+        sketches.push(new Uint8Array(e.buffer, e.byteOffset, e.byteLength));
+        at += len;
+      }
+      return { result: { sketches }, transfer: [] };
     }
     case 'sync':
       return writer.sync().then(() => ({ result: null, transfer: [] }));

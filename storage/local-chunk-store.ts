@@ -8,6 +8,7 @@ import { PackIndex } from './pack-index.js';
 import { WorkerPool, type WorkerError } from './worker-pool.js';
 import type { ChunkTask, ChunkTaskResult } from './chunk-worker.js';
 import { workerDigester } from './worker-digester.js';
+import { encodeSketch, sketch } from './resemblance.js';
 
 export interface LocalChunkStoreOptions {
   /** Directory of the store (layout: pack-files.ts). */
@@ -336,6 +337,18 @@ export class LocalChunkStore implements ChunkStore, PrunableChunkStore {
   async remove(digest: Digest): Promise<void> {
     await this.flush();
     this.index.remove(digest);
+  }
+
+  /** Encoded resemblance sketches (resemblance.ts) of stored chunks, computed on a worker. */
+  async sketchMany(digests: Digest[], lengths: number[]): Promise<Buffer[]> {
+    if (!this.pool) {
+      const data = await this.getConcat(digests, lengths);
+      let at = 0;
+      return lengths.map((len) => encodeSketch(sketch(data.subarray(at, (at += len)))));
+    }
+    const locs = await Promise.all(digests.map((d) => this.locate(d)));
+    const r = (await this.pool.run({ op: 'sketchMany', digests, locs, lengths })) as { sketches: Uint8Array[] };
+    return r.sketches.map((u) => Buffer.from(u.buffer, u.byteOffset, u.byteLength));
   }
 
   /** The committed chunk whose digest starts with `prefix` (see PackIndex.resolvePrefix). */

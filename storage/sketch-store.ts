@@ -29,9 +29,10 @@ export class SketchStore {
 
   /**
    * Sketches of the given chunks (raw digest, length), computing and keeping
-   * the ones not known yet (their bytes read from `chunks` in batches).
+   * the ones not known yet: a LocalChunkStore reads and sketches them on its
+   * worker threads (two batches at a time), any other store on this thread.
    */
-  async sketches(chunks: ChunkStore, want: Array<{ raw: Buffer; length: number }>): Promise<Uint32Array[]> {
+  async sketches(chunks: ChunkStore & { sketchMany?: (d: Digest[], l: number[]) => Promise<Buffer[]> }, want: Array<{ raw: Buffer; length: number }>): Promise<Uint32Array[]> {
     const out: Uint32Array[] = new Array(want.length);
     const todo: number[] = [];
     for (let i = 0; i < want.length; i++) {
@@ -39,6 +40,7 @@ export class SketchStore {
       if (b) out[i] = decodeSketch(b);
       else todo.push(i);
     }
+    const batches: number[][] = [];
     for (let k = 0; k < todo.length; ) {
       const batch: number[] = [];
       let bytes = 0;
@@ -46,23 +48,36 @@ export class SketchStore {
         bytes += want[todo[k]!]!.length;
         batch.push(todo[k++]!);
       }
-      const digests: Digest[] = batch.map((i) => digestFromRaw(want[i]!.raw));
-      const data = await chunks.getConcat(digests, batch.map((i) => want[i]!.length));
-      let at = 0;
-      const rows: Array<[Buffer, Buffer]> = [];
-      for (const i of batch) {
-        const len = want[i]!.length;
-        const sk = sketch(data.subarray(at, at + len));
-        at += len;
-        out[i] = sk;
-        rows.push([want[i]!.raw, encodeSketch(sk)]);
-      }
-      chunks.release?.(data);
-      this.db.transaction(() => {
-        for (const [d, s] of rows) this.s.put.run(d, s);
-      })();
+      batches.push(batch);
     }
+    const one = async (batch: number[]) => {
+      const digests: Digest[] = batch.map((i) => digestFromRaw(want[i]!.raw));
+      const lengths = batch.map((i) => want[i]!.length);
+      let encoded: Buffer[];
+      if (chunks.sketchMany) encoded = await chunks.sketchMany(digests, lengths);
+      else {
+        const data = await chunks.getConcat(digests, lengths);
+        let at = 0;
+        encoded = lengths.map((len) => encodeSketch(sketch(data.subarray(at, (at += len)))));
+        chunks.release?.(data);
+      }
+      this.db.transaction(() => {
+        batch.forEach((i, j) => {
+          out[i] = decodeSketch(encoded[j]!);
+          this.s.put.run(want[i]!.raw, encoded[j]!);
+        });
+      })();
+    };
+    const lanes = Array.from({ length: Math.min(2, batches.length) }, async () => {
+      for (let b = batches.shift(); b; b = batches.shift()) await one(b);
+    });
+    await Promise.all(lanes);
     return out;
+  }
+
+  /** Computes and keeps the sketches of chunks not sketched yet (background warm-up). */
+  async warm(chunks: Parameters<SketchStore['sketches']>[0], want: Array<{ raw: Buffer; length: number }>): Promise<void> {
+    await this.sketches(chunks, want);
   }
 
   close(): void {
