@@ -191,13 +191,19 @@ export function dirtyClusters(target: Qcow2Index, base: Qcow2Index, cs: number):
   return Uint32Array.from(out);
 }
 
-export async function writeOverlay(out: string, target: Qcow2Index, base: { path: string; index: Qcow2Index; backingName: string }, get: ChunkGetter, onCluster?: () => void): Promise<OverlayStats> {
+export async function writeOverlay(
+  out: string,
+  target: Qcow2Index,
+  base: { path: string; index: Qcow2Index; backingName: string },
+  get: ChunkGetter,
+  onCluster?: () => void,
+  dirty: Uint32Array = dirtyClusters(target, base.index, target.layout.clusterSize),
+): Promise<OverlayStats> {
   if (target.layout.hasBacking) {
     throw new SnapyardError('INVALID_ARGUMENT', 'the target is itself an overlay (it names a backing file): pull it without --overlay');
   }
   const cs = target.layout.clusterSize;
   const vs = target.layout.virtualSize;
-  const dirty = dirtyClusters(target, base.index, cs);
   const img = Qcow2Image.open(base.path);
   const writer = await Qcow2Writer.create(out, { virtualSize: vs, clusterBits: Math.log2(cs), backingFile: base.backingName, backingFormat: 'qcow2' });
   const lru = new ChunkLru(get);
@@ -243,10 +249,12 @@ export async function writeOverlay(out: string, target: Qcow2Index, base: { path
   return stats;
 }
 
+const ZEROS = Buffer.alloc(64 * 1024);
+
 function isZero(b: Buffer): boolean {
-  for (let i = 0; i < b.length; i += 8192) {
-    const s = b.subarray(i, Math.min(b.length, i + 8192));
-    if (s[0] !== 0 || s.compare(Buffer.alloc(s.length)) !== 0) return false;
+  for (let i = 0; i < b.length; i += ZEROS.length) {
+    const n = Math.min(ZEROS.length, b.length - i);
+    if (b[i] !== 0 || b.compare(ZEROS, 0, n, i, i + n) !== 0) return false;
   }
   return true;
 }

@@ -15,7 +15,7 @@ import { dirname, isAbsolute, relative, resolve } from 'node:path';
 import type { BlobIndex } from '../storage/blob-index.js';
 import { SnapyardError } from '../storage/errors.js';
 import { Qcow2Index } from '../storage/qcow2-index.js';
-import { writeFull, writeOverlay, dirtyClusters, sameAsBase } from './assemble.js';
+import { writeFull, writeOverlay, dirtyClusters } from './assemble.js';
 import type { ClientCache } from './cache.js';
 import { fetchChunks, type Want } from './fetch.js';
 import { indexFile } from './file-index.js';
@@ -74,7 +74,8 @@ export async function pull(ref: Ref, opts: PullOptions): Promise<PullSummary> {
     if (!(base!.index instanceof Qcow2Index) || base!.index.layout.hasBacking) throw new SnapyardError('INVALID_ARGUMENT', '--base must be a standalone qcow2 image (no backing file of its own)');
   }
   opts.onProgress?.({ phase: 'planning' });
-  const needed = opts.overlay ? overlayNeeds(target as Qcow2Index, base!.index as Qcow2Index) : fileChunks(target);
+  const dirty = opts.overlay ? dirtyClusters(target as Qcow2Index, base!.index as Qcow2Index, (target as Qcow2Index).layout.clusterSize) : null;
+  const needed = dirty ? overlayNeeds(target as Qcow2Index, dirty) : fileChunks(target);
   const sources = await LocalSources.open(cache, base ? { path: opts.base!, index: base.index } : null);
   try {
     const counts = { total: needed.length, fromBase: 0, fromCache: 0, downloaded: 0 };
@@ -128,8 +129,9 @@ export async function pull(ref: Ref, opts: PullOptions): Promise<PullSummary> {
     };
     if (opts.overlay) {
       const backingName = backingNameFor(opts.output, opts.base!);
+      const cs = (target as Qcow2Index).layout.clusterSize;
       let done = 0;
-      await writeOverlay(opts.output, target as Qcow2Index, { path: opts.base!, index: base!.index as Qcow2Index, backingName }, get, () => opts.onProgress?.({ phase: 'writing', done: ++done }));
+      await writeOverlay(opts.output, target as Qcow2Index, { path: opts.base!, index: base!.index as Qcow2Index, backingName }, get, () => opts.onProgress?.({ phase: 'writing', done: (done += cs), total: dirty!.length * cs }), dirty!);
     } else {
       let done = 0;
       // Everything in the cache (nothing taken from a base file): the cache's batched read path.
@@ -168,12 +170,11 @@ function fileChunks(index: BlobIndex): Want[] {
 }
 
 /** Chunks of the target's data stream that overlap a cluster where it may differ from the base. */
-function overlayNeeds(target: Qcow2Index, base: Qcow2Index): Want[] {
+function overlayNeeds(target: Qcow2Index, dirty: Uint32Array): Want[] {
   const cs = target.layout.clusterSize;
   const seen = new Set<string>();
   const out: Want[] = [];
-  void sameAsBase;
-  for (const c of dirtyClusters(target, base, cs)) {
+  for (const c of dirty) {
     for (const p of target.guestPieces(c * cs, Math.min(cs, target.layout.virtualSize - c * cs))) {
       if (p.stream < 0) continue;
       for (const piece of target.data.pieces(p.stream, p.stream + p.length)) {

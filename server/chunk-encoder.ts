@@ -78,7 +78,7 @@ export class ChunkEncoder {
           want.push({ raw: Buffer.from(raw), length: list.lengths[i]! });
         }
       }
-      await this.sketchStore.sketches(this.store.chunks, want);
+      await this.sketchStore.sketches(this.store.chunks, want, 1); // one worker at a time: the other serves requests
     }).catch(() => {});
   }
 

@@ -28,6 +28,8 @@ const codec = new ChunkCodec(level);
 const writer = new PackWriter(root, `p${process.pid}-${threadId}`);
 const reader = new PackReader(root);
 let out = Buffer.allocUnsafeSlow(0);
+/** Reused by sketchMany (its bytes never leave this thread). */
+let sketchBuf = Buffer.allocUnsafeSlow(0);
 const hashes = new Map<number, Hash>();
 
 function handle(req: ChunkTask): { result: ChunkTaskResult; transfer: ArrayBuffer[] } | Promise<{ result: ChunkTaskResult; transfer: ArrayBuffer[] }> {
@@ -66,7 +68,10 @@ function handle(req: ChunkTask): { result: ChunkTaskResult; transfer: ArrayBuffe
       return { result: { data }, transfer: [data.buffer as ArrayBuffer] };
     }
     case 'sketchMany': {
-      const data = readConcat(reader, codec, req.digests, req.locs, req.lengths);
+      let total = 0;
+      for (const len of req.lengths) total += len;
+      if (sketchBuf.byteLength < total) sketchBuf = Buffer.allocUnsafeSlow(total);
+      const data = readConcat(reader, codec, req.digests, req.locs, req.lengths, sketchBuf.subarray(0, total));
       const sketches: Uint8Array[] = [];
       let at = 0;
       for (const len of req.lengths) {

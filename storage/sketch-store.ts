@@ -32,7 +32,7 @@ export class SketchStore {
    * the ones not known yet: a LocalChunkStore reads and sketches them on its
    * worker threads (two batches at a time), any other store on this thread.
    */
-  async sketches(chunks: ChunkStore & { sketchMany?: (d: Digest[], l: number[]) => Promise<Buffer[]> }, want: Array<{ raw: Buffer; length: number }>): Promise<Uint32Array[]> {
+  async sketches(chunks: ChunkStore & { sketchMany?: (d: Digest[], l: number[]) => Promise<Buffer[]> }, want: Array<{ raw: Buffer; length: number }>, lanes = 2): Promise<Uint32Array[]> {
     const out: Uint32Array[] = new Array(want.length);
     const todo: number[] = [];
     for (let i = 0; i < want.length; i++) {
@@ -68,16 +68,11 @@ export class SketchStore {
         });
       })();
     };
-    const lanes = Array.from({ length: Math.min(2, batches.length) }, async () => {
+    const running = Array.from({ length: Math.min(lanes, batches.length) }, async () => {
       for (let b = batches.shift(); b; b = batches.shift()) await one(b);
     });
-    await Promise.all(lanes);
+    await Promise.all(running);
     return out;
-  }
-
-  /** Computes and keeps the sketches of chunks not sketched yet (background warm-up). */
-  async warm(chunks: Parameters<SketchStore['sketches']>[0], want: Array<{ raw: Buffer; length: number }>): Promise<void> {
-    await this.sketches(chunks, want);
   }
 
   close(): void {

@@ -109,8 +109,9 @@ export async function commitPush(ctx: RequestContext, svc: DeltaService, name: s
   if (!s) throw new OciError(404, 'BLOB_UPLOAD_UNKNOWN', `push session ${req.data.session} is not open`);
   const index = expand(svc, s.compact, s.width, null);
   if (index.blobDigest !== req.data.digest) throw new OciError(400, 'DIGEST_INVALID', `the index describes ${index.blobDigest}, not ${req.data.digest}`);
-  // Rebuild the blob from its chunks and hash it: a wrong index never becomes a blob.
-  const d = svc.store.chunks.digester?.() ?? localDigester();
+  // Rebuild the blob from its chunks and hash it: a wrong index never becomes a blob. (Hashed on this
+  // thread: the workers are busy decompressing, and a worker digester here doubled peak memory.)
+  const d = localDigester();
   for await (const piece of readBlob(svc.store.chunks, index)) {
     const w = d.update(piece);
     if (w) await w;
