@@ -80,5 +80,5 @@ function describe(s: PullSummary): string {
     return `${s.ref}: would download ${s.bytesToDownload} bytes (${mb(s.bytesToDownload ?? 0)}; ${s.chunks.downloaded} of ${s.chunks.total} chunks), reuse ${mb(s.bytesFromBase)} from the base and ${mb(s.bytesFromCache)} from the cache\n`;
   }
   return `pulled ${s.ref} (${s.manifestDigest}) to ${s.output} as ${s.mode === 'overlay' ? 'an overlay' : 'a full image'}\n` +
-    `  downloaded ${mb(s.bytesDownloaded)} (${s.chunks.downloaded} chunks), reused ${mb(s.bytesFromBase)} from the base (${s.chunks.fromBase}) and ${mb(s.bytesFromCache)} from the cache (${s.chunks.fromCache}), ${s.seconds.toFixed(2)} s\n`;
+    `  downloaded ${mb(s.bytesDownloaded)} (${s.chunks.downloaded} chunks), reused ${mb(s.bytesFromBase)} from the base (${s.chunks.fromBase}), ${mb(s.bytesInPlace)} in place (${s.chunks.inPlace}) and ${mb(s.bytesFromCache)} from the cache (${s.chunks.fromCache}), ${s.seconds.toFixed(2)} s\n`;
 }

@@ -5,12 +5,14 @@
  *    and the snapshots the cache holds.
  * 2. Ask the server (`_delta`) for the target: its index, sent as a
  *    difference from the held index it shares most with.
- * 3. Plan every chunk the output needs: from the base file, the cache, or
- *    the network (overlay: only chunks where the target differs from the base).
+ * 3. Plan every chunk the output needs: from the base file, the image already
+ *    at the output path (in-place data, full pulls), the cache, or the network
+ *    (overlay: only chunks where the target differs from the base).
  * 4. Fetch the network part in bulk (client/fetch.ts): verified, cached,
  *    flushed per batch, so a killed pull resumes without downloading again.
  * 5. Write the full image (byte-exact, digest checked) or the overlay.
  */
+import { existsSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, relative, resolve } from 'node:path';
 import type { BlobIndex } from '../storage/blob-index.js';
 import { SnapyardError } from '../storage/errors.js';
@@ -47,8 +49,10 @@ export interface PullSummary {
   /** For --dry-run: what the pull would download. */
   bytesToDownload?: number;
   bytesFromBase: number;
+  /** Reused from the file already at the output path. */
+  bytesInPlace: number;
   bytesFromCache: number;
-  chunks: { total: number; fromBase: number; fromCache: number; downloaded: number };
+  chunks: { total: number; fromBase: number; inPlace: number; fromCache: number; downloaded: number };
   indexBytes: number;
   seconds: number;
 }
@@ -60,9 +64,13 @@ export async function pull(ref: Ref, opts: PullOptions): Promise<PullSummary> {
   opts.onProgress?.({ phase: 'indexing base' });
   const base = opts.base ? await indexFile(opts.base, cache) : null;
   if (base && !base.cached) cache.writeIndex(base.digest, base.encoded);
-  const have = [...(base ? [base.digest] : []), ...cache.held(base?.digest ?? null)].filter((d, i, a) => a.indexOf(d) === i).slice(0, 32);
+  // In-place data: an image already at the output path (an earlier version, say) is a seed too.
+  const inPlace = !opts.overlay && existsSync(opts.output) && statSync(opts.output).isFile() && (!opts.base || resolve(opts.output) !== resolve(opts.base))
+    ? await indexFile(opts.output, cache).catch(() => null)
+    : null;
+  const have = [...(base ? [base.digest] : []), ...(inPlace ? [inPlace.digest] : []), ...cache.held(base?.digest ?? null)].filter((d, i, a) => a.indexOf(d) === i).slice(0, 32);
   opts.onProgress?.({ phase: 'negotiating' });
-  const remote = await remoteIndex(reg, ref, have, (d) => (d === base?.digest ? base.encoded : cache.readIndex(d)));
+  const remote = await remoteIndex(reg, ref, have, (d) => (d === base?.digest ? base.encoded : d === inPlace?.digest ? inPlace.encoded : cache.readIndex(d)));
   const ans = remote.answer;
   const target = remote.index;
   const packed = { byteLength: remote.packedBytes };
@@ -76,16 +84,22 @@ export async function pull(ref: Ref, opts: PullOptions): Promise<PullSummary> {
   opts.onProgress?.({ phase: 'planning' });
   const dirty = opts.overlay ? dirtyClusters(target as Qcow2Index, base!.index as Qcow2Index, (target as Qcow2Index).layout.clusterSize) : null;
   const needed = dirty ? overlayNeeds(target as Qcow2Index, dirty) : fileChunks(target);
-  const sources = await LocalSources.open(cache, base ? { path: opts.base!, index: base.index } : null);
+  const sources = await LocalSources.open(cache, [base ? { path: opts.base!, index: base.index } : null, inPlace ? { path: opts.output, index: inPlace.index } : null]);
   try {
-    const counts = { total: needed.length, fromBase: 0, fromCache: 0, downloaded: 0 };
+    const counts = { total: needed.length, fromBase: 0, inPlace: 0, fromCache: 0, downloaded: 0 };
     let bytesFromBase = 0;
+    let bytesInPlace = 0;
     let bytesFromCache = 0;
     const network: Want[] = [];
+    const baseSlot = base ? 0 : -1;
     for (const w of needed) {
-      if (sources.inFile(w.hex)) {
+      const f = sources.fileOf(w.hex);
+      if (f >= 0 && f === baseSlot) {
         counts.fromBase++;
         bytesFromBase += w.length;
+      } else if (f >= 0) {
+        counts.inPlace++;
+        bytesInPlace += w.length;
       } else if (await sources.inCache(w.hex)) {
         counts.fromCache++;
         bytesFromCache += w.length;
@@ -100,6 +114,7 @@ export async function pull(ref: Ref, opts: PullOptions): Promise<PullSummary> {
       dryRun: opts.dryRun === true,
       bytesDownloaded: 0,
       bytesFromBase,
+      bytesInPlace,
       bytesFromCache,
       chunks: counts,
       indexBytes: packed.byteLength,
@@ -135,11 +150,12 @@ export async function pull(ref: Ref, opts: PullOptions): Promise<PullSummary> {
     } else {
       let done = 0;
       // Everything in the cache (nothing taken from a base file): the cache's batched read path.
-      const allCached = counts.fromBase === 0;
+      const allCached = counts.fromBase === 0 && counts.inPlace === 0;
       await writeFull(opts.output, target, get, (n) => opts.onProgress?.({ phase: 'writing', done: (done += n), total: target.size }), allCached ? cache.chunks : undefined);
     }
     opts.onProgress?.({ phase: 'done' });
-    cache.addHeld(target.blobDigest, opts.overlay || counts.fromBase > 0 ? base!.digest : null);
+    // Held: every chunk of the target is in the cache, or in the cache plus this base file.
+    if (counts.inPlace === 0) cache.addHeld(target.blobDigest, opts.overlay || counts.fromBase > 0 ? base!.digest : null);
     summary.seconds = (performance.now() - t0) / 1000;
     return summary;
   } finally {

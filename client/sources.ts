@@ -1,6 +1,7 @@
 /**
- * Where a client finds chunk bytes without the network, in order: the local
- * base file (its index says which chunks it holds and where), then the cache.
+ * Where a client finds chunk bytes without the network, in order: local files
+ * (the base image, then the existing output file: their indexes say which
+ * chunks they hold and where), then the cache.
  * Every chunk is verified (sha256) before it is used; a base file whose bytes
  * no longer match is simply not a source for that chunk.
  */
@@ -19,56 +20,67 @@ export interface LocalFile {
 
 /** Where a chunk sits in a local file: its data stream (qcow2 guest view) or its bytes. */
 interface Location {
+  file: OpenFile;
   stream: 'data' | 'residue' | 'bytes';
   offset: number;
   length: number;
 }
 
+interface OpenFile {
+  index: BlobIndex;
+  fh: FileHandle;
+  img: Qcow2Image | null;
+}
+
 export class LocalSources {
   private readonly where = new Map<string, Location>();
-  private img: Qcow2Image | null = null;
-  private fh: FileHandle | null = null;
+  private readonly open: OpenFile[] = [];
+  private constructor(private readonly cache: ClientCache | null) {}
 
-  private constructor(
-    private readonly cache: ClientCache | null,
-    readonly file: LocalFile | null,
-  ) {
-    if (!file) return;
-    const ix = file.index;
-    if (ix instanceof Qcow2Index) {
-      for (let i = 0; i < ix.data.count; i++) this.where.set(ix.data.rawDigestAt(i).toString('hex'), { stream: 'data', offset: ix.data.starts[i]!, length: ix.data.lengths[i]! });
-      for (let i = 0; i < ix.residue.count; i++) {
-        const k = ix.residue.rawDigestAt(i).toString('hex');
-        if (!this.where.has(k)) this.where.set(k, { stream: 'residue', offset: ix.residue.starts[i]!, length: ix.residue.lengths[i]! });
-      }
-    } else {
-      for (let i = 0; i < ix.count; i++) this.where.set(ix.rawDigestAt(i).toString('hex'), { stream: 'bytes', offset: ix.starts[i]!, length: ix.lengths[i]! });
-    }
-  }
-
-  static async open(cache: ClientCache | null, file: LocalFile | null): Promise<LocalSources> {
-    const s = new LocalSources(cache, file);
-    if (file) {
-      s.fh = await open(file.path, 'r');
-      if (file.index instanceof Qcow2Index) s.img = Qcow2Image.open(file.path);
+  /**
+   * Sources in order of preference: the files (e.g. the base image, then the
+   * existing output file: in-place data), then the cache.
+   */
+  static async open(cache: ClientCache | null, files: LocalFile | null | Array<LocalFile | null>): Promise<LocalSources> {
+    const s = new LocalSources(cache);
+    for (const f of Array.isArray(files) ? files : [files]) {
+      if (!f) continue;
+      const fh = await open(f.path, 'r');
+      const of: OpenFile = { index: f.index, fh, img: f.index instanceof Qcow2Index ? Qcow2Image.open(f.path) : null };
+      s.open.push(of);
+      s.add(of);
     }
     return s;
   }
 
-  /** True when the local file holds the chunk (hex digest). */
-  inFile(hex: string): boolean {
-    return this.where.has(hex);
+  private add(f: OpenFile): void {
+    const put = (k: string, loc: Location) => {
+      if (!this.where.has(k)) this.where.set(k, loc);
+    };
+    const ix = f.index;
+    if (ix instanceof Qcow2Index) {
+      for (let i = 0; i < ix.data.count; i++) put(ix.data.rawDigestAt(i).toString('hex'), { file: f, stream: 'data', offset: ix.data.starts[i]!, length: ix.data.lengths[i]! });
+      for (let i = 0; i < ix.residue.count; i++) put(ix.residue.rawDigestAt(i).toString('hex'), { file: f, stream: 'residue', offset: ix.residue.starts[i]!, length: ix.residue.lengths[i]! });
+    } else {
+      for (let i = 0; i < ix.count; i++) put(ix.rawDigestAt(i).toString('hex'), { file: f, stream: 'bytes', offset: ix.starts[i]!, length: ix.lengths[i]! });
+    }
+  }
+
+  /** Which local file holds the chunk (hex digest), in the order given to open(); -1 for none. */
+  fileOf(hex: string): number {
+    const loc = this.where.get(hex);
+    return loc ? this.open.indexOf(loc.file) : -1;
   }
 
   async inCache(hex: string): Promise<boolean> {
     return this.cache ? this.cache.chunks.has(digestFromRaw(Buffer.from(hex, 'hex'))) : false;
   }
 
-  /** Verified bytes of a chunk from the file or the cache; null when neither has it. */
+  /** Verified bytes of a chunk from a file or the cache; null when none has it. */
   async get(hex: string): Promise<Buffer | null> {
     const loc = this.where.get(hex);
     if (loc) {
-      const b = await this.readFile(loc);
+      const b = await readLocation(loc);
       if (b && sha256Raw(b).toString('hex') === hex) return b;
     }
     if (!this.cache) return null;
@@ -80,34 +92,36 @@ export class LocalSources {
     }
   }
 
-  private async readFile(loc: Location): Promise<Buffer | null> {
-    const out = Buffer.allocUnsafe(loc.length);
-    const ix = this.file!.index;
-    try {
-      if (loc.stream === 'data' && ix instanceof Qcow2Index) {
-        let at = 0;
-        for (const r of ix.guestRanges(loc.offset, loc.length)) {
-          this.img!.readGuestInto(out.subarray(at, at + r.length), r.guestOffset, undefined);
-          at += r.length;
-        }
-        return at === loc.length ? out : null;
-      }
-      const ranges = loc.stream === 'residue' && ix instanceof Qcow2Index ? [...ix.residueHostRanges(loc.offset, loc.length)] : [{ hostOffset: loc.offset, length: loc.length }];
+  async close(): Promise<void> {
+    for (const f of this.open.splice(0)) {
+      f.img?.close();
+      await f.fh.close();
+    }
+  }
+}
+
+async function readLocation(loc: Location): Promise<Buffer | null> {
+  const out = Buffer.allocUnsafe(loc.length);
+  const ix = loc.file.index;
+  try {
+    if (loc.stream === 'data' && ix instanceof Qcow2Index) {
       let at = 0;
-      for (const r of ranges) {
-        const { bytesRead } = await this.fh!.read(out, at, r.length, r.hostOffset);
-        if (bytesRead !== r.length) return null;
+      for (const r of ix.guestRanges(loc.offset, loc.length)) {
+        loc.file.img!.readGuestInto(out.subarray(at, at + r.length), r.guestOffset, undefined);
         at += r.length;
       }
       return at === loc.length ? out : null;
-    } catch (e) {
-      if (isSnapyardError(e)) return null;
-      throw e;
     }
-  }
-
-  async close(): Promise<void> {
-    this.img?.close();
-    await this.fh?.close();
+    const ranges = loc.stream === 'residue' && ix instanceof Qcow2Index ? [...ix.residueHostRanges(loc.offset, loc.length)] : [{ hostOffset: loc.offset, length: loc.length }];
+    let at = 0;
+    for (const r of ranges) {
+      const { bytesRead } = await loc.file.fh.read(out, at, r.length, r.hostOffset);
+      if (bytesRead !== r.length) return null;
+      at += r.length;
+    }
+    return at === loc.length ? out : null;
+  } catch (e) {
+    if (isSnapyardError(e)) return null;
+    throw e;
   }
 }

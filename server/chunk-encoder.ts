@@ -131,7 +131,7 @@ export class ChunkEncoder {
     let frame: Frame = { header: frameHeader(raw32, ENC_STORED, [], stored.byteLength), payload: stored, rawLength };
     if (have.table) {
       const raw = await this.store.chunks.get(digest);
-      const similar = have.table.similar(sketch(raw), 3, 2);
+      const similar = have.table.similar(sketch(raw), 3, 1);
       if (similar.length > 0) {
         const dicts = await Promise.all(similar.map((id) => this.store.chunks.get(digestFromRaw(have.ids[id]!))));
         const payload = compressWithDict(raw, Buffer.concat(dicts), this.level);

@@ -19,7 +19,7 @@
  */
 import { execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -72,8 +72,9 @@ interface PullJson {
   bytesDownloaded: number;
   bytesToDownload?: number;
   bytesFromBase: number;
+  bytesInPlace: number;
   bytesFromCache: number;
-  chunks: { total: number; fromBase: number; fromCache: number; downloaded: number };
+  chunks: { total: number; fromBase: number; inPlace: number; fromCache: number; downloaded: number };
   seconds: number;
 }
 
@@ -274,6 +275,17 @@ describe('snapyard pull (full image)', () => {
       expect(r.chunks.total, tag).toBe(new Set([...idx.blobPieces(0, idx.size)].map((p) => p.list.rawDigestAt(p.i).toString('hex'))).size);
     }
   });
+});
+
+test('in-place data: pulling v2 over a file that holds v1 reuses it and downloads only the difference', async () => {
+  const out = join(outDir, 'inplace.qcow2');
+  copyFileSync(img.v1, out);
+  const fresh = await pull('v2', ['-o', join(outDir, 'fresh-v2.qcow2'), '--cache', join(dir, 'cache-fresh-v2')]);
+  const r = await pull('v2', ['-o', out, '--cache', join(dir, 'cache-inplace')]);
+  expect(r.chunks.inPlace).toBeGreaterThan(r.chunks.total / 2);
+  expect(r.bytesInPlace).toBeGreaterThan(0);
+  expect(r.bytesDownloaded).toBeLessThan(fresh.bytesDownloaded / 4);
+  expect(sha256File(out)).toBe(sha256File(img.v2));
 });
 
 describe('snapyard pull --overlay', () => {
