@@ -130,11 +130,16 @@ export class ChunkEncoder {
     const rawLength = stored.readUInt32LE(8);
     let frame: Frame = { header: frameHeader(raw32, ENC_STORED, [], stored.byteLength), payload: stored, rawLength };
     if (have.table) {
-      const raw = await this.store.chunks.get(digest);
+      // Reads go through getConcat's reused buffers (released below): this path touches every missing chunk and 3 more.
+      const chunks = this.store.chunks;
+      const raw = await chunks.getConcat([digest], [rawLength]);
       const similar = have.table.similar(sketch(raw), 3, 1);
+      chunks.release?.(raw);
       if (similar.length > 0) {
-        const dicts = await Promise.all(similar.map((id) => this.store.chunks.get(digestFromRaw(have.ids[id]!))));
-        const payload = compressWithDict(raw, Buffer.concat(dicts), this.level);
+        const digests = [digest, ...similar.map((id) => digestFromRaw(have.ids[id]!))];
+        const both = await chunks.getConcat(digests, [rawLength, ...similar.map((id) => have.lengths[id]!)]);
+        const payload = compressWithDict(both.subarray(0, rawLength), both.subarray(rawLength), this.level);
+        chunks.release?.(both);
         if (payload.byteLength + 32 * similar.length < stored.byteLength) {
           const ids = similar.map((id) => have.ids[id]!);
           frame = { header: frameHeader(raw32, ENC_DICT, ids, payload.byteLength), payload, rawLength };
