@@ -24,30 +24,43 @@ export async function ingestQcow2(store: ChunkStore, source: AsyncIterable<Uint8
   await mkdir(opts.spoolDir, { recursive: true });
   const path = join(opts.spoolDir, `${randomUUID()}.spool`);
   try {
-    const digester = store.digester?.() ?? localDigester();
+    // Hashed on this thread (it only copies bytes meanwhile); two buffers, so one is written while the other fills.
+    const digester = localDigester();
     const fh = await open(path, 'wx');
+    const writing: Array<Promise<unknown> | null> = [null, null];
     try {
-      const buf = Buffer.allocUnsafe(SPOOL_WRITE);
+      const bufs = [Buffer.allocUnsafe(SPOOL_WRITE), Buffer.allocUnsafe(SPOOL_WRITE)];
+      let cur = 0;
       let fill = 0;
+      let pos = 0;
+      const flush = async () => {
+        if (fill === 0) return;
+        const w = fh.write(bufs[cur]!, 0, fill, pos);
+        w.catch(() => {}); // awaited below; never an unhandled rejection if we stop early
+        writing[cur] = w;
+        pos += fill;
+        fill = 0;
+        cur ^= 1;
+        if (writing[cur]) await writing[cur]; // the other buffer's write is done before it is refilled
+        writing[cur] = null;
+      };
       for await (const piece of source) {
-        const wait = digester.update(piece);
-        if (wait) await wait;
+        digester.update(piece);
         if (opts.expectSize !== undefined && digester.size > opts.expectSize) {
           throw new SnapyardError('SIZE_INVALID', `blob is larger than the declared ${opts.expectSize} bytes`);
         }
         for (let i = 0; i < piece.byteLength; ) {
           const n = Math.min(SPOOL_WRITE - fill, piece.byteLength - i);
-          buf.set(piece.subarray(i, i + n), fill);
+          bufs[cur]!.set(piece.subarray(i, i + n), fill);
           fill += n;
           i += n;
-          if (fill === SPOOL_WRITE) {
-            await fh.write(buf, 0, fill);
-            fill = 0;
-          }
+          if (fill === SPOOL_WRITE) await flush();
         }
       }
-      if (fill > 0) await fh.write(buf, 0, fill);
+      await flush();
+      await Promise.all(writing);
     } finally {
+      await Promise.allSettled(writing.filter((w) => w !== null));
       await fh.close();
     }
     const size = digester.size;
