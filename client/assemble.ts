@@ -227,8 +227,11 @@ export async function writeOverlay(
           at += chunk.copy(dst, at, piece.from, piece.to);
         }
       }
+      // The base's bytes here (zeros past its end: a smaller backing file reads as zeros beyond it).
       const b = theirs.subarray(0, len);
-      img.readGuestInto(b, g, undefined);
+      const inBase = Math.max(0, Math.min(len, img.virtualSize - g));
+      if (inBase > 0) img.readGuestInto(b.subarray(0, inBase), g, undefined);
+      b.fill(0, inBase);
       onCluster?.();
       if (t.equals(b)) continue;
       if (isZero(t)) {

@@ -349,6 +349,19 @@ describe('snapyard pull --overlay', () => {
   });
 });
 
+test('an overlay for a target larger than the base (disk grown by 64 MiB, data written past the old end) is clean and identical', async () => {
+  const grown = join(dir, 'v1-grown.qcow2');
+  copyFileSync(img.v1, grown);
+  await runTool('qemu-img', ['resize', '-q', grown, '+64M']);
+  const size = (await qemuInfo(grown)).virtualSize;
+  await runTool('qemu-io', ['-f', 'qcow2', '-c', `write -P 0x5a ${size - 4 * MiB} 1M`, grown]);
+  await push('v1-grown', grown);
+  const out = join(outDir, 'grown-overlay.qcow2');
+  await pull('v1-grown', ['-o', out, '--base', img.base, '--overlay', '--cache', join(dir, 'cache-grown')]);
+  expect((await runTool('qemu-img', ['check', out])).stdout).toContain('No errors were found');
+  expect((await runTool('qemu-img', ['compare', out, grown])).stdout).toContain('Images are identical');
+});
+
 describe('interrupted pull', () => {
   test('a pull killed (SIGKILL) after its first batches resumes from the cache: downloads strictly less, output byte-exact', async () => {
     const p = await push('big', img.big, ['--level', '1']);
