@@ -7,6 +7,8 @@ import { inspectFile } from './inspect.js';
 import { pullCommand, pushCommand } from './remote.js';
 import { inspectRef, looksLikeRef } from './inspect-remote.js';
 import { existsSync } from 'node:fs';
+import { registerLifecycleCommands } from './lifecycle.js';
+import { registerMaintenanceCommands } from './maintenance.js';
 
 function int(name: string) {
   return (v: string): number => {
@@ -84,6 +86,8 @@ export function buildProgram(): Command {
       await pullCommand(ref, o);
     });
 
+  registerLifecycleCommands(program);
+  registerMaintenanceCommands(program);
   return program;
 }
 

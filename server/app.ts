@@ -11,6 +11,7 @@ import { listReferrers, listTags } from './routes/discovery.js';
 import type { Store } from '../storage/open-store.js';
 import { matchExtRoute, type ExtRoute } from './ext-routes.js';
 import { DeltaService } from './delta-service.js';
+import { dispatchAdmin, matchAdmin } from './admin/index.js';
 import { deltaPlan, sendChunks } from './routes/delta.js';
 import { blobManifests, commitPush, missingChunks, uploadChunks } from './routes/push.js';
 
@@ -124,8 +125,11 @@ export function createApp(cfg: AppConfig): Hono<{ Bindings: HttpBindings }> {
       ctx = contextOf(c);
       const url = ctx.url;
       const route = matchExtRoute(url.pathname);
-      if (!route) throw new OciError(404, 'UNSUPPORTED', `no such endpoint: ${url.pathname.slice(0, 200)}`);
-      return await dispatchExt(ctx, delta, route);
+      if (route) return await dispatchExt(ctx, delta, route);
+      const admin = matchAdmin(ctx.method, url.pathname);
+      if (admin === 'method') throw methodNotAllowed();
+      if (admin) return await dispatchAdmin(ctx, admin, { delta });
+      throw new OciError(404, 'UNSUPPORTED', `no such endpoint: ${url.pathname.slice(0, 200)}`);
     } catch (e) {
       return errorResponse(e, c.req.method, ctx, cfg.logger);
     }
