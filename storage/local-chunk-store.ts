@@ -367,6 +367,11 @@ export class LocalChunkStore implements ChunkStore, PrunableChunkStore {
     return row ? { path: packPath(this.root, row.pack), offset: row.offset + RECORD_HEADER_SIZE, length: row.length } : null;
   }
 
+  /** Stored bytes (records, as in stats()) of committed chunks given by raw digest; null for ones not held. */
+  storedLengths(raws: Uint8Array[]): Array<number | null> {
+    return this.index.storedLengths(raws).map((n) => (n === null ? null : n + RECORD_HEADER_SIZE));
+  }
+
   /** Chunks, stored bytes (records) and raw bytes held (committed ones). */
   stats(): { chunks: number; stored: number; raw: number } {
     const s = this.index.stats();

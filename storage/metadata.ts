@@ -42,6 +42,21 @@ export interface TagEvent {
   source: string;
 }
 
+/** A tag with the time it last moved and the id of that move (a total order of moves). */
+export interface TagRow {
+  tag: string;
+  digest: Digest;
+  updatedMs: number;
+  seq: number;
+}
+
+export interface RepoSummary {
+  name: string;
+  createdMs: number;
+  manifests: number;
+  tags: number;
+}
+
 export interface UploadRecord {
   id: string;
   repo: string;
@@ -95,6 +110,14 @@ export class Metadata {
       addEvent: p('INSERT INTO tag_events (repo, tag, old_digest, new_digest, at_ms, source) VALUES (?, ?, ?, ?, ?, ?)'),
       events: p(`SELECT tag, old_digest AS oldDigest, new_digest AS newDigest, at_ms AS atMs, source FROM tag_events
                  WHERE repo = ? AND tag = ? ORDER BY id DESC`),
+      tagRows: p(`SELECT t.tag, t.digest, t.updated_ms AS updatedMs,
+                    COALESCE((SELECT MAX(e.id) FROM tag_events e WHERE e.repo = t.repo AND e.tag = t.tag), 0) AS seq
+                  FROM tags t WHERE t.repo = ? ORDER BY t.tag`),
+      manifestsOf: p('SELECT * FROM manifests WHERE repo = ? ORDER BY created_ms DESC, digest'),
+      repoSummaries: p(`SELECT r.name, r.created_ms AS createdMs,
+                          (SELECT COUNT(*) FROM manifests m WHERE m.repo = r.name) AS manifests,
+                          (SELECT COUNT(*) FROM tags t WHERE t.repo = r.name) AS tags
+                        FROM repositories r ORDER BY r.name`),
       createUpload: p('INSERT INTO uploads (id, repo, size, created_ms, updated_ms) VALUES (?, ?, 0, ?, ?)'),
       getUpload: p('SELECT id, repo, size, created_ms AS createdMs, updated_ms AS updatedMs FROM uploads WHERE id = ?'),
       setUploadSize: p('UPDATE uploads SET size = ?, updated_ms = ? WHERE id = ?'),
@@ -230,6 +253,21 @@ export class Metadata {
 
   tagHistory(repo: string, tag: string): TagEvent[] {
     return this.s.events.all(repo, tag) as TagEvent[];
+  }
+
+  /** Every tag of a repository with its digest and last move, in tag order. */
+  tagRows(repo: string): TagRow[] {
+    return this.s.tagRows.all(repo) as TagRow[];
+  }
+
+  /** Every manifest of a repository, newest first. */
+  listManifests(repo: string): ManifestRecord[] {
+    return (this.s.manifestsOf.all(repo) as Array<Record<string, unknown>>).map(toManifest);
+  }
+
+  /** Every repository with its manifest and tag counts, by name. */
+  repoSummaries(): RepoSummary[] {
+    return this.s.repoSummaries.all() as RepoSummary[];
   }
 
   /** Manifests of `repo` that reference blob or manifest `digest`, newest first. */

@@ -108,6 +108,11 @@ export class PackIndex {
     return (this.s.storedLength.get(raw) as number | undefined) ?? null;
   }
 
+  /** Stored lengths of chunks given by raw digest (null: not held), read in one snapshot. */
+  storedLengths(raws: Uint8Array[]): Array<number | null> {
+    return this.db.transaction(() => raws.map((r) => (this.s.storedLength.get(r) as number | undefined) ?? null))();
+  }
+
   /** The one stored digest starting with `prefix` (raw bytes), null if none, 'ambiguous' if several. */
   resolvePrefix(prefix: Buffer): Buffer | null | 'ambiguous' {
     const rows = (this.s.fromPrefix.all(prefix) as Buffer[]).filter((d) => d.subarray(0, prefix.byteLength).equals(prefix));

@@ -1,4 +1,8 @@
 import type { AdminRoute } from './types.js';
+import { tagRoutes } from './tag-routes.js';
+import { listingRoutes } from './listing-routes.js';
+import { removalRoutes } from './removal-routes.js';
+import { statsRoutes } from './stats-routes.js';
 
-/** Tags, history, rollback, listing, removal, prune, stats (issue 4). */
-export const lifecycleRoutes: AdminRoute[] = [];
+/** Tags, history, rollback, listing, removal, prune, stats (issue 4; docs/admin-api.md). */
+export const lifecycleRoutes: AdminRoute[] = [...tagRoutes, ...listingRoutes, ...removalRoutes, ...statsRoutes];
