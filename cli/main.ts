@@ -8,7 +8,7 @@ import { pullCommand, pushCommand } from './remote.js';
 import { inspectRef, looksLikeRef } from './inspect-remote.js';
 import { existsSync } from 'node:fs';
 import { registerLifecycleCommands } from './lifecycle.js';
-import { registerMaintenanceCommands } from './maintenance.js';
+import { parseDuration, registerMaintenanceCommands } from './maintenance.js';
 
 function int(name: string) {
   return (v: string): number => {
@@ -30,8 +30,10 @@ export function buildProgram(): Command {
     .option('--port <n>', 'port (env SNAPYARD_PORT)', int('--port'), Number(process.env.SNAPYARD_PORT ?? 5000))
     .option('--workers <n>', 'chunk worker threads (hash + zstd)', int('--workers'))
     .option('--level <n>', 'zstd level for new chunks (default 1)', int('--level'))
-    .action(async (o: { data: string; host: string; port: number; workers?: number; level?: number }) => {
-      await serve(o);
+    .option('--upload-ttl <duration>', 'idle upload and push sessions expire after this (env SNAPYARD_UPLOAD_TTL, default 1h)', process.env.SNAPYARD_UPLOAD_TTL ?? '1h')
+    .action(async (o: { data: string; host: string; port: number; workers?: number; level?: number; uploadTtl: string }) => {
+      const { uploadTtl, ...rest } = o;
+      await serve({ ...rest, uploadTtlMs: parseDuration(uploadTtl) * 1000 });
     });
 
   program

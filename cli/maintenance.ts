@@ -1,4 +1,60 @@
-import type { Command } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
+import { runGc, runVerify } from '../client/maintenance.js';
+import { registryUrl } from './remote.js';
+
+const UNITS: Record<string, number> = { ms: 0.001, s: 1, m: 60, h: 3600, d: 86400 };
+
+/** "0s", "30m", "24h", "1h30m", "500ms", "2d" -> seconds. */
+export function parseDuration(v: string): number {
+  const s = v.trim();
+  if (!/^(\d+(\.\d+)?(ms|s|m|h|d))+$/.test(s)) throw new InvalidArgumentError(`${JSON.stringify(v)} is not a duration (like 0s, 30m, 24h)`);
+  let total = 0;
+  for (const m of s.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h|d)/g)) total += Number(m[1]) * UNITS[m[2]!]!;
+  return total;
+}
+
+const mb = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
 
 /** gc, verify (issue 4). */
-export function registerMaintenanceCommands(_program: Command): void {}
+export function registerMaintenanceCommands(program: Command): void {
+  program
+    .command('gc')
+    .description('collect garbage on a running registry: chunks no manifest uses (older than --grace), then compact packs')
+    .option('--dry-run', 'report what would be freed, free nothing')
+    .option('--grace <duration>', 'keep unreferenced chunks and blob links younger than this (e.g. 0s, 30m, 24h)', '1h')
+    .option('--registry <url>', 'registry URL (env SNAPYARD_REGISTRY, default http://127.0.0.1:5000)')
+    .option('--json', 'print the report as one JSON object')
+    .action(async (o: { dryRun?: boolean; grace: string; registry?: string; json?: boolean }) => {
+      const graceSeconds = parseDuration(o.grace);
+      const r = await runGc(registryUrl(o.registry), { dryRun: o.dryRun === true, graceSeconds });
+      if (o.json) {
+        process.stdout.write(`${JSON.stringify(r)}\n`);
+        return;
+      }
+      const verb = r.dryRun ? 'would free' : 'freed';
+      process.stdout.write(`gc ${verb} ${r.chunks} chunks (${mb(r.storedBytes)} stored), ${r.blobsUnlinked} blob links, ${r.blobsDeleted} blobs`);
+      process.stdout.write(r.dryRun ? '' : `; packs: ${r.packsRewritten} rewritten, ${r.packsDeleted} deleted, ${mb(r.packBytesFreed)} freed on disk`);
+      process.stdout.write(`; kept ${r.marked.chunks} chunks of ${r.marked.blobs} blobs (grace ${r.graceSeconds} s); ${r.seconds.toFixed(2)} s\n`);
+      if (r.unreadableBlobs.length > 0) process.stdout.write(`warning: ${r.unreadableBlobs.length} blobs have unreadable indexes (run snapyard verify)\n`);
+    });
+
+  program
+    .command('verify')
+    .description('re-hash every chunk and check every blob index resolves; exits 1 and names the affected snapshots if not')
+    .option('--repair', 'move corrupt chunks aside (store/quarantine/) and unlink broken blobs, so re-pushing the named snapshots heals the store')
+    .option('--registry <url>', 'registry URL (env SNAPYARD_REGISTRY, default http://127.0.0.1:5000)')
+    .option('--json', 'print the report as one JSON object')
+    .action(async (o: { repair?: boolean; registry?: string; json?: boolean }) => {
+      const r = await runVerify(registryUrl(o.registry), { repair: o.repair === true });
+      if (o.json) process.stdout.write(`${JSON.stringify(r)}\n`);
+      else {
+        const rate = r.seconds > 0 ? r.storedBytes / 1e6 / r.seconds : 0;
+        process.stdout.write(`verified ${r.chunks} chunks (${mb(r.storedBytes)} stored, ${rate.toFixed(0)} MB/s) and ${r.blobs} blob indexes in ${r.seconds.toFixed(2)} s\n`);
+        for (const p of r.problems) process.stdout.write(`${p.kind} ${p.digest}${p.blobs.length ? ` (blobs ${p.blobs.join(', ')})` : ''}: ${p.message}\n`);
+        if (r.snapshots.length > 0) process.stdout.write(`affected snapshots:\n${r.snapshots.map((s) => `  ${s}\n`).join('')}`);
+        if (r.repaired) process.stdout.write(`repaired: ${r.repaired.quarantined} chunks quarantined, ${r.repaired.blobsUnlinked} blobs unlinked; push the affected snapshots again\n`);
+        process.stdout.write(r.ok ? 'ok\n' : 'FAILED\n');
+      }
+      if (!r.ok) process.exitCode = 1;
+    });
+}

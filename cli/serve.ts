@@ -9,6 +9,8 @@ export interface ServeOptions {
   port: number;
   workers?: number;
   level?: number;
+  /** Idle upload / push sessions expire after this (default 1 h). */
+  uploadTtlMs?: number;
 }
 
 /** `snapyard serve`: the registry on the embedded default store, until SIGTERM/SIGINT. */
@@ -19,6 +21,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
     dataDir,
     ...(opts.workers !== undefined ? { workers: opts.workers } : {}),
     ...(opts.level !== undefined ? { level: opts.level } : {}),
+    ...(opts.uploadTtlMs !== undefined ? { uploadTtlMs: opts.uploadTtlMs } : {}),
   });
   const server = await startServer({ store, host: opts.host, port: opts.port, logger });
   logger.info({ data: dataDir, host: opts.host, port: server.port }, `snapyard serving on ${opts.host}:${server.port}`);

@@ -5,9 +5,8 @@ import type { BlobRecord } from '../storage/metadata.js';
 import type { Store } from '../storage/open-store.js';
 import { compressWithPrefix } from '../storage/wire.js';
 import { ChunkEncoder } from './chunk-encoder.js';
+import type { PinLease } from '../storage/chunk-pins.js';
 
-/** Push sessions (compact index sent, chunks being uploaded) are forgotten after this. */
-const SESSION_TTL_MS = 60 * 60 * 1000;
 const MAX_SESSIONS = 256;
 
 export interface PushSession {
@@ -17,6 +16,10 @@ export interface PushSession {
   compact: Buffer;
   width: number;
   createdMs: number;
+  /** Last request of the session: idle longer than the store's upload TTL, it expires. */
+  activeMs: number;
+  /** Chunks resolved by `_missing` and written by `_upload`: GC keeps them until commit or expiry. */
+  lease: PinLease;
 }
 
 /**
@@ -34,6 +37,8 @@ export class DeltaService {
   constructor(readonly store: Store) {
     this.encoder = new ChunkEncoder(store, (b) => this.indexOfDigest(b));
     store.blobs.onCommit((d) => this.encoder.warm(d));
+    const timer = setInterval(() => this.expire(), Math.max(50, Math.min(60_000, store.uploadTtlMs / 4)));
+    timer.unref();
   }
 
   async index(blob: BlobRecord): Promise<BlobIndex> {
@@ -75,27 +80,40 @@ export class DeltaService {
     return out;
   }
 
-  openSession(repo: string, compact: Buffer, width: number): PushSession {
+  openSession(repo: string, compact: Buffer, width: number, lease: PinLease): PushSession {
     this.expire();
-    const s = { id: randomUUID(), repo, compact, width, createdMs: Date.now() };
+    const now = Date.now();
+    const s = { id: randomUUID(), repo, compact, width, createdMs: now, activeMs: now, lease };
     this.sessions.set(s.id, s);
-    while (this.sessions.size > MAX_SESSIONS) this.sessions.delete(this.sessions.keys().next().value as string);
+    while (this.sessions.size > MAX_SESSIONS) this.closeSession(this.sessions.keys().next().value as string);
     return s;
   }
 
   session(id: string, repo: string): PushSession | null {
     this.expire();
     const s = this.sessions.get(id);
-    return s && s.repo === repo ? s : null;
+    if (!s || s.repo !== repo) return null;
+    s.activeMs = Date.now();
+    return s;
   }
 
+  /** Ends a session (committed, failed or expired) and releases its pins. */
   closeSession(id: string): void {
+    this.sessions.get(id)?.lease.release();
     this.sessions.delete(id);
   }
 
-  private expire(): void {
-    const now = Date.now();
-    for (const [id, s] of this.sessions) if (now - s.createdMs > SESSION_TTL_MS) this.sessions.delete(id);
+  /** Push sessions idle longer than the store's upload TTL are closed; returns how many. */
+  expire(): number {
+    const limit = Date.now() - this.store.uploadTtlMs;
+    let n = 0;
+    for (const [id, s] of this.sessions) {
+      if (s.activeMs < limit) {
+        this.closeSession(id);
+        n++;
+      }
+    }
+    return n;
   }
 }
 

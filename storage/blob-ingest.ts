@@ -6,6 +6,7 @@ import { SnapyardError } from './errors.js';
 import { chunkStream, DEFAULT_FASTCDC, type FastCDCParams } from './fastcdc.js';
 import { hasQcow2Magic } from './qcow2/format.js';
 import { ingestQcow2 } from './qcow2-ingest.js';
+import { pinningWriter, type PinLease } from './chunk-pins.js';
 
 export interface IngestOptions {
   /** The digest the blob must have; DIGEST_INVALID (after the stream is read) otherwise. */
@@ -18,6 +19,11 @@ export interface IngestOptions {
    * access); without it, qcow2 blobs are byte-chunked like anything else.
    */
   spoolDir?: string;
+  /**
+   * Pins every chunk the blob uses (written or found held) and its index, so
+   * GC keeps them until the caller commits the blob and releases the lease.
+   */
+  lease?: PinLease;
 }
 
 export interface IngestResult {
@@ -63,7 +69,7 @@ export async function ingestBytes(store: ChunkStore, source: AsyncIterable<Uint8
     }
   }
   const builder = new ChunkIndexBuilder(params);
-  const writer = store.writer();
+  const writer = pinningWriter(store.writer(), opts.lease);
   let chunks = 0;
   try {
     // Chunks are views of the chunker's window: the writer copies what it keeps before we move on.
@@ -90,6 +96,7 @@ export async function ingestBytes(store: ChunkStore, source: AsyncIterable<Uint8
   }
   const index = builder.build(digest, size);
   const stored = await store.add(index.encode());
+  opts.lease?.pin(stored.digest);
   if (stored.written) newStoredBytes += stored.storedSize;
   await store.flush();
   return { digest, size, index, indexDigest: stored.digest, chunks, newChunks, newStoredBytes, layout: 'bytes' };

@@ -6,6 +6,10 @@ import { ingestBlob, type IngestOptions, type IngestResult } from './blob-ingest
 import { readBlob } from './blob-reader.js';
 import type { BlobRecord, Metadata } from './metadata.js';
 import type { FastCDCParams } from './fastcdc.js';
+import { ChunkPins } from './chunk-pins.js';
+import { AsyncLock } from './commit-lock.js';
+import { digestFromRaw } from './digest.js';
+import { ChunkMissingError } from './errors.js';
 
 /**
  * Blobs as the registry sees them: ingest into chunks + index + metadata, look
@@ -22,13 +26,22 @@ export class BlobStore {
     /** Where qcow2 uploads are spooled for guest-view chunking (without it they are byte-chunked). */
     private readonly spoolDir?: string,
     private readonly indexCacheSize = 32,
+    /** Chunks GC must keep (owned by the Store: open-store.ts). */
+    readonly pins: ChunkPins = new ChunkPins(),
+    /** The commit lock (commit-lock.ts), shared with manifest commits and GC's delete step. */
+    readonly lock: AsyncLock = new AsyncLock(),
   ) {}
 
   /** Ingests a blob and links it into `repo`; the metadata commit is the last step. */
   async ingest(repo: string, source: AsyncIterable<Uint8Array>, opts: Omit<IngestOptions, 'params'> = {}): Promise<IngestResult> {
-    const r = await this.ingestUncommitted(source, opts);
-    this.commit(repo, r);
-    return r;
+    const lease = opts.lease ?? this.pins.lease();
+    try {
+      const r = await this.ingestUncommitted(source, { ...opts, lease });
+      await this.commit(repo, r);
+      return r;
+    } finally {
+      if (!opts.lease) lease.release();
+    }
   }
 
   /** Stores a blob's chunks and index without making it visible anywhere (see commit). */
@@ -40,11 +53,29 @@ export class BlobStore {
     });
   }
 
-  /** Makes an ingested blob visible in `repo`. */
-  commit(repo: string, r: IngestResult): void {
-    this.meta.commitBlob(repo, { digest: r.digest, size: r.size, indexDigest: r.indexDigest });
+  /**
+   * Makes an ingested blob visible in `repo`: under the commit lock, checks
+   * that its index and every chunk it lists are in the chunk store, then
+   * commits (GC's delete step cannot run in between). CHUNK_MISSING otherwise.
+   */
+  async commit(repo: string, r: IngestResult): Promise<void> {
+    await this.lock.run(async () => {
+      if (!(await this.chunks.has(r.indexDigest))) throw new ChunkMissingError(r.indexDigest);
+      for (const list of r.index.lists()) {
+        for (let i = 0; i < list.count; i++) {
+          const d = digestFromRaw(list.rawDigestAt(i));
+          if (!(await this.chunks.has(d))) throw new ChunkMissingError(d);
+        }
+      }
+      this.meta.commitBlob(repo, { digest: r.digest, size: r.size, indexDigest: r.indexDigest });
+    });
     this.remember(r.digest, r.index);
     for (const h of this.committedHooks) h(r.digest);
+  }
+
+  /** Forgets a cached index (GC deleted the blob, repair found it broken). */
+  forget(digest: Digest): void {
+    this.indexCache.delete(digest);
   }
 
   /** Calls `fn` after every blob commit (e.g. to prepare delta data in the background). */

@@ -17,11 +17,19 @@ export type ChunkTask =
   | { op: 'read'; digest: Digest; loc: RecordLocation }
   | { op: 'readMany'; digests: Digest[]; locs: RecordLocation[]; lengths: number[]; into?: Uint8Array }
   | { op: 'sync' }
+  /** Closes this worker's current pack (gc: packs that existed before are never appended to again). */
+  | { op: 'seal' }
+  /** Closes a cached fd of a pack that compaction removed. */
+  | { op: 'drop'; pack: string }
+  /** Copies records (header checked) into this worker's pack, fsync'ed: compaction. */
+  | { op: 'copyRecords'; digests: Digest[]; locs: RecordLocation[] }
+  /** Reads, decompresses and re-hashes chunks; answers the ones that fail (verify). */
+  | { op: 'verifyMany'; digests: Digest[]; locs: RecordLocation[] }
   /** Resemblance sketches (encoded, resemblance.ts) of stored chunks, read and verified here. */
   | { op: 'sketchMany'; digests: Digest[]; locs: RecordLocation[]; lengths: number[] }
   /** Stream hashing: pieces of stream `stream` in order, then `end` answers its digest. */
   | { op: 'hash'; stream: number; buf: Uint8Array; length: number; end: boolean };
-export type ChunkTaskResult = { sketches: Uint8Array[] } | { digest: string; buf: Uint8Array } | { loc: RecordLocation } | { locs: RecordLocation[]; buf: Uint8Array } | { data: Uint8Array } | null;
+export type ChunkTaskResult = { bad: Array<{ i: number; message: string }> } | { sketches: Uint8Array[] } | { digest: string; buf: Uint8Array } | { loc: RecordLocation } | { locs: RecordLocation[]; buf: Uint8Array } | { data: Uint8Array } | null;
 
 const { root, level } = workerData as { root: string; level: number };
 const codec = new ChunkCodec(level);
@@ -30,6 +38,8 @@ const reader = new PackReader(root);
 let out = Buffer.allocUnsafeSlow(0);
 /** Reused by sketchMany (its bytes never leave this thread). */
 let sketchBuf = Buffer.allocUnsafeSlow(0);
+/** Reused by verifyMany. */
+let verifyBuf = Buffer.allocUnsafeSlow(0);
 const hashes = new Map<number, Hash>();
 
 function handle(req: ChunkTask): { result: ChunkTaskResult; transfer: ArrayBuffer[] } | Promise<{ result: ChunkTaskResult; transfer: ArrayBuffer[] }> {
@@ -83,6 +93,41 @@ function handle(req: ChunkTask): { result: ChunkTaskResult; transfer: ArrayBuffe
     }
     case 'sync':
       return writer.sync().then(() => ({ result: null, transfer: [] }));
+    case 'seal':
+      return writer.seal().then(() => ({ result: null, transfer: [] }));
+    case 'drop':
+      reader.drop(req.pack);
+      return { result: null, transfer: [] };
+    case 'copyRecords': {
+      let total = 0;
+      for (const l of req.locs) total += RECORD_HEADER_SIZE + l.length;
+      const buf = Buffer.allocUnsafe(total);
+      let at = 0;
+      for (let i = 0; i < req.digests.length; i++) {
+        const stored = reader.readStored(req.digests[i]!, req.locs[i]!, true);
+        writeRecordHeader(buf, at, req.digests[i]!, stored.byteLength);
+        stored.copy(buf, at + RECORD_HEADER_SIZE);
+        at += RECORD_HEADER_SIZE + stored.byteLength;
+      }
+      const locs = writer.appendRecords(buf, req.locs.map((l) => l.length));
+      return writer.sync().then(() => ({ result: { locs, buf: new Uint8Array(0) }, transfer: [] }));
+    }
+    case 'verifyMany': {
+      const bad: Array<{ i: number; message: string }> = [];
+      for (let i = 0; i < req.digests.length; i++) {
+        const d = req.digests[i]!;
+        try {
+          const stored = reader.readStored(d, req.locs[i]!, true);
+          const rawLen = stored.byteLength >= 12 ? stored.readUInt32LE(8) : 0;
+          if (rawLen > 64 * 1024 * 1024) throw new Error(`chunk ${d} is corrupt: implausible length ${rawLen}`);
+          if (verifyBuf.byteLength < rawLen) verifyBuf = Buffer.allocUnsafeSlow(Math.max(rawLen, 1024 * 1024));
+          codec.decode(stored, d, verifyBuf, 0);
+        } catch (e) {
+          bad.push({ i, message: (e as Error).message });
+        }
+      }
+      return { result: { bad }, transfer: [] };
+    }
     case 'hash': {
       let h = hashes.get(req.stream);
       if (!h) hashes.set(req.stream, (h = createHash('sha256')));

@@ -1,3 +1,4 @@
+import { mkdirSync, openSync, closeSync, readdirSync, readSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ChunkCodec } from './chunk-codec.js';
 import type { AddResult, ChunkStore, ChunkWriter, PrunableChunkStore } from './chunk-store.js';
@@ -102,15 +103,31 @@ export class LocalChunkStore implements ChunkStore, PrunableChunkStore {
     return row;
   }
 
+  /**
+   * Runs a read; if it fails on a pack that compaction has since removed (the
+   * reader located the chunk before the index row moved), locates again and
+   * retries once.
+   */
+  private async retryMoved<T>(digests: Digest[], read: (locs: RecordLocation[]) => Promise<T>): Promise<T> {
+    const locs = await Promise.all(digests.map((d) => this.locate(d)));
+    try {
+      return await read(locs);
+    } catch (e) {
+      if (!(e instanceof SnapyardError) || !locs.some((l) => this.movedPacks.has(l.pack))) throw e;
+      return read(await Promise.all(digests.map((d) => this.locate(d))));
+    }
+  }
+
   async getStored(digest: Digest): Promise<Buffer> {
-    return this.reader.readStored(digest, await this.locate(digest));
+    return this.retryMoved([digest], async ([loc]) => this.reader.readStored(digest, loc!));
   }
 
   async get(digest: Digest): Promise<Buffer> {
-    const loc = await this.locate(digest);
-    if (!this.pool) return this.reader.readRaw(this.codec, digest, loc);
-    const { data } = (await this.pool.run({ op: 'read', digest, loc })) as { data: Uint8Array };
-    return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    return this.retryMoved([digest], async ([loc]) => {
+      if (!this.pool) return this.reader.readRaw(this.codec, digest, loc!);
+      const { data } = (await this.pool.run({ op: 'read', digest, loc: loc! })) as { data: Uint8Array };
+      return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    });
   }
 
   private readonly readBuffers: ArrayBuffer[] = [];
@@ -118,7 +135,10 @@ export class LocalChunkStore implements ChunkStore, PrunableChunkStore {
   private readonly readBufferSize = 2 * 1024 * 1024 + 256 * 1024;
 
   async getConcat(digests: Digest[], lengths: number[]): Promise<Buffer> {
-    const locs = await Promise.all(digests.map((d) => this.locate(d)));
+    return this.retryMoved(digests, (locs) => this.readConcatAt(digests, locs, lengths));
+  }
+
+  private async readConcatAt(digests: Digest[], locs: RecordLocation[], lengths: number[]): Promise<Buffer> {
     if (!this.pool) return readConcat(this.reader, this.codec, digests, locs, lengths);
     let total = 0;
     for (const l of lengths) total += l;
@@ -177,9 +197,13 @@ export class LocalChunkStore implements ChunkStore, PrunableChunkStore {
   /** The chunk is held (its stored length; its time is refreshed), on its way (`Pending`), or unknown (null). */
   private known(digest: Digest, raw32: Uint8Array): number | Pending | null {
     const p = this.pending.get(digest);
-    if (p) return p;
+    if (p) {
+      this.seen?.add(digest);
+      return p;
+    }
     const storedLength = this.index.storedLength(digest, raw32);
     if (storedLength === null) return null;
+    this.seen?.add(digest);
     this.touched.push(digest);
     this.scheduleCommit();
     return storedLength;
@@ -346,8 +370,8 @@ export class LocalChunkStore implements ChunkStore, PrunableChunkStore {
       let at = 0;
       return lengths.map((len) => encodeSketch(sketch(data.subarray(at, (at += len)))));
     }
-    const locs = await Promise.all(digests.map((d) => this.locate(d)));
-    const r = (await this.pool.run({ op: 'sketchMany', digests, locs, lengths })) as { sketches: Uint8Array[] };
+    const pool = this.pool;
+    const r = await this.retryMoved(digests, async (locs) => (await pool.run({ op: 'sketchMany', digests, locs, lengths })) as { sketches: Uint8Array[] });
     return r.sketches.map((u) => Buffer.from(u.buffer, u.byteOffset, u.byteLength));
   }
 
@@ -370,6 +394,150 @@ export class LocalChunkStore implements ChunkStore, PrunableChunkStore {
   /** Stored bytes (records, as in stats()) of committed chunks given by raw digest; null for ones not held. */
   storedLengths(raws: Uint8Array[]): Array<number | null> {
     return this.index.storedLengths(raws).map((n) => (n === null ? null : n + RECORD_HEADER_SIZE));
+  }
+
+  // ---- garbage collection, compaction, verify (storage/gc.ts, pack-compactor.ts, verify.ts) ----
+
+  /** Packs compaction removed: a read that fails on one of them is retried at the chunk's new place. */
+  private readonly movedPacks = new Set<string>();
+  /**
+   * GC's write barrier: while a collection runs, every chunk a writer finds
+   * already held (dedup) is remembered here and survives the sweep, even if
+   * the writer has not pinned it yet.
+   */
+  private seen: Set<Digest> | null = null;
+
+  beginMark(): void {
+    this.seen = new Set();
+  }
+
+  endMark(): void {
+    this.seen = null;
+  }
+
+  /**
+   * GC's delete step (synchronous, so nothing interleaves): removes the index
+   * rows of chunks last added before `cutoffMs` that `keep` does not claim,
+   * that no writer is storing and that no writer found during the mark.
+   */
+  sweep(cutoffMs: number, keep: (digest: Digest) => boolean, dryRun: boolean): { chunks: number; storedBytes: number; digests: Digest[] } {
+    const r = this.index.sweep(cutoffMs, (d) => keep(d) || this.pending.has(d) || this.seen?.has(d) === true, dryRun);
+    return { chunks: r.chunks, storedBytes: r.stored + r.chunks * RECORD_HEADER_SIZE, digests: r.digests };
+  }
+
+  /** Closes every writer's current pack and commits every written chunk's row: packs listed before this are immutable after it. */
+  async sealPacks(): Promise<void> {
+    if (this.pool) await this.pool.broadcast({ op: 'seal' });
+    else await this.inlineWriter!.seal();
+    await this.flush();
+  }
+
+  /** Pack names on disk. */
+  packNames(): string[] {
+    return readdirSync(join(this.root, 'packs')).filter((f) => f.endsWith('.pack')).map((f) => f.slice(0, -'.pack'.length));
+  }
+
+  packSize(pack: string): number {
+    return statSync(packPath(this.root, pack)).size;
+  }
+
+  packLive(): Map<string, { chunks: number; storedBytes: number }> {
+    const out = new Map<string, { chunks: number; storedBytes: number }>();
+    for (const [k, v] of this.index.packLive()) out.set(k, { chunks: v.chunks, storedBytes: v.stored + v.chunks * RECORD_HEADER_SIZE });
+    return out;
+  }
+
+  /**
+   * Rewrites the live records of a sealed pack into a worker's current pack
+   * (fsync'ed), moves their index rows in one transaction, then deletes the
+   * old pack. Readers that located a chunk in the old pack before the move
+   * either still read it through an open descriptor or retry (retryMoved).
+   */
+  async rewritePack(pack: string): Promise<{ moved: number; freedBytes: number }> {
+    const size = this.packSize(pack);
+    const live = this.index.inPack(pack);
+    const moves: Array<{ digest: Digest; from: RecordLocation; to: RecordLocation }> = [];
+    let keptBytes = 0;
+    for (let i = 0; i < live.length; ) {
+      const batch: typeof live = [];
+      let bytes = 0;
+      while (i < live.length && (batch.length === 0 || bytes + live[i]!.loc.length <= 4 * 1024 * 1024)) {
+        bytes += live[i]!.loc.length + RECORD_HEADER_SIZE;
+        batch.push(live[i++]!);
+      }
+      const digests = batch.map((b) => b.digest);
+      const from = batch.map((b) => b.loc);
+      let to: RecordLocation[];
+      if (this.pool) to = ((await this.pool.run({ op: 'copyRecords', digests, locs: from })) as { locs: RecordLocation[] }).locs;
+      else {
+        to = batch.map((b) => this.inlineWriter!.append(b.digest, Buffer.from(this.reader.readStored(b.digest, b.loc))));
+        await this.inlineWriter!.sync();
+      }
+      batch.forEach((b, j) => moves.push({ digest: b.digest, from: b.loc, to: to[j]! }));
+      keptBytes += bytes;
+    }
+    await this.flush(); // rows of chunks added meanwhile (their records are elsewhere)
+    this.index.move(moves);
+    this.movedPacks.add(pack);
+    // Any row still naming this pack (none expected: sealed, flushed, all moved) keeps it.
+    if (this.index.inPack(pack).length > 0) return { moved: moves.length, freedBytes: 0 };
+    unlinkSync(packPath(this.root, pack));
+    this.reader.drop(pack);
+    if (this.pool) await this.pool.broadcast({ op: 'drop', pack });
+    return { moved: moves.length, freedBytes: size - keptBytes };
+  }
+
+  /** Every committed chunk, in pack order (verify reads packs sequentially). */
+  committed(): Array<{ digest: Digest; loc: RecordLocation }> {
+    const out: Array<{ digest: Digest; loc: RecordLocation }> = [];
+    for (const c of this.index.all()) out.push({ digest: c.digest, loc: { pack: c.pack, offset: c.offset, length: c.length } });
+    out.sort((a, b) => (a.loc.pack < b.loc.pack ? -1 : a.loc.pack > b.loc.pack ? 1 : a.loc.offset - b.loc.offset));
+    return out;
+  }
+
+  /** Reads, decompresses and re-hashes chunks on the workers; answers the failures. */
+  async verifyRecords(digests: Digest[], locs: RecordLocation[]): Promise<Array<{ digest: Digest; message: string }>> {
+    let bad: Array<{ i: number; message: string }>;
+    if (this.pool) bad = ((await this.pool.run({ op: 'verifyMany', digests, locs })) as { bad: Array<{ i: number; message: string }> }).bad;
+    else {
+      bad = [];
+      digests.forEach((d, i) => {
+        try {
+          this.reader.readRaw(this.codec, d, locs[i]!);
+        } catch (e) {
+          bad.push({ i, message: (e as Error).message });
+        }
+      });
+    }
+    return bad.map((b) => ({ digest: digests[b.i]!, message: b.message }));
+  }
+
+  /**
+   * Moves a chunk aside: its record's bytes (as they are, corrupt or not) are
+   * copied to <root>/quarantine/<hex>.<pack>.<offset>.rec, then its index row
+   * is deleted, so the store no longer claims it and the next push of a blob
+   * that needs it writes it again.
+   */
+  quarantine(digest: Digest): string | null {
+    const row = this.index.get(digest);
+    if (!row) return null;
+    const dir = join(this.root, 'quarantine');
+    mkdirSync(dir, { recursive: true });
+    const file = join(dir, `${digest.slice(7)}.${row.pack}.${row.offset}.rec`);
+    const buf = Buffer.alloc(RECORD_HEADER_SIZE + row.length);
+    try {
+      const fd = openSync(packPath(this.root, row.pack), 'r');
+      try {
+        readSync(fd, buf, 0, buf.byteLength, row.offset);
+      } finally {
+        closeSync(fd);
+      }
+    } catch {
+      /* the pack is gone or short: keep what we have (zeros) */
+    }
+    writeFileSync(file, buf);
+    this.index.remove(digest);
+    return file;
   }
 
   /** Chunks, stored bytes (records) and raw bytes held (committed ones). */

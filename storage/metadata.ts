@@ -90,7 +90,8 @@ export class Metadata {
       listRepos: p('SELECT name FROM repositories ORDER BY name').pluck(),
       getBlob: p('SELECT digest, size, index_digest AS indexDigest FROM blobs WHERE digest = ?'),
       putBlob: p('INSERT OR IGNORE INTO blobs (digest, size, index_digest, created_ms) VALUES (?, ?, ?, ?)'),
-      linkBlob: p('INSERT OR IGNORE INTO repo_blobs (repo, digest, created_ms) VALUES (?, ?, ?)'),
+      // A re-link refreshes the time: GC keeps a blob linked but not yet referenced for its grace period from then.
+      linkBlob: p('INSERT INTO repo_blobs (repo, digest, created_ms) VALUES (?, ?, ?) ON CONFLICT (repo, digest) DO UPDATE SET created_ms = excluded.created_ms'),
       isLinked: p('SELECT 1 FROM repo_blobs WHERE repo = ? AND digest = ?').pluck(),
       unlinkBlob: p('DELETE FROM repo_blobs WHERE repo = ? AND digest = ?'),
       getManifest: p('SELECT * FROM manifests WHERE repo = ? AND digest = ?'),
@@ -301,6 +302,79 @@ export class Metadata {
 
   clearUploads(): void {
     this.s.clearUploads.run();
+  }
+
+  // ---- GC and verify (storage/gc.ts, storage/verify.ts) ----
+
+  /**
+   * What GC keeps: blobs referenced by any manifest, and blobs linked into a
+   * repository at or after `cutoffMs` (a push in progress links its blobs
+   * before it puts the manifest that references them).
+   */
+  gcLiveBlobs(cutoffMs: number): Set<Digest> {
+    const rows = this.db.prepare(`SELECT ref FROM manifest_refs WHERE kind = 'blob'
+      UNION SELECT digest FROM repo_blobs WHERE created_ms >= ?`).pluck().all(cutoffMs) as Digest[];
+    return new Set(rows);
+  }
+
+  /**
+   * Unlinks blobs linked before `cutoffMs` that no manifest of their
+   * repository references, then deletes the records of blobs linked nowhere
+   * and referenced by no manifest; one transaction (dryRun: counts only).
+   */
+  gcBlobs(cutoffMs: number, dryRun: boolean): { unlinked: number; deleted: Digest[] } {
+    const stale = `FROM repo_blobs WHERE repo_blobs.created_ms < ? AND NOT EXISTS
+      (SELECT 1 FROM manifest_refs r WHERE r.repo = repo_blobs.repo AND r.ref = repo_blobs.digest)`;
+    const orphans = `SELECT digest FROM blobs b WHERE NOT EXISTS (SELECT 1 FROM manifest_refs r WHERE r.ref = b.digest)
+      AND NOT EXISTS (SELECT 1 FROM repo_blobs rb WHERE rb.digest = b.digest AND (rb.created_ms >= ? OR EXISTS
+        (SELECT 1 FROM manifest_refs r2 WHERE r2.repo = rb.repo AND r2.ref = rb.digest)))`;
+    return this.tx(() => {
+      const deleted = this.db.prepare(orphans).pluck().all(cutoffMs) as Digest[];
+      if (dryRun) return { unlinked: this.db.prepare(`SELECT COUNT(*) ${stale}`).pluck().get(cutoffMs) as number, deleted };
+      const unlinked = this.db.prepare(`DELETE ${stale}`).run(cutoffMs).changes;
+      const del = this.db.prepare('DELETE FROM blobs WHERE digest = ?');
+      for (const d of deleted) del.run(d);
+      return { unlinked, deleted };
+    });
+  }
+
+  /** Every blob record. */
+  allBlobs(): BlobRecord[] {
+    return this.db.prepare('SELECT digest, size, index_digest AS indexDigest FROM blobs ORDER BY digest').all() as BlobRecord[];
+  }
+
+  /** Unlinks a blob from every repository (repair: clients then upload it again); returns the repositories. */
+  unlinkEverywhere(digest: Digest): string[] {
+    return this.tx(() => {
+      const repos = this.db.prepare('SELECT repo FROM repo_blobs WHERE digest = ?').pluck().all(digest) as string[];
+      this.db.prepare('DELETE FROM repo_blobs WHERE digest = ?').run(digest);
+      return repos;
+    });
+  }
+
+  /**
+   * The snapshots that use a blob, directly or through an index manifest:
+   * `repo:tag` for each tag, `repo@digest` for an untagged manifest.
+   */
+  snapshotsUsing(blob: Digest): string[] {
+    const refs = this.db.prepare('SELECT repo, manifest FROM manifest_refs WHERE ref = ?');
+    const out = new Set<string>();
+    const seen = new Set<string>();
+    let todo = refs.all(blob) as Array<{ repo: string; manifest: string }>;
+    while (todo.length > 0) {
+      const next: typeof todo = [];
+      for (const r of todo) {
+        const key = `${r.repo}@${r.manifest}`;
+        if (seen.has(key)) continue;
+        seen.add(key);
+        const tags = this.tagsOf(r.repo, r.manifest as Digest);
+        if (tags.length === 0) out.add(key);
+        for (const t of tags) out.add(`${r.repo}:${t}`);
+        for (const p of refs.all(r.manifest) as typeof todo) if (p.repo === r.repo) next.push(p);
+      }
+      todo = next;
+    }
+    return [...out].sort();
   }
 }
 

@@ -5,6 +5,8 @@ import { LocalChunkStore } from './local-chunk-store.js';
 import { Metadata } from './metadata.js';
 import { UploadSessions } from './upload-sessions.js';
 import type { FastCDCParams } from './fastcdc.js';
+import { ChunkPins } from './chunk-pins.js';
+import { AsyncLock } from './commit-lock.js';
 
 /**
  * The embedded default store: everything under one data directory.
@@ -24,6 +26,8 @@ export interface StoreConfig {
   /** Chunk worker threads. */
   workers?: number;
   params?: FastCDCParams;
+  /** Upload and push sessions idle longer than this expire (default 1 h). */
+  uploadTtlMs?: number;
 }
 
 export interface Store {
@@ -31,6 +35,14 @@ export interface Store {
   chunks: LocalChunkStore;
   blobs: BlobStore;
   uploads: UploadSessions;
+  /** Chunks GC must keep whatever its grace (open upload and push sessions): chunk-pins.ts. */
+  pins: ChunkPins;
+  /** The commit lock (commit-lock.ts): blob, push and manifest commits, and GC's delete step. */
+  lock: AsyncLock;
+  /** One maintenance job (gc, verify) at a time. */
+  maintenance: AsyncLock;
+  /** Idle upload / push sessions expire after this. */
+  uploadTtlMs: number;
   close(): Promise<void>;
 }
 
@@ -43,14 +55,21 @@ export function openStore(cfg: StoreConfig): Store {
   });
   const spoolDir = join(cfg.dataDir, 'spool');
   rmSync(spoolDir, { recursive: true, force: true }); // leftovers of a crash: uploads that never finished
-  const blobs = new BlobStore(meta, chunks, cfg.params, spoolDir);
-  const uploads = new UploadSessions(blobs);
+  const pins = new ChunkPins();
+  const lock = new AsyncLock();
+  const blobs = new BlobStore(meta, chunks, cfg.params, spoolDir, undefined, pins, lock);
+  const uploadTtlMs = cfg.uploadTtlMs ?? 60 * 60 * 1000;
+  const uploads = new UploadSessions(blobs, { ttlMs: uploadTtlMs, onExpire: (id) => meta.deleteUpload(id) });
   meta.clearUploads(); // sessions of an earlier process cannot be resumed
   return {
     meta,
     chunks,
     blobs,
     uploads,
+    pins,
+    lock,
+    maintenance: new AsyncLock(),
+    uploadTtlMs,
     async close() {
       uploads.close();
       await chunks.close();

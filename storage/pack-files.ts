@@ -128,10 +128,20 @@ export class PackWriter {
     this.size = 0;
   }
 
-  async close(): Promise<void> {
+  /**
+   * fsyncs and closes the current pack, so the next append starts a new one:
+   * after this, no pack this writer wrote to is appended to again (compaction
+   * only rewrites sealed packs).
+   */
+  async seal(): Promise<void> {
     await this.sync();
     if (this.fd >= 0) closeSync(this.fd);
     this.fd = -1;
+    this.size = 0;
+  }
+
+  async close(): Promise<void> {
+    await this.seal();
   }
 }
 

@@ -62,6 +62,11 @@ export class PackIndex {
       digests: p('SELECT digest FROM chunks').pluck(),
       count: p('SELECT COUNT(*) FROM chunks').pluck(),
       all: p('SELECT digest, pack, offset, length, raw_length AS rawLength, mtime_ms AS mtimeMs FROM chunks ORDER BY digest'),
+      older: p('SELECT digest, pack, length FROM chunks WHERE mtime_ms < ?').raw(),
+      removeOlder: p('DELETE FROM chunks WHERE digest = ? AND mtime_ms < ?'),
+      inPack: p('SELECT digest, offset, length FROM chunks WHERE pack = ? ORDER BY offset').raw(),
+      move: p('UPDATE chunks SET pack = ?, offset = ? WHERE digest = ? AND pack = ? AND offset = ?'),
+      packLive: p('SELECT pack, COUNT(*) AS chunks, SUM(length) AS stored FROM chunks GROUP BY pack'),
       stats: p('SELECT COUNT(*) AS chunks, COALESCE(SUM(length), 0) AS stored, COALESCE(SUM(raw_length), 0) AS raw FROM chunks'),
     };
     for (const r of this.s.packs.all() as Array<{ id: number; name: string }>) {
@@ -145,6 +150,52 @@ export class PackIndex {
 
   remove(digest: Digest): void {
     this.s.remove.run(rawOf(digest));
+  }
+
+  /**
+   * GC's delete step, synchronous: every chunk last added before `cutoffMs`
+   * that `keep` does not claim is deleted (one transaction, unless dryRun).
+   */
+  sweep(cutoffMs: number, keep: (digest: Digest) => boolean, dryRun: boolean): { chunks: number; stored: number; digests: Digest[] } {
+    const victims: Array<{ raw: Buffer; digest: Digest }> = [];
+    let stored = 0;
+    for (const [raw, , length] of this.s.older.iterate(cutoffMs) as Iterable<[Buffer, number, number]>) {
+      const digest = digestFromRaw(raw);
+      if (keep(digest)) continue;
+      victims.push({ raw, digest });
+      stored += length;
+    }
+    if (!dryRun) {
+      this.db.transaction(() => {
+        for (const v of victims) this.s.removeOlder.run(v.raw, cutoffMs);
+      })();
+    }
+    return { chunks: victims.length, stored, digests: victims.map((v) => v.digest) };
+  }
+
+  /** Live records per pack (stored bytes without record headers). */
+  packLive(): Map<string, { chunks: number; stored: number }> {
+    const out = new Map<string, { chunks: number; stored: number }>();
+    for (const r of this.s.packLive.all() as Array<{ pack: number; chunks: number; stored: number }>) {
+      out.set(this.packNames.get(r.pack)!, { chunks: r.chunks, stored: r.stored });
+    }
+    return out;
+  }
+
+  /** The records of a pack that the index points at. */
+  inPack(pack: string): Array<{ digest: Digest; loc: RecordLocation }> {
+    const id = this.packIds.get(pack);
+    if (id === undefined) return [];
+    return (this.s.inPack.all(id) as Array<[Buffer, number, number]>).map(([raw, offset, length]) => ({ digest: digestFromRaw(raw), loc: { pack, offset, length } }));
+  }
+
+  /** Points rows at their records' new places, only where they still point at the old ones (one transaction). */
+  move(moves: Array<{ digest: Digest; from: RecordLocation; to: RecordLocation }>): number {
+    let n = 0;
+    this.db.transaction(() => {
+      for (const m of moves) n += this.s.move.run(this.packId(m.to.pack), m.to.offset, rawOf(m.digest), this.packId(m.from.pack), m.from.offset).changes;
+    })();
+    return n;
   }
 
   *all(): Generator<IndexedChunk> {

@@ -17,6 +17,7 @@ import { localDigester } from './digest.js';
 import { isSnapyardError, SnapyardError } from './errors.js';
 import { DEFAULT_FASTCDC } from './fastcdc.js';
 import { buildQcow2Index } from './qcow2/index-builder.js';
+import { pinningWriter } from './chunk-pins.js';
 
 const SPOOL_WRITE = 4 * 1024 * 1024;
 
@@ -73,7 +74,7 @@ export async function ingestQcow2(store: ChunkStore, source: AsyncIterable<Uint8
     if (opts.expectSize !== undefined && size !== opts.expectSize) {
       throw new SnapyardError('SIZE_INVALID', `blob has ${size} bytes, ${opts.expectSize} were declared`);
     }
-    const writer = store.writer();
+    const writer = pinningWriter(store.writer(), opts.lease);
     let index;
     try {
       index = await buildQcow2Index(path, writer, { blobDigest: digest, params: opts.params ?? DEFAULT_FASTCDC });
@@ -85,6 +86,7 @@ export async function ingestQcow2(store: ChunkStore, source: AsyncIterable<Uint8
     }
     let { newChunks, newStoredBytes } = await writer.finish();
     const stored = await store.add(index.encode());
+    opts.lease?.pin(stored.digest);
     if (stored.written) {
       newChunks++;
       newStoredBytes += stored.storedSize;

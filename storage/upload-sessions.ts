@@ -1,6 +1,7 @@
 import { SnapyardError } from './errors.js';
 import type { BlobStore } from './blob-store.js';
 import type { IngestResult } from './blob-ingest.js';
+import type { PinLease } from './chunk-pins.js';
 
 /**
  * A push-based byte stream: producers `write` pieces (waiting while the
@@ -65,6 +66,18 @@ interface Live {
   queue: PieceQueue;
   /** The running ingest, started with the first bytes (an idle session holds no chunker). */
   result: Promise<IngestResult> | null;
+  /** Pins every chunk the session wrote or found held, until it commits, is cancelled or expires. */
+  lease: PinLease;
+  /** Last time bytes arrived or the session was opened (idle expiry). */
+  activeMs: number;
+}
+
+export interface UploadSessionOptions {
+  /** Sessions idle longer than this are cancelled (default 1 h; `snapyard serve --upload-ttl`). */
+  ttlMs?: number;
+  /** Called with the id of each expired session (e.g. to drop its metadata row). */
+  onExpire?: (id: string) => void;
+  now?: () => number;
 }
 
 /**
@@ -77,7 +90,32 @@ export class UploadSessions {
   private readonly live = new Map<string, Live>();
   private readonly locks = new Map<string, Promise<unknown>>();
 
-  constructor(private readonly blobs: BlobStore) {}
+  readonly ttlMs: number;
+  private readonly now: () => number;
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(
+    private readonly blobs: BlobStore,
+    private readonly opts: UploadSessionOptions = {},
+  ) {
+    this.ttlMs = opts.ttlMs ?? 60 * 60 * 1000;
+    this.now = opts.now ?? Date.now;
+    this.timer = setInterval(() => this.expire(), Math.max(50, Math.min(60_000, this.ttlMs / 4)));
+    this.timer.unref();
+  }
+
+  /** Cancels the sessions idle for longer than the TTL (their pins are released); returns their ids. */
+  expire(): string[] {
+    const limit = this.now() - this.ttlMs;
+    const out: string[] = [];
+    for (const [id, s] of this.live) {
+      if (s.activeMs >= limit) continue;
+      this.cancel(id);
+      this.opts.onExpire?.(id);
+      out.push(id);
+    }
+    return out;
+  }
 
   /** Runs fn with the session locked: requests to one session are applied one at a time. */
   async locked<T>(id: string, fn: () => Promise<T>): Promise<T> {
@@ -93,12 +131,12 @@ export class UploadSessions {
   }
 
   open(id: string, repo: string): void {
-    this.live.set(id, { repo, size: 0, queue: new PieceQueue(), result: null });
+    this.live.set(id, { repo, size: 0, queue: new PieceQueue(), result: null, lease: this.blobs.pins.lease(), activeMs: this.now() });
   }
 
   private started(s: Live): Promise<IngestResult> {
     if (!s.result) {
-      s.result = this.blobs.ingestUncommitted(s.queue);
+      s.result = this.blobs.ingestUncommitted(s.queue, { lease: s.lease });
       s.result.catch(() => {}); // observed by finish(); a cancelled session's failure is expected
     }
     return s.result;
@@ -120,19 +158,29 @@ export class UploadSessions {
     for await (const piece of source) {
       if (n + piece.byteLength > limit) throw new SnapyardError('SIZE_INVALID', `upload chunk larger than the declared ${limit} bytes`);
       await s.queue.write(piece);
+      s.activeMs = this.now();
       n += piece.byteLength;
       s.size += piece.byteLength;
     }
     return n;
   }
 
-  /** Ends the session's stream and returns what was ingested (not yet committed to a repository). */
-  async finish(id: string): Promise<IngestResult> {
+  /**
+   * Ends the session's stream, then runs `commit` with what was ingested; the
+   * session's pins are released after it (whether it commits or throws).
+   */
+  async finish(id: string, commit: (r: IngestResult) => Promise<void> = async () => {}): Promise<IngestResult> {
     const s = this.get(id);
     this.live.delete(id);
-    const result = this.started(s);
-    s.queue.end();
-    return result;
+    try {
+      const result = this.started(s);
+      s.queue.end();
+      const r = await result;
+      await commit(r);
+      return r;
+    } finally {
+      s.lease.release();
+    }
   }
 
   cancel(id: string): void {
@@ -140,6 +188,7 @@ export class UploadSessions {
     if (!s) return;
     this.live.delete(id);
     s.queue.fail(new SnapyardError('CONFLICT', 'upload cancelled'));
+    s.lease.release();
   }
 
   private get(id: string): Live {
@@ -149,6 +198,7 @@ export class UploadSessions {
   }
 
   close(): void {
+    clearInterval(this.timer);
     for (const id of [...this.live.keys()]) this.cancel(id);
   }
 }

@@ -1,4 +1,5 @@
 import type { AdminRoute } from './types.js';
+import { gcRoute, verifyRoute } from './gc-route.js';
 
 /** GC, verify and repair, upload expiry (issue 4). */
-export const maintenanceRoutes: AdminRoute[] = [];
+export const maintenanceRoutes: AdminRoute[] = [gcRoute, verifyRoute];

@@ -37,7 +37,8 @@ export async function putManifest(ctx: RequestContext, name: string, reference: 
     throw new OciError(400, 'DIGEST_INVALID', `manifest hashes to ${digest}, not ${ref.digest}`, { expected: ref.digest, actual: digest });
   }
   const parsed = parseManifest(body, header(ctx, 'content-type'));
-  const { missing } = ctx.store.meta.commitManifest(
+  // Under the commit lock: GC's delete step (which may unlink stale blobs) cannot interleave.
+  const { missing } = await ctx.store.lock.run(() => ctx.store.meta.commitManifest(
     {
       repo: name,
       digest,
@@ -50,7 +51,7 @@ export async function putManifest(ctx: RequestContext, name: string, reference: 
       tag: ref.tag ?? null,
     },
     'oci-put',
-  );
+  ));
   if (missing.length > 0) {
     const blob = missing.find((r) => r.kind === 'blob');
     if (blob) throw new OciError(400, 'MANIFEST_BLOB_UNKNOWN', `blob ${blob.digest} is not in ${name}`, { digest: blob.digest });

@@ -18,6 +18,7 @@ import { digestFromRaw, isDigest, localDigester, type Digest } from '../../stora
 import { SnapyardError } from '../../storage/errors.js';
 import { readUploadFrames } from '../../storage/wire.js';
 import type { DeltaService } from '../delta-service.js';
+import { pinningWriter, type PinLease } from '../../storage/chunk-pins.js';
 
 const MAX_COMPACT = 256 * 1024 * 1024;
 const ZERO = Buffer.alloc(32);
@@ -40,13 +41,19 @@ async function* unzstd(source: AsyncIterable<Uint8Array>, limit: number): AsyncG
   }
 }
 
-/** Decodes a compact index, each prefix looked up in the store; `missing` collects the entries it cannot resolve. */
-function expand(svc: DeltaService, compact: Buffer, width: number, missing: number[] | null): BlobIndex {
+/**
+ * Decodes a compact index, each prefix looked up in the store; `missing` collects the entries it cannot resolve.
+ * With `lease`, every chunk found is pinned in the same step (GC keeps what the client was told exists).
+ */
+function expand(svc: DeltaService, compact: Buffer, width: number, missing: number[] | null, lease?: PinLease): BlobIndex {
   const chunks = svc.store.chunks;
   try {
     return decodeBlobIndex(compact, width, (prefix, entry) => {
       const full = width === 32 ? (chunks.rawLength(digestFromRaw(prefix)) !== null ? prefix : null) : chunks.resolvePrefix(prefix);
-      if (full instanceof Buffer) return full;
+      if (full instanceof Buffer) {
+        lease?.pin(digestFromRaw(full));
+        return full;
+      }
       if (missing) {
         missing.push(entry);
         return ZERO;
@@ -68,16 +75,24 @@ export async function missingChunks(ctx: RequestContext, svc: DeltaService, name
   if (width < 8 || width > 32) throw new OciError(400, 'UNSUPPORTED', `digest prefix width ${width} (8 to 32)`);
   const compact = body.subarray(8);
   const missing: number[] = [];
-  const index = expand(svc, compact, width, missing);
-  const s = svc.openSession(name, compact, width);
+  const lease = svc.store.pins.lease();
+  let index: BlobIndex;
+  try {
+    index = expand(svc, compact, width, missing, lease);
+  } catch (e) {
+    lease.release();
+    throw e;
+  }
+  const s = svc.openSession(name, compact, width, lease);
   const out = { session: s.id, entries: index.count, missing };
   return respond(200, { 'Content-Type': 'application/json' }, JSON.stringify(out));
 }
 
 export async function uploadChunks(ctx: RequestContext, svc: DeltaService, name: string): Promise<Response> {
   const session = ctx.url.searchParams.get('session') ?? '';
-  if (!svc.session(session, name)) throw new OciError(404, 'BLOB_UPLOAD_UNKNOWN', `push session ${session.slice(0, 64)} is not open`);
-  const writer = svc.store.chunks.writer();
+  const s = svc.session(session, name);
+  if (!s) throw new OciError(404, 'BLOB_UPLOAD_UNKNOWN', `push session ${session.slice(0, 64)} is not open`);
+  const writer = pinningWriter(svc.store.chunks.writer(), s.lease);
   let chunks = 0;
   let bytes = 0;
   let failed = true;
@@ -123,12 +138,17 @@ export async function commitPush(ctx: RequestContext, svc: DeltaService, name: s
     throw new OciError(400, 'DIGEST_INVALID', `the chunks rebuild ${actual}, not ${index.blobDigest}`, { expected: index.blobDigest, actual });
   }
   const stored = await svc.store.chunks.add(index.encode());
+  s.lease.pin(stored.digest);
   await svc.store.chunks.flush();
-  svc.store.blobs.commit(name, {
-    digest: index.blobDigest, size: index.size, index, indexDigest: stored.digest,
-    chunks: index.count, newChunks: 0, newStoredBytes: 0, layout: index.kind === 1 ? 'qcow2' : 'bytes',
-  });
-  svc.closeSession(s.id);
+  try {
+    // Checks, under the commit lock, that every chunk is still there, then makes the blob visible.
+    await svc.store.blobs.commit(name, {
+      digest: index.blobDigest, size: index.size, index, indexDigest: stored.digest,
+      chunks: index.count, newChunks: 0, newStoredBytes: 0, layout: index.kind === 1 ? 'qcow2' : 'bytes',
+    });
+  } finally {
+    svc.closeSession(s.id);
+  }
   const out = { digest: index.blobDigest, size: index.size, indexDigest: stored.digest, layout: index.kind === 1 ? 'qcow2' : 'bytes' };
   return respond(201, { 'Content-Type': 'application/json', 'Docker-Content-Digest': index.blobDigest }, JSON.stringify(out));
 }

@@ -34,7 +34,9 @@ export async function startUpload(ctx: RequestContext, name: string): Promise<Re
   if (mount !== null) {
     const digest = checkDigest(mount);
     const from = q.get('from');
-    if (from !== null && ctx.store.blobs.stat(checkName(from), digest) && ctx.store.meta.linkBlob(name, digest)) {
+    // Under the commit lock, so GC's delete step never sees half of a mount.
+    const mounted = from !== null && (await ctx.store.lock.run(() => ctx.store.blobs.stat(checkName(from), digest) !== null && ctx.store.meta.linkBlob(name, digest)));
+    if (mounted) {
       await drain(ctx.incoming);
       return created(name, digest);
     }
@@ -121,12 +123,13 @@ export async function finishUpload(ctx: RequestContext, name: string, id: string
   return ctx.store.uploads.locked(up0.id, async () => {
     const up = await appendBody(ctx, sessionOrThrow(ctx, name, id), false);
     ctx.store.meta.deleteUpload(up.id);
-    const result = await ctx.store.uploads.finish(up.id);
     // On a digest mismatch nothing is committed (the chunks stay unreferenced for GC), and the session is over.
-    if (result.digest !== digest) {
-      throw new OciError(400, 'DIGEST_INVALID', `uploaded content hashes to ${result.digest}, not ${digest}`, { expected: digest, actual: result.digest });
-    }
-    ctx.store.blobs.commit(name, result);
+    await ctx.store.uploads.finish(up.id, async (result) => {
+      if (result.digest !== digest) {
+        throw new OciError(400, 'DIGEST_INVALID', `uploaded content hashes to ${result.digest}, not ${digest}`, { expected: digest, actual: result.digest });
+      }
+      await ctx.store.blobs.commit(name, result);
+    });
     return created(name, digest);
   });
 }

@@ -1,0 +1,65 @@
+/**
+ * Admin endpoints for maintenance (docs/admin-api.md, "gc / verify"):
+ *   POST /snapyard/v1/_admin/gc      {"dryRun": bool, "graceSeconds": n, "minLive": f}  -> GcReport
+ *   POST /snapyard/v1/_admin/verify  {"repair": bool}                                   -> VerifyReport (200 whether or not ok)
+ * One maintenance job runs at a time (store.maintenance); pushes and pulls go on.
+ */
+import { z } from 'zod';
+import { respond, type RequestContext } from '../context.js';
+import { readLimited } from '../http-util.js';
+import { OciError } from '../oci-error.js';
+import { collectGarbage, DEFAULT_GRACE_MS } from '../../storage/gc.js';
+import { verifyStore } from '../../storage/verify.js';
+import type { AdminRoute } from './types.js';
+
+const gcRequest = z
+  .object({
+    dryRun: z.boolean().optional(),
+    graceSeconds: z.number().min(0).max(10 * 365 * 86400).optional(),
+    minLive: z.number().min(0).max(1).optional(),
+  })
+  .strict();
+
+const verifyRequest = z.object({ repair: z.boolean().optional() }).strict();
+
+async function jsonBody<T>(ctx: RequestContext, schema: z.ZodType<T>): Promise<T> {
+  const text = (await readLimited(ctx.incoming, 64 * 1024)).toString('utf8').trim();
+  let v: unknown = {};
+  try {
+    if (text) v = JSON.parse(text);
+  } catch {
+    throw new OciError(400, 'UNSUPPORTED', 'the body is not JSON');
+  }
+  const r = schema.safeParse(v);
+  if (!r.success) throw new OciError(400, 'UNSUPPORTED', `bad request: ${r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+  return r.data;
+}
+
+const json = (v: unknown) => respond(200, { 'Content-Type': 'application/json' }, JSON.stringify(v));
+
+export const gcRoute: AdminRoute = {
+  method: 'POST',
+  pattern: /^\/snapyard\/v1\/_admin\/gc$/,
+  async handle(ctx) {
+    const req = await jsonBody(ctx, gcRequest);
+    const store = ctx.store;
+    const report = await store.maintenance.run(() =>
+      collectGarbage(store, {
+        dryRun: req.dryRun === true,
+        graceMs: req.graceSeconds !== undefined ? req.graceSeconds * 1000 : DEFAULT_GRACE_MS,
+        ...(req.minLive !== undefined ? { minLive: req.minLive } : {}),
+      }),
+    );
+    return json(report);
+  },
+};
+
+export const verifyRoute: AdminRoute = {
+  method: 'POST',
+  pattern: /^\/snapyard\/v1\/_admin\/verify$/,
+  async handle(ctx) {
+    const req = await jsonBody(ctx, verifyRequest);
+    const store = ctx.store;
+    return json(await store.maintenance.run(() => verifyStore(store, { repair: req.repair === true })));
+  },
+};
