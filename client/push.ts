@@ -101,7 +101,7 @@ export async function push(ref: Ref, file: string, opts: PushOptions): Promise<P
     annotations,
   };
   const bytes = Buffer.from(JSON.stringify(manifest));
-  const manifestDigest = await reg.putManifest(ref.repo, ref.tag, bytes, MT_MANIFEST);
+  const manifestDigest = await reg.putManifest(ref.repo, ref.tag, bytes, MT_MANIFEST, 'push');
   return {
     ref: `${ref.repo}:${ref.tag}`,
     manifestDigest: manifestDigest || sha256(bytes),

@@ -84,8 +84,10 @@ export class Registry {
     return { bytes, mediaType: String(res.headers['content-type'] ?? ''), digest: String(res.headers['docker-content-digest'] ?? '') };
   }
 
-  async putManifest(repo: string, reference: string, bytes: Buffer, mediaType: string): Promise<string> {
-    const res = await this.request('PUT', `/v2/${repo}/manifests/${reference}`, { body: bytes, headers: { 'content-type': mediaType } });
+  async putManifest(repo: string, reference: string, bytes: Buffer, mediaType: string, source?: string): Promise<string> {
+    const headers: Record<string, string> = { 'content-type': mediaType };
+    if (source) headers['x-snapyard-source'] = source;
+    const res = await this.request('PUT', `/v2/${repo}/manifests/${reference}`, { body: bytes, headers });
     await res.body.dump();
     return String(res.headers['docker-content-digest'] ?? '');
   }

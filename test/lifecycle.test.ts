@@ -115,7 +115,7 @@ describe('tag and history', () => {
   test('moves from snapyard tag, snapyard push and a raw OCI manifest PUT are recorded, newest first', async () => {
     const repo = 'lc/hist';
     const { a, b } = await pushSmall(repo, ['a', 'b'], 1);
-    const pushed = await push(`${repo}:chan`, img.base); // push publishes with an OCI PUT
+    const pushed = await push(`${repo}:chan`, img.base); // push publishes with an OCI PUT, marked as a push
     const { stdout } = await cli(['tag', `${repo}:a`, 'chan']);
     expect(stdout).toContain(`${repo}:chan -> ${a}`);
     const bBody = (await oci.req('GET', `/v2/${repo}/manifests/${b}`, { headers: { accept: 'application/vnd.oci.image.manifest.v1+json' } }).then((r) => r.text()));
@@ -124,7 +124,7 @@ describe('tag and history', () => {
     expect(h.map(({ old, new: n, source }) => ({ old, new: n, source }))).toEqual([
       { old: a, new: b, source: 'oci-put' },
       { old: pushed, new: a, source: 'tag' },
-      { old: null, new: pushed, source: 'oci-put' },
+      { old: null, new: pushed, source: 'push' },
     ]);
     for (const e of h) expect(new Date(e.time).toISOString()).toBe(e.time);
     const times = h.map((e) => Date.parse(e.time));

@@ -50,7 +50,8 @@ export async function putManifest(ctx: RequestContext, name: string, reference: 
       refs: parsed.refs,
       tag: ref.tag ?? null,
     },
-    'oci-put',
+    // `snapyard push` says so (X-Snapyard-Source: push): the tag history then tells pushes from other PUTs.
+    header(ctx, 'x-snapyard-source') === 'push' ? 'push' : 'oci-put',
   ));
   if (missing.length > 0) {
     const blob = missing.find((r) => r.kind === 'blob');
