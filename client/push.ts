@@ -18,7 +18,7 @@ import { Qcow2Index } from '../storage/qcow2-index.js';
 import { Qcow2Image } from '../storage/qcow2/reader.js';
 import { uploadFrameHeader } from '../storage/wire.js';
 import type { ClientCache } from './cache.js';
-import { hashFile, indexFile } from './file-index.js';
+import { hashFile, indexFile, type FileIndex } from './file-index.js';
 import type { Ref } from './ref.js';
 import { RegistryError, type Registry } from './registry.js';
 import { LocalSources } from './sources.js';
@@ -59,28 +59,7 @@ export async function push(ref: Ref, file: string, opts: PushOptions): Promise<P
   const reg = opts.registry;
   opts.onPhase?.('chunking');
   const fi = await indexFile(file, opts.cache);
-  const lists = fi.index.lists();
-  let width = 8;
-  let uploaded = { chunks: 0, raw: 0, wire: 0 };
-  let committed: { digest: string; size: number } | null = null;
-  for (let attempt = 0; attempt < 2 && !committed; attempt++) {
-    opts.onPhase?.('negotiating');
-    const head = Buffer.alloc(8);
-    head[0] = width;
-    const body = compress(Buffer.concat([head, fi.index.encode(width)]), { compressionLevel: 3 });
-    const res = await reg.request('POST', `/snapyard/v1/${ref.repo}/_missing`, { body, headers: { 'content-type': 'application/vnd.snapyard.compact-index.v1+zstd' } });
-    const miss = (await res.body.json()) as { session: string; missing: number[] };
-    opts.onPhase?.('uploading');
-    const u = await uploadMissing(reg, ref.repo, miss.session, file, fi.index, lists, miss.missing, opts.level);
-    uploaded = { chunks: uploaded.chunks + u.chunks, raw: uploaded.raw + u.raw, wire: uploaded.wire + u.wire + body.byteLength };
-    try {
-      committed = await reg.json('POST', `/snapyard/v1/${ref.repo}/_commit`, { session: miss.session, digest: fi.digest });
-    } catch (e) {
-      // A digest prefix that matched another chunk: say every digest in full.
-      if (width === 32 || !(e instanceof RegistryError) || (e.status !== 409 && e.ociCode !== 'DIGEST_INVALID')) throw e;
-      width = 32;
-    }
-  }
+  let uploaded = await uploadBlob(reg, ref.repo, file, fi, opts);
   opts.onPhase?.('publishing');
   const base = await lineage(reg, ref.repo, file, fi.index, opts.cache);
   const isQcow2 = fi.index instanceof Qcow2Index;
@@ -101,7 +80,17 @@ export async function push(ref: Ref, file: string, opts: PushOptions): Promise<P
     annotations,
   };
   const bytes = Buffer.from(JSON.stringify(manifest));
-  const manifestDigest = await reg.putManifest(ref.repo, ref.tag, bytes, MT_MANIFEST, 'push');
+  let manifestDigest: string;
+  try {
+    manifestDigest = await reg.putManifest(ref.repo, ref.tag, bytes, MT_MANIFEST, 'push');
+  } catch (e) {
+    // A gc with a short grace may collect a committed blob before its manifest arrives: push it again, once.
+    if (!(e instanceof RegistryError) || e.ociCode !== 'MANIFEST_BLOB_UNKNOWN') throw e;
+    const again = await uploadBlob(reg, ref.repo, file, fi, opts);
+    uploaded = { chunks: uploaded.chunks + again.chunks, raw: uploaded.raw + again.raw, wire: uploaded.wire + again.wire };
+    await reg.putSmallBlob(ref.repo, sha256(config), config);
+    manifestDigest = await reg.putManifest(ref.repo, ref.tag, bytes, MT_MANIFEST, 'push');
+  }
   return {
     ref: `${ref.repo}:${ref.tag}`,
     manifestDigest: manifestDigest || sha256(bytes),
@@ -115,6 +104,36 @@ export async function push(ref: Ref, file: string, opts: PushOptions): Promise<P
     base: base ? { blob: base.blob, manifest: base.manifest, backingFile: base.backingFile } : null,
     seconds: (performance.now() - t0) / 1000,
   };
+}
+
+/**
+ * Makes the registry hold the file as a blob: the compact index says what it
+ * lacks, only that is uploaded, and the commit rebuilds and checks the blob.
+ */
+async function uploadBlob(reg: Registry, repo: string, file: string, fi: FileIndex, opts: PushOptions): Promise<{ chunks: number; raw: number; wire: number }> {
+  const lists = fi.index.lists();
+  let width = 8;
+  let uploaded = { chunks: 0, raw: 0, wire: 0 };
+  let committed: { digest: string; size: number } | null = null;
+  for (let attempt = 0; attempt < 2 && !committed; attempt++) {
+    opts.onPhase?.('negotiating');
+    const head = Buffer.alloc(8);
+    head[0] = width;
+    const body = compress(Buffer.concat([head, fi.index.encode(width)]), { compressionLevel: 3 });
+    const res = await reg.request('POST', `/snapyard/v1/${repo}/_missing`, { body, headers: { 'content-type': 'application/vnd.snapyard.compact-index.v1+zstd' } });
+    const miss = (await res.body.json()) as { session: string; missing: number[] };
+    opts.onPhase?.('uploading');
+    const u = await uploadMissing(reg, repo, miss.session, file, fi.index, lists, miss.missing, opts.level);
+    uploaded = { chunks: uploaded.chunks + u.chunks, raw: uploaded.raw + u.raw, wire: uploaded.wire + u.wire + body.byteLength };
+    try {
+      committed = await reg.json('POST', `/snapyard/v1/${repo}/_commit`, { session: miss.session, digest: fi.digest });
+    } catch (e) {
+      // A digest prefix that matched another chunk: say every digest in full.
+      if (width === 32 || !(e instanceof RegistryError) || (e.status !== 409 && e.ociCode !== 'DIGEST_INVALID')) throw e;
+      width = 32;
+    }
+  }
+  return uploaded;
 }
 
 /** zstd level for an upload of `raw` new bytes: the smaller the update, the harder it is worth squeezing. */
