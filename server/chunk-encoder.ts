@@ -9,6 +9,7 @@
  */
 import type { BlobIndex } from '../storage/blob-index.js';
 import { digestFromRaw, type Digest } from '../storage/digest.js';
+import { isSnapyardError } from '../storage/errors.js';
 import { compressWithDict } from '../storage/dict-codec.js';
 import type { Store } from '../storage/open-store.js';
 import { ResemblanceIndex, sketch } from '../storage/resemblance.js';
@@ -137,7 +138,12 @@ export class ChunkEncoder {
       chunks.release?.(raw);
       if (similar.length > 0) {
         const digests = [digest, ...similar.map((id) => digestFromRaw(have.ids[id]!))];
-        const both = await chunks.getConcat(digests, [rawLength, ...similar.map((id) => have.lengths[id]!)]);
+        // A held chunk gc has collected since the table was built: send the chunk as stored.
+        const both = await chunks.getConcat(digests, [rawLength, ...similar.map((id) => have.lengths[id]!)]).catch((e: unknown) => {
+          if (isSnapyardError(e, 'CHUNK_MISSING')) return null;
+          throw e;
+        });
+        if (!both) return frame;
         const payload = compressWithDict(both.subarray(0, rawLength), both.subarray(rawLength), this.level);
         chunks.release?.(both);
         if (payload.byteLength + 32 * similar.length < stored.byteLength) {
