@@ -8,6 +8,8 @@ import { ChunkEncoder } from './chunk-encoder.js';
 import type { PinLease } from '../storage/chunk-pins.js';
 
 const MAX_SESSIONS = 256;
+/** Compact indexes held by open push sessions, at most (the oldest session is closed beyond it). */
+const MAX_SESSION_BYTES = 512 * 1024 * 1024;
 
 export interface PushSession {
   id: string;
@@ -86,6 +88,13 @@ export class DeltaService {
     const s = { id: randomUUID(), repo, compact, width, createdMs: now, activeMs: now, lease };
     this.sessions.set(s.id, s);
     while (this.sessions.size > MAX_SESSIONS) this.closeSession(this.sessions.keys().next().value as string);
+    let held = 0;
+    for (const x of this.sessions.values()) held += x.compact.byteLength;
+    for (const [id, x] of this.sessions) {
+      if (held <= MAX_SESSION_BYTES || id === s.id) break;
+      held -= x.compact.byteLength;
+      this.closeSession(id);
+    }
     return s;
   }
 

@@ -20,7 +20,8 @@ import { readUploadFrames } from '../../storage/wire.js';
 import type { DeltaService } from '../delta-service.js';
 import { pinningWriter, type PinLease } from '../../storage/chunk-pins.js';
 
-const MAX_COMPACT = 256 * 1024 * 1024;
+/** A compact index for a 64 GiB disk at 64 KiB chunks is ~13 MB: this bounds what one request may make us hold. */
+const MAX_COMPACT = 64 * 1024 * 1024;
 const ZERO = Buffer.alloc(32);
 
 /** Decompresses a zstd body, refusing more than `limit` bytes of output. */
