@@ -15,24 +15,34 @@ export function registryUrl(flag: string | undefined): string {
   return flag ?? process.env.SNAPYARD_REGISTRY ?? DEFAULT_REGISTRY;
 }
 
+interface ClientSession {
+  reg: Registry;
+  cache: ClientCache;
+  progress: Progress;
+}
+
+/** Runs fn with a registry client, the cache and a progress bar (off for --json), all closed afterwards. */
+async function withClient<T>(o: { registry?: string; cache?: string; json?: boolean }, fn: (c: ClientSession) => Promise<T>): Promise<T> {
+  const c = { reg: new Registry(registryUrl(o.registry)), cache: new ClientCache(o.cache ?? defaultCacheDir()), progress: new Progress(!o.json && process.stderr.isTTY === true) };
+  try {
+    return await fn(c);
+  } finally {
+    c.progress.stop();
+    await c.cache.close();
+    await c.reg.close();
+  }
+}
+
 export async function pushCommand(refStr: string, file: string, o: { registry?: string; json?: boolean; cache?: string; level?: number }): Promise<void> {
   const ref = parseRef(refStr);
-  const reg = new Registry(registryUrl(o.registry));
-  const cache = new ClientCache(o.cache ?? defaultCacheDir());
-  const progress = new Progress(!o.json && process.stderr.isTTY === true);
-  try {
-    const r = await push(ref, file, { registry: reg, cache, ...(o.level !== undefined ? { level: o.level } : {}), onPhase: (phase) => progress.update({ phase }) });
-    progress.stop();
-    if (o.json) process.stdout.write(`${JSON.stringify(r)}\n`);
-    else {
-      process.stdout.write(`pushed ${r.ref} ${r.manifestDigest}\n`);
-      process.stdout.write(`  blob ${r.blobDigest} (${r.size} bytes, ${r.layout}), ${r.chunks} chunks, ${r.newChunks} new (${r.newRawBytes} bytes raw, ${r.uploadBytes} bytes sent), ${r.seconds.toFixed(2)} s\n`);
-      if (r.base) process.stdout.write(`  base ${r.base.backingFile}: blob ${r.base.blob}${r.base.manifest ? `, manifest ${r.base.manifest} (subject)` : ' (not in the registry)'}\n`);
-    }
-  } finally {
-    progress.stop();
-    await cache.close();
-    await reg.close();
+  const r = await withClient(o, ({ reg, cache, progress }) =>
+    push(ref, file, { registry: reg, cache, ...(o.level !== undefined ? { level: o.level } : {}), onPhase: (phase) => progress.update({ phase }) }),
+  );
+  if (o.json) process.stdout.write(`${JSON.stringify(r)}\n`);
+  else {
+    process.stdout.write(`pushed ${r.ref} ${r.manifestDigest}\n`);
+    process.stdout.write(`  blob ${r.blobDigest} (${r.size} bytes, ${r.layout}), ${r.chunks} chunks, ${r.newChunks} new (${r.newRawBytes} bytes raw, ${r.uploadBytes} bytes sent), ${r.seconds.toFixed(2)} s\n`);
+    if (r.base) process.stdout.write(`  base ${r.base.backingFile}: blob ${r.base.blob}${r.base.manifest ? `, manifest ${r.base.manifest} (subject)` : ' (not in the registry)'}\n`);
   }
 }
 
@@ -49,26 +59,18 @@ export interface PullFlags {
 
 export async function pullCommand(refStr: string, o: PullFlags): Promise<void> {
   const ref = parseRef(refStr);
-  const reg = new Registry(registryUrl(o.registry));
-  const cache = new ClientCache(o.cache ?? defaultCacheDir());
-  const progress = new Progress(!o.json && process.stderr.isTTY === true);
-  try {
-    const s = await pull(ref, {
+  const s = await withClient(o, ({ reg, cache, progress }) =>
+    pull(ref, {
       registry: reg, cache, output: o.output,
       ...(o.base !== undefined ? { base: o.base } : {}),
       overlay: o.overlay === true,
       dryRun: o.dryRun === true,
       ...(o.concurrency !== undefined ? { concurrency: o.concurrency } : {}),
       onProgress: (e) => progress.update(e),
-    });
-    progress.stop();
-    if (o.json) process.stdout.write(`${JSON.stringify(s)}\n`);
-    else process.stdout.write(describe(s));
-  } finally {
-    progress.stop();
-    await cache.close();
-    await reg.close();
-  }
+    }),
+  );
+  if (o.json) process.stdout.write(`${JSON.stringify(s)}\n`);
+  else process.stdout.write(describe(s));
 }
 
 function mb(n: number): string {

@@ -73,7 +73,6 @@ export async function pull(ref: Ref, opts: PullOptions): Promise<PullSummary> {
   const remote = await remoteIndex(reg, ref, have, (d) => (d === base?.digest ? base.encoded : d === inPlace?.digest ? inPlace.encoded : cache.readIndex(d)));
   const ans = remote.answer;
   const target = remote.index;
-  const packed = { byteLength: remote.packedBytes };
   cache.writeIndex(target.blobDigest, remote.bytes);
 
   // Plan: the chunks the output needs, and where each comes from.
@@ -117,12 +116,12 @@ export async function pull(ref: Ref, opts: PullOptions): Promise<PullSummary> {
       bytesInPlace,
       bytesFromCache,
       chunks: counts,
-      indexBytes: packed.byteLength,
+      indexBytes: remote.packedBytes,
       seconds: 0,
     };
     if (opts.dryRun) {
       const est = network.length === 0 ? { wireBytes: 0 } : await reg.json<{ wireBytes: number }>('POST', `/snapyard/v1/${ref.repo}/_chunks`, { blob: target.blobDigest, chunks: network.map((w) => w.hex), have, estimate: true });
-      summary.bytesToDownload = est.wireBytes + packed.byteLength;
+      summary.bytesToDownload = est.wireBytes + remote.packedBytes;
       summary.chunks.downloaded = network.length;
       summary.seconds = (performance.now() - t0) / 1000;
       return summary;
@@ -136,7 +135,7 @@ export async function pull(ref: Ref, opts: PullOptions): Promise<PullSummary> {
       onChunk: (raw) => opts.onProgress?.({ phase: 'downloading', done: (got += raw), total: totalNet }),
     });
     counts.downloaded = fetched.chunks;
-    summary.bytesDownloaded = fetched.wireBytes + packed.byteLength;
+    summary.bytesDownloaded = fetched.wireBytes + remote.packedBytes;
     const get = async (hex: string) => {
       const b = await sources.get(hex);
       if (!b) throw new SnapyardError('CHUNK_MISSING', `chunk sha256:${hex} is neither local nor downloaded`);

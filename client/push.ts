@@ -11,7 +11,6 @@ import { existsSync } from 'node:fs';
 import { basename, dirname, isAbsolute, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { CompressStream, compress } from 'zstd-napi';
-import type { ChunkList } from '../storage/chunk-index.js';
 import { sha256, type Digest } from '../storage/digest.js';
 import { SnapyardError } from '../storage/errors.js';
 import { Qcow2Index } from '../storage/qcow2-index.js';
@@ -111,7 +110,6 @@ export async function push(ref: Ref, file: string, opts: PushOptions): Promise<P
  * lacks, only that is uploaded, and the commit rebuilds and checks the blob.
  */
 async function uploadBlob(reg: Registry, repo: string, file: string, fi: FileIndex, opts: PushOptions): Promise<{ chunks: number; raw: number; wire: number }> {
-  const lists = fi.index.lists();
   let width = 8;
   let uploaded = { chunks: 0, raw: 0, wire: 0 };
   let committed: { digest: string; size: number } | null = null;
@@ -123,7 +121,7 @@ async function uploadBlob(reg: Registry, repo: string, file: string, fi: FileInd
     const res = await reg.request('POST', `/snapyard/v1/${repo}/_missing`, { body, headers: { 'content-type': 'application/vnd.snapyard.compact-index.v1+zstd' } });
     const miss = (await res.body.json()) as { session: string; missing: number[] };
     opts.onPhase?.('uploading');
-    const u = await uploadMissing(reg, repo, miss.session, file, fi.index, lists, miss.missing, opts.level);
+    const u = await uploadMissing(reg, repo, miss.session, file, fi.index, miss.missing, opts.level);
     uploaded = { chunks: uploaded.chunks + u.chunks, raw: uploaded.raw + u.raw, wire: uploaded.wire + u.wire + body.byteLength };
     try {
       committed = await reg.json('POST', `/snapyard/v1/${repo}/_commit`, { session: miss.session, digest: fi.digest });
@@ -144,7 +142,9 @@ export function uploadLevel(raw: number): number {
 }
 
 /** Streams the chunks the server lacks as one zstd stream of upload frames. */
-async function uploadMissing(reg: Registry, repo: string, session: string, file: string, index: PushIndex, lists: ChunkList[], missing: number[], level?: number): Promise<{ chunks: number; raw: number; wire: number }> {
+async function uploadMissing(reg: Registry, repo: string, session: string, file: string, index: PushIndex, missing: number[], level?: number): Promise<{ chunks: number; raw: number; wire: number }> {
+  // Entries are numbered across the index's lists in order (data chunks, then residue chunks).
+  const lists = index.lists();
   const seen = new Set<string>();
   const todo: Array<{ hex: string; length: number }> = [];
   const firstLen = lists[0]!.count;

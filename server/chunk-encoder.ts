@@ -7,7 +7,7 @@
  * (storage/dict-codec.ts), and sent that way when it is smaller. Results are
  * cached per chunk and held set, so repeated pulls cost nothing.
  */
-import type { BlobIndex } from '../storage/blob-index.js';
+import { distinctChunks, type BlobIndex } from '../storage/blob-index.js';
 import { digestFromRaw, type Digest } from '../storage/digest.js';
 import { isSnapyardError } from '../storage/errors.js';
 import { compressWithDict } from '../storage/dict-codec.js';
@@ -68,17 +68,7 @@ export class ChunkEncoder {
       const index = await this.indexOf(blob);
       if (!index || index.size < minSize) return;
       this.sketchStore ??= new SketchStore(this.store.chunks.root);
-      const want: Array<{ raw: Buffer; length: number }> = [];
-      const seen = new Set<string>();
-      for (const list of index.lists()) {
-        for (let i = 0; i < list.count; i++) {
-          const raw = list.rawDigestAt(i);
-          const k = raw.toString('hex');
-          if (seen.has(k)) continue;
-          seen.add(k);
-          want.push({ raw: Buffer.from(raw), length: list.lengths[i]! });
-        }
-      }
+      const want = [...distinctChunks([index]).values()];
       await this.sketchStore.sketches(this.store.chunks, want, 1); // one worker at a time: the other serves requests
     }).catch(() => {});
   }
@@ -97,23 +87,15 @@ export class ChunkEncoder {
   }
 
   private async build(have: Digest[], key: string): Promise<HaveContext> {
-    const seen = new Set<string>();
-    const want: Array<{ raw: Buffer; length: number }> = [];
     const blobs: Digest[] = [];
+    const indexes: BlobIndex[] = [];
     for (const d of have) {
       const index = await this.indexOf(d);
       if (!index) continue;
       blobs.push(d);
-      for (const list of index.lists()) {
-        for (let i = 0; i < list.count; i++) {
-          const raw = list.rawDigestAt(i);
-          const hex = raw.toString('hex');
-          if (seen.has(hex)) continue;
-          seen.add(hex);
-          want.push({ raw: Buffer.from(raw), length: list.lengths[i]! });
-        }
-      }
+      indexes.push(index);
     }
+    const want = [...distinctChunks(indexes).values()];
     if (want.length === 0) return { blobs, key, table: null, ids: [], lengths: [] };
     this.sketchStore ??= new SketchStore(this.store.chunks.root);
     const sk = await this.sketchStore.sketches(this.store.chunks, want);

@@ -43,10 +43,6 @@ export class DeltaService {
     timer.unref();
   }
 
-  async index(blob: BlobRecord): Promise<BlobIndex> {
-    return this.store.blobs.index(blob);
-  }
-
   async indexOfDigest(digest: Digest): Promise<BlobIndex | null> {
     const rec = this.store.meta.getBlob(digest);
     return rec ? this.store.blobs.index(rec) : null;
@@ -65,7 +61,7 @@ export class DeltaService {
   async chunksOf(blob: BlobRecord): Promise<Map<string, number>> {
     const hit = this.sets.get(blob.digest);
     if (hit) return hit;
-    const set = chunkSet(await this.index(blob));
+    const set = chunkSet(await this.store.blobs.index(blob));
     remember(this.sets, blob.digest, set, 8);
     return set;
   }

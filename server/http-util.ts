@@ -1,4 +1,5 @@
 import type { IncomingMessage } from 'node:http';
+import type { z } from 'zod';
 import { OciError } from './oci-error.js';
 
 /** The request body as a stream of pieces (the raw node request: no web-stream copy). */
@@ -24,6 +25,24 @@ export async function readLimited(incoming: IncomingMessage, limit: number): Pro
     parts.push(piece);
   }
   return Buffer.concat(parts, n);
+}
+
+/** A JSON body of at most `limit` bytes (undefined when empty); 400 when it is not JSON. */
+export async function readJsonBody(incoming: IncomingMessage, limit: number): Promise<unknown> {
+  const buf = await readLimited(incoming, limit);
+  if (buf.byteLength === 0) return undefined;
+  try {
+    return JSON.parse(buf.toString('utf8')) as unknown;
+  } catch {
+    throw new OciError(400, 'UNSUPPORTED', 'request body is not JSON');
+  }
+}
+
+/** A JSON body checked against `schema`; 400 naming what is wrong otherwise. */
+export async function jsonBody<T>(incoming: IncomingMessage, schema: z.ZodType<T>, limit: number): Promise<T> {
+  const r = schema.safeParse(await readJsonBody(incoming, limit));
+  if (!r.success) throw new OciError(400, 'UNSUPPORTED', `invalid request: ${r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+  return r.data;
 }
 
 /** Drains a body we do not use, so the connection can be reused. */

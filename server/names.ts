@@ -1,13 +1,11 @@
 import { OciError } from './oci-error.js';
 import { isDigest, DIGEST_GRAMMAR, type Digest } from '../storage/digest.js';
+import { isRepoName, TAG_RE } from '../storage/ref-grammar.js';
 
-/** The distribution-spec's grammar for repository names, tags and digests. */
-export const NAME_RE = /^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(\/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$/;
-export const TAG_RE = /^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$/;
-export const MAX_NAME_LENGTH = 255;
+export { MAX_NAME_LENGTH, NAME_RE, TAG_RE } from '../storage/ref-grammar.js';
 
 export function checkName(name: string): string {
-  if (name.length > MAX_NAME_LENGTH || !NAME_RE.test(name)) {
+  if (!isRepoName(name)) {
     throw new OciError(400, 'NAME_INVALID', `invalid repository name ${JSON.stringify(name.slice(0, 300))}`);
   }
   return name;

@@ -13,11 +13,26 @@ export function decodeBlobIndex(buf: Buffer, width = 32, resolve?: PrefixResolve
   throw indexInvalid(`unsupported kind ${kind}`);
 }
 
-/** Every distinct chunk digest (raw, hex keyed) the index references, with its length. */
+/**
+ * Every distinct chunk the indexes reference (hex digest -> raw digest and
+ * length), in first-seen order; `into` collects across several indexes.
+ */
+export function distinctChunks(indexes: BlobIndex[], into = new Map<string, { raw: Buffer; length: number }>()): Map<string, { raw: Buffer; length: number }> {
+  for (const index of indexes) {
+    for (const list of index.lists()) {
+      for (let i = 0; i < list.count; i++) {
+        const raw = list.rawDigestAt(i);
+        const hex = raw.toString('hex');
+        if (!into.has(hex)) into.set(hex, { raw: Buffer.from(raw), length: list.lengths[i]! });
+      }
+    }
+  }
+  return into;
+}
+
+/** Every distinct chunk digest (hex) the index references, with its length. */
 export function chunkSet(index: BlobIndex): Map<string, number> {
   const out = new Map<string, number>();
-  for (const list of index.lists()) {
-    for (let i = 0; i < list.count; i++) out.set(list.rawDigestAt(i).toString('hex'), list.lengths[i]!);
-  }
+  for (const [hex, c] of distinctChunks([index])) out.set(hex, c.length);
   return out;
 }

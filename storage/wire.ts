@@ -20,6 +20,7 @@
  * chunks share with each other.
  */
 import { Compressor, Decompressor } from 'zstd-napi';
+import { dictBytes } from './dict-codec.js';
 import { SnapyardError } from './errors.js';
 
 export const FRAME_HEADER = 40;
@@ -111,19 +112,20 @@ function windowLogFor(bytes: number): number {
 /**
  * zstd with an optional raw-content dictionary (the way `--patch-from` works):
  * used for chunk indexes sent as a difference from an index the client holds.
- * The window covers dictionary + data.
+ * The window covers dictionary + data. A prefix starting with zstd's dictionary
+ * magic is used as raw content the way dict-codec.ts does it (dictBytes).
  */
 export function compressWithPrefix(data: Uint8Array, prefix: Uint8Array | null, level: number): Buffer {
   const c = new Compressor();
   c.setParameters({ compressionLevel: level, windowLog: windowLogFor(data.byteLength + (prefix?.byteLength ?? 0)), contentSizeFlag: true });
-  if (prefix && prefix.byteLength > 0) c.loadDictionary(rawContent(prefix));
+  if (prefix && prefix.byteLength > 0) c.loadDictionary(dictBytes(prefix));
   return c.compress(data);
 }
 
 export function decompressWithPrefix(payload: Uint8Array, prefix: Uint8Array | null, maxBytes: number): Buffer {
   const d = new Decompressor();
   d.setParameters({ windowLogMax: 31 });
-  if (prefix && prefix.byteLength > 0) d.loadDictionary(rawContent(prefix));
+  if (prefix && prefix.byteLength > 0) d.loadDictionary(dictBytes(prefix));
   let out: Buffer;
   try {
     out = d.decompress(payload);
@@ -132,13 +134,4 @@ export function decompressWithPrefix(payload: Uint8Array, prefix: Uint8Array | n
   }
   if (out.byteLength > maxBytes) throw new SnapyardError('SIZE_INVALID', `decompressed data is larger than ${maxBytes} bytes`);
   return out;
-}
-
-/**
- * zstd takes a buffer that starts with its dictionary magic as a trained
- * dictionary: such a prefix gets a leading zero byte, on both sides.
- */
-function rawContent(prefix: Uint8Array): Uint8Array {
-  const magic = prefix.byteLength >= 4 && prefix[0] === 0x37 && prefix[1] === 0xa4 && prefix[2] === 0x30 && prefix[3] === 0xec;
-  return magic ? Buffer.concat([Buffer.alloc(1), prefix]) : prefix;
 }

@@ -1,4 +1,4 @@
-import { readLimited } from '../http-util.js';
+import { readJsonBody } from '../http-util.js';
 import { respond, type RequestContext } from '../context.js';
 import { checkDigest, checkName, TAG_RE } from '../names.js';
 import { OciError } from '../oci-error.js';
@@ -16,14 +16,8 @@ export function json(status: number, body: unknown): Response {
 
 /** The request's JSON object body ({} when empty); 400 when it is not a JSON object. */
 export async function readJson(ctx: RequestContext): Promise<Record<string, unknown>> {
-  const buf = await readLimited(ctx.incoming, MAX_BODY);
-  if (buf.byteLength === 0) return {};
-  let v: unknown;
-  try {
-    v = JSON.parse(buf.toString('utf8'));
-  } catch {
-    throw new OciError(400, 'UNSUPPORTED', 'request body is not JSON');
-  }
+  const v = await readJsonBody(ctx.incoming, MAX_BODY);
+  if (v === undefined) return {};
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new OciError(400, 'UNSUPPORTED', 'request body must be a JSON object');
   return v as Record<string, unknown>;
 }

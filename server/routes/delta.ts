@@ -8,7 +8,7 @@
  */
 import { z } from 'zod';
 import { OciError } from '../oci-error.js';
-import { readLimited } from '../http-util.js';
+import { jsonBody } from '../http-util.js';
 import { respond, sendStream, type RequestContext } from '../context.js';
 import { resolveManifest } from './manifests.js';
 import { isDigest, type Digest } from '../../storage/digest.js';
@@ -23,19 +23,6 @@ const chunksRequest = z.object({
   have: z.array(digest).max(64).default([]),
   estimate: z.boolean().default(false),
 });
-
-async function jsonBody<T>(ctx: RequestContext, schema: z.ZodType<T>, limit: number): Promise<T> {
-  const body = await readLimited(ctx.incoming, limit);
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(body.toString('utf8'));
-  } catch {
-    throw new OciError(400, 'UNSUPPORTED', 'request body is not JSON');
-  }
-  const r = schema.safeParse(parsed);
-  if (!r.success) throw new OciError(400, 'UNSUPPORTED', `invalid request: ${r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
-  return r.data;
-}
 
 /** The disk image of a snapshot manifest: its qcow2 layer, else its largest layer. */
 export function diskLayer(m: ManifestRecord): { digest: Digest; mediaType: string; size: number } {
@@ -59,7 +46,7 @@ function linkedBlob(ctx: RequestContext, name: string, d: Digest): BlobRecord {
 }
 
 export async function deltaPlan(ctx: RequestContext, svc: DeltaService, name: string): Promise<Response> {
-  const req = await jsonBody(ctx, deltaRequest, 64 * 1024);
+  const req = await jsonBody(ctx.incoming, deltaRequest, 64 * 1024);
   const manifest = resolveManifest(ctx, name, req.target);
   const layer = diskLayer(manifest);
   const blob = linkedBlob(ctx, name, layer.digest);
@@ -104,7 +91,7 @@ export async function deltaPlan(ctx: RequestContext, svc: DeltaService, name: st
 }
 
 export async function sendChunks(ctx: RequestContext, svc: DeltaService, name: string): Promise<Response> {
-  const req = await jsonBody(ctx, chunksRequest, 8 * 1024 * 1024);
+  const req = await jsonBody(ctx.incoming, chunksRequest, 8 * 1024 * 1024);
   const blob = linkedBlob(ctx, name, req.blob as Digest);
   const set = await svc.chunksOf(blob);
   for (const c of req.chunks) {

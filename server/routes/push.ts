@@ -9,7 +9,7 @@ import { Readable } from 'node:stream';
 import { DecompressStream } from 'zstd-napi';
 import { z } from 'zod';
 import { OciError } from '../oci-error.js';
-import { readLimited } from '../http-util.js';
+import { jsonBody } from '../http-util.js';
 import { respond, type RequestContext } from '../context.js';
 import { checkDigest } from '../names.js';
 import { decodeBlobIndex, type BlobIndex } from '../../storage/blob-index.js';
@@ -118,13 +118,11 @@ export async function uploadChunks(ctx: RequestContext, svc: DeltaService, name:
 const commitRequest = z.object({ session: z.string().max(64), digest: z.string().refine(isDigest) });
 
 export async function commitPush(ctx: RequestContext, svc: DeltaService, name: string): Promise<Response> {
-  const body = await readLimited(ctx.incoming, 64 * 1024);
-  const req = commitRequest.safeParse(JSON.parse(body.toString('utf8') || 'null'));
-  if (!req.success) throw new OciError(400, 'UNSUPPORTED', 'commit needs {"session", "digest"}');
-  const s = svc.session(req.data.session, name);
-  if (!s) throw new OciError(404, 'BLOB_UPLOAD_UNKNOWN', `push session ${req.data.session} is not open`);
+  const req = await jsonBody(ctx.incoming, commitRequest, 64 * 1024);
+  const s = svc.session(req.session, name);
+  if (!s) throw new OciError(404, 'BLOB_UPLOAD_UNKNOWN', `push session ${req.session} is not open`);
   const index = expand(svc, s.compact, s.width, null);
-  if (index.blobDigest !== req.data.digest) throw new OciError(400, 'DIGEST_INVALID', `the index describes ${index.blobDigest}, not ${req.data.digest}`);
+  if (index.blobDigest !== req.digest) throw new OciError(400, 'DIGEST_INVALID', `the index describes ${index.blobDigest}, not ${req.digest}`);
   // Rebuild the blob from its chunks and hash it: a wrong index never becomes a blob. (Hashed on this
   // thread: the workers are busy decompressing, and a worker digester here doubled peak memory.)
   const d = localDigester();

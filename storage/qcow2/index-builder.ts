@@ -72,7 +72,7 @@ export async function buildQcow2Index(path: string, sink: ChunkSink, opts: Build
       if (e.kind === 'data') {
         const len = Math.min(e.length, fileSize - e.hostOffset!);
         const j = hOff.length - 1;
-        if (j >= 0 && hOff[j]! + hLen[j]! === e.hostOffset && hSrc[j]! + hLen[j]! === stream && hLen[j]! === (stream - hSrc[j]!)) {
+        if (j >= 0 && hOff[j]! + hLen[j]! === e.hostOffset && hSrc[j]! + hLen[j]! === stream) {
           hLen[j]! += len;
         } else {
           hOff.push(e.hostOffset!);
