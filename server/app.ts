@@ -116,6 +116,7 @@ export function createApp(cfg: AppConfig): Hono<{ Bindings: HttpBindings }> {
       headers: c.req.raw.headers,
       incoming: c.env.incoming,
       outgoing: c.env.outgoing,
+      user: null,
       onStreamError: (e) => cfg.logger?.error({ err: e, path: url.pathname }, 'response cut short'),
     };
   };

@@ -10,6 +10,8 @@ export interface RequestContext {
   headers: Headers;
   incoming: IncomingMessage;
   outgoing: ServerResponse;
+  /** The authenticated caller (null: anonymous, or auth is off); session caps are counted per user. */
+  user: string | null;
   /** Reports a failure after the response has started (it can only be cut short then). */
   onStreamError?: (e: unknown) => void;
 }
