@@ -18,6 +18,13 @@ export type ErrorCode =
   | 'CONFLICT'
   | 'REGISTRY_ERROR'
   | 'REGISTRY_UNREACHABLE'
+  | 'BUSY'
+  /** The disk (or filesystem quota) is full: nothing was committed; free space or run gc (HTTP 507). */
+  | 'STORAGE_FULL'
+  /** A configured limit was reached (open sessions, sizes): retry later or ask less (HTTP 429 / 413). */
+  | 'LIMIT_EXCEEDED'
+  /** Still used by something else (a blob a manifest references): HTTP 405. */
+  | 'IN_USE'
   | 'INTERNAL';
 
 export class SnapyardError extends Error {
@@ -49,4 +56,20 @@ export class ChunkCorruptError extends SnapyardError {
 
 export function isSnapyardError(e: unknown, code?: ErrorCode): e is SnapyardError {
   return e instanceof SnapyardError && (code === undefined || e.code === code);
+}
+
+/** True for the errors a full disk raises: ENOSPC / EDQUOT from the OS, SQLITE_FULL from SQLite. */
+export function isDiskFull(e: unknown): boolean {
+  if (e instanceof SnapyardError) return e.code === 'STORAGE_FULL';
+  const x = e as { code?: unknown; message?: unknown } | null;
+  const code = typeof x?.code === 'string' ? x.code : '';
+  const msg = typeof x?.message === 'string' ? x.message : '';
+  return code === 'ENOSPC' || code === 'EDQUOT' || code === 'SQLITE_FULL' || /\bENOSPC\b|database or disk is full|no space left on device/i.test(msg);
+}
+
+/** A full disk as the typed error STORAGE_FULL (null for any other error). */
+export function storageFailure(e: unknown): SnapyardError | null {
+  if (e instanceof SnapyardError) return e.code === 'STORAGE_FULL' ? e : null;
+  if (!isDiskFull(e)) return null;
+  return new SnapyardError('STORAGE_FULL', `storage is full: ${(e as Error).message ?? String(e)}`, { cause: e });
 }
