@@ -1,85 +1,40 @@
-import { Hono, type Context } from 'hono';
+import { Hono } from 'hono';
 import type { HttpBindings } from '@hono/node-server';
 import type { Logger } from 'pino';
-import { matchRoute, type Route } from './names.js';
+import { randomUUID } from 'node:crypto';
 import { OciError, toOciError } from './oci-error.js';
 import { respond, type RequestContext } from './context.js';
-import { deleteBlob, getBlob } from './routes/blobs.js';
-import { cancelUpload, finishUpload, patchUpload, startUpload, uploadStatus } from './routes/uploads.js';
-import { deleteManifest, getManifest, putManifest } from './routes/manifests.js';
-import { listReferrers, listTags } from './routes/discovery.js';
 import type { Store } from '../storage/open-store.js';
-import { matchExtRoute, type ExtRoute } from './ext-routes.js';
 import { DeltaService } from './delta-service.js';
-import { dispatchAdmin, matchAdmin } from './admin/index.js';
-import { deltaPlan, sendChunks } from './routes/delta.js';
-import { blobManifests, commitPush, missingChunks, uploadChunks } from './routes/push.js';
+import { matchRoute, type RouteDef, type Services } from './route-table.js';
+import { routeTable, type RouteLimits } from './routes/table.js';
+import { Authenticator, type Principal } from './auth/authenticator.js';
 
 export interface AppConfig {
   store: Store;
   logger?: Logger;
+  /** Authentication and access control; default: none (an open registry). */
+  auth?: Authenticator;
+  limits?: Partial<RouteLimits>;
 }
 
-const methodNotAllowed = () => new OciError(405, 'UNSUPPORTED', 'method not allowed on this resource');
+export const DEFAULT_ROUTE_LIMITS: RouteLimits = {
+  maxBlobBytes: 64 * 1024 ** 3,
+  maxPushUploadBytes: 64 * 1024 ** 3,
+};
 
-function dispatch(ctx: RequestContext, r: Route): Response | Promise<Response> {
-  const m = ctx.method;
-  switch (r.kind) {
-    case 'base':
-      if (m === 'GET' || m === 'HEAD') return respond(200, { 'Content-Type': 'application/json' }, m === 'HEAD' ? undefined : '{}');
-      break;
-    case 'blob':
-      if (m === 'GET' || m === 'HEAD') return getBlob(ctx, r.name, r.digest);
-      if (m === 'DELETE') return deleteBlob(ctx, r.name, r.digest);
-      break;
-    case 'uploads':
-      if (m === 'POST') return startUpload(ctx, r.name);
-      break;
-    case 'upload':
-      if (m === 'PATCH') return patchUpload(ctx, r.name, r.id);
-      if (m === 'PUT') return finishUpload(ctx, r.name, r.id);
-      if (m === 'GET') return uploadStatus(ctx, r.name, r.id);
-      if (m === 'DELETE') return cancelUpload(ctx, r.name, r.id);
-      break;
-    case 'manifest':
-      if (m === 'GET' || m === 'HEAD') return getManifest(ctx, r.name, r.reference);
-      if (m === 'PUT') return putManifest(ctx, r.name, r.reference);
-      if (m === 'DELETE') return deleteManifest(ctx, r.name, r.reference);
-      break;
-    case 'tags':
-      if (m === 'GET') return listTags(ctx, r.name);
-      break;
-    case 'referrers':
-      if (m === 'GET') return listReferrers(ctx, r.name, r.digest);
-      break;
-  }
-  throw methodNotAllowed();
-}
+type Env = { Bindings: HttpBindings; Variables: { route?: string; user?: string | null; requestId: string } };
 
-function dispatchExt(ctx: RequestContext, svc: DeltaService, r: ExtRoute): Response | Promise<Response> {
-  const m = ctx.method;
-  if (r.kind === 'blob-manifests') {
-    if (m === 'GET') return blobManifests(ctx, r.name, r.digest);
-    throw methodNotAllowed();
-  }
-  if (m !== 'POST') throw methodNotAllowed();
-  switch (r.kind) {
-    case 'delta':
-      return deltaPlan(ctx, svc, r.name);
-    case 'chunks':
-      return sendChunks(ctx, svc, r.name);
-    case 'missing':
-      return missingChunks(ctx, svc, r.name);
-    case 'upload':
-      return uploadChunks(ctx, svc, r.name);
-    case 'commit':
-      return commitPush(ctx, svc, r.name);
-  }
+const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** A client that went away: its request is not a server failure. */
+function clientGone(ctx: RequestContext | null): boolean {
+  return ctx !== null && (ctx.incoming.destroyed || ctx.outgoing.destroyed || ctx.incoming.socket?.destroyed === true);
 }
 
 function errorResponse(e: unknown, method: string, ctx: RequestContext | null, logger?: Logger): Response {
   const err = toOciError(e);
-  if (err.status >= 500) logger?.error({ err: e }, 'request failed');
+  if (err.status >= 500 && !clientGone(ctx)) logger?.error({ err: e }, 'request failed');
   const headers: Record<string, string> = { 'Content-Type': 'application/json', ...err.headers };
   // A body we did not read keeps the connection busy: close it instead of reading gigabytes.
   if (ctx && !ctx.incoming.complete) {
@@ -89,64 +44,86 @@ function errorResponse(e: unknown, method: string, ctx: RequestContext | null, l
   return respond(err.status, headers, method === 'HEAD' ? undefined : err.body());
 }
 
-/** The registry's HTTP application (OCI distribution-spec v1.1 under /v2/). */
-export function createApp(cfg: AppConfig): Hono<{ Bindings: HttpBindings }> {
-  const app = new Hono<{ Bindings: HttpBindings }>();
+/** 413 before the handler when the declared body is larger than the route allows. */
+function checkDeclaredBody(route: RouteDef, headers: Headers): void {
+  const v = headers.get('content-length');
+  if (v === null) return;
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < 0) throw new OciError(400, 'SIZE_INVALID', `invalid Content-Length ${JSON.stringify(v.slice(0, 40))}`);
+  if (n > route.bodyLimit) throw new OciError(413, 'SIZE_INVALID', `a body of ${n} bytes exceeds the limit of ${route.bodyLimit} for ${route.name}`);
+}
+
+/** The registry's HTTP application: one route table (server/routes/table.ts) behind authentication. */
+export function createApp(cfg: AppConfig): Hono<Env> {
+  const app = new Hono<Env>();
+  const auth = cfg.auth ?? new Authenticator({ htpasswd: null });
+  const svc: Services = { delta: new DeltaService(cfg.store), auth };
+  const table = routeTable({ ...DEFAULT_ROUTE_LIMITS, ...cfg.limits });
+
   app.use('*', async (c, next) => {
     const t0 = performance.now();
+    const given = c.req.header('x-request-id');
+    const requestId = given && REQUEST_ID_RE.test(given) ? given : randomUUID();
+    c.set('requestId', requestId);
     await next();
     const out = c.env.outgoing;
     const sent = out.headersSent; // streamed straight to the socket (sendStream)
-    if (!sent) c.res.headers.set('Docker-Distribution-API-Version', 'registry/2.0');
+    if (!sent) {
+      c.res.headers.set('Docker-Distribution-API-Version', 'registry/2.0');
+      c.res.headers.set('X-Request-Id', requestId);
+    }
+    // A streamed response cut short (client gone, or a failure half-way) is not logged as a whole one.
+    const aborted = sent ? !out.writableFinished : c.env.incoming.destroyed && !c.env.incoming.complete;
+    const status = sent ? out.statusCode : c.res.status;
     cfg.logger?.info({
+      id: requestId,
+      route: c.get('route') ?? null,
       method: c.req.method,
       path: c.req.path,
-      status: sent ? out.statusCode : c.res.status,
+      user: c.get('user') ?? null,
+      status: aborted ? 499 : status,
+      ...(aborted ? { aborted: true, statusSent: status } : {}),
       ms: Math.round((performance.now() - t0) * 10) / 10,
       length: (sent ? out.getHeader('content-length') : c.res.headers.get('content-length')) ?? undefined,
     });
   });
-  const delta = new DeltaService(cfg.store);
-  const contextOf = (c: Context<{ Bindings: HttpBindings }>): RequestContext => {
-    const url = new URL(c.req.url);
-    return {
-      store: cfg.store,
-      method: c.req.method,
-      url,
-      headers: c.req.raw.headers,
-      incoming: c.env.incoming,
-      outgoing: c.env.outgoing,
-      user: null,
-      onStreamError: (e) => cfg.logger?.error({ err: e, path: url.pathname }, 'response cut short'),
-    };
-  };
-  app.all('/snapyard/v1/*', async (c) => {
+
+  app.all('*', async (c) => {
     let ctx: RequestContext | null = null;
     try {
-      ctx = contextOf(c);
-      const url = ctx.url;
-      const route = matchExtRoute(url.pathname);
-      if (route) return await dispatchExt(ctx, delta, route);
-      const admin = matchAdmin(ctx.method, url.pathname);
-      if (admin === 'method') throw methodNotAllowed();
-      if (admin) return await dispatchAdmin(ctx, admin, { delta });
-      throw new OciError(404, 'UNSUPPORTED', `no such endpoint: ${url.pathname.slice(0, 200)}`);
+      const url = new URL(c.req.url);
+      const hit = matchRoute(table, c.req.method, url.pathname);
+      if (hit === 'method') throw new OciError(405, 'UNSUPPORTED', 'method not allowed on this resource');
+      if (hit === null) {
+        const code = url.pathname.startsWith('/v2/') ? 'NAME_UNKNOWN' : 'UNSUPPORTED';
+        throw new OciError(404, code, `no such endpoint: ${url.pathname.slice(0, 200)}`);
+      }
+      const { route, m } = hit;
+      c.set('route', route.name);
+      const needs = route.needs(m);
+      checkDeclaredBody(route, c.req.raw.headers);
+      const principal: Principal = await auth.identify(c.req.header('authorization'), url);
+      c.set('user', principal.user);
+      auth.authorize(principal, needs, url);
+      ctx = {
+        store: cfg.store,
+        method: c.req.method,
+        url,
+        headers: c.req.raw.headers,
+        incoming: c.env.incoming,
+        outgoing: c.env.outgoing,
+        user: principal.user,
+        can: (repo, action) => auth.can(principal, repo, action),
+        mayPull: (repo) => auth.mayPull(principal, repo),
+        onStreamError: (e) => {
+          if (!clientGone(ctx)) cfg.logger?.error({ err: e, route: route.name }, 'response cut short');
+        },
+      };
+      return await route.handle(ctx, m, svc);
     } catch (e) {
+      if (ctx === null) ctx = { incoming: c.env.incoming, outgoing: c.env.outgoing } as RequestContext;
       return errorResponse(e, c.req.method, ctx, cfg.logger);
     }
   });
-  app.all('/v2/*', async (c) => {
-    let ctx: RequestContext | null = null;
-    try {
-      ctx = contextOf(c);
-      const url = ctx.url;
-      const route = matchRoute(url.pathname);
-      if (!route) throw new OciError(404, 'NAME_UNKNOWN', `no such endpoint: ${url.pathname.slice(0, 200)}`);
-      return await dispatch(ctx, route);
-    } catch (e) {
-      return errorResponse(e, c.req.method, ctx, cfg.logger);
-    }
-  });
-  app.notFound(() => respond(404, { 'Content-Type': 'application/json' }, new OciError(404, 'UNSUPPORTED', 'not found').body()));
   return app;
 }

@@ -12,6 +12,10 @@ export interface RequestContext {
   outgoing: ServerResponse;
   /** The authenticated caller (null: anonymous, or auth is off); session caps are counted per user. */
   user: string | null;
+  /** May the caller take `action` on repository `repo` (true when auth is off)? */
+  can(repo: string, action: 'pull' | 'push' | 'delete'): boolean;
+  /** May the caller pull `repo`? Listings show only those. */
+  mayPull(repo: string): boolean;
   /** Reports a failure after the response has started (it can only be cut short then). */
   onStreamError?: (e: unknown) => void;
 }

@@ -4,6 +4,7 @@
  *   POST /snapyard/v1/_admin/verify  {"repair": bool}                                   -> VerifyReport (200 whether or not ok)
  * One maintenance job runs at a time (store.maintenance); pushes and pulls go on.
  */
+import { JSON_BODY, needsAdmin } from '../route-table.js';
 import { z } from 'zod';
 import { respond, type RequestContext } from '../context.js';
 import { readLimited } from '../http-util.js';
@@ -38,8 +39,11 @@ async function jsonBody<T>(ctx: RequestContext, schema: z.ZodType<T>): Promise<T
 const json = (v: unknown) => respond(200, { 'Content-Type': 'application/json' }, JSON.stringify(v));
 
 export const gcRoute: AdminRoute = {
+  name: 'admin.gc',
   method: 'POST',
   pattern: /^\/snapyard\/v1\/_admin\/gc$/,
+  needs: needsAdmin,
+  bodyLimit: JSON_BODY,
   async handle(ctx) {
     const req = await jsonBody(ctx, gcRequest);
     const store = ctx.store;
@@ -55,8 +59,11 @@ export const gcRoute: AdminRoute = {
 };
 
 export const verifyRoute: AdminRoute = {
+  name: 'admin.verify',
   method: 'POST',
   pattern: /^\/snapyard\/v1\/_admin\/verify$/,
+  needs: needsAdmin,
+  bodyLimit: JSON_BODY,
   async handle(ctx) {
     const req = await jsonBody(ctx, verifyRequest);
     const store = ctx.store;

@@ -1,4 +1,5 @@
 /** Listing through the admin API: repositories, and a repository's snapshots (`snapyard ls`). */
+import { needsCatalog, repo } from '../route-table.js';
 import type { RequestContext } from '../context.js';
 import type { AdminRoute } from './types.js';
 import { iso, json, NAME, repoOf } from './http.js';
@@ -38,6 +39,6 @@ async function snapshots(ctx: RequestContext, m: RegExpExecArray): Promise<Respo
 }
 
 export const listingRoutes: AdminRoute[] = [
-  { method: 'GET', pattern: /^\/snapyard\/v1\/_admin\/repositories$/, handle: repositories },
-  { method: 'GET', pattern: new RegExp(`^/snapyard/v1/${NAME}/_snapshots$`), handle: snapshots },
+  { name: 'admin.repositories', method: 'GET', pattern: /^\/snapyard\/v1\/_admin\/repositories$/, needs: needsCatalog, bodyLimit: 0, handle: repositories },
+  { name: 'admin.snapshots', method: 'GET', pattern: new RegExp(`^/snapyard/v1/${NAME}/_snapshots$`), needs: repo('pull'), bodyLimit: 0, handle: snapshots },
 ];

@@ -3,6 +3,7 @@
  * repo@digest`) and retention (`snapyard prune`). Only metadata is unlinked:
  * a manifest no tag points to, and its blobs and chunks, are left to gc.
  */
+import { JSON_BODY, repo } from '../route-table.js';
 import type { RequestContext } from '../context.js';
 import { OciError } from '../oci-error.js';
 import type { Digest } from '../../storage/digest.js';
@@ -90,6 +91,6 @@ function newestFirst(a: TagRow, b: TagRow): number {
 }
 
 export const removalRoutes: AdminRoute[] = [
-  { method: 'DELETE', pattern: new RegExp(`^/snapyard/v1/${NAME}/_manifests/([^/]+)$`), handle: deleteManifest },
-  { method: 'POST', pattern: new RegExp(`^/snapyard/v1/${NAME}/_prune$`), handle: prune },
+  { name: 'admin.manifest.delete', method: 'DELETE', pattern: new RegExp(`^/snapyard/v1/${NAME}/_manifests/([^/]+)$`), needs: repo('delete'), bodyLimit: JSON_BODY, handle: deleteManifest },
+  { name: 'admin.prune', method: 'POST', pattern: new RegExp(`^/snapyard/v1/${NAME}/_prune$`), needs: repo('delete'), bodyLimit: JSON_BODY, handle: prune },
 ];

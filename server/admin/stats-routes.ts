@@ -9,6 +9,7 @@
  * (`<variant>-v<N>`, see parseVersionTag); a version's delta is the stored
  * bytes of its chunks that the previous version does not reference.
  */
+import { needsAdmin, repo } from '../route-table.js';
 import type { RequestContext } from '../context.js';
 import type { Digest } from '../../storage/digest.js';
 import type { Store } from '../../storage/open-store.js';
@@ -108,6 +109,6 @@ async function registryStats(ctx: RequestContext): Promise<Response> {
 }
 
 export const statsRoutes: AdminRoute[] = [
-  { method: 'GET', pattern: /^\/snapyard\/v1\/_admin\/stats$/, handle: registryStats },
-  { method: 'GET', pattern: new RegExp(`^/snapyard/v1/${NAME}/_stats$`), handle: repoStats },
+  { name: 'admin.stats', method: 'GET', pattern: /^\/snapyard\/v1\/_admin\/stats$/, needs: needsAdmin, bodyLimit: 0, handle: registryStats },
+  { name: 'admin.repo-stats', method: 'GET', pattern: new RegExp(`^/snapyard/v1/${NAME}/_stats$`), needs: repo('pull'), bodyLimit: 0, handle: repoStats },
 ];

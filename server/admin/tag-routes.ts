@@ -3,6 +3,7 @@
  * history, rollback. Every move is recorded by Metadata (tag_events) with
  * the source named in tag-versions.ts SOURCE.
  */
+import { JSON_BODY, repo } from '../route-table.js';
 import type { RequestContext } from '../context.js';
 import { parseReference } from '../names.js';
 import { OciError } from '../oci-error.js';
@@ -96,8 +97,8 @@ async function rollback(ctx: RequestContext, m: RegExpExecArray): Promise<Respon
 }
 
 export const tagRoutes: AdminRoute[] = [
-  { method: 'GET', pattern: new RegExp(`^/snapyard/v1/${NAME}/_tags/${TAG}/_history$`), handle: history },
-  { method: 'POST', pattern: new RegExp(`^/snapyard/v1/${NAME}/_tags/${TAG}/_rollback$`), handle: rollback },
-  { method: 'PUT', pattern: new RegExp(`^/snapyard/v1/${NAME}/_tags/${TAG}$`), handle: putTag },
-  { method: 'DELETE', pattern: new RegExp(`^/snapyard/v1/${NAME}/_tags/${TAG}$`), handle: deleteTag },
+  { name: 'admin.tag.history', method: 'GET', pattern: new RegExp(`^/snapyard/v1/${NAME}/_tags/${TAG}/_history$`), needs: repo('pull'), bodyLimit: 0, handle: history },
+  { name: 'admin.tag.rollback', method: 'POST', pattern: new RegExp(`^/snapyard/v1/${NAME}/_tags/${TAG}/_rollback$`), needs: repo('pull', 'push'), bodyLimit: JSON_BODY, handle: rollback },
+  { name: 'admin.tag.put', method: 'PUT', pattern: new RegExp(`^/snapyard/v1/${NAME}/_tags/${TAG}$`), needs: repo('pull', 'push'), bodyLimit: JSON_BODY, handle: putTag },
+  { name: 'admin.tag.delete', method: 'DELETE', pattern: new RegExp(`^/snapyard/v1/${NAME}/_tags/${TAG}$`), needs: repo('delete'), bodyLimit: JSON_BODY, handle: deleteTag },
 ];
