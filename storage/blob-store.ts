@@ -59,12 +59,14 @@ export class BlobStore {
    * commits (GC's delete step cannot run in between). CHUNK_MISSING otherwise.
    */
   async commit(repo: string, r: IngestResult): Promise<void> {
+    // Durably held, not merely on its way: a chunk whose index row a failed flush never committed does not count.
+    const held = (d: Digest) => (this.chunks.durable ? this.chunks.durable(d) : this.chunks.has(d));
     await this.lock.run(async () => {
-      if (!(await this.chunks.has(r.indexDigest))) throw new ChunkMissingError(r.indexDigest);
+      if (!(await held(r.indexDigest))) throw new ChunkMissingError(r.indexDigest);
       for (const list of r.index.lists()) {
         for (let i = 0; i < list.count; i++) {
           const d = digestFromRaw(list.rawDigestAt(i));
-          if (!(await this.chunks.has(d))) throw new ChunkMissingError(d);
+          if (!(await held(d))) throw new ChunkMissingError(d);
         }
       }
       this.meta.commitBlob(repo, { digest: r.digest, size: r.size, indexDigest: r.indexDigest });

@@ -55,6 +55,11 @@ export interface ChunkStore {
   put(digest: Digest, raw: Uint8Array): Promise<AddResult>;
   /** Makes every chunk added so far durable; called before anything that references them is committed. */
   flush(): Promise<void>;
+  /**
+   * Optional: the chunk is durably held (flushed and indexed), not merely on
+   * its way. What a blob commit checks; stores without it use has().
+   */
+  durable?(digest: Digest): Promise<boolean>;
   close(): Promise<void>;
 }
 

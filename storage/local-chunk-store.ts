@@ -3,13 +3,14 @@ import { join } from 'node:path';
 import { ChunkCodec } from './chunk-codec.js';
 import type { AddResult, ChunkStore, ChunkWriter, PrunableChunkStore } from './chunk-store.js';
 import { digestFromRaw, localDigester, rawOf, sha256Raw, type Digest, type StreamDigester } from './digest.js';
-import { ChunkCorruptError, ChunkMissingError, SnapyardError } from './errors.js';
+import { ChunkCorruptError, ChunkMissingError, SnapyardError, storageFailure } from './errors.js';
 import { ensureLayout, packPath, PackReader, PackWriter, readConcat, RECORD_HEADER_SIZE, type RecordLocation } from './pack-files.js';
 import { PackIndex } from './pack-index.js';
 import { WorkerPool, type WorkerError } from './worker-pool.js';
 import type { ChunkTask, ChunkTaskResult } from './chunk-worker.js';
 import { workerDigester } from './worker-digester.js';
 import { encodeSketch, sketch } from './resemblance.js';
+import { batchWriter, type AddedRow, type Pending } from './batch-writer.js';
 
 export interface LocalChunkStoreOptions {
   /** Directory of the store (layout: pack-files.ts). */
@@ -26,6 +27,8 @@ export interface LocalChunkStoreOptions {
 }
 
 function reviveError(e: WorkerError): Error {
+  const full = storageFailure(e);
+  if (full) return full;
   if (e.code === 'CHUNK_CORRUPT' && e.digest) {
     return new ChunkCorruptError(e.digest as Digest, e.message.replace(/^chunk \S+ is corrupt: /, ''));
   }
@@ -33,17 +36,6 @@ function reviveError(e: WorkerError): Error {
 }
 
 export const DEFAULT_LEVEL = 1;
-
-/** Bytes of new chunks sent to a worker in one message. */
-const BATCH_BYTES = 1024 * 1024;
-/** Batches in flight per writer (bounds memory: this x (BATCH_BYTES + a chunk)). */
-const BATCH_IN_FLIGHT = 4;
-
-interface Pending {
-  done: Promise<RecordLocation>;
-  /** Sends the batch holding the chunk now, if it is still waiting to fill (so nobody waits on a stalled writer). */
-  kick?: () => void;
-}
 
 /**
  * A chunk store on local disk: chunks appended to pack files, located through
@@ -61,7 +53,7 @@ export class LocalChunkStore implements ChunkStore, PrunableChunkStore {
   private readonly now: () => number;
   /** Chunks handed to a writer whose index row is not committed yet. */
   private readonly pending = new Map<Digest, Pending>();
-  private added: Array<{ digest: Digest; loc: RecordLocation; rawLength: number }> = [];
+  private added: AddedRow[] = [];
   private touched: Digest[] = [];
   private readonly freeBuffers: Buffer[] = [];
 
@@ -234,83 +226,17 @@ export class LocalChunkStore implements ChunkStore, PrunableChunkStore {
         finish: async () => ({ newChunks, newStoredBytes }),
       };
     }
-    const pool = this.pool;
-    let buf: Buffer | null = null;
-    let used = 0;
-    let lengths: number[] = [];
-    let digests: Digest[] = [];
-    let waiters: Array<{ resolve: (l: RecordLocation) => void; reject: (e: unknown) => void }> = [];
-    const inFlight: Array<Promise<void>> = [];
-    let newChunks = 0;
-    let newStoredBytes = 0;
-    let failure: unknown = null;
-    const borrowed: Array<Promise<RecordLocation>> = [];
-    const send = () => {
-      if (!buf || digests.length === 0) return;
-      const batch = { buf, lengths, digests, waiters };
-      buf = null;
-      used = 0;
-      lengths = [];
-      digests = [];
-      waiters = [];
-      const own = new Uint8Array(batch.buf.buffer, batch.buf.byteOffset, batch.buf.byteLength);
-      const done = pool.run({ op: 'appendBatch', buf: own, lengths: batch.lengths, digests: batch.digests }, [own.buffer as ArrayBuffer]).then((r) => {
-        const { locs, buf: back } = r as { locs: RecordLocation[]; buf: Uint8Array };
-        if (back.byteLength === BATCH_BYTES + this.maxChunk) this.freeBuffers.push(Buffer.from(back.buffer, back.byteOffset, back.byteLength));
-        for (let i = 0; i < locs.length; i++) {
-          this.added.push({ digest: batch.digests[i]!, loc: locs[i]!, rawLength: batch.lengths[i]! });
-          newStoredBytes += locs[i]!.length + RECORD_HEADER_SIZE;
-        }
-        newChunks += locs.length;
+    return batchWriter({
+      pool: this.pool,
+      pending: this.pending,
+      known: (d, raw32) => this.known(d, raw32),
+      added: (row) => {
+        this.added.push(row);
         this.scheduleCommit();
-        locs.forEach((l, i) => batch.waiters[i]!.resolve(l));
-      });
-      const settled = done.then(
-        () => {},
-        (e) => {
-          failure ??= e;
-          for (const d of batch.digests) this.pending.delete(d);
-          for (const w of batch.waiters) w.reject(e);
-        },
-      );
-      inFlight.push(settled);
-    };
-    return {
-      add: async (raw) => {
-        if (failure) throw failure;
-        const raw32 = sha256Raw(raw);
-        const digest = digestFromRaw(raw32);
-        const known = this.known(digest, raw32);
-        if (known !== null) {
-          // A chunk another writer is still storing: this blob needs it stored before it commits.
-          if (typeof known !== 'number') {
-            known.kick?.();
-            borrowed.push(known.done);
-          }
-          return { digest, written: false };
-        }
-        if (buf && used + raw.byteLength > buf.byteLength) send();
-        if (!buf) buf = this.freeBuffers.pop() ?? Buffer.allocUnsafeSlow(Math.max(BATCH_BYTES + this.maxChunk, raw.byteLength));
-        buf.set(raw, used);
-        used += raw.byteLength;
-        lengths.push(raw.byteLength);
-        digests.push(digest);
-        // Findable (and deduped) from now on, before its batch is even sent.
-        const done = new Promise<RecordLocation>((resolve, reject) => waiters.push({ resolve, reject }));
-        done.catch(() => {});
-        this.pending.set(digest, { done, kick: () => { if (digests.includes(digest)) send(); } });
-        if (used >= BATCH_BYTES) send();
-        while (inFlight.length >= BATCH_IN_FLIGHT) await inFlight.shift();
-        return { digest, written: true };
       },
-      finish: async () => {
-        send();
-        await Promise.all(inFlight.splice(0));
-        if (failure) throw failure;
-        await Promise.all(borrowed.splice(0)); // rejects if another writer failed to store one of ours
-        return { newChunks, newStoredBytes };
-      },
-    };
+      freeBuffers: this.freeBuffers,
+      maxChunk: this.maxChunk,
+    });
   }
 
   private async append(digest: Digest, raw: Uint8Array): Promise<RecordLocation> {
@@ -333,9 +259,22 @@ export class LocalChunkStore implements ChunkStore, PrunableChunkStore {
   }
 
   private flushing: Promise<void> | null = null;
+  /** Flushes run one after another: when flush() resolves, every row added before the call is committed. */
+  private flushTail: Promise<void> = Promise.resolve();
 
-  /** Makes every chunk added so far durable: packs fsync'ed, then their index rows committed. */
-  async flush(): Promise<void> {
+  /**
+   * Makes every chunk added so far durable: packs fsync'ed, then their index
+   * rows committed. When either step fails (a full disk), the rows stay queued
+   * for the next flush and their chunks stay pending: they are never counted
+   * as stored (durable()) until a flush commits them.
+   */
+  flush(): Promise<void> {
+    const run = this.flushTail.then(() => this.flushOnce());
+    this.flushTail = run.catch(() => {});
+    return run;
+  }
+
+  private async flushOnce(): Promise<void> {
     // Only rows whose records are written (callers finish their own writers
     // first). Waiting for every pending chunk would tie one push to another's
     // batch, which may wait for a stalled client.
@@ -344,13 +283,18 @@ export class LocalChunkStore implements ChunkStore, PrunableChunkStore {
     try {
       if (this.pool) await this.pool.broadcast({ op: 'sync' });
       else await this.inlineWriter!.sync();
+      if (added.length > 0 || touched.length > 0) this.index.commit(added, touched, this.now());
     } catch (e) {
       this.added.unshift(...added);
       this.touched.unshift(...touched);
-      throw e;
+      throw storageFailure(e) ?? e;
     }
-    if (added.length > 0 || touched.length > 0) this.index.commit(added, touched, this.now());
     for (const a of added) this.pending.delete(a.digest);
+  }
+
+  /** The chunk's index row is committed (its record fsync'ed): what a blob commit may rely on. */
+  async durable(digest: Digest): Promise<boolean> {
+    return this.index.has(digest);
   }
 
   async *list(): AsyncIterable<{ digest: Digest; storedSize: number; mtimeMs: number }> {
