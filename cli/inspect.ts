@@ -43,7 +43,8 @@ import { createHash } from 'node:crypto';
 import { createReadStream, statSync } from 'node:fs';
 import { SnapyardError } from '../storage/errors.js';
 import { chunkStream, DEFAULT_FASTCDC } from '../storage/fastcdc.js';
-import { Qcow2Image } from '../storage/qcow2/reader.js';
+import { guestDataBudget } from '../storage/qcow2/layout-plan.js';
+import { Qcow2Image, type WalkOptions } from '../storage/qcow2/reader.js';
 
 const MiB = 1024 * 1024;
 /** Guest bytes read at once. */
@@ -108,9 +109,9 @@ async function chunkStats(source: AsyncIterable<Uint8Array>): Promise<ChunkStats
  * Guest bytes of the data and compressed extents, in guest order. One buffer
  * is reused: chunkStream copies a piece into its window before asking for the next.
  */
-async function* allocatedGuestData(img: Qcow2Image): AsyncGenerator<Uint8Array> {
+async function* allocatedGuestData(img: Qcow2Image, walk: WalkOptions): AsyncGenerator<Uint8Array> {
   const buf = Buffer.allocUnsafe(PIECE);
-  for (const e of img.extents()) {
+  for (const e of img.extents(0, img.virtualSize, walk)) {
     if (e.kind !== 'data' && e.kind !== 'compressed') continue;
     for (let off = e.guestOffset; off < e.guestOffset + e.length; off += PIECE) {
       const n = Math.min(PIECE, e.guestOffset + e.length - off);
@@ -128,7 +129,9 @@ async function inspectQcow2(path: string): Promise<Qcow2Report> {
     let zeroBytes = 0;
     let unallocatedBytes = 0;
     let compressedClusters = 0;
-    for (const e of img.extents()) {
+    // Bounded by the file's size (a hostile table walk is refused: QCOW2_INVALID).
+    const walk: WalkOptions = { maxAllocatedBytes: guestDataBudget(img.fileSize) };
+    for (const e of img.extents(0, img.virtualSize, walk)) {
       if (e.kind === 'data') allocatedBytes += e.length;
       else if (e.kind === 'compressed') {
         allocatedBytes += e.length;
@@ -137,7 +140,7 @@ async function inspectQcow2(path: string): Promise<Qcow2Report> {
       else unallocatedBytes += e.length;
     }
     const h = img.header;
-    const chunks = await chunkStats(allocatedGuestData(img));
+    const chunks = await chunkStats(allocatedGuestData(img, walk));
     return {
       file: path,
       format: 'qcow2',

@@ -3,7 +3,8 @@
  * skopeo or anything else): the bytes are spooled to a temporary file (the
  * guest view needs random access to the image), hashed on the way; once the
  * digest and size check out, the guest view and host recipe are chunked from
- * the file (qcow2/index-builder.ts). An image the reader does not understand
+ * the file (qcow2/index-builder.ts; the table walk on a worker thread,
+ * qcow2/layout-plan.ts). An image the reader does not understand
  * is byte-chunked from the same file instead, so nothing qemu accepts is ever
  * rejected. The spool file is removed whatever happens.
  */
@@ -17,6 +18,7 @@ import { localDigester } from './digest.js';
 import { isSnapyardError, SnapyardError } from './errors.js';
 import { DEFAULT_FASTCDC } from './fastcdc.js';
 import { buildQcow2Index } from './qcow2/index-builder.js';
+import { planOffThread } from './qcow2/layout-plan.js';
 import { pinningWriter } from './chunk-pins.js';
 
 const SPOOL_WRITE = 4 * 1024 * 1024;
@@ -77,7 +79,9 @@ export async function ingestQcow2(store: ChunkStore, source: AsyncIterable<Uint8
     const writer = pinningWriter(store.writer(), opts.lease);
     let index;
     try {
-      index = await buildQcow2Index(path, writer, { blobDigest: digest, params: opts.params ?? DEFAULT_FASTCDC });
+      // The table walk runs on a worker thread (its cost is bounded by the file's size, but may still be seconds).
+      const plan = await planOffThread(path);
+      index = await buildQcow2Index(path, writer, { blobDigest: digest, params: opts.params ?? DEFAULT_FASTCDC, plan });
     } catch (e) {
       await writer.finish().catch(() => {});
       if (!isSnapyardError(e, 'QCOW2_INVALID')) throw e;

@@ -11,6 +11,14 @@
  * cluster offset and compressed descriptor is checked (alignment, inside
  * the file) before it is used.
  *
+ * Its time is bounded by the file's size: one walk may visit at most as many
+ * allocated L1 entries as the file has clusters (more means L1 entries share
+ * L2 tables, which qemu-img check calls corruption: QCOW2_INVALID), so it
+ * visits at most fileSize / 8 L2 entries. Runs of plain zero or unallocated
+ * L2 entries are skipped over in one step. A caller streaming the guest data
+ * can also cap the data + compressed bytes a walk may describe
+ * (WalkOptions.maxAllocatedBytes).
+ *
  * Extents come in guest order and cover the requested range exactly:
  *   data         host bytes at hostOffset (runs with contiguous host offsets are merged)
  *   zero         reads as zeros (v3 zero flag, or extended L2 zero bits)
@@ -68,6 +76,11 @@ export interface OpenOptions {
   backing?: BackingReader;
 }
 
+export interface WalkOptions {
+  /** QCOW2_INVALID once the data and compressed extents of the walk add up to more than this. */
+  maxAllocatedBytes?: number;
+}
+
 /** L1 entries read at once (64 KiB). */
 const L1_BATCH = 8192;
 const TWO32 = 2 ** 32;
@@ -75,8 +88,17 @@ const TWO32 = 2 ** 32;
 /** Merges runs into extents; push() returns the extent it completes, if any. */
 class ExtentBuilder {
   private pending: Extent | undefined;
+  private allocated = 0;
+
+  constructor(private readonly maxAllocated = Infinity) {}
 
   push(guestOffset: number, length: number, kind: ExtentKind, hostOffset = 0, compressedSize = 0): Extent | undefined {
+    if (kind === 'data' || kind === 'compressed') {
+      this.allocated += length;
+      if (this.allocated > this.maxAllocated) {
+        throw invalid(`more than ${this.maxAllocated} bytes of allocated guest data (at guest 0x${guestOffset.toString(16)}): too much for a file of this size`);
+      }
+    }
     const p = this.pending;
     if (p && p.kind === kind && kind !== 'compressed' && (kind !== 'data' || p.hostOffset! + p.length === hostOffset)) {
       p.length += length;
@@ -162,12 +184,15 @@ export class Qcow2Image {
   }
 
   /** The active layer's guest layout over [start, end) (default: the whole disk), in guest order. */
-  *extents(start = 0, end = this.virtualSize): Generator<Extent> {
+  *extents(start = 0, end = this.virtualSize, opts: WalkOptions = {}): Generator<Extent> {
     checkRange(start, end - start, this.virtualSize);
     if (start === end) return;
     const { clusterSize: cs, l2Entries, l1TableOffset } = this.header;
     const span = cs * l2Entries;
-    const out = new ExtentBuilder();
+    const out = new ExtentBuilder(opts.maxAllocatedBytes);
+    /** Distinct L2 tables are distinct clusters of the file: more references than that means shared tables. */
+    const maxTables = Math.floor(this.fileSize / cs);
+    let tables = 0;
     const firstL1 = Math.floor(start / span);
     const lastL1 = Math.floor((end - 1) / span);
     const l1Buf = this.l1Pool.pop() ?? Buffer.alloc(Math.min(L1_BATCH, this.header.l1EntriesNeeded) * 8);
@@ -187,6 +212,9 @@ export class Qcow2Image {
             continue;
           }
           if (l2Offset % cs !== 0) throw invalid(`L1 entry ${l1Index}: L2 table offset 0x${l2Offset.toString(16)} is not cluster aligned`);
+          if (++tables > maxTables) {
+            throw invalid(`L1 entry ${l1Index}: more L2 tables referenced than the file (${this.fileSize} bytes) can hold: L1 entries share L2 tables`);
+          }
           const l2 = this.file.readExact(l2Buf, l2Offset, `L1 entry ${l1Index}: L2 table`);
           yield* this.walkL2(l2, l1Index, lo, hi, out);
         }
@@ -215,6 +243,16 @@ export class Qcow2Image {
       const eHi = l2.readUInt32BE(i * entrySize);
       const eLo = l2.readUInt32BE(i * entrySize + 4);
       let e: Extent | undefined;
+      if (!extendedL2 && eHi === 0 && (eLo === 0 || (eLo === L2_ZERO_LO && version >= 3))) {
+        // A plain unallocated (0) or zero (1) entry: skip the run of identical entries in one step.
+        let j = i + 1;
+        while (j <= lastIdx && l2.readUInt32BE(j * 8) === 0 && l2.readUInt32BE(j * 8 + 4) === eLo) j++;
+        const runEnd = Math.min(hi, base + j * cs);
+        e = out.push(a, runEnd - a, eLo === 0 ? 'unallocated' : 'zero');
+        if (e) yield e;
+        i = j - 1;
+        continue;
+      }
       if (eHi & L2_COMPRESSED_HI) {
         const c = decodeCompressed(eHi, eLo, clusterBits);
         if (c.offset >= fileSize || c.offset + c.size > Math.ceil(fileSize / 512) * 512) {
