@@ -17,6 +17,7 @@ import { createReadStream, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { runGc, runVerify } from '../client/maintenance.js';
+import { Registry } from '../client/registry.js';
 import { BIN, MB, duBytes, rssOf, startServer } from './lib.js';
 
 const args = process.argv.slice(2);
@@ -69,12 +70,14 @@ try {
     while (!gcDone) during.push(await probe());
   })();
   const rss0 = rssOf(server.pid).peak;
-  const gc = await runGc(server.url, { graceSeconds: 0 });
+  const admin = new Registry(server.url, { connections: 1 });
+  const gc = await runGc(admin, { graceSeconds: 0 });
   gcDone = true;
   await prober;
   const after = duBytes(join(work, 'data'));
   // verify, and sha256 over the same stored bytes (every pack file), same run.
-  const verify = await runVerify(server.url, {});
+  const verify = await runVerify(admin, {});
+  await admin.close();
   const packs = join(work, 'data', 'store', 'packs');
   const t0 = performance.now();
   let hashed = 0;

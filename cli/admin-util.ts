@@ -1,18 +1,12 @@
 /** Shared by the lifecycle commands: an admin client for --registry, and output helpers. */
 import { AdminClient } from '../client/admin.js';
-import { Registry } from '../client/registry.js';
 import { SnapyardError } from '../storage/errors.js';
 import { parseRef, type Ref } from '../client/ref.js';
-import { registryUrl } from './remote.js';
+import { withRegistry, type RegistryFlags } from './registry-options.js';
 
 /** Runs `fn` with an admin client for the registry (closed afterwards). */
-export async function withAdmin<T>(flag: string | undefined, fn: (a: AdminClient) => Promise<T>): Promise<T> {
-  const reg = new Registry(registryUrl(flag));
-  try {
-    return await fn(new AdminClient(reg));
-  } finally {
-    await reg.close();
-  }
+export function withAdmin<T>(o: RegistryFlags, fn: (a: AdminClient) => Promise<T>): Promise<T> {
+  return withRegistry(o, (reg) => fn(new AdminClient(reg)));
 }
 
 /** A `repo:tag` reference (a digest is not accepted here). */

@@ -16,10 +16,10 @@ import { EXTENT_DATA, Qcow2Index } from '../storage/qcow2-index.js';
 import { chunkSet } from '../storage/blob-index.js';
 import type { ChunkList } from '../storage/chunk-index.js';
 import { parseRef } from '../client/ref.js';
-import { Registry } from '../client/registry.js';
+import type { Registry } from '../client/registry.js';
 import { remoteIndex } from '../client/remote-index.js';
 import { ANN_BACKING_FILE, ANN_BASE_BLOB } from '../client/push.js';
-import { registryUrl } from './remote.js';
+import { openRegistry, type RegistryFlags } from './registry-options.js';
 
 function stats(lists: ChunkList[]) {
   const seen = new Set<string>();
@@ -45,9 +45,9 @@ async function rangeGet(reg: Registry, repo: string, digest: string, n: number):
   return Buffer.from(await res.body.arrayBuffer());
 }
 
-export async function inspectRef(refStr: string, o: { json?: boolean; registry?: string }, out: NodeJS.WritableStream = process.stdout): Promise<Record<string, unknown>> {
+export async function inspectRef(refStr: string, o: RegistryFlags & { json?: boolean }, out: NodeJS.WritableStream = process.stdout): Promise<Record<string, unknown>> {
   const ref = parseRef(refStr);
-  const reg = new Registry(registryUrl(o.registry));
+  const reg = openRegistry(o);
   try {
     const r = await remoteIndex(reg, ref, [], () => null);
     const manifest = JSON.parse((await reg.getManifest(ref.repo, r.answer.manifest.digest)).bytes.toString('utf8')) as {

@@ -1,8 +1,9 @@
 /** `snapyard ls [REPO]` and `snapyard stats [REPO]`. */
+import type { RegistryFlags } from './registry-options.js';
 import { human, print, printJson, short, table, withAdmin } from './admin-util.js';
 
-export async function lsCommand(repo: string | undefined, o: { registry?: string; json?: boolean }): Promise<void> {
-  await withAdmin(o.registry, async (a) => {
+export async function lsCommand(repo: string | undefined, o: RegistryFlags & { json?: boolean }): Promise<void> {
+  await withAdmin(o, async (a) => {
     if (repo === undefined) {
       const repos = await a.repositories();
       if (o.json) return printJson(repos);
@@ -24,8 +25,8 @@ export async function lsCommand(repo: string | undefined, o: { registry?: string
   });
 }
 
-export async function statsCommand(repo: string | undefined, o: { registry?: string; json?: boolean }): Promise<void> {
-  await withAdmin(o.registry, async (a) => {
+export async function statsCommand(repo: string | undefined, o: RegistryFlags & { json?: boolean }): Promise<void> {
+  await withAdmin(o, async (a) => {
     if (repo === undefined) {
       const s = await a.registryStats();
       if (o.json) return printJson(s);

@@ -9,6 +9,9 @@ import { inspectRef, looksLikeRef } from './inspect-remote.js';
 import { existsSync } from 'node:fs';
 import { registerLifecycleCommands } from './lifecycle.js';
 import { parseDuration, registerMaintenanceCommands } from './maintenance.js';
+import { addRegistryOptions, type RegistryFlags } from './registry-options.js';
+import { passwdCommand } from './passwd.js';
+import { describeError } from './errors.js';
 
 function int(name: string) {
   return (v: string): number => {
@@ -31,10 +34,37 @@ export function buildProgram(): Command {
     .option('--workers <n>', 'chunk worker threads (hash + zstd)', int('--workers'))
     .option('--level <n>', 'zstd level for new chunks (default 1)', int('--level'))
     .option('--upload-ttl <duration>', 'idle upload and push sessions expire after this (env SNAPYARD_UPLOAD_TTL, default 1h)', process.env.SNAPYARD_UPLOAD_TTL ?? '1h')
-    .action(async (o: { data: string; host: string; port: number; workers?: number; level?: number; uploadTtl: string }) => {
-      const { uploadTtl, ...rest } = o;
-      await serve({ ...rest, uploadTtlMs: parseDuration(uploadTtl) * 1000 });
+    .option('--htpasswd <file>', 'require login: bcrypt entries (htpasswd -B, or snapyard passwd); env SNAPYARD_HTPASSWD', process.env.SNAPYARD_HTPASSWD)
+    .option('--access <file>', 'access rules (YAML: users x repository patterns x actions; docs/auth.md); env SNAPYARD_ACCESS', process.env.SNAPYARD_ACCESS)
+    .option('--anonymous-pull', 'callers without credentials may pull every repository (env SNAPYARD_ANONYMOUS_PULL=true)', process.env.SNAPYARD_ANONYMOUS_PULL === 'true')
+    .option('--tls-cert <file>', 'serve https with this certificate chain (PEM; re-read on SIGHUP); env SNAPYARD_TLS_CERT', process.env.SNAPYARD_TLS_CERT)
+    .option('--tls-key <file>', 'the private key of --tls-cert (PEM); env SNAPYARD_TLS_KEY', process.env.SNAPYARD_TLS_KEY)
+    .option('--token-secret <file>', 'sign bearer tokens with this file\'s bytes (share it between replicas; default a random key per process)')
+    .option('--token-ttl <duration>', 'bearer token lifetime', '5m')
+    .option('--auth-realm <url>', 'the token endpoint URL in challenges (default: this server\'s /token as the request reached it)')
+    .option('--auth-service <name>', 'the service name in challenges and tokens', 'snapyard')
+    .option('--header-timeout <duration>', 'a request\'s headers must arrive within this', '20s')
+    .option('--idle-timeout <duration>', 'close connections idle (no bytes either way) this long, stalled bodies included', '60s')
+    .option('--max-connections <n>', 'refuse connections beyond this many', int('--max-connections'))
+    .option('--max-blob-size <size>', 'the largest blob an upload may send (e.g. 64G)', '64G')
+    .action(async (o: { data: string; host: string; port: number; workers?: number; level?: number; uploadTtl: string; htpasswd?: string; access?: string; anonymousPull?: boolean; tlsCert?: string; tlsKey?: string; tokenSecret?: string; tokenTtl: string; authRealm?: string; authService: string; headerTimeout: string; idleTimeout: string; maxConnections?: number; maxBlobSize: string }) => {
+      const { uploadTtl, tokenTtl, headerTimeout, idleTimeout, maxBlobSize, ...rest } = o;
+      await serve({
+        ...rest,
+        uploadTtlMs: parseDuration(uploadTtl) * 1000,
+        tokenTtlSeconds: parseDuration(tokenTtl),
+        headerTimeoutMs: parseDuration(headerTimeout) * 1000,
+        idleTimeoutMs: parseDuration(idleTimeout) * 1000,
+        maxBlobBytes: parseSize(maxBlobSize),
+      });
     });
+
+  program
+    .command('passwd')
+    .description('add or change a user in an htpasswd file (bcrypt), reading the password from standard input')
+    .argument('<file>', 'the htpasswd file (created if missing)')
+    .argument('<user>')
+    .action(async (file: string, user: string) => passwdCommand(file, user));
 
   program
     .command('chunk')
@@ -48,32 +78,27 @@ export function buildProgram(): Command {
       await chunkFile(file, { minSize: o.min, avgSize: o.avg, maxSize: o.max }, o.json === true);
     });
 
-  program
-    .command('inspect')
+  addRegistryOptions(program.command('inspect'))
     .description('qcow2 facts (version, sizes, allocation, backing file, snapshots) and chunk statistics of a local file, or of a snapshot in the registry (REF)')
     .argument('<file|ref>', 'a local file, or repo:tag / repo@sha256:... (a path that exists wins)')
-    .option('--registry <url>', 'registry URL for a REF (env SNAPYARD_REGISTRY, default http://127.0.0.1:5000)')
     .option('--json', 'one JSON object (keys documented in cli/inspect.ts and cli/inspect-remote.ts)')
-    .action(async (target: string, o: { json?: boolean; registry?: string }) => {
+    .action(async (target: string, o: RegistryFlags & { json?: boolean }) => {
       if (!existsSync(target) && looksLikeRef(target)) await inspectRef(target, o);
       else await inspectFile(target, { json: o.json === true });
     });
 
-  program
-    .command('push')
+  addRegistryOptions(program.command('push'))
     .description('push a disk image: chunks it locally, uploads only what the registry lacks, publishes an OCI manifest')
     .argument('<ref>', 'repo:tag')
     .argument('<file>', 'the image (qcow2, or any file)')
-    .option('--registry <url>', 'registry URL (env SNAPYARD_REGISTRY, default http://127.0.0.1:5000)')
     .option('--cache <dir>', 'client cache (env SNAPYARD_CACHE, default ~/.cache/snapyard)')
     .option('--level <n>', 'zstd level of the upload stream (default: 17 up to 16 MiB of new chunks, 9 up to 256 MiB, else 3)', int('--level'))
     .option('--json', 'print one JSON summary object')
-    .action(async (ref: string, file: string, o: { registry?: string; cache?: string; level?: number; json?: boolean }) => {
+    .action(async (ref: string, file: string, o: RegistryFlags & { cache?: string; level?: number; json?: boolean }) => {
       await pushCommand(ref, file, o);
     });
 
-  program
-    .command('pull')
+  addRegistryOptions(program.command('pull'))
     .description('pull a snapshot as a full image, or with --overlay as a qcow2 overlay over --base, fetching only what is not local')
     .argument('<ref>', 'repo:tag or repo@sha256:...')
     .requiredOption('-o, --output <file>', 'where to write the image')
@@ -82,9 +107,8 @@ export function buildProgram(): Command {
     .option('--cache <dir>', 'client cache (env SNAPYARD_CACHE, default ~/.cache/snapyard)')
     .option('--dry-run', 'print how many bytes the pull would download, and exit')
     .option('--concurrency <n>', 'parallel chunk requests (default 3)', int('--concurrency'))
-    .option('--registry <url>', 'registry URL (env SNAPYARD_REGISTRY, default http://127.0.0.1:5000)')
     .option('--json', 'print one JSON summary object (bytesDownloaded, bytesFromBase, bytesFromCache, chunks, seconds, ...)')
-    .action(async (ref: string, o: { output: string; base?: string; overlay?: boolean; cache?: string; dryRun?: boolean; concurrency?: number; registry?: string; json?: boolean }) => {
+    .action(async (ref: string, o: RegistryFlags & { output: string; base?: string; overlay?: boolean; cache?: string; dryRun?: boolean; concurrency?: number; json?: boolean }) => {
       await pullCommand(ref, o);
     });
 
@@ -93,19 +117,29 @@ export function buildProgram(): Command {
   return program;
 }
 
+/** "64G", "512M", "1.5T", "4096" -> bytes (binary units). */
+export function parseSize(v: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?$/i.exec(v.trim());
+  if (!m) throw new InvalidArgumentError(`${JSON.stringify(v)} is not a size (like 512M, 64G)`);
+  const unit = (m[2] ?? 'B').toUpperCase()[0]!;
+  const mult = { B: 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 }[unit] ?? 1;
+  return Math.floor(Number(m[1]) * mult);
+}
+
+function fail(e: unknown): never {
+  const { line, exitCode } = describeError(e);
+  process.stderr.write(`snapyard: ${line}\n`);
+  if (process.env.SNAPYARD_DEBUG === '1' && e instanceof Error && e.stack) process.stderr.write(`${e.stack}\n`);
+  process.exit(exitCode);
+}
+
 export async function main(argv: string[]): Promise<void> {
+  // Errors that escape a stream (a socket reset under a pipeline) are reported the same way: one line, non-zero exit.
+  process.on('uncaughtException', fail);
+  process.on('unhandledRejection', fail);
   try {
     await buildProgram().parseAsync(argv);
   } catch (e) {
-    if (isSnapyardError(e)) {
-      process.stderr.write(`snapyard: ${e.code}: ${e.message}\n`);
-      process.exit(2);
-    }
-    const err = e as NodeJS.ErrnoException;
-    if (err.code === 'ENOENT' || err.code === 'EACCES' || err.code === 'EISDIR') {
-      process.stderr.write(`snapyard: ${err.message}\n`);
-      process.exit(2);
-    }
-    throw e;
+    fail(e);
   }
 }

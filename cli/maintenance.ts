@@ -1,6 +1,6 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { runGc, runVerify } from '../client/maintenance.js';
-import { registryUrl } from './remote.js';
+import { addRegistryOptions, withRegistry, type RegistryFlags } from './registry-options.js';
 
 const UNITS: Record<string, number> = { ms: 0.001, s: 1, m: 60, h: 3600, d: 86400 };
 
@@ -17,16 +17,14 @@ const mb = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
 
 /** gc, verify (issue 4). */
 export function registerMaintenanceCommands(program: Command): void {
-  program
-    .command('gc')
+  addRegistryOptions(program.command('gc'))
     .description('collect garbage on a running registry: chunks no manifest uses (older than --grace), then compact packs')
     .option('--dry-run', 'report what would be freed, free nothing')
     .option('--grace <duration>', 'keep unreferenced chunks and blob links younger than this (e.g. 0s, 30m, 24h)', '1h')
-    .option('--registry <url>', 'registry URL (env SNAPYARD_REGISTRY, default http://127.0.0.1:5000)')
     .option('--json', 'print the report as one JSON object')
-    .action(async (o: { dryRun?: boolean; grace: string; registry?: string; json?: boolean }) => {
+    .action(async (o: RegistryFlags & { dryRun?: boolean; grace: string; json?: boolean }) => {
       const graceSeconds = parseDuration(o.grace);
-      const r = await runGc(registryUrl(o.registry), { dryRun: o.dryRun === true, graceSeconds });
+      const r = await withRegistry(o, (reg) => runGc(reg, { dryRun: o.dryRun === true, graceSeconds }), 1);
       if (o.json) {
         process.stdout.write(`${JSON.stringify(r)}\n`);
         return;
@@ -38,14 +36,12 @@ export function registerMaintenanceCommands(program: Command): void {
       if (r.unreadableBlobs.length > 0) process.stdout.write(`warning: ${r.unreadableBlobs.length} blobs have unreadable indexes (run snapyard verify)\n`);
     });
 
-  program
-    .command('verify')
+  addRegistryOptions(program.command('verify'))
     .description('re-hash every chunk and check every blob index resolves; exits 1 and names the affected snapshots if not')
     .option('--repair', 'move corrupt chunks aside (store/quarantine/) and unlink broken blobs, so re-pushing the named snapshots heals the store')
-    .option('--registry <url>', 'registry URL (env SNAPYARD_REGISTRY, default http://127.0.0.1:5000)')
     .option('--json', 'print the report as one JSON object')
-    .action(async (o: { repair?: boolean; registry?: string; json?: boolean }) => {
-      const r = await runVerify(registryUrl(o.registry), { repair: o.repair === true });
+    .action(async (o: RegistryFlags & { repair?: boolean; json?: boolean }) => {
+      const r = await withRegistry(o, (reg) => runVerify(reg, { repair: o.repair === true }), 1);
       if (o.json) process.stdout.write(`${JSON.stringify(r)}\n`);
       else {
         const rate = r.seconds > 0 ? r.storedBytes / 1e6 / r.seconds : 0;

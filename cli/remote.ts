@@ -6,14 +6,9 @@ import { ClientCache, defaultCacheDir } from '../client/cache.js';
 import { pull, type PullSummary } from '../client/pull.js';
 import { push } from '../client/push.js';
 import { parseRef } from '../client/ref.js';
-import { Registry } from '../client/registry.js';
+import type { Registry } from '../client/registry.js';
 import { Progress } from './progress.js';
-
-export const DEFAULT_REGISTRY = 'http://127.0.0.1:5000';
-
-export function registryUrl(flag: string | undefined): string {
-  return flag ?? process.env.SNAPYARD_REGISTRY ?? DEFAULT_REGISTRY;
-}
+import { openRegistry, type RegistryFlags } from './registry-options.js';
 
 interface ClientSession {
   reg: Registry;
@@ -22,8 +17,8 @@ interface ClientSession {
 }
 
 /** Runs fn with a registry client, the cache and a progress bar (off for --json), all closed afterwards. */
-async function withClient<T>(o: { registry?: string; cache?: string; json?: boolean }, fn: (c: ClientSession) => Promise<T>): Promise<T> {
-  const c = { reg: new Registry(registryUrl(o.registry)), cache: new ClientCache(o.cache ?? defaultCacheDir()), progress: new Progress(!o.json && process.stderr.isTTY === true) };
+async function withClient<T>(o: RegistryFlags & { cache?: string; json?: boolean }, fn: (c: ClientSession) => Promise<T>): Promise<T> {
+  const c = { reg: openRegistry(o), cache: new ClientCache(o.cache ?? defaultCacheDir()), progress: new Progress(!o.json && process.stderr.isTTY === true) };
   try {
     return await fn(c);
   } finally {
@@ -33,7 +28,7 @@ async function withClient<T>(o: { registry?: string; cache?: string; json?: bool
   }
 }
 
-export async function pushCommand(refStr: string, file: string, o: { registry?: string; json?: boolean; cache?: string; level?: number }): Promise<void> {
+export async function pushCommand(refStr: string, file: string, o: RegistryFlags & { json?: boolean; cache?: string; level?: number }): Promise<void> {
   const ref = parseRef(refStr);
   const r = await withClient(o, ({ reg, cache, progress }) =>
     push(ref, file, { registry: reg, cache, ...(o.level !== undefined ? { level: o.level } : {}), onPhase: (phase) => progress.update({ phase }) }),
@@ -46,7 +41,7 @@ export async function pushCommand(refStr: string, file: string, o: { registry?: 
   }
 }
 
-export interface PullFlags {
+export interface PullFlags extends RegistryFlags {
   output: string;
   base?: string;
   overlay?: boolean;

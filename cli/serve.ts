@@ -1,7 +1,13 @@
 import { resolve } from 'node:path';
+import { readFileSync } from 'node:fs';
 import pino from 'pino';
 import { openStore } from '../storage/open-store.js';
+import { SnapyardError } from '../storage/errors.js';
 import { startServer } from '../server/serve.js';
+import { Authenticator } from '../server/auth/authenticator.js';
+import { AccessPolicy } from '../server/auth/access.js';
+import { Htpasswd } from '../server/auth/htpasswd.js';
+import { TokenIssuer } from '../server/auth/tokens.js';
 
 export interface ServeOptions {
   data: string;
@@ -11,11 +17,44 @@ export interface ServeOptions {
   level?: number;
   /** Idle upload / push sessions expire after this (default 1 h). */
   uploadTtlMs?: number;
+  htpasswd?: string;
+  access?: string;
+  anonymousPull?: boolean;
+  tlsCert?: string;
+  tlsKey?: string;
+  /** A file whose bytes sign tokens (replicas share it); default: a random key per process. */
+  tokenSecret?: string;
+  tokenTtlSeconds?: number;
+  authRealm?: string;
+  authService?: string;
+  headerTimeoutMs?: number;
+  idleTimeoutMs?: number;
+  maxConnections?: number;
+  maxBlobBytes?: number;
+}
+
+const LOOPBACK = /^(127\.|::1$|\[::1\]$|localhost$)/;
+
+function buildAuth(o: ServeOptions): Authenticator {
+  if (o.access && !o.htpasswd) throw new SnapyardError('INVALID_ARGUMENT', '--access needs --htpasswd (without it the registry is open)');
+  if (o.anonymousPull && !o.htpasswd) throw new SnapyardError('INVALID_ARGUMENT', '--anonymous-pull needs --htpasswd (without it everyone may do everything)');
+  const policyOf = () => (o.access ? AccessPolicy.fromFile(o.access, { anonymousPull: o.anonymousPull === true }) : new AccessPolicy({ anonymousPull: o.anonymousPull === true }));
+  const service = o.authService ?? 'snapyard';
+  const secret = o.tokenSecret ? readFileSync(o.tokenSecret) : process.env.SNAPYARD_TOKEN_SECRET ? Buffer.from(process.env.SNAPYARD_TOKEN_SECRET) : undefined;
+  return new Authenticator({
+    htpasswd: o.htpasswd ? new Htpasswd(o.htpasswd) : null,
+    policy: policyOf(),
+    tokens: new TokenIssuer(service, secret, o.tokenTtlSeconds ?? 300),
+    service,
+    ...(o.authRealm ? { realm: o.authRealm } : {}),
+  });
 }
 
 /** `snapyard serve`: the registry on the embedded default store, until SIGTERM/SIGINT. */
 export async function serve(opts: ServeOptions): Promise<void> {
   const logger = pino({ base: undefined, timestamp: pino.stdTimeFunctions.isoTime });
+  if ((opts.tlsCert === undefined) !== (opts.tlsKey === undefined)) throw new SnapyardError('INVALID_ARGUMENT', '--tls-cert and --tls-key go together');
+  const auth = buildAuth(opts);
   const dataDir = resolve(opts.data);
   const store = openStore({
     dataDir,
@@ -23,8 +62,32 @@ export async function serve(opts: ServeOptions): Promise<void> {
     ...(opts.level !== undefined ? { level: opts.level } : {}),
     ...(opts.uploadTtlMs !== undefined ? { uploadTtlMs: opts.uploadTtlMs } : {}),
   });
-  const server = await startServer({ store, host: opts.host, port: opts.port, logger });
-  logger.info({ data: dataDir, host: opts.host, port: server.port }, `snapyard serving on ${opts.host}:${server.port}`);
+  const server = await startServer({
+    store, host: opts.host, port: opts.port, logger, auth,
+    ...(opts.tlsCert && opts.tlsKey ? { tls: { cert: opts.tlsCert, key: opts.tlsKey } } : {}),
+    ...(opts.maxBlobBytes !== undefined ? { limits: { maxBlobBytes: opts.maxBlobBytes, maxPushUploadBytes: opts.maxBlobBytes } } : {}),
+    connections: {
+      ...(opts.headerTimeoutMs !== undefined ? { headersTimeoutMs: opts.headerTimeoutMs } : {}),
+      ...(opts.idleTimeoutMs !== undefined ? { idleTimeoutMs: opts.idleTimeoutMs } : {}),
+      ...(opts.maxConnections !== undefined ? { maxConnections: opts.maxConnections } : {}),
+    },
+  });
+  logger.info({ data: dataDir, host: opts.host, port: server.port, tls: opts.tlsCert !== undefined, auth: auth.enabled }, `snapyard serving on ${opts.tlsCert ? "https" : "http"}://${opts.host}:${server.port}`);
+  if (!auth.enabled && !LOOPBACK.test(opts.host)) {
+    const msg = `WARNING: no --htpasswd: anyone who can reach ${opts.host}:${server.port} may push, delete, move tags, run gc and verify --repair. Use --htpasswd (docs/auth.md) before exposing this port.`;
+    logger.warn(msg);
+    process.stderr.write(`\n*** ${msg} ***\n\n`);
+  }
+  process.on('SIGHUP', () => {
+    try {
+      server.reloadTls();
+      auth.reloadUsers();
+      if (opts.access) auth.setPolicy(AccessPolicy.fromFile(opts.access, { anonymousPull: opts.anonymousPull === true }));
+      logger.info('SIGHUP: reloaded TLS certificate, users and access rules');
+    } catch (e) {
+      logger.error({ err: e }, 'SIGHUP: reload failed; keeping the previous certificate, users and rules');
+    }
+  });
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;

@@ -1,12 +1,60 @@
 /**
  * The client's view of a snapyard server: OCI calls (/v2/) and the delta
  * protocol (/snapyard/v1/), over one undici Pool (keep-alive, a few
- * connections). Errors in the OCI error format become RegistryError with the
- * server's code; a server that cannot be reached is REGISTRY_UNREACHABLE.
+ * connections), authenticated as the server asks (Basic, or bearer tokens
+ * from its token endpoint: client/auth.ts), over TLS verified against the
+ * system roots plus --ca-cert. Errors in the OCI error format become
+ * RegistryError with the server's code; a server that cannot be reached is
+ * REGISTRY_UNREACHABLE, a connection lost mid-way CONNECTION_LOST.
  */
 import { Readable } from 'node:stream';
-import { Pool, type Dispatcher } from 'undici';
+import { rootCertificates } from 'node:tls';
+import { existsSync, readFileSync } from 'node:fs';
+import { Agent, Pool, request as undiciRequest, type Dispatcher } from 'undici';
 import { SnapyardError } from '../storage/errors.js';
+import { Authorizer, repoOfPath } from './auth.js';
+import type { Credentials } from './credentials.js';
+
+export interface RegistryOptions {
+  connections?: number;
+  /** Credentials to log in with (client/credentials.ts resolves them). */
+  creds?: Credentials | null;
+  /** Extra trusted CA certificates (PEM), besides the system roots. */
+  caCert?: string;
+  /** Plain http for a host given without a scheme, and no certificate check on https. */
+  insecure?: boolean;
+}
+
+const SYSTEM_BUNDLE = '/etc/ssl/certs/ca-certificates.crt';
+const LOOPBACK_HOST = /^(127\.\d+\.\d+\.\d+|localhost|\[::1\])$/;
+const NETWORK_CODES = new Set(['ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ECONNABORTED', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED', 'UND_ERR_ABORTED', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT']);
+
+/** `host[:port][/prefix]` (https, or http with --insecure) or a URL -> the registry's URL. */
+export function registryUrlOf(s: string, insecure = false): URL {
+  const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(s) ? s : `${insecure ? 'http' : 'https'}://${s}`;
+  let u: URL;
+  try {
+    u = new URL(withScheme);
+  } catch {
+    throw new SnapyardError('INVALID_ARGUMENT', `registry ${JSON.stringify(s)} is not a URL or host[:port]`);
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new SnapyardError('INVALID_ARGUMENT', `registry ${JSON.stringify(s)}: only http and https are supported`);
+  return u;
+}
+
+/** Turns a failure of the connection into a one-line SnapyardError (anything else is passed through). */
+export function networkError(e: unknown, origin: string): unknown {
+  const err = e as NodeJS.ErrnoException & { cause?: NodeJS.ErrnoException };
+  const code = err?.code ?? err?.cause?.code;
+  if (code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'EHOSTUNREACH' || code === 'EAI_AGAIN' || code === 'ENETUNREACH') {
+    return new SnapyardError('REGISTRY_UNREACHABLE', `cannot reach the registry at ${origin}: ${code}`);
+  }
+  if (code && NETWORK_CODES.has(code)) return new SnapyardError('CONNECTION_LOST', `the connection to the registry at ${origin} was lost (${code})`);
+  if (typeof code === 'string' && /CERT|SELF_SIGNED|TLS|SSL/.test(code)) {
+    return new SnapyardError('TLS_FAILED', `TLS with ${origin} failed: ${code} (trust its CA with --ca-cert FILE or SNAPYARD_CA_CERT, or use --insecure)`);
+  }
+  return e;
+}
 
 export class RegistryError extends SnapyardError {
   constructor(
@@ -28,28 +76,60 @@ export interface RequestOptions {
 
 export class Registry {
   private readonly pool: Pool;
+  private readonly agent: Agent;
+  private readonly auth: Authorizer;
   readonly base: URL;
+  /** The URL's path without a trailing slash: a registry behind https://host/prefix/ is reached under it. */
+  private readonly prefix: string;
 
-  constructor(url: string, opts: { connections?: number } = {}) {
-    try {
-      this.base = new URL(url);
-    } catch {
-      throw new SnapyardError('INVALID_ARGUMENT', `registry URL ${JSON.stringify(url)} is not a URL`);
+  constructor(url: string, opts: RegistryOptions = {}) {
+    this.base = registryUrlOf(url, opts.insecure === true);
+    this.prefix = this.base.pathname.replace(/\/+$/, '');
+    const creds = opts.creds ?? null;
+    if (creds && this.base.protocol === 'http:' && !LOOPBACK_HOST.test(this.base.hostname) && !opts.insecure) {
+      throw new SnapyardError('INVALID_ARGUMENT', `refusing to send credentials over plain http to ${this.base.host}: use https, or --insecure if you mean it`);
     }
-    this.pool = new Pool(this.base.origin, { connections: opts.connections ?? 6, pipelining: 1, bodyTimeout: 600_000, headersTimeout: 120_000 });
+    const connect = {
+      ...(opts.caCert ? { ca: [...rootCertificates, ...(existsSync(SYSTEM_BUNDLE) ? [readFileSync(SYSTEM_BUNDLE, 'utf8')] : []), opts.caCert] } : {}),
+      ...(opts.insecure ? { rejectUnauthorized: false } : {}),
+    };
+    this.pool = new Pool(this.base.origin, { connections: opts.connections ?? 6, pipelining: 1, bodyTimeout: 600_000, headersTimeout: 120_000, connect });
+    this.agent = new Agent({ connect, headersTimeout: 60_000, bodyTimeout: 60_000 });
+    this.auth = new Authorizer(creds, async (u, headers) => {
+      try {
+        const r = await undiciRequest(u, { method: 'GET', headers, dispatcher: this.agent });
+        return { status: r.statusCode, text: await r.body.text() };
+      } catch (e) {
+        throw networkError(e, u.origin);
+      }
+    });
   }
 
   async request(method: Dispatcher.HttpMethod, path: string, opts: RequestOptions = {}): Promise<Dispatcher.ResponseData> {
-    let res: Dispatcher.ResponseData;
-    try {
-      const body = opts.body && typeof opts.body === 'object' && Symbol.asyncIterator in opts.body ? Readable.from(opts.body as AsyncIterable<Uint8Array>) : (opts.body as string | Uint8Array | null | undefined) ?? null;
-      res = await this.pool.request({ method, path, body, headers: opts.headers ?? {} });
-    } catch (e) {
-      const err = e as NodeJS.ErrnoException;
-      if (err.code === 'ECONNREFUSED' || err.code === 'ENOTFOUND' || err.code === 'EHOSTUNREACH') {
-        throw new SnapyardError('REGISTRY_UNREACHABLE', `cannot reach the registry at ${this.base.origin}: ${err.code}`);
+    const streamed = opts.body !== null && opts.body !== undefined && typeof opts.body === 'object' && Symbol.asyncIterator in opts.body;
+    const key = repoOfPath(path);
+    if (streamed) {
+      // A body that cannot be sent twice: learn how the registry authenticates, and hold a push token, first.
+      if (!this.auth.known) await this.ping();
+      if (key) await this.auth.prepare(key, `repository:${key}:pull,push`);
+    }
+    let res!: Dispatcher.ResponseData;
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const authorization = await this.auth.header(key);
+      const headers = { ...(opts.headers ?? {}), ...(authorization ? { authorization } : {}) };
+      try {
+        const body = streamed ? Readable.from(opts.body as AsyncIterable<Uint8Array>) : (opts.body as string | Uint8Array | null | undefined) ?? null;
+        res = await this.pool.request({ method, path: this.prefix + path, body, headers });
+      } catch (e) {
+        throw networkError(e, this.base.origin);
       }
-      throw e;
+      if (res.statusCode !== 401 || attempt > 0 || streamed) break;
+      const retry = await this.auth.unauthorized(key, res.headers['www-authenticate'], authorization).catch(async (e: unknown) => {
+        await res.body.dump().catch(() => undefined);
+        throw e;
+      });
+      if (!retry) break; // its body says why
+      await res.body.dump().catch(() => undefined);
     }
     const ok = opts.ok ?? ((s: number) => s >= 200 && s < 300);
     if (!ok(res.statusCode)) {
@@ -68,6 +148,18 @@ export class Registry {
       throw new RegistryError(res.statusCode, code, `${method} ${path}: ${message}`);
     }
     return res;
+  }
+
+  /** GET /v2/: learns whether and how the registry wants authentication. */
+  async ping(): Promise<void> {
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await this.pool.request({ method: 'GET', path: `${this.prefix}/v2/` });
+    } catch (e) {
+      throw networkError(e, this.base.origin);
+    }
+    await res.body.dump().catch(() => undefined);
+    if (res.statusCode === 401) await this.auth.unauthorized('', res.headers['www-authenticate'], undefined);
   }
 
   async json<T>(method: Dispatcher.HttpMethod, path: string, body?: unknown): Promise<T> {
@@ -105,6 +197,6 @@ export class Registry {
   }
 
   async close(): Promise<void> {
-    await this.pool.close();
+    await Promise.all([this.pool.close(), this.agent.close()]);
   }
 }

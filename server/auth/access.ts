@@ -88,9 +88,10 @@ export class AccessPolicy {
       if (user !== null) for (const a of REPO_ACTIONS) out.add(a);
       return out;
     }
-    const who = user ?? ANONYMOUS;
+    // A user who logged in may do at least what an anonymous caller may.
+    const who = user === null ? [ANONYMOUS] : [user, ANONYMOUS];
     for (const rule of this.rules) {
-      if (!rule.users.has(who) || !rule.patterns.some((p) => p.test(repo))) continue;
+      if (!who.some((w) => rule.users.has(w)) || !rule.patterns.some((p) => p.test(repo))) continue;
       for (const a of rule.actions) if (a !== 'admin') out.add(a);
     }
     return out;

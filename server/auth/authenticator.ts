@@ -32,13 +32,27 @@ export interface AuthConfig {
 }
 
 export class Authenticator {
-  readonly policy: AccessPolicy;
+  private currentPolicy: AccessPolicy;
   readonly tokens: TokenIssuer;
   private readonly tokenCache = new Map<string, { claims: TokenClaims; exp: number }>();
 
   constructor(private readonly cfg: AuthConfig) {
-    this.policy = cfg.policy ?? new AccessPolicy();
+    this.currentPolicy = cfg.policy ?? new AccessPolicy();
     this.tokens = cfg.tokens ?? new TokenIssuer(cfg.service ?? 'snapyard');
+  }
+
+  get policy(): AccessPolicy {
+    return this.currentPolicy;
+  }
+
+  /** Swaps the access rules (the access file re-read on SIGHUP); tokens already issued keep their grants until they expire. */
+  setPolicy(p: AccessPolicy): void {
+    this.currentPolicy = p;
+  }
+
+  /** Re-reads the htpasswd file now (it is also re-read when it changes). */
+  reloadUsers(): void {
+    this.cfg.htpasswd?.reload();
   }
 
   get enabled(): boolean {

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openStore, type Store } from '../../storage/open-store.js';
-import { startServer } from '../../server/serve.js';
+import { startServer, type ServerOptions } from '../../server/serve.js';
 import { Oci } from './oci.js';
 
 export interface TestServer {
@@ -17,13 +17,16 @@ export interface TestServer {
 }
 
 /** A real registry on a loopback port, with its own temporary data directory. */
-export async function startTestServer(opts: { dataDir?: string; workers?: number } = {}): Promise<TestServer> {
+export async function startTestServer(
+  opts: { dataDir?: string; workers?: number } & Pick<ServerOptions, 'auth' | 'tls' | 'limits' | 'connections' | 'logger'> = {},
+): Promise<TestServer> {
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'snapyard-test-'));
   const store = openStore({ dataDir, workers: opts.workers ?? 1 });
-  const server = await startServer({ store, host: '127.0.0.1', port: 0 });
+  const { dataDir: _d, workers: _w, ...serverOpts } = opts;
+  const server = await startServer({ store, host: '127.0.0.1', port: 0, ...serverOpts });
   return {
     url: server.url,
-    host: server.url.replace(/^http:\/\//, ''),
+    host: server.url.replace(/^https?:\/\//, ''),
     dataDir,
     store,
     async stop() {
