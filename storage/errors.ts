@@ -19,6 +19,9 @@ export type ErrorCode =
   | 'REGISTRY_ERROR'
   | 'REGISTRY_UNREACHABLE'
   | 'BUSY'
+  | 'UNAUTHORIZED'
+  | 'CONNECTION_LOST'
+  | 'TLS_FAILED'
   /** The disk (or filesystem quota) is full: nothing was committed; free space or run gc (HTTP 507). */
   | 'STORAGE_FULL'
   /** A configured limit was reached (open sessions, sizes): retry later or ask less (HTTP 429 / 413). */
