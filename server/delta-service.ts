@@ -6,10 +6,9 @@ import type { Store } from '../storage/open-store.js';
 import { compressWithPrefix } from '../storage/wire.js';
 import { ChunkEncoder } from './chunk-encoder.js';
 import type { PinLease } from '../storage/chunk-pins.js';
+import { SnapyardError } from '../storage/errors.js';
+import { RETRY_AFTER_SECONDS, type QuotaTicket } from '../storage/session-quota.js';
 
-const MAX_SESSIONS = 256;
-/** Compact indexes held by open push sessions, at most (the oldest session is closed beyond it). */
-const MAX_SESSION_BYTES = 512 * 1024 * 1024;
 
 export interface PushSession {
   id: string;
@@ -22,6 +21,8 @@ export interface PushSession {
   activeMs: number;
   /** Chunks resolved by `_missing` and written by `_upload`: GC keeps them until commit or expiry. */
   lease: PinLease;
+  /** Its place in the open-session caps (storage/session-quota.ts). */
+  ticket: QuotaTicket;
 }
 
 /**
@@ -78,19 +79,24 @@ export class DeltaService {
     return out;
   }
 
-  openSession(repo: string, compact: Buffer, width: number, lease: PinLease): PushSession {
+  /**
+   * Opens a push session. The open-session caps are the caller's ticket; the
+   * compact indexes all sessions hold are capped too (maxSessionIndexBytes):
+   * past it LIMIT_EXCEEDED (429), never another caller's session closed.
+   */
+  openSession(repo: string, compact: Buffer, width: number, lease: PinLease, ticket: QuotaTicket): PushSession {
     this.expire();
-    const now = Date.now();
-    const s = { id: randomUUID(), repo, compact, width, createdMs: now, activeMs: now, lease };
-    this.sessions.set(s.id, s);
-    while (this.sessions.size > MAX_SESSIONS) this.closeSession(this.sessions.keys().next().value as string);
-    let held = 0;
+    let held = compact.byteLength;
     for (const x of this.sessions.values()) held += x.compact.byteLength;
-    for (const [id, x] of this.sessions) {
-      if (held <= MAX_SESSION_BYTES || id === s.id) break;
-      held -= x.compact.byteLength;
-      this.closeSession(id);
+    const limit = this.store.limits.maxSessionIndexBytes;
+    if (held > limit) {
+      throw new SnapyardError('LIMIT_EXCEEDED', `open push sessions hold ${held - compact.byteLength} bytes of indexes (the limit is ${limit}): retry later`, {
+        detail: { limit, retryAfter: RETRY_AFTER_SECONDS },
+      });
     }
+    const now = Date.now();
+    const s = { id: randomUUID(), repo, compact, width, createdMs: now, activeMs: now, lease, ticket };
+    this.sessions.set(s.id, s);
     return s;
   }
 
@@ -104,7 +110,9 @@ export class DeltaService {
 
   /** Ends a session (committed, failed or expired) and releases its pins. */
   closeSession(id: string): void {
-    this.sessions.get(id)?.lease.release();
+    const s = this.sessions.get(id);
+    s?.lease.release();
+    s?.ticket.release();
     this.sessions.delete(id);
   }
 

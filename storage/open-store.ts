@@ -7,6 +7,8 @@ import { UploadSessions } from './upload-sessions.js';
 import type { FastCDCParams } from './fastcdc.js';
 import { ChunkPins } from './chunk-pins.js';
 import { AsyncLock } from './commit-lock.js';
+import { resolveLimits, type Limits } from './limits.js';
+import { SessionQuota } from './session-quota.js';
 
 /**
  * The embedded default store: everything under one data directory.
@@ -28,6 +30,8 @@ export interface StoreConfig {
   params?: FastCDCParams;
   /** Upload and push sessions idle longer than this expire (default 1 h). */
   uploadTtlMs?: number;
+  /** Resource limits (limits.ts; defaults for whatever is not given). */
+  limits?: Partial<Limits>;
 }
 
 export interface Store {
@@ -43,10 +47,15 @@ export interface Store {
   maintenance: AsyncLock;
   /** Idle upload / push sessions expire after this. */
   uploadTtlMs: number;
+  /** Resource limits (limits.ts). */
+  limits: Limits;
+  /** Open upload and push sessions, per user and in total (session-quota.ts). */
+  sessions: SessionQuota;
   close(): Promise<void>;
 }
 
 export function openStore(cfg: StoreConfig): Store {
+  const limits = resolveLimits(cfg.limits);
   const meta = new Metadata(join(cfg.dataDir, 'meta.db'));
   const chunks = new LocalChunkStore({
     root: join(cfg.dataDir, 'store'),
@@ -70,6 +79,8 @@ export function openStore(cfg: StoreConfig): Store {
     lock,
     maintenance: new AsyncLock(),
     uploadTtlMs,
+    limits,
+    sessions: new SessionQuota(limits.maxSessionsPerUser, limits.maxSessionsTotal),
     async close() {
       uploads.close();
       await chunks.close();

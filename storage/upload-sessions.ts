@@ -2,6 +2,7 @@ import { SnapyardError } from './errors.js';
 import type { BlobStore } from './blob-store.js';
 import type { IngestResult } from './blob-ingest.js';
 import type { PinLease } from './chunk-pins.js';
+import type { QuotaTicket } from './session-quota.js';
 
 /**
  * A push-based byte stream: producers `write` pieces (waiting while the
@@ -70,6 +71,8 @@ interface Live {
   lease: PinLease;
   /** Last time bytes arrived or the session was opened (idle expiry). */
   activeMs: number;
+  /** Its place in the session caps (session-quota.ts), given back when it ends. */
+  ticket: QuotaTicket | null;
 }
 
 export interface UploadSessionOptions {
@@ -130,8 +133,9 @@ export class UploadSessions {
     }
   }
 
-  open(id: string, repo: string): void {
-    this.live.set(id, { repo, size: 0, queue: new PieceQueue(), result: null, lease: this.blobs.pins.lease(), activeMs: this.now() });
+  /** Opens a session; `ticket` (its place in the session caps) is released when the session ends, however it ends. */
+  open(id: string, repo: string, ticket: QuotaTicket | null = null): void {
+    this.live.set(id, { repo, size: 0, queue: new PieceQueue(), result: null, lease: this.blobs.pins.lease(), activeMs: this.now(), ticket });
   }
 
   private started(s: Live): Promise<IngestResult> {
@@ -180,6 +184,7 @@ export class UploadSessions {
       return r;
     } finally {
       s.lease.release();
+      s.ticket?.release();
     }
   }
 
@@ -189,6 +194,7 @@ export class UploadSessions {
     this.live.delete(id);
     s.queue.fail(new SnapyardError('CONFLICT', 'upload cancelled'));
     s.lease.release();
+    s.ticket?.release();
   }
 
   private get(id: string): Live {

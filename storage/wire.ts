@@ -19,7 +19,8 @@
  * the length (u32) and the raw bytes. One stream lets zstd find what new
  * chunks share with each other.
  */
-import { Compressor, Decompressor } from 'zstd-napi';
+import { Compressor } from 'zstd-napi';
+import { unzstdBuffer } from './zstd-stream.js';
 import { dictBytes } from './dict-codec.js';
 import { SnapyardError } from './errors.js';
 
@@ -58,10 +59,20 @@ export class ExactReader {
 
   /** n bytes, or null at a clean end of stream before the first of them; short data throws. */
   async read(n: number): Promise<Buffer | null> {
-    while (this.buf.byteLength < n && !this.ended) {
-      const r = await this.it.next();
-      if (r.done) this.ended = true;
-      else this.buf = this.buf.byteLength === 0 ? Buffer.from(r.value.buffer, r.value.byteOffset, r.value.byteLength) : Buffer.concat([this.buf, r.value]);
+    if (this.buf.byteLength < n && !this.ended) {
+      // Pieces are gathered and joined once (joining on every piece is quadratic in a frame's size).
+      const parts: Buffer[] = this.buf.byteLength > 0 ? [this.buf] : [];
+      let have = this.buf.byteLength;
+      while (have < n) {
+        const r = await this.it.next();
+        if (r.done) {
+          this.ended = true;
+          break;
+        }
+        parts.push(Buffer.from(r.value.buffer, r.value.byteOffset, r.value.byteLength));
+        have += r.value.byteLength;
+      }
+      this.buf = parts.length === 1 ? parts[0]! : Buffer.concat(parts, have);
     }
     if (this.buf.byteLength === 0 && this.ended) return null;
     if (this.buf.byteLength < n) throw new SnapyardError('SIZE_INVALID', `stream ends inside a frame (${this.buf.byteLength} of ${n} bytes)`);
@@ -122,16 +133,16 @@ export function compressWithPrefix(data: Uint8Array, prefix: Uint8Array | null, 
   return c.compress(data);
 }
 
+/**
+ * Inverse of compressWithPrefix, for untrusted input: at most `maxBytes` come
+ * out (counted as they are produced, whatever the frame header claims) and
+ * the window is capped at 128 MiB (an index and its prefix, 64 MiB each).
+ */
 export function decompressWithPrefix(payload: Uint8Array, prefix: Uint8Array | null, maxBytes: number): Buffer {
-  const d = new Decompressor();
-  d.setParameters({ windowLogMax: 31 });
-  if (prefix && prefix.byteLength > 0) d.loadDictionary(dictBytes(prefix));
-  let out: Buffer;
   try {
-    out = d.decompress(payload);
+    return unzstdBuffer(payload, maxBytes, 'index difference', prefix && prefix.byteLength > 0 ? dictBytes(prefix) : undefined, 27);
   } catch (e) {
-    throw new SnapyardError('SIZE_INVALID', `cannot decompress: ${(e as Error).message}`);
+    if (e instanceof SnapyardError && e.code === 'LIMIT_EXCEEDED') throw new SnapyardError('SIZE_INVALID', `decompressed data is larger than ${maxBytes} bytes`);
+    throw e;
   }
-  if (out.byteLength > maxBytes) throw new SnapyardError('SIZE_INVALID', `decompressed data is larger than ${maxBytes} bytes`);
-  return out;
 }

@@ -5,8 +5,6 @@
  *   POST /snapyard/v1/<name>/_commit   the blob made from the index: rebuilt, hashed, made visible
  *   GET  /snapyard/v1/<name>/_blobs/<digest>/manifests   manifests of <name> that use a blob (lineage)
  */
-import { Readable } from 'node:stream';
-import { DecompressStream } from 'zstd-napi';
 import { z } from 'zod';
 import { OciError } from '../oci-error.js';
 import { jsonBody } from '../http-util.js';
@@ -15,30 +13,24 @@ import { checkDigest } from '../names.js';
 import { decodeBlobIndex, type BlobIndex } from '../../storage/blob-index.js';
 import { readBlob } from '../../storage/blob-reader.js';
 import { digestFromRaw, isDigest, localDigester, type Digest } from '../../storage/digest.js';
-import { SnapyardError } from '../../storage/errors.js';
+import { isSnapyardError, SnapyardError } from '../../storage/errors.js';
+import { unzstdBounded } from '../../storage/zstd-stream.js';
+import { checkClaimedIndex } from '../../storage/commit-check.js';
+import { limitError, takeSessionTicket, withLimits } from './limit-errors.js';
 import { readUploadFrames } from '../../storage/wire.js';
 import type { DeltaService } from '../delta-service.js';
 import { pinningWriter, type PinLease } from '../../storage/chunk-pins.js';
 
-/** A compact index for a 64 GiB disk at 64 KiB chunks is ~13 MB: this bounds what one request may make us hold. */
-const MAX_COMPACT = 64 * 1024 * 1024;
 const ZERO = Buffer.alloc(32);
 
-/** Decompresses a zstd body, refusing more than `limit` bytes of output. */
-async function* unzstd(source: AsyncIterable<Uint8Array>, limit: number): AsyncGenerator<Buffer> {
-  const d = Readable.from(source, { objectMode: false }).pipe(new DecompressStream());
-  let n = 0;
+/** Decompresses a zstd body with a running cap (storage/zstd-stream.ts): 413 past `limit`, 400 when it is not zstd. */
+async function* unzstd(source: AsyncIterable<Uint8Array>, limit: number, what: string): AsyncGenerator<Buffer> {
   try {
-    for await (const piece of d as AsyncIterable<Buffer>) {
-      n += piece.byteLength;
-      if (n > limit) throw new OciError(413, 'SIZE_INVALID', `decompressed body exceeds ${limit} bytes`);
-      yield piece;
-    }
+    yield* unzstdBounded(source, limit, what);
   } catch (e) {
-    if (e instanceof OciError) throw e;
-    throw new OciError(400, 'SIZE_INVALID', `body is not a valid zstd stream: ${(e as Error).message}`);
-  } finally {
-    d.destroy();
+    if (isSnapyardError(e, 'LIMIT_EXCEEDED')) throw new OciError(413, 'SIZE_INVALID', e.message, e.detail);
+    if (isSnapyardError(e, 'SIZE_INVALID')) throw new OciError(400, 'SIZE_INVALID', e.message);
+    throw e;
   }
 }
 
@@ -48,9 +40,20 @@ async function* unzstd(source: AsyncIterable<Uint8Array>, limit: number): AsyncG
  */
 function expand(svc: DeltaService, compact: Buffer, width: number, missing: number[] | null, lease?: PinLease): BlobIndex {
   const chunks = svc.store.chunks;
+  // A prefix repeated (zero chunks, or a hostile index) is looked up once.
+  const memo = new Map<string, Buffer | null | 'ambiguous'>();
+  const lookup = (prefix: Buffer): Buffer | null | 'ambiguous' => {
+    const key = prefix.toString('latin1');
+    let hit = memo.get(key);
+    if (hit === undefined) {
+      hit = width === 32 ? (chunks.rawLength(digestFromRaw(prefix)) !== null ? Buffer.from(prefix) : null) : chunks.resolvePrefix(prefix);
+      memo.set(key, hit);
+    }
+    return hit;
+  };
   try {
     return decodeBlobIndex(compact, width, (prefix, entry) => {
-      const full = width === 32 ? (chunks.rawLength(digestFromRaw(prefix)) !== null ? prefix : null) : chunks.resolvePrefix(prefix);
+      const full = lookup(prefix);
       if (full instanceof Buffer) {
         lease?.pin(digestFromRaw(full));
         return full;
@@ -67,28 +70,34 @@ function expand(svc: DeltaService, compact: Buffer, width: number, missing: numb
   }
 }
 
+/** POST _missing: opens a push session (429 past the open-session caps) holding the compact index. */
 export async function missingChunks(ctx: RequestContext, svc: DeltaService, name: string): Promise<Response> {
-  const parts: Buffer[] = [];
-  for await (const p of unzstd(ctx.incoming, MAX_COMPACT + 8)) parts.push(p);
-  const body = Buffer.concat(parts);
-  if (body.byteLength < 8) throw new OciError(400, 'SIZE_INVALID', 'compact index too short');
-  const width = body[0]!;
-  if (width < 8 || width > 32) throw new OciError(400, 'UNSUPPORTED', `digest prefix width ${width} (8 to 32)`);
-  const compact = body.subarray(8);
-  const missing: number[] = [];
+  const ticket = takeSessionTicket(ctx);
   const lease = svc.store.pins.lease();
-  let index: BlobIndex;
   try {
-    index = expand(svc, compact, width, missing, lease);
+    const parts: Buffer[] = [];
+    for await (const p of unzstd(ctx.incoming, svc.store.limits.maxCompactIndexBytes + 8, 'compact index')) parts.push(p);
+    const body = Buffer.concat(parts);
+    if (body.byteLength < 8) throw new OciError(400, 'SIZE_INVALID', 'compact index too short');
+    const width = body[0]!;
+    if (width < 8 || width > 32) throw new OciError(400, 'UNSUPPORTED', `digest prefix width ${width} (8 to 32)`);
+    const compact = body.subarray(8);
+    const missing: number[] = [];
+    const index = expand(svc, compact, width, missing, lease);
+    if (index.size > svc.store.limits.maxBlobBytes) {
+      throw new OciError(413, 'SIZE_INVALID', `the index claims a blob of ${index.size} bytes; the limit is ${svc.store.limits.maxBlobBytes}`);
+    }
+    const s = await withLimits(() => svc.openSession(name, compact, width, lease, ticket));
+    const out = { session: s.id, entries: index.count, missing };
+    return respond(200, { 'Content-Type': 'application/json' }, JSON.stringify(out));
   } catch (e) {
     lease.release();
+    ticket.release();
     throw e;
   }
-  const s = svc.openSession(name, compact, width, lease);
-  const out = { session: s.id, entries: index.count, missing };
-  return respond(200, { 'Content-Type': 'application/json' }, JSON.stringify(out));
 }
 
+/** POST _upload: chunks of the session, one zstd stream of frames (each hashed; at most maxBlobBytes decompressed). */
 export async function uploadChunks(ctx: RequestContext, svc: DeltaService, name: string): Promise<Response> {
   const session = ctx.url.searchParams.get('session') ?? '';
   const s = svc.session(session, name);
@@ -97,59 +106,80 @@ export async function uploadChunks(ctx: RequestContext, svc: DeltaService, name:
   let chunks = 0;
   let bytes = 0;
   let failed = true;
-  try {
-    for await (const f of readUploadFrames(unzstd(ctx.incoming, Number.MAX_SAFE_INTEGER))) {
-      const r = await writer.add(f.raw);
-      const claimed = digestFromRaw(f.digest);
-      if (r.digest !== claimed) throw new OciError(400, 'DIGEST_INVALID', `uploaded chunk hashes to ${r.digest}, not ${claimed}`, { expected: claimed, actual: r.digest });
-      chunks++;
-      bytes += f.raw.byteLength;
+  return withLimits(async () => {
+    try {
+      for await (const f of readUploadFrames(unzstd(ctx.incoming, svc.store.limits.maxBlobBytes, 'chunk upload'))) {
+        const r = await writer.add(f.raw);
+        const claimed = digestFromRaw(f.digest);
+        if (r.digest !== claimed) throw new OciError(400, 'DIGEST_INVALID', `uploaded chunk hashes to ${r.digest}, not ${claimed}`, { expected: claimed, actual: r.digest });
+        chunks++;
+        bytes += f.raw.byteLength;
+        s.activeMs = Date.now();
+      }
+      failed = false;
+    } catch (e) {
+      if (isSnapyardError(e, 'SIZE_INVALID')) throw new OciError(400, 'SIZE_INVALID', e.message);
+      throw e;
+    } finally {
+      // In-flight writes finish before we answer, even on failure (nothing races the next request).
+      if (failed) await writer.finish().catch(() => {});
     }
-    failed = false;
-  } finally {
-    // In-flight writes finish before we answer, even on failure (nothing races the next request).
-    if (failed) await writer.finish().catch(() => {});
-  }
-  const result = await writer.finish();
-  await svc.store.chunks.flush();
-  return respond(200, { 'Content-Type': 'application/json' }, JSON.stringify({ chunks, bytes, newChunks: result.newChunks }));
+    const result = await writer.finish();
+    await svc.store.chunks.flush();
+    return respond(200, { 'Content-Type': 'application/json' }, JSON.stringify({ chunks, bytes, newChunks: result.newChunks }));
+  });
 }
 
 const commitRequest = z.object({ session: z.string().max(64), digest: z.string().refine(isDigest) });
 
+/**
+ * POST _commit: the claimed index is checked against the store and the limits
+ * (storage/commit-check.ts) before the blob is rebuilt from its chunks and
+ * hashed; only a blob that hashes to the claimed digest is committed.
+ */
 export async function commitPush(ctx: RequestContext, svc: DeltaService, name: string): Promise<Response> {
   const req = await jsonBody(ctx.incoming, commitRequest, 64 * 1024);
   const s = svc.session(req.session, name);
   if (!s) throw new OciError(404, 'BLOB_UPLOAD_UNKNOWN', `push session ${req.session} is not open`);
   const index = expand(svc, s.compact, s.width, null);
   if (index.blobDigest !== req.digest) throw new OciError(400, 'DIGEST_INVALID', `the index describes ${index.blobDigest}, not ${req.digest}`);
-  // Rebuild the blob from its chunks and hash it: a wrong index never becomes a blob. (Hashed on this
-  // thread: the workers are busy decompressing, and a worker digester here doubled peak memory.)
-  const d = localDigester();
-  for await (const piece of readBlob(svc.store.chunks, index)) {
-    const w = d.update(piece);
-    if (w) await w;
-    svc.store.chunks.release?.(piece);
-  }
-  const actual = await d.digest();
-  if (actual !== index.blobDigest || d.size !== index.size) {
-    svc.closeSession(s.id);
-    throw new OciError(400, 'DIGEST_INVALID', `the chunks rebuild ${actual}, not ${index.blobDigest}`, { expected: index.blobDigest, actual });
-  }
-  const stored = await svc.store.chunks.add(index.encode());
-  s.lease.pin(stored.digest);
-  await svc.store.chunks.flush();
   try {
-    // Checks, under the commit lock, that every chunk is still there, then makes the blob visible.
-    await svc.store.blobs.commit(name, {
-      digest: index.blobDigest, size: index.size, index, indexDigest: stored.digest,
-      chunks: index.count, newChunks: 0, newStoredBytes: 0, layout: index.kind === 1 ? 'qcow2' : 'bytes',
-    });
-  } finally {
+    checkClaimedIndex(index, (d) => svc.store.chunks.rawLength(d), svc.store.limits);
+  } catch (e) {
     svc.closeSession(s.id);
+    if (isSnapyardError(e, 'INDEX_INVALID')) throw new OciError(400, 'MANIFEST_INVALID', e.message);
+    if (isSnapyardError(e, 'CHUNK_MISSING')) throw new OciError(409, 'BLOB_UNKNOWN', e.message);
+    throw limitError(e) ?? e;
   }
-  const out = { digest: index.blobDigest, size: index.size, indexDigest: stored.digest, layout: index.kind === 1 ? 'qcow2' : 'bytes' };
-  return respond(201, { 'Content-Type': 'application/json', 'Docker-Content-Digest': index.blobDigest }, JSON.stringify(out));
+  return withLimits(async () => {
+    // Rebuild the blob from its chunks and hash it: a wrong index never becomes a blob. (Hashed on this
+    // thread: the workers are busy decompressing, and a worker digester here doubled peak memory.)
+    const d = localDigester();
+    for await (const piece of readBlob(svc.store.chunks, index)) {
+      const w = d.update(piece);
+      if (w) await w;
+      svc.store.chunks.release?.(piece);
+    }
+    const actual = await d.digest();
+    if (actual !== index.blobDigest || d.size !== index.size) {
+      svc.closeSession(s.id);
+      throw new OciError(400, 'DIGEST_INVALID', `the chunks rebuild ${actual}, not ${index.blobDigest}`, { expected: index.blobDigest, actual });
+    }
+    const stored = await svc.store.chunks.add(index.encode());
+    s.lease.pin(stored.digest);
+    await svc.store.chunks.flush();
+    try {
+      // Checks, under the commit lock, that every chunk is still there, then makes the blob visible.
+      await svc.store.blobs.commit(name, {
+        digest: index.blobDigest, size: index.size, index, indexDigest: stored.digest,
+        chunks: index.count, newChunks: 0, newStoredBytes: 0, layout: index.kind === 1 ? 'qcow2' : 'bytes',
+      });
+    } finally {
+      svc.closeSession(s.id);
+    }
+    const out = { digest: index.blobDigest, size: index.size, indexDigest: stored.digest, layout: index.kind === 1 ? 'qcow2' : 'bytes' };
+    return respond(201, { 'Content-Type': 'application/json', 'Docker-Content-Digest': index.blobDigest }, JSON.stringify(out));
+  });
 }
 
 export function blobManifests(ctx: RequestContext, name: string, digestStr: string): Response {

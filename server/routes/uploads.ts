@@ -5,6 +5,7 @@ import { bodyOf, drain, parseContentRange } from '../http-util.js';
 import { header, respond, type RequestContext } from '../context.js';
 import type { UploadRecord } from '../../storage/metadata.js';
 import type { Digest } from '../../storage/digest.js';
+import { takeSessionTicket, withLimits } from './limit-errors.js';
 
 function created(name: string, digest: Digest): Response {
   return respond(201, { Location: `/v2/${name}/blobs/${digest}`, 'Docker-Content-Digest': digest, 'Content-Length': '0' });
@@ -27,8 +28,15 @@ function declaredLength(ctx: RequestContext): number | undefined {
   return n;
 }
 
-/** POST /v2/<name>/blobs/uploads/: monolithic push (?digest=), cross-repository mount (?mount=&from=), or a new session. */
-export async function startUpload(ctx: RequestContext, name: string): Promise<Response> {
+/**
+ * POST /v2/<name>/blobs/uploads/: monolithic push (?digest=), cross-repository
+ * mount (?mount=&from=), or a new session (429 past the open-session caps).
+ */
+export function startUpload(ctx: RequestContext, name: string): Promise<Response> {
+  return withLimits(() => start(ctx, name));
+}
+
+async function start(ctx: RequestContext, name: string): Promise<Response> {
   const q = ctx.url.searchParams;
   const mount = q.get('mount');
   if (mount !== null) {
@@ -50,9 +58,15 @@ export async function startUpload(ctx: RequestContext, name: string): Promise<Re
     return created(name, digest);
   }
   await drain(ctx.incoming);
+  const ticket = takeSessionTicket(ctx);
   const id = randomUUID();
-  ctx.store.meta.createUpload(id, name);
-  ctx.store.uploads.open(id, name);
+  try {
+    ctx.store.meta.createUpload(id, name);
+    ctx.store.uploads.open(id, name, ticket);
+  } catch (e) {
+    ticket.release();
+    throw e;
+  }
   return progress(name, ctx.store.meta.getUpload(id)!, 202);
 }
 
@@ -100,10 +114,10 @@ async function appendBody(ctx: RequestContext, up: UploadRecord, required: boole
 /** PATCH /v2/<name>/blobs/uploads/<id>: append a chunk (416 when out of order). */
 export async function patchUpload(ctx: RequestContext, name: string, id: string): Promise<Response> {
   const up0 = sessionOrThrow(ctx, name, id);
-  return ctx.store.uploads.locked(up0.id, async () => {
+  return withLimits(() => ctx.store.uploads.locked(up0.id, async () => {
     const up = await appendBody(ctx, sessionOrThrow(ctx, name, id), true);
     return progress(name, up, 202);
-  });
+  }));
 }
 
 /** GET /v2/<name>/blobs/uploads/<id>: how much the session holds. */
@@ -120,7 +134,7 @@ export async function finishUpload(ctx: RequestContext, name: string, id: string
     throw new OciError(400, 'DIGEST_INVALID', 'the digest query parameter is required to finish an upload');
   }
   const digest = checkDigest(digestParam);
-  return ctx.store.uploads.locked(up0.id, async () => {
+  return withLimits(() => ctx.store.uploads.locked(up0.id, async () => {
     const up = await appendBody(ctx, sessionOrThrow(ctx, name, id), false);
     ctx.store.meta.deleteUpload(up.id);
     // On a digest mismatch nothing is committed (the chunks stay unreferenced for GC), and the session is over.
@@ -131,7 +145,7 @@ export async function finishUpload(ctx: RequestContext, name: string, id: string
       await ctx.store.blobs.commit(name, result);
     });
     return created(name, digest);
-  });
+  }));
 }
 
 /** DELETE /v2/<name>/blobs/uploads/<id>: cancel. */

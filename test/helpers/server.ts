@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openStore, type Store } from '../../storage/open-store.js';
+import type { Limits } from '../../storage/limits.js';
 import { startServer, type ServerOptions } from '../../server/serve.js';
 import { Oci } from './oci.js';
 
