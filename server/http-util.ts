@@ -57,23 +57,27 @@ export interface ByteRange {
 }
 
 /**
- * Parses a single `Range: bytes=a-b | a- | -n` against a size. Returns null
- * when there is no usable Range header (serve everything); throws 416 when
- * the range cannot be satisfied.
+ * Parses a single `Range: bytes=a-b | a- | -n` against a size (RFC 9110
+ * 14.1.2). Returns null when there is no usable Range header, and the whole
+ * body is served: a malformed header, another unit or several ranges is
+ * ignored, as the RFC allows. Throws 416 (with `Content-Range: bytes * /size`)
+ * when the range cannot be satisfied: a start at or past the end, b < a,
+ * `-0`, or any range of an empty blob. Numbers of any length are safe: past
+ * 2^53 they only compare as huge (a start past the end, an end capped).
  */
 export function parseRange(header: string | undefined, size: number): ByteRange | null {
   if (!header) return null;
-  const m = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
-  if (!m || (m[1] === '' && m[2] === '')) return null; // malformed or multi-range: ignore, as RFC 9110 allows
-  const unsatisfiable = () => new OciError(416, 'RANGE_INVALID', `range ${header} not satisfiable for ${size} bytes`, undefined, { 'Content-Range': `bytes */${size}` });
+  const m = /^bytes=(\d*)-(\d*)$/i.exec(header.trim());
+  if (!m || (m[1] === '' && m[2] === '')) return null;
+  const unsatisfiable = () => new OciError(416, 'RANGE_INVALID', `range ${header.slice(0, 100)} not satisfiable for ${size} bytes`, undefined, { 'Content-Range': `bytes */${size}` });
   if (m[1] === '') {
     const n = Number(m[2]);
     if (n === 0 || size === 0) throw unsatisfiable();
     return { start: Math.max(0, size - n), end: size };
   }
   const start = Number(m[1]);
+  if (start >= size || (m[2] !== '' && Number(m[2]) < start)) throw unsatisfiable();
   const last = m[2] === '' ? size - 1 : Math.min(Number(m[2]), size - 1);
-  if (start >= size || last < start) throw unsatisfiable();
   return { start, end: last + 1 };
 }
 

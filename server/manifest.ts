@@ -48,6 +48,19 @@ const imageIndex = z.object({
   annotations,
 });
 
+/**
+ * Layers an image may reference without the registry holding them (image-spec:
+ * non-distributable layers, and any layer with `urls` to fetch it from): a
+ * manifest naming one is accepted whether or not its blob was pushed.
+ */
+export function isExternalLayer(l: { mediaType: string; urls?: string[] | undefined }): boolean {
+  return (
+    l.mediaType.startsWith('application/vnd.oci.image.layer.nondistributable.') ||
+    l.mediaType === 'application/vnd.docker.image.rootfs.foreign.diff.tar.gzip' ||
+    (l.urls !== undefined && l.urls.length > 0)
+  );
+}
+
 export interface ParsedManifest {
   mediaType: string;
   artifactType: string | null;
@@ -87,18 +100,24 @@ export function parseManifest(body: Buffer, contentType: string | undefined): Pa
   }
   const m = parsed.data as z.infer<typeof imageManifest> & z.infer<typeof imageIndex>;
   const refs: ManifestRef[] = [];
-  const seen = new Set<string>();
-  const add = (digest: string, kind: ManifestRef['kind']) => {
-    if (seen.has(digest)) return;
-    seen.add(digest);
-    refs.push({ digest: digest as Digest, kind });
+  const seen = new Map<string, ManifestRef>();
+  const add = (digest: string, kind: ManifestRef['kind'], optional = false) => {
+    const had = seen.get(digest);
+    if (had) {
+      if (!optional) delete had.optional; // also a required reference
+      return;
+    }
+    const r: ManifestRef = { digest: digest as Digest, kind };
+    if (optional) r.optional = true;
+    seen.set(digest, r);
+    refs.push(r);
   };
   let artifactType: string | null = m.artifactType ?? null;
   if (isIndex) {
     for (const d of m.manifests) add(d.digest, 'manifest');
   } else {
     add(m.config.digest, 'blob');
-    for (const l of m.layers) add(l.digest, 'blob');
+    for (const l of m.layers) add(l.digest, 'blob', isExternalLayer(l));
     if (artifactType === null && mediaType === MT.ociManifest) artifactType = m.config.mediaType;
   }
   return {

@@ -19,9 +19,18 @@ export function checkDigest(s: string): Digest {
 
 export type Reference = { tag: string; digest?: undefined } | { digest: Digest; tag?: undefined };
 
-/** A manifest reference: a tag, or a digest (anything with a colon). */
-export function parseReference(ref: string): Reference {
+/**
+ * A manifest reference: a tag, or a digest (anything with a colon). A tag
+ * that is not valid is 400 MANIFEST_INVALID where a manifest would be
+ * stored under it (PUT), and 404 MANIFEST_UNKNOWN where one is looked up
+ * (`lookup`: GET, HEAD, DELETE; nothing can be there).
+ */
+export function parseReference(ref: string, opts: { lookup?: boolean } = {}): Reference {
   if (ref.includes(':')) return { digest: checkDigest(ref) };
-  if (!TAG_RE.test(ref)) throw new OciError(400, 'MANIFEST_INVALID', `invalid tag ${JSON.stringify(ref.slice(0, 200))}`);
+  if (!TAG_RE.test(ref)) {
+    const shown = JSON.stringify(ref.slice(0, 200));
+    if (opts.lookup) throw new OciError(404, 'MANIFEST_UNKNOWN', `manifest ${shown} is not known (not a valid tag)`, { reference: ref.slice(0, 200) });
+    throw new OciError(400, 'MANIFEST_INVALID', `invalid tag ${shown}`);
+  }
   return { tag: ref };
 }

@@ -26,6 +26,8 @@ export interface ManifestRecord {
 export interface ManifestRef {
   digest: Digest;
   kind: 'blob' | 'manifest';
+  /** Need not be in the repository (non-distributable layers, layers with urls); recorded only when it is. */
+  optional?: boolean;
 }
 
 /** A manifest to store: its record less what the store derives, plus what it references and the tag to move. */
@@ -195,9 +197,9 @@ export class Metadata {
   commitManifest(m: NewManifest, source: string): { missing: ManifestRef[] } {
     const t = this.now();
     return this.tx(() => {
-      const missing = m.refs.filter((r) =>
-        r.kind === 'blob' ? this.s.isLinked.get(m.repo, r.digest) === undefined : this.s.manifestExists.get(m.repo, r.digest) === undefined,
-      );
+      const present = (r: ManifestRef) =>
+        r.kind === 'blob' ? this.s.isLinked.get(m.repo, r.digest) !== undefined : this.s.manifestExists.get(m.repo, r.digest) !== undefined;
+      const missing = m.refs.filter((r) => !r.optional && !present(r));
       if (missing.length > 0) return { missing };
       this.s.ensureRepo.run(m.repo, t);
       this.s.putManifest.run(
@@ -205,7 +207,7 @@ export class Metadata {
         m.annotations ? JSON.stringify(m.annotations) : null, m.content.byteLength, m.content, m.repo, m.digest, t,
       );
       this.s.deleteRefs.run(m.repo, m.digest);
-      for (const r of m.refs) this.s.putRef.run(m.repo, m.digest, r.digest, r.kind);
+      for (const r of m.refs) if (!r.optional || present(r)) this.s.putRef.run(m.repo, m.digest, r.digest, r.kind);
       if (m.tag !== null) this.moveTag(m.repo, m.tag, m.digest, source, t);
       return { missing: [] };
     });

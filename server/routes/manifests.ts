@@ -7,7 +7,7 @@ import { sha256, type Digest } from '../../storage/digest.js';
 import type { ManifestRecord } from '../../storage/metadata.js';
 
 export function resolveManifest(ctx: RequestContext, name: string, reference: string): ManifestRecord {
-  const ref = parseReference(reference);
+  const ref = parseReference(reference, { lookup: true });
   const meta = ctx.store.meta;
   if (!meta.repoExists(name)) throw new OciError(404, 'NAME_UNKNOWN', `repository ${name} is not known`);
   const digest = ref.digest ?? meta.resolveTag(name, ref.tag!);
@@ -70,7 +70,7 @@ export async function putManifest(ctx: RequestContext, name: string, reference: 
 /** DELETE /v2/<name>/manifests/<reference>: a digest deletes the manifest (and its tags), a tag only the tag. */
 export function deleteManifest(ctx: RequestContext, name: string, reference: string): Response {
   const m = resolveManifest(ctx, name, reference);
-  const ref = parseReference(reference);
+  const ref = parseReference(reference, { lookup: true });
   if (ref.tag !== undefined) ctx.store.meta.setTag(name, ref.tag, null, 'oci-delete');
   else ctx.store.meta.deleteManifest(name, m.digest as Digest, 'oci-delete');
   return respond(202);
