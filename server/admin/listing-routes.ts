@@ -7,7 +7,7 @@ import { imageFacts, lineageOf, storedSizes, sumOf } from './snapshots.js';
 
 /** GET /snapyard/v1/_admin/repositories */
 function repositories(ctx: RequestContext): Response {
-  const repos = ctx.store.meta.repoSummaries().map((r) => ({ name: r.name, created: iso(r.createdMs), snapshots: r.manifests, tags: r.tags }));
+  const repos = ctx.store.meta.repoSummaries().filter((r) => ctx.mayPull(r.name)).map((r) => ({ name: r.name, created: iso(r.createdMs), snapshots: r.manifests, tags: r.tags }));
   return json(200, { repositories: repos });
 }
 
