@@ -17,7 +17,7 @@ export type LimitedServer = TestServer;
 
 /** A real server on loopback whose store has the given limits. */
 export function startLimitedServer(limits: Partial<Limits> = {}, opts: { dataDir?: string; workers?: number } = {}): Promise<TestServer> {
-  return startTestServer({ ...opts, limits });
+  return startTestServer({ ...opts, storeLimits: limits });
 }
 
 /** The `_missing` body: zstd(8-byte header with the prefix width, then the index with `width`-byte digests). */

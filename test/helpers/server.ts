@@ -19,11 +19,11 @@ export interface TestServer {
 
 /** A real registry on a loopback port, with its own temporary data directory. */
 export async function startTestServer(
-  opts: { dataDir?: string; workers?: number } & Pick<ServerOptions, 'auth' | 'tls' | 'limits' | 'connections' | 'logger'> = {},
+  opts: { dataDir?: string; workers?: number; storeLimits?: Partial<Limits> } & Pick<ServerOptions, 'auth' | 'tls' | 'limits' | 'connections' | 'logger'> = {},
 ): Promise<TestServer> {
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'snapyard-test-'));
-  const store = openStore({ dataDir, workers: opts.workers ?? 1 });
-  const { dataDir: _d, workers: _w, ...serverOpts } = opts;
+  const store = openStore({ dataDir, workers: opts.workers ?? 1, ...(opts.storeLimits ? { limits: opts.storeLimits } : {}) });
+  const { dataDir: _d, workers: _w, storeLimits: _l, ...serverOpts } = opts;
   const server = await startServer({ store, host: '127.0.0.1', port: 0, ...serverOpts });
   return {
     url: server.url,
