@@ -50,7 +50,7 @@ export function networkError(e: unknown, origin: string): unknown {
     return new SnapyardError('REGISTRY_UNREACHABLE', `cannot reach the registry at ${origin}: ${code}`);
   }
   if (code && NETWORK_CODES.has(code)) return new SnapyardError('CONNECTION_LOST', `the connection to the registry at ${origin} was lost (${code})`);
-  if (typeof code === 'string' && /CERT|SELF_SIGNED|TLS|SSL/.test(code)) {
+  if (typeof code === 'string' && /CERT|SELF_SIGNED|TLS|SSL|VERIFY|ISSUER/.test(code)) {
     return new SnapyardError('TLS_FAILED', `TLS with ${origin} failed: ${code} (trust its CA with --ca-cert FILE or SNAPYARD_CA_CERT, or use --insecure)`);
   }
   return e;
