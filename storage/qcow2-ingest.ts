@@ -10,7 +10,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, rm } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ingestBytes, type IngestOptions, type IngestResult } from './blob-ingest.js';
 import type { ChunkStore } from './chunk-store.js';
@@ -20,6 +20,7 @@ import { DEFAULT_FASTCDC } from './fastcdc.js';
 import { buildQcow2Index } from './qcow2/index-builder.js';
 import { planOffThread } from './qcow2/layout-plan.js';
 import { pinningWriter } from './chunk-pins.js';
+import { spoolToFile } from './spool-file.js';
 
 const SPOOL_WRITE = 4 * 1024 * 1024;
 
@@ -27,45 +28,14 @@ export async function ingestQcow2(store: ChunkStore, source: AsyncIterable<Uint8
   await mkdir(opts.spoolDir, { recursive: true });
   const path = join(opts.spoolDir, `${randomUUID()}.spool`);
   try {
-    // Hashed on this thread (it only copies bytes meanwhile); two buffers, so one is written while the other fills.
+    // Hashed on this thread as the pieces are spooled (spool-file.ts: ~1 MiB held at most, none once the stream stalls).
     const digester = localDigester();
-    const fh = await open(path, 'wx');
-    const writing: Array<Promise<unknown> | null> = [null, null];
-    try {
-      const bufs = [Buffer.allocUnsafe(SPOOL_WRITE), Buffer.allocUnsafe(SPOOL_WRITE)];
-      let cur = 0;
-      let fill = 0;
-      let pos = 0;
-      const flush = async () => {
-        if (fill === 0) return;
-        const w = fh.write(bufs[cur]!, 0, fill, pos);
-        w.catch(() => {}); // awaited below; never an unhandled rejection if we stop early
-        writing[cur] = w;
-        pos += fill;
-        fill = 0;
-        cur ^= 1;
-        if (writing[cur]) await writing[cur]; // the other buffer's write is done before it is refilled
-        writing[cur] = null;
-      };
-      for await (const piece of source) {
-        digester.update(piece);
-        if (opts.expectSize !== undefined && digester.size > opts.expectSize) {
-          throw new SnapyardError('SIZE_INVALID', `blob is larger than the declared ${opts.expectSize} bytes`);
-        }
-        for (let i = 0; i < piece.byteLength; ) {
-          const n = Math.min(SPOOL_WRITE - fill, piece.byteLength - i);
-          bufs[cur]!.set(piece.subarray(i, i + n), fill);
-          fill += n;
-          i += n;
-          if (fill === SPOOL_WRITE) await flush();
-        }
+    await spoolToFile(path, source, (piece) => {
+      digester.update(piece);
+      if (opts.expectSize !== undefined && digester.size > opts.expectSize) {
+        throw new SnapyardError('SIZE_INVALID', `blob is larger than the declared ${opts.expectSize} bytes`);
       }
-      await flush();
-      await Promise.all(writing);
-    } finally {
-      await Promise.allSettled(writing.filter((w) => w !== null));
-      await fh.close();
-    }
+    });
     const size = digester.size;
     const digest = await digester.digest();
     if (opts.expectDigest !== undefined && digest !== opts.expectDigest) {

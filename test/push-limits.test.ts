@@ -12,6 +12,8 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { compress } from 'zstd-napi';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { sha256 } from '../storage/digest.js';
 import { compactBody, peakRss, repeatingIndex, resetPeakRss, startLimitedServer, uploadBody, zstdBomb, type LimitedServer } from './helpers/push-wire.js';
 
@@ -144,6 +146,42 @@ describe('open session caps (defect 4)', () => {
       const c = await post(s.url, '/snapyard/v1/tot/r/_commit', JSON.stringify({ session: id, digest: sha256(chunk) }));
       expect(c.status).toBe(201);
       expect((await fetch(`${s.url}/v2/tot/r/blobs/uploads/`, { method: 'POST' })).status).toBe(202);
+    } finally {
+      await s.stop();
+    }
+  });
+});
+
+describe('idle qcow2 upload sessions hold no spool buffers (defect 4)', () => {
+  test('32 sessions stalled after 6 MiB of a qcow2 upload each hold (almost) no memory', async () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const s = await startLimitedServer();
+    try {
+      const body = randomBytes(6 * MiB);
+      body.write('QFI\xfb', 0, 'latin1'); // the qcow2 magic: the upload is spooled for guest-view chunking
+      gc();
+      const before = process.memoryUsage().arrayBuffers;
+      for (let i = 0; i < 32; i++) {
+        const start = await fetch(`${s.url}/v2/idle/r/blobs/uploads/`, { method: 'POST' });
+        expect(start.status).toBe(202);
+        const r = await fetch(`${s.url}${start.headers.get('location')}`, {
+          method: 'PATCH',
+          body,
+          headers: { 'Content-Type': 'application/octet-stream', 'Content-Range': `0-${body.byteLength - 1}` },
+        });
+        expect(r.status).toBe(202);
+      }
+      // Stalled sessions write out what they gathered; a bound, not a timing: give up after 10 s.
+      let held = Infinity;
+      for (let t0 = Date.now(); Date.now() - t0 < 10_000; await new Promise((r) => setTimeout(r, 100))) {
+        gc();
+        held = process.memoryUsage().arrayBuffers - before;
+        if (held < 48 * MiB) break;
+      }
+      // Two 4 MiB spool buffers per session were 256 MiB here.
+      expect(held).toBeLessThan(48 * MiB);
+      expect(s.store.sessions.open()).toBe(32);
     } finally {
       await s.stop();
     }
