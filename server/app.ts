@@ -73,7 +73,7 @@ export function createApp(cfg: AppConfig): Hono<Env> {
       c.res.headers.set('X-Request-Id', requestId);
     }
     // A streamed response cut short (client gone, or a failure half-way) is not logged as a whole one.
-    const aborted = sent ? !out.writableFinished : c.env.incoming.destroyed && !c.env.incoming.complete;
+    const aborted = sent ? !out.writableEnded : c.env.incoming.destroyed && !c.env.incoming.complete;
     const status = sent ? out.statusCode : c.res.status;
     cfg.logger?.info({
       id: requestId,

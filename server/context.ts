@@ -53,7 +53,8 @@ export async function sendStream(
       const ok = release ? out.write(value, () => release(value)) : out.write(value);
       if (!ok) await drained(out);
     }
-    out.end();
+    // A client that went away gets no end: writableEnded stays false, and the request is logged as aborted.
+    if (!out.destroyed) out.end();
   } catch (e) {
     ctx.onStreamError?.(e);
     out.destroy(e as Error);
