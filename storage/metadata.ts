@@ -179,6 +179,30 @@ export class Metadata {
     return this.s.unlinkBlob.run(repo, digest).changes > 0;
   }
 
+  /**
+   * Unlinks a blob from a repository unless a manifest of the repository
+   * references it (one transaction: a manifest PUT cannot slip in between);
+   * `usedBy` names up to 20 such manifests when it is refused.
+   */
+  unlinkBlobIfUnused(repo: string, digest: Digest): { unlinked: boolean; usedBy: Digest[] } {
+    return this.tx(() => {
+      const usedBy = this.db.prepare(`SELECT manifest FROM manifest_refs WHERE repo = ? AND ref = ? AND kind = 'blob' ORDER BY manifest LIMIT 20`).pluck().all(repo, digest) as Digest[];
+      if (usedBy.length > 0) return { unlinked: false, usedBy };
+      return { unlinked: this.s.unlinkBlob.run(repo, digest).changes > 0, usedBy };
+    });
+  }
+
+  /**
+   * References that do not resolve: a manifest's blob that is not linked into
+   * its repository (or not recorded at all), or a child manifest that is gone.
+   */
+  danglingRefs(): Array<{ repo: string; manifest: Digest; ref: Digest; kind: 'blob' | 'manifest' }> {
+    return this.db.prepare(`SELECT r.repo, r.manifest, r.ref, r.kind FROM manifest_refs r
+      WHERE (r.kind = 'blob' AND NOT EXISTS (SELECT 1 FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest WHERE rb.repo = r.repo AND rb.digest = r.ref))
+         OR (r.kind = 'manifest' AND NOT EXISTS (SELECT 1 FROM manifests m WHERE m.repo = r.repo AND m.digest = r.ref))
+      ORDER BY r.repo, r.manifest, r.ref`).all() as Array<{ repo: string; manifest: Digest; ref: Digest; kind: 'blob' | 'manifest' }>;
+  }
+
   getManifest(repo: string, digest: Digest): ManifestRecord | null {
     const r = this.s.getManifest.get(repo, digest) as Record<string, unknown> | undefined;
     return r ? toManifest(r) : null;

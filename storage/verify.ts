@@ -27,8 +27,9 @@ export interface VerifyStore {
 }
 
 export interface VerifyProblem {
-  kind: 'chunk-corrupt' | 'chunk-missing' | 'index-invalid';
-  /** The chunk (or index chunk) at fault. */
+  /** blob-missing / manifest-missing: a manifest references a blob its repository does not hold, or a child manifest that is gone. */
+  kind: 'chunk-corrupt' | 'chunk-missing' | 'index-invalid' | 'blob-missing' | 'manifest-missing';
+  /** The chunk (or index chunk, or missing blob / manifest) at fault. */
   digest: Digest;
   /** The blob whose index names it (for chunk-corrupt: every blob that uses it). */
   blobs: Digest[];
@@ -126,6 +127,15 @@ export async function verifyStore(store: VerifyStore, opts: { repair?: boolean; 
   for (const [d, message] of corrupt) if (!byChunk.has(d)) problems.push({ kind: 'chunk-corrupt', digest: d, blobs: [], message });
   const snapshots = new Set<string>();
   for (const b of brokenBlobs) for (const s of store.meta.snapshotsUsing(b)) snapshots.add(s);
+  // Manifests that cannot be pulled whole: a blob or child manifest they reference is not there.
+  for (const r of store.meta.danglingRefs()) {
+    const what = r.kind === 'blob' ? 'blob' : 'manifest';
+    problems.push({ kind: `${what}-missing`, digest: r.ref, blobs: [], message: `${r.repo}@${r.manifest} references ${what} ${r.ref}, which ${r.repo} does not hold` });
+    for (const s of store.meta.snapshotsUsing(r.manifest)) snapshots.add(s);
+    const tags = store.meta.tagsOf(r.repo, r.manifest);
+    if (tags.length === 0) snapshots.add(`${r.repo}@${r.manifest}`);
+    for (const t of tags) snapshots.add(`${r.repo}:${t}`);
+  }
   let repaired: VerifyReport['repaired'] = null;
   if (opts.repair) {
     repaired = await store.lock.run(() => {

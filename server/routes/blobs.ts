@@ -33,9 +33,20 @@ export async function getBlob(ctx: RequestContext, name: string, digestStr: stri
   return sendStream(ctx, status, headers, ctx.store.blobs.read(index, start, end), chunks.release ? (b) => chunks.release!(b) : undefined);
 }
 
-/** DELETE /v2/<name>/blobs/<digest>: unlinks the blob from the repository (GC frees its chunks). */
+/**
+ * DELETE /v2/<name>/blobs/<digest>: unlinks the blob from the repository (GC
+ * frees its chunks). A blob a manifest of the repository references is not
+ * deletable while that manifest exists (405 UNSUPPORTED naming them, as
+ * distribution answers a delete it does not allow): delete the manifests first.
+ */
 export function deleteBlob(ctx: RequestContext, name: string, digestStr: string): Response {
   const blob = blobOrThrow(ctx, name, digestStr);
-  ctx.store.meta.unlinkBlob(name, blob.digest);
+  const r = ctx.store.meta.unlinkBlobIfUnused(name, blob.digest);
+  if (r.usedBy.length > 0) {
+    throw new OciError(405, 'UNSUPPORTED', `blob ${blob.digest} is used by manifest${r.usedBy.length > 1 ? 's' : ''} ${r.usedBy.join(', ')} of ${name}: delete ${r.usedBy.length > 1 ? 'them' : 'it'} first`, {
+      digest: blob.digest,
+      manifests: r.usedBy,
+    });
+  }
   return respond(202, { 'Docker-Content-Digest': blob.digest });
 }
