@@ -15,6 +15,31 @@ export const MANIFEST_MEDIA_TYPES: readonly string[] = [MT.ociManifest, MT.ociIn
 
 /** Largest manifest accepted (the distribution-spec's recommended limit). */
 export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
+/**
+ * Deepest JSON nesting accepted (real manifests nest 4-6 levels). Deeper
+ * documents are refused before they are parsed, so nothing that later walks
+ * or re-serializes a stored manifest can run out of stack on it.
+ */
+export const MAX_MANIFEST_DEPTH = 64;
+
+/** The deepest nesting of arrays and objects in a JSON text (brackets inside strings do not count); stops counting past the limit. */
+export function jsonDepth(text: Uint8Array): number {
+  let depth = 0;
+  let max = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]!;
+    if (inString) {
+      if (c === 0x5c) i++; // backslash: skip the escaped byte
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x5b || c === 0x7b) {
+      if (++depth > max) max = depth;
+      if (max > MAX_MANIFEST_DEPTH) return max;
+    } else if (c === 0x5d || c === 0x7d) depth--;
+  }
+  return max;
+}
 
 const digestStr = z.string().refine(isDigest, { message: 'must be sha256:<64 lower-case hex>' });
 const annotations = z.record(z.string(), z.string()).optional();
@@ -74,6 +99,8 @@ export interface ParsedManifest {
  * body's own mediaType) and lists what it references.
  */
 export function parseManifest(body: Buffer, contentType: string | undefined): ParsedManifest {
+  const depth = jsonDepth(body);
+  if (depth > MAX_MANIFEST_DEPTH) throw new OciError(400, 'MANIFEST_INVALID', `manifest nests deeper than ${MAX_MANIFEST_DEPTH} levels`);
   let json: unknown;
   try {
     json = JSON.parse(body.toString('utf8'));
