@@ -1,4 +1,5 @@
 import type Database from 'better-sqlite3';
+import { manifestFacts } from './manifest-facts.js';
 
 /**
  * Metadata schema, versioned with PRAGMA user_version. Each migration runs in
@@ -7,13 +8,17 @@ import type Database from 'better-sqlite3';
  *   repositories  a repository name, created when something is first pushed to it
  *   blobs         every blob: digest -> size and the digest of its chunk index
  *   repo_blobs    which repositories a blob is linked into (OCI blobs are per repository)
- *   manifests     manifests per repository, with their exact bytes
+ *   manifests     manifests per repository, with their exact bytes and what
+ *                 listings need of them (image_blob, base_blob, backing_file:
+ *                 manifest-facts.ts), so listings never parse manifests
  *   manifest_refs what a manifest references (blobs, child manifests): for integrity and GC
  *   tags          current tag -> manifest digest
  *   tag_events    every tag move (time, old digest, new digest, source)
  *   uploads       open upload sessions
  */
-const MIGRATIONS: string[] = [
+type Migration = string | ((db: Database.Database) => void);
+
+const MIGRATIONS: Migration[] = [
   `
   CREATE TABLE repositories (
     name TEXT PRIMARY KEY,
@@ -79,6 +84,32 @@ const MIGRATIONS: string[] = [
     updated_ms INTEGER NOT NULL
   ) WITHOUT ROWID;
   `,
+  // 2: listing metadata on manifests (manifest-facts.ts), filled for the manifests already stored.
+  (db) => {
+    db.exec(`
+      ALTER TABLE manifests ADD COLUMN image_blob TEXT;
+      ALTER TABLE manifests ADD COLUMN base_blob TEXT;
+      ALTER TABLE manifests ADD COLUMN backing_file TEXT;
+    `);
+    const set = db.prepare('UPDATE manifests SET image_blob = ?, base_blob = ?, backing_file = ? WHERE repo = ? AND digest = ?');
+    // In pages (a connection cannot write while it iterates), so at most 64 manifests are held at once.
+    const page = db.prepare('SELECT repo, digest, content, annotations FROM manifests WHERE (repo, digest) > (?, ?) ORDER BY repo, digest LIMIT 64');
+    for (let last = ['', '']; ; ) {
+      const rows = page.all(last[0], last[1]) as Array<{ repo: string; digest: string; content: Buffer; annotations: string | null }>;
+      if (rows.length === 0) break;
+      for (const r of rows) {
+        let ann: Record<string, string> = {};
+        try {
+          ann = r.annotations ? (JSON.parse(r.annotations) as Record<string, string>) : {};
+        } catch {
+          /* unreadable annotations: none */
+        }
+        const f = manifestFacts(r.content, ann);
+        set.run(f.imageBlob, f.baseBlob, f.backingFile, r.repo, r.digest);
+      }
+      last = [rows[rows.length - 1]!.repo, rows[rows.length - 1]!.digest];
+    }
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -90,7 +121,9 @@ export function migrate(db: Database.Database): void {
   }
   for (let v = current; v < SCHEMA_VERSION; v++) {
     db.transaction(() => {
-      db.exec(MIGRATIONS[v]!);
+      const m = MIGRATIONS[v]!;
+      if (typeof m === 'string') db.exec(m);
+      else m(db);
       db.pragma(`user_version = ${v + 1}`);
     })();
   }

@@ -4,6 +4,7 @@ import { dirname } from 'node:path';
 import { migrate } from './metadata-schema.js';
 import { SnapyardError } from './errors.js';
 import type { Digest } from './digest.js';
+import { manifestFacts, type ManifestFacts } from './manifest-facts.js';
 
 export interface BlobRecord {
   digest: Digest;
@@ -23,6 +24,15 @@ export interface ManifestRecord {
   createdMs: number;
 }
 
+/**
+ * A manifest as listings see it: no content, no annotations; what they need
+ * of the bytes was stored with it (manifest-facts.ts). Never parses a manifest.
+ */
+export interface ManifestSummary extends Omit<ManifestRecord, 'content' | 'annotations'>, ManifestFacts {
+  /** Child manifests it lists (an index), from manifest_refs. */
+  children: Digest[];
+}
+
 export interface ManifestRef {
   digest: Digest;
   kind: 'blob' | 'manifest';
@@ -34,6 +44,8 @@ export interface ManifestRef {
 export type NewManifest = Omit<ManifestRecord, 'size' | 'createdMs'> & {
   refs: ManifestRef[];
   tag: string | null;
+  /** Listing metadata; worked out from the content when not given. */
+  facts?: ManifestFacts;
 };
 
 export interface TagEvent {
@@ -97,14 +109,16 @@ export class Metadata {
       isLinked: p('SELECT 1 FROM repo_blobs WHERE repo = ? AND digest = ?').pluck(),
       unlinkBlob: p('DELETE FROM repo_blobs WHERE repo = ? AND digest = ?'),
       getManifest: p('SELECT * FROM manifests WHERE repo = ? AND digest = ?'),
-      putManifest: p(`INSERT OR REPLACE INTO manifests (repo, digest, media_type, artifact_type, subject, annotations, size, content, created_ms)
-                      VALUES (?, ?, ?, ?, ?, ?, ?, ?, COALESCE((SELECT created_ms FROM manifests WHERE repo = ? AND digest = ?), ?))`),
+      putManifest: p(`INSERT OR REPLACE INTO manifests (repo, digest, media_type, artifact_type, subject, annotations, size, content, created_ms, image_blob, base_blob, backing_file)
+                      VALUES (?, ?, ?, ?, ?, ?, ?, ?, COALESCE((SELECT created_ms FROM manifests WHERE repo = ? AND digest = ?), ?), ?, ?, ?)`),
       deleteManifest: p('DELETE FROM manifests WHERE repo = ? AND digest = ?'),
       putRef: p('INSERT OR IGNORE INTO manifest_refs (repo, manifest, ref, kind) VALUES (?, ?, ?, ?)'),
       deleteRefs: p('DELETE FROM manifest_refs WHERE repo = ? AND manifest = ?'),
       manifestExists: p('SELECT 1 FROM manifests WHERE repo = ? AND digest = ?').pluck(),
-      referrers: p('SELECT * FROM manifests WHERE repo = ? AND subject = ? ORDER BY created_ms, digest'),
-      referencing: p('SELECT m.* FROM manifest_refs r JOIN manifests m ON m.repo = r.repo AND m.digest = r.manifest WHERE r.repo = ? AND r.ref = ? ORDER BY m.created_ms DESC, m.digest'),
+      referrers: p(`SELECT ${SUMMARY}, annotations FROM manifests WHERE repo = ? AND subject = ? ORDER BY created_ms, digest`),
+      referencing: p(`SELECT ${SUMMARY.replace(/(^|, )/g, '$1m.')} FROM manifest_refs r JOIN manifests m ON m.repo = r.repo AND m.digest = r.manifest
+                      WHERE r.repo = ? AND r.ref = ? ORDER BY m.created_ms DESC, m.digest`),
+      childRefs: p(`SELECT manifest, ref FROM manifest_refs WHERE repo = ? AND kind = 'manifest' ORDER BY manifest, ref`).raw(),
       getTag: p('SELECT digest FROM tags WHERE repo = ? AND tag = ?').pluck(),
       setTag: p('INSERT OR REPLACE INTO tags (repo, tag, digest, updated_ms) VALUES (?, ?, ?, ?)'),
       deleteTag: p('DELETE FROM tags WHERE repo = ? AND tag = ?'),
@@ -116,7 +130,7 @@ export class Metadata {
       tagRows: p(`SELECT t.tag, t.digest, t.updated_ms AS updatedMs,
                     COALESCE((SELECT MAX(e.id) FROM tag_events e WHERE e.repo = t.repo AND e.tag = t.tag), 0) AS seq
                   FROM tags t WHERE t.repo = ? ORDER BY t.tag`),
-      manifestsOf: p('SELECT * FROM manifests WHERE repo = ? ORDER BY created_ms DESC, digest'),
+      manifestsOf: p(`SELECT ${SUMMARY} FROM manifests WHERE repo = ? ORDER BY created_ms DESC, digest`),
       repoSummaries: p(`SELECT r.name, r.created_ms AS createdMs,
                           (SELECT COUNT(*) FROM manifests m WHERE m.repo = r.name) AS manifests,
                           (SELECT COUNT(*) FROM tags t WHERE t.repo = r.name) AS tags
@@ -226,9 +240,12 @@ export class Metadata {
       const missing = m.refs.filter((r) => !r.optional && !present(r));
       if (missing.length > 0) return { missing };
       this.s.ensureRepo.run(m.repo, t);
+      // An index (no blob refs) carries no image: its content need not be parsed again.
+      const f = m.facts ?? (m.refs.some((r) => r.kind === 'blob') ? manifestFacts(m.content, m.annotations ?? {}) : { ...manifestFacts(Buffer.from('{}'), m.annotations ?? {}), imageBlob: null });
       this.s.putManifest.run(
         m.repo, m.digest, m.mediaType, m.artifactType, m.subject,
         m.annotations ? JSON.stringify(m.annotations) : null, m.content.byteLength, m.content, m.repo, m.digest, t,
+        f.imageBlob, f.baseBlob, f.backingFile,
       );
       this.s.deleteRefs.run(m.repo, m.digest);
       for (const r of m.refs) if (!r.optional || present(r)) this.s.putRef.run(m.repo, m.digest, r.digest, r.kind);
@@ -287,9 +304,11 @@ export class Metadata {
     return this.s.tagRows.all(repo) as TagRow[];
   }
 
-  /** Every manifest of a repository, newest first. */
-  listManifests(repo: string): ManifestRecord[] {
-    return (this.s.manifestsOf.all(repo) as Array<Record<string, unknown>>).map(toManifest);
+  /** Every manifest of a repository, newest first, as listings see them (no content is read or parsed). */
+  listManifests(repo: string): ManifestSummary[] {
+    const children = new Map<string, Digest[]>();
+    for (const [m, ref] of this.s.childRefs.all(repo) as Array<[string, Digest]>) children.set(m, [...(children.get(m) ?? []), ref]);
+    return (this.s.manifestsOf.all(repo) as Array<Record<string, unknown>>).map((r) => toSummary(r, children.get(r.digest as string) ?? []));
   }
 
   /** Every repository with its manifest and tag counts, by name. */
@@ -298,12 +317,13 @@ export class Metadata {
   }
 
   /** Manifests of `repo` that reference blob or manifest `digest`, newest first. */
-  manifestsReferencing(repo: string, digest: Digest): ManifestRecord[] {
-    return (this.s.referencing.all(repo, digest) as Array<Record<string, unknown>>).map(toManifest);
+  manifestsReferencing(repo: string, digest: Digest): ManifestSummary[] {
+    return (this.s.referencing.all(repo, digest) as Array<Record<string, unknown>>).map((r) => toSummary(r, []));
   }
 
-  referrers(repo: string, subject: Digest): ManifestRecord[] {
-    return (this.s.referrers.all(repo, subject) as Record<string, unknown>[]).map(toManifest);
+  /** Manifests of `repo` whose subject is `subject` (oldest first), with their annotations (the referrers API answers them). */
+  referrers(repo: string, subject: Digest): Array<ManifestSummary & { annotations: Record<string, string> | null }> {
+    return (this.s.referrers.all(repo, subject) as Record<string, unknown>[]).map((r) => ({ ...toSummary(r, []), annotations: annotationsOf(r) }));
   }
 
   createUpload(id: string, repo: string): void {
@@ -404,6 +424,29 @@ export class Metadata {
   }
 }
 
+/** The columns of a ManifestSummary (everything but content and annotations). */
+const SUMMARY = 'repo, digest, media_type, artifact_type, subject, size, created_ms, image_blob, base_blob, backing_file';
+
+function toSummary(r: Record<string, unknown>, children: Digest[]): ManifestSummary {
+  return {
+    repo: r.repo as string,
+    digest: r.digest as Digest,
+    mediaType: r.media_type as string,
+    artifactType: (r.artifact_type as string | null) ?? null,
+    subject: (r.subject as Digest | null) ?? null,
+    size: r.size as number,
+    createdMs: r.created_ms as number,
+    imageBlob: (r.image_blob as Digest | null) ?? null,
+    baseBlob: (r.base_blob as Digest | null) ?? null,
+    backingFile: (r.backing_file as string | null) ?? null,
+    children,
+  };
+}
+
+function annotationsOf(r: Record<string, unknown>): Record<string, string> | null {
+  return r.annotations ? (JSON.parse(r.annotations as string) as Record<string, string>) : null;
+}
+
 function toManifest(r: Record<string, unknown>): ManifestRecord {
   return {
     repo: r.repo as string,
@@ -411,7 +454,7 @@ function toManifest(r: Record<string, unknown>): ManifestRecord {
     mediaType: r.media_type as string,
     artifactType: (r.artifact_type as string | null) ?? null,
     subject: (r.subject as Digest | null) ?? null,
-    annotations: r.annotations ? (JSON.parse(r.annotations as string) as Record<string, string>) : null,
+    annotations: annotationsOf(r),
     size: r.size as number,
     content: r.content as Buffer,
     createdMs: r.created_ms as number,

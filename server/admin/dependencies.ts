@@ -5,13 +5,14 @@
  * remove what a kept snapshot depends on) and rm (refuse to remove a base).
  */
 import type { Digest } from '../../storage/digest.js';
-import type { ManifestRecord } from '../../storage/metadata.js';
+import type { ManifestSummary } from '../../storage/metadata.js';
 import { imageBlob, lineageOf } from './snapshots.js';
 
 export class Dependencies {
   private readonly deps = new Map<Digest, Digest[]>();
 
-  constructor(manifests: ManifestRecord[]) {
+  /** From listing metadata only (no manifest is parsed). */
+  constructor(manifests: ManifestSummary[]) {
     const byBlob = new Map<Digest, Digest[]>();
     for (const m of manifests) {
       const b = imageBlob(m);
@@ -23,7 +24,7 @@ export class Dependencies {
       const base = lineageOf(m);
       if (base?.subject && known.has(base.subject)) out.add(base.subject);
       for (const d of base?.blob ? byBlob.get(base.blob) ?? [] : []) out.add(d);
-      for (const d of childManifests(m)) if (known.has(d)) out.add(d);
+      for (const d of m.children) if (known.has(d)) out.add(d);
       out.delete(m.digest);
       this.deps.set(m.digest, [...out]);
     }
@@ -45,14 +46,5 @@ export class Dependencies {
   /** Manifests that depend directly on `digest`. */
   dependents(digest: Digest): Digest[] {
     return [...this.deps].filter(([, ds]) => ds.includes(digest)).map(([d]) => d);
-  }
-}
-
-function childManifests(m: ManifestRecord): Digest[] {
-  try {
-    const doc = JSON.parse(m.content.toString('utf8')) as { manifests?: Array<{ digest?: unknown }> };
-    return (doc.manifests ?? []).flatMap((c) => (typeof c.digest === 'string' ? [c.digest as Digest] : []));
-  } catch {
-    return [];
   }
 }

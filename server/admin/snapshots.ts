@@ -5,13 +5,11 @@
  */
 import { chunkSet } from '../../storage/blob-index.js';
 import type { Digest } from '../../storage/digest.js';
-import type { ManifestRecord } from '../../storage/metadata.js';
+import type { ManifestSummary } from '../../storage/metadata.js';
 import { KIND_QCOW2 } from '../../storage/qcow2-index.js';
 import type { Store } from '../../storage/open-store.js';
 
-/** Manifest annotations written by `snapyard push` for an overlay (client/push.ts). */
-export const ANN_BASE_BLOB = 'io.snapyard.base.blob';
-export const ANN_BACKING_FILE = 'io.snapyard.backing-file';
+export { ANN_BACKING_FILE, ANN_BASE_BLOB } from '../../storage/manifest-facts.js';
 
 export interface Lineage {
   /** The OCI subject: the base's manifest. */
@@ -21,27 +19,14 @@ export interface Lineage {
   backingFile: string | null;
 }
 
-/** The image a manifest carries: its one layer, or the largest of several; null for an index. */
-export function imageBlob(m: ManifestRecord): Digest | null {
-  let doc: { layers?: Array<{ digest?: unknown; size?: unknown }> };
-  try {
-    doc = JSON.parse(m.content.toString('utf8')) as typeof doc;
-  } catch {
-    return null;
-  }
-  let best: { digest: Digest; size: number } | null = null;
-  for (const l of doc.layers ?? []) {
-    if (typeof l.digest !== 'string') continue;
-    const size = typeof l.size === 'number' ? l.size : 0;
-    if (!best || size > best.size) best = { digest: l.digest as Digest, size };
-  }
-  return best?.digest ?? null;
+/** The image a manifest carries (stored with it: storage/manifest-facts.ts); null for an index. */
+export function imageBlob(m: ManifestSummary): Digest | null {
+  return m.imageBlob;
 }
 
-export function lineageOf(m: ManifestRecord): Lineage | null {
-  const blob = (m.annotations?.[ANN_BASE_BLOB] as Digest | undefined) ?? null;
-  if (!m.subject && !blob) return null;
-  return { subject: m.subject, blob, backingFile: m.annotations?.[ANN_BACKING_FILE] ?? null };
+export function lineageOf(m: ManifestSummary): Lineage | null {
+  if (!m.subject && !m.baseBlob) return null;
+  return { subject: m.subject, blob: m.baseBlob, backingFile: m.backingFile };
 }
 
 /** A snapshot's image and what its chunk index says (null fields for an index manifest or a blob that is gone). */
@@ -55,7 +40,7 @@ export interface ImageFacts {
   chunks: Map<string, number>;
 }
 
-export async function imageFacts(store: Store, m: ManifestRecord): Promise<ImageFacts> {
+export async function imageFacts(store: Store, m: ManifestSummary): Promise<ImageFacts> {
   const blob = imageBlob(m);
   const rec = blob ? store.meta.getBlob(blob) : null;
   if (!blob || !rec) return { blob, size: null, layout: null, virtualSize: null, indexDigest: null, chunks: new Map() };
