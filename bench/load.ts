@@ -1,0 +1,214 @@
+/**
+ * Issue 8's load benchmark: 100 concurrent clients (delta pulls, ranged blob
+ * GETs, manifest GETs) plus 10 concurrent pushes against one `snapyard serve`
+ * process for a while, with auth off and with auth on (htpasswd + access
+ * file, the clients logging in through the token flow) in the same run.
+ * Reports errors, p50/p99 latency per route, requests per second, the
+ * server's peak RSS and its growth from minute 1 to the end.
+ *
+ *   npx tsx bench/load.ts BASE.qcow2 TARGET.qcow2 [--seconds 300] [--clients 100] [--pushers 10] [--only on|off] [--json]
+ *
+ * BASE and TARGET are two related images (e.g. the corpus's win98-base-v1
+ * and win98-games-v1): TARGET is pulled as a delta over BASE.
+ */
+import { mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { Registry } from '../client/registry.js';
+import { remoteIndex } from '../client/remote-index.js';
+import { push } from '../client/push.js';
+import { parseRef } from '../client/ref.js';
+import { chunkSet } from '../storage/blob-index.js';
+import type { Digest } from '../storage/digest.js';
+import { BIN, rssOf, startServer, type ServerProc } from './lib.js';
+
+const args = process.argv.slice(2);
+const flag = (name: string, dflt: string) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args.splice(i, 2)[1]! : dflt;
+};
+const SECONDS = Number(flag('--seconds', '300'));
+const CLIENTS = Number(flag('--clients', '100'));
+const PUSHERS = Number(flag('--pushers', '10'));
+const ONLY = flag('--only', 'both');
+const JSON_OUT = args.includes('--json') && args.splice(args.indexOf('--json'), 1).length > 0;
+const [BASE, TARGET] = args;
+if (!BASE || !TARGET) {
+  console.error('usage: npx tsx bench/load.ts BASE.qcow2 TARGET.qcow2 [--seconds N] [--clients N] [--pushers N] [--only on|off] [--json]');
+  process.exit(2);
+}
+const REPO = 'load/win98';
+const log = (s: string) => process.stderr.write(`${s}\n`);
+
+interface Sample {
+  route: string;
+  ms: number;
+  ok: boolean;
+}
+
+class Recorder {
+  samples: Sample[] = [];
+  errors = new Map<string, number>();
+  record(route: string, t0: number, ok: boolean, err?: unknown): void {
+    this.samples.push({ route, ms: performance.now() - t0, ok });
+    if (!ok) {
+      const k = `${route}: ${String((err as Error)?.message ?? err).slice(0, 160)}`;
+      this.errors.set(k, (this.errors.get(k) ?? 0) + 1);
+    }
+  }
+}
+
+const pct = (xs: number[], p: number) => {
+  if (xs.length === 0) return 0;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
+};
+
+async function setup(server: ServerProc, work: string, creds: string[]): Promise<{ baseBlob: Digest; targetBlob: Digest; baseIndex: Buffer; missing: string[]; size: number }> {
+  for (const [tag, file] of [['base', BASE], ['target', TARGET]] as const) {
+    execFileSync(process.execPath, [BIN, 'push', `${REPO}:${tag}`, file!, '--registry', server.url, '--cache', join(work, 'setup-cache'), ...creds], { stdio: ['ignore', 'ignore', 'inherit'] });
+  }
+  const reg = new Registry(server.url, creds.length ? { creds: { username: 'alice', password: 'alice-pw' } } : {});
+  const base = await remoteIndex(reg, parseRef(`${REPO}:base`), [], () => null);
+  const target = await remoteIndex(reg, parseRef(`${REPO}:target`), [], () => null);
+  await reg.close();
+  const have = chunkSet(base.index);
+  const missing = [...chunkSet(target.index).keys()].filter((h) => !have.has(h));
+  return { baseBlob: base.answer.blob.digest, targetBlob: target.answer.blob.digest, baseIndex: base.bytes, missing, size: target.answer.blob.size };
+}
+
+async function runPhase(auth: boolean): Promise<Record<string, unknown>> {
+  const work = mkdtempSync(join(tmpdir(), `snapyard-load-${auth ? 'on' : 'off'}-`));
+  const extra: string[] = [];
+  let creds: { username: string; password: string } | null = null;
+  if (auth) {
+    execFileSync(process.execPath, [BIN, 'passwd', join(work, 'htpasswd'), 'alice'], { input: 'alice-pw\n', stdio: ['pipe', 'ignore', 'inherit'] });
+    execFileSync(process.execPath, [BIN, 'passwd', join(work, 'htpasswd'), 'puller'], { input: 'puller-pw\n', stdio: ['pipe', 'ignore', 'inherit'] });
+    writeFileSync(join(work, 'access.yaml'), 'rules:\n  - users: [alice]\n    repositories: ["*"]\n    actions: [pull, push, delete, admin]\n  - users: [puller]\n    repositories: ["load/*"]\n    actions: [pull]\n');
+    extra.push('--htpasswd', join(work, 'htpasswd'), '--access', join(work, 'access.yaml'));
+    creds = { username: 'alice', password: 'alice-pw' };
+  }
+  const server = await startServer(join(work, 'data'), extra);
+  const s = await setup(server, work, auth ? ['--creds', 'alice:alice-pw'] : []);
+  log(`[auth ${auth ? 'on' : 'off'}] set up: ${s.missing.length} chunks differ; running ${CLIENTS} clients + ${PUSHERS} pushers for ${SECONDS} s`);
+  const rec = new Recorder();
+  const deadline = performance.now() + SECONDS * 1000;
+  const pullCreds = auth ? { creds: { username: 'puller', password: 'puller-pw' } } : {};
+  let rng = 12345;
+  const rand = (n: number) => {
+    rng = (rng * 1103515245 + 12345) >>> 0;
+    return rng % n;
+  };
+  const timed = async (route: string, fn: () => Promise<void>) => {
+    const t0 = performance.now();
+    try {
+      await fn();
+      rec.record(route, t0, true);
+    } catch (e) {
+      rec.record(route, t0, false, e);
+    }
+  };
+  const client = async (i: number) => {
+    const reg = new Registry(server.url, { connections: 2, ...pullCreds });
+    try {
+      while (performance.now() < deadline) {
+        const r = rand(10);
+        if (r < 5) {
+          await timed('manifest.get', async () => {
+            await reg.getManifest(REPO, i % 2 ? 'target' : 'base');
+          });
+        } else if (r < 8) {
+          await timed('blob.get (1 MiB range)', async () => {
+            const start = rand(Math.max(1, s.size - (1 << 20)));
+            const res = await reg.request('GET', `/v2/${REPO}/blobs/${s.targetBlob}`, { headers: { range: `bytes=${start}-${start + (1 << 20) - 1}` } });
+            let n = 0;
+            for await (const p of res.body) n += (p as Buffer).length;
+            if (n !== 1 << 20) throw new Error(`range returned ${n} bytes`);
+          });
+        } else {
+          await timed('delta.plan', async () => {
+            await remoteIndex(reg, parseRef(`${REPO}:target`), [s.baseBlob], () => s.baseIndex);
+          });
+          await timed('delta.chunks (<=4 MiB)', async () => {
+            const at = rand(Math.max(1, s.missing.length - 64));
+            const res = await reg.request('POST', `/snapyard/v1/${REPO}/_chunks`, {
+              body: JSON.stringify({ blob: s.targetBlob, chunks: s.missing.slice(at, at + 64), have: [s.baseBlob] }),
+              headers: { 'content-type': 'application/json' },
+            });
+            for await (const _ of res.body) { /* drain */ }
+          });
+        }
+      }
+    } finally {
+      await reg.close();
+    }
+  };
+  // Pushers: each pushes fresh variants of a 4 MiB file (a new 64 KiB region each time), to a tag of its own.
+  const seed = readFileSync(BASE!).subarray(0, 4 << 20);
+  const pusher = async (i: number) => {
+    const reg = new Registry(server.url, { connections: 2, ...(creds ? { creds } : {}) });
+    const file = join(work, `push-${i}.img`);
+    let round = 0;
+    try {
+      while (performance.now() < deadline) {
+        const buf = Buffer.from(seed);
+        buf.fill((i * 31 + round) & 0xff, (round * 65536) % buf.length, ((round * 65536) % buf.length) + 65536);
+        writeFileSync(file, buf);
+        await timed('push (4 MiB, 64 KiB new)', async () => {
+          await push(parseRef(`${REPO}:push-${i}-${round}`), file, { registry: reg, cache: null });
+        });
+        round++;
+      }
+    } finally {
+      await reg.close();
+    }
+  };
+  const rss: Array<{ t: number; rss: number }> = [];
+  const t0 = performance.now();
+  const sampler = setInterval(() => {
+    try {
+      rss.push({ t: (performance.now() - t0) / 1000, rss: rssOf(server.pid).current });
+    } catch { /* exited */ }
+  }, 1000);
+  await Promise.all([...Array.from({ length: CLIENTS }, (_, i) => client(i)), ...Array.from({ length: PUSHERS }, (_, i) => pusher(i))]);
+  clearInterval(sampler);
+  const elapsed = (performance.now() - t0) / 1000;
+  const peak = rssOf(server.pid).peak;
+  await server.stop();
+  rmSync(work, { recursive: true, force: true });
+  const routes: Record<string, { n: number; errors: number; p50: number; p99: number }> = {};
+  for (const name of [...new Set(rec.samples.map((x) => x.route))]) {
+    const xs = rec.samples.filter((x) => x.route === name);
+    const ms = xs.filter((x) => x.ok).map((x) => x.ms);
+    routes[name] = { n: xs.length, errors: xs.filter((x) => !x.ok).length, p50: Math.round(pct(ms, 50) * 10) / 10, p99: Math.round(pct(ms, 99) * 10) / 10 };
+  }
+  const at = (sec: number) => rss.find((x) => x.t >= sec)?.rss ?? rss[rss.length - 1]?.rss ?? 0;
+  const minute1 = at(Math.min(60, elapsed / 5));
+  const last = rss[rss.length - 1]?.rss ?? 0;
+  return {
+    auth,
+    seconds: Math.round(elapsed),
+    requests: rec.samples.length,
+    rps: Math.round((rec.samples.length / elapsed) * 10) / 10,
+    errors: [...rec.errors].map(([k, n]) => `${n}x ${k}`),
+    routes,
+    serverPeakRssMB: Math.round(peak / 1e6),
+    rssAtMinute1MB: Math.round(minute1 / 1e6),
+    rssAtEndMB: Math.round(last / 1e6),
+    rssGrowth: minute1 > 0 ? Math.round(((last - minute1) / minute1) * 1000) / 10 : null,
+  };
+}
+
+const results: Array<Record<string, unknown>> = [];
+if (ONLY !== 'on') results.push(await runPhase(false));
+if (ONLY !== 'off') results.push(await runPhase(true));
+if (JSON_OUT) console.log(JSON.stringify(results));
+for (const r of results) {
+  console.log(`\n== auth ${r.auth ? 'on' : 'off'}: ${r.requests} requests in ${r.seconds} s = ${r.rps} req/s; errors: ${(r.errors as string[]).length === 0 ? 0 : (r.errors as string[]).join('; ')}`);
+  console.log(`   server RSS: peak ${r.serverPeakRssMB} MB; minute 1 ${r.rssAtMinute1MB} MB -> end ${r.rssAtEndMB} MB (${r.rssGrowth}%)`);
+  for (const [name, x] of Object.entries(r.routes as Record<string, { n: number; errors: number; p50: number; p99: number }>)) {
+    console.log(`   ${name.padEnd(28)} n=${String(x.n).padStart(6)}  errors=${x.errors}  p50=${x.p50} ms  p99=${x.p99} ms`);
+  }
+}
+if (results.length === 2) console.log(`\nreq/s with auth on / off: ${((results[1]!.rps as number) / (results[0]!.rps as number)).toFixed(3)}`);
