@@ -427,7 +427,8 @@ export class Metadata {
 /** The columns of a ManifestSummary (everything but content and annotations). */
 const SUMMARY = 'repo, digest, media_type, artifact_type, subject, size, created_ms, image_blob, base_blob, backing_file';
 
-function toSummary(r: Record<string, unknown>, children: Digest[]): ManifestSummary {
+/** The columns every manifest row has, as a record's fields. */
+function rowBase(r: Record<string, unknown>): Omit<ManifestRecord, 'content' | 'annotations'> {
   return {
     repo: r.repo as string,
     digest: r.digest as Digest,
@@ -436,6 +437,12 @@ function toSummary(r: Record<string, unknown>, children: Digest[]): ManifestSumm
     subject: (r.subject as Digest | null) ?? null,
     size: r.size as number,
     createdMs: r.created_ms as number,
+  };
+}
+
+function toSummary(r: Record<string, unknown>, children: Digest[]): ManifestSummary {
+  return {
+    ...rowBase(r),
     imageBlob: (r.image_blob as Digest | null) ?? null,
     baseBlob: (r.base_blob as Digest | null) ?? null,
     backingFile: (r.backing_file as string | null) ?? null,
@@ -448,15 +455,5 @@ function annotationsOf(r: Record<string, unknown>): Record<string, string> | nul
 }
 
 function toManifest(r: Record<string, unknown>): ManifestRecord {
-  return {
-    repo: r.repo as string,
-    digest: r.digest as Digest,
-    mediaType: r.media_type as string,
-    artifactType: (r.artifact_type as string | null) ?? null,
-    subject: (r.subject as Digest | null) ?? null,
-    annotations: annotationsOf(r),
-    size: r.size as number,
-    content: r.content as Buffer,
-    createdMs: r.created_ms as number,
-  };
+  return { ...rowBase(r), annotations: annotationsOf(r), content: r.content as Buffer };
 }
