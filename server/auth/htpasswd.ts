@@ -19,6 +19,7 @@ export class Htpasswd {
   private mtimeMs = -1;
   private checkedAt = 0;
   private readonly ok = new Map<string, number>();
+  private readonly inflight = new Map<string, Promise<boolean>>();
   private running = 0;
   private readonly waiting: Array<() => void> = [];
 
@@ -63,7 +64,13 @@ export class Htpasswd {
       this.ok.set(key, Date.now()); // most recently used last
       return true;
     }
-    const good = await this.limited(() => bcrypt.compare(password, (hash ?? DUMMY_HASH).replace(/^\$2y\$/, '$2b$')));
+    // Many clients logging in with the same credentials at once (a fleet of pods starting) cost one bcrypt.
+    let check = this.inflight.get(key);
+    if (!check) {
+      check = this.limited(() => bcrypt.compare(password, (hash ?? DUMMY_HASH).replace(/^\$2y\$/, '$2b$'))).finally(() => this.inflight.delete(key));
+      this.inflight.set(key, check);
+    }
+    const good = await check;
     if (!good || hash === undefined) return false;
     this.ok.set(key, Date.now());
     const max = this.opts.cacheEntries ?? 4096;
