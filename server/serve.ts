@@ -1,5 +1,6 @@
-import { createAdaptorServer } from '@hono/node-server';
+import { getRequestListener } from '@hono/node-server';
 import { createServer as createHttpsServer } from 'node:https';
+import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
@@ -56,6 +57,31 @@ function readTls(t: TlsFiles): { cert: Buffer; key: Buffer } {
   return { cert: readFileSync(t.cert), key: readFileSync(t.key) };
 }
 
+const VALID_HOST = /^[A-Za-z0-9._~\-]*(\[[0-9A-Fa-f:.]+\])?(:\d{1,5})?$/;
+
+/**
+ * Request targets the HTTP adapter cannot turn into a URL (a backslash in the
+ * path, a path not starting with /, a malformed Host) get a 400 in the OCI
+ * error format here, instead of the adapter's bare 400.
+ */
+function guardRequestTarget(listener: (req: IncomingMessage, res: ServerResponse) => unknown): (req: IncomingMessage, res: ServerResponse) => void {
+  return (req, res) => {
+    const target = req.url ?? '';
+    const q = target.indexOf('?');
+    const path = q < 0 ? target : target.slice(0, q);
+    const host = req.headers.host ?? '';
+    const bad = !path.startsWith('/') && !/^https?:\/\//i.test(path) ? 'the request target must be a path or an absolute URL' : path.includes('\\') ? 'a backslash in the request path' : !VALID_HOST.test(host) ? 'an invalid Host header' : null;
+    if (bad === null) {
+      void listener(req, res);
+      return;
+    }
+    const body = JSON.stringify({ errors: [{ code: 'UNSUPPORTED', message: `bad request: ${bad}` }] });
+    res.writeHead(400, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body), 'Docker-Distribution-API-Version': 'registry/2.0', Connection: 'close' });
+    res.end(body);
+    req.resume();
+  };
+}
+
 export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const app = createApp({
     store: opts.store,
@@ -66,11 +92,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const lim = { ...DEFAULT_CONNECTION_LIMITS, ...opts.connections };
   // Header deadlines are checked this often (node's default, 30 s, would let slow clients linger).
   const serverOptions = { connectionsCheckingInterval: Math.min(5_000, lim.headersTimeoutMs), headersTimeout: lim.headersTimeoutMs, requestTimeout: 0 };
-  const server = (
-    opts.tls
-      ? createAdaptorServer({ fetch: app.fetch, createServer: createHttpsServer, serverOptions: { ...serverOptions, ...readTls(opts.tls) } })
-      : createAdaptorServer({ fetch: app.fetch, serverOptions })
-  ) as Server;
+  const listener = guardRequestTarget(getRequestListener(app.fetch));
+  const server = (opts.tls ? createHttpsServer({ ...serverOptions, ...readTls(opts.tls) }, listener) : createHttpServer(serverOptions, listener)) as Server;
   server.requestTimeout = 0; // large blobs stream for as long as they need
   server.headersTimeout = lim.headersTimeoutMs;
   server.keepAliveTimeout = lim.keepAliveTimeoutMs;

@@ -189,3 +189,25 @@ describe('a registry behind a path prefix', () => {
     }
   });
 });
+
+describe('request targets the HTTP adapter cannot parse', () => {
+  test('a backslash in the path, or a malformed Host, gets 400 in the OCI error format', async () => {
+    const port = Number(new URL(s.url).port);
+    const raw = (head: string) =>
+      new Promise<string>((resolve) => {
+        let out = '';
+        const sock = connect(port, '127.0.0.1', () => sock.write(head));
+        sock.on('data', (d: Buffer) => (out += d.toString()));
+        sock.on('close', () => resolve(out));
+        sock.on('error', () => resolve(out));
+      });
+    for (const head of ['GET /v2/a\\b/manifests/x HTTP/1.1\r\nHost: x\r\n\r\n', 'GET /v2/ HTTP/1.1\r\nHost: a b@c\r\n\r\n']) {
+      const res = await raw(head);
+      expect(res).toMatch(/^HTTP\/1\.1 400 /);
+      const body = res.slice(res.indexOf('\r\n\r\n') + 4);
+      expect(JSON.parse(body).errors[0].code).toBe('UNSUPPORTED');
+    }
+    // The absolute form of a request target still works.
+    expect(await raw(`GET http://127.0.0.1:${port}/v2/ HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nConnection: close\r\n\r\n`)).toMatch(/^HTTP\/1\.1 200 /);
+  });
+});
