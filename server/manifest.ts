@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { OciError } from './oci-error.js';
-import { isDigest, type Digest } from '../storage/digest.js';
+import { isAnyDigest, type Digest } from '../storage/digest.js';
 import type { ManifestRef } from '../storage/metadata.js';
 
 export const MT = {
@@ -41,7 +41,7 @@ export function jsonDepth(text: Uint8Array): number {
   return max;
 }
 
-const digestStr = z.string().refine(isDigest, { message: 'must be sha256:<64 lower-case hex>' });
+const digestStr = z.string().refine(isAnyDigest, { message: 'must be sha256:<64 lower-case hex> or sha512:<128 lower-case hex>' });
 const annotations = z.record(z.string(), z.string()).optional();
 const descriptor = z.object({
   mediaType: z.string().min(1),

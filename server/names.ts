@@ -1,5 +1,5 @@
 import { OciError } from './oci-error.js';
-import { isDigest, DIGEST_GRAMMAR, type Digest } from '../storage/digest.js';
+import { isDigest, isSha512Digest, DIGEST_GRAMMAR, type AnyDigest, type Digest } from '../storage/digest.js';
 import { isRepoName, TAG_RE } from '../storage/ref-grammar.js';
 
 export { MAX_NAME_LENGTH, NAME_RE, TAG_RE } from '../storage/ref-grammar.js';
@@ -11,9 +11,16 @@ export function checkName(name: string): string {
   return name;
 }
 
-export function checkDigest(s: string): Digest {
-  if (isDigest(s)) return s;
-  if (DIGEST_GRAMMAR.test(s)) throw new OciError(400, 'DIGEST_INVALID', `unsupported digest algorithm or encoding: ${s}`);
+/**
+ * A digest from a request: sha256 (lower-case hex); with `anyAlgorithm`,
+ * sha512 as well (blobs and manifests are known by every digest they were
+ * pushed under: storage/digest-aliases.ts). 400 DIGEST_INVALID otherwise.
+ */
+export function checkDigest(s: string): Digest;
+export function checkDigest(s: string, opts: { anyAlgorithm: true }): AnyDigest;
+export function checkDigest(s: string, opts: { anyAlgorithm?: boolean } = {}): AnyDigest {
+  if (isDigest(s) || (opts.anyAlgorithm && isSha512Digest(s))) return s;
+  if (DIGEST_GRAMMAR.test(s)) throw new OciError(400, 'DIGEST_INVALID', `unsupported digest algorithm or encoding: ${s.slice(0, 200)}`);
   throw new OciError(400, 'DIGEST_INVALID', `invalid digest ${JSON.stringify(s.slice(0, 200))}`);
 }
 

@@ -2,17 +2,46 @@ import { createHash, type Hash } from 'node:crypto';
 import { SnapyardError } from './errors.js';
 
 /**
- * OCI digests. snapyard names every blob, chunk and manifest by `sha256:<64 hex>`.
+ * OCI digests. snapyard names every blob, chunk and manifest by `sha256:<64 hex>`
+ * (blobs and manifests may also be addressed by `sha512:<128 hex>`).
  * The grammar is the distribution-spec's: algorithm ":" encoded.
  */
 export const DIGEST_GRAMMAR = /^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/;
 const SHA256_HEX = /^[a-f0-9]{64}$/;
 
 export type Digest = `sha256:${string}`;
+/**
+ * A sha512 digest: accepted wherever the OCI API takes a digest, as another
+ * name (an alias, storage/digest-aliases.ts) of content snapyard stores
+ * under its sha256. Chunks and indexes are always sha256.
+ */
+export type Sha512Digest = `sha512:${string}`;
+export type AnyDigest = Digest | Sha512Digest;
+const SHA512_HEX = /^[a-f0-9]{128}$/;
 
 /** True for a digest snapyard can address (sha256, lower-case hex). */
 export function isDigest(s: string): s is Digest {
   return s.length === 71 && s.startsWith('sha256:') && SHA256_HEX.test(s.slice(7));
+}
+
+export function isSha512Digest(s: string): s is Sha512Digest {
+  return s.length === 135 && s.startsWith('sha512:') && SHA512_HEX.test(s.slice(7));
+}
+
+/** sha256 or sha512, lower-case hex. */
+export function isAnyDigest(s: string): s is AnyDigest {
+  return isDigest(s) || isSha512Digest(s);
+}
+
+export function sha512(data: Uint8Array): Sha512Digest {
+  return `sha512:${createHash('sha512').update(data).digest('hex')}`;
+}
+
+/** sha512 of a stream of pieces. */
+export async function sha512OfStream(source: AsyncIterable<Uint8Array>): Promise<Sha512Digest> {
+  const h = createHash('sha512');
+  for await (const piece of source) h.update(piece);
+  return `sha512:${h.digest('hex')}`;
 }
 
 /**

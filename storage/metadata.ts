@@ -2,6 +2,7 @@ import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { migrate } from './metadata-schema.js';
+import { DigestAliases } from './digest-aliases.js';
 import { SnapyardError } from './errors.js';
 import type { Digest } from './digest.js';
 import { manifestFacts, type ManifestFacts } from './manifest-facts.js';
@@ -87,6 +88,8 @@ export class Metadata {
   private readonly db: Database.Database;
   private readonly s;
   readonly now: () => number;
+  /** sha512 (and other) names of stored blobs and manifests (digest-aliases.ts). */
+  readonly aliases: DigestAliases;
 
   constructor(path: string, opts: { now?: () => number } = {}) {
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
@@ -96,6 +99,7 @@ export class Metadata {
     this.db.pragma('foreign_keys = ON');
     this.db.pragma('busy_timeout = 5000');
     migrate(this.db);
+    this.aliases = new DigestAliases(this.db);
     this.now = opts.now ?? Date.now;
     const p = (sql: string) => this.db.prepare(sql);
     this.s = {

@@ -1,13 +1,16 @@
 import { checkDigest } from '../names.js';
+import { canonicalDigest } from '../aliases.js';
 import { OciError } from '../oci-error.js';
 import { parseRange } from '../http-util.js';
 import { header, respond, sendStream, type RequestContext } from '../context.js';
 import type { BlobRecord } from '../../storage/metadata.js';
 
+/** The blob a digest names in `name` (a sha512 through its alias: server/aliases.ts). */
 function blobOrThrow(ctx: RequestContext, name: string, digestStr: string): BlobRecord {
-  const digest = checkDigest(digestStr);
-  const blob = ctx.store.blobs.stat(name, digest);
-  if (!blob) throw new OciError(404, 'BLOB_UNKNOWN', `blob ${digest} is not in ${name}`, { digest });
+  const asked = checkDigest(digestStr, { anyAlgorithm: true });
+  const digest = canonicalDigest(ctx, asked);
+  const blob = digest ? ctx.store.blobs.stat(name, digest) : null;
+  if (!blob) throw new OciError(404, 'BLOB_UNKNOWN', `blob ${asked} is not in ${name}`, { digest: asked });
   return blob;
 }
 
@@ -17,9 +20,9 @@ export async function getBlob(ctx: RequestContext, name: string, digestStr: stri
   const range = parseRange(header(ctx, 'range'), blob.size);
   const headers: Record<string, string> = {
     'Content-Type': 'application/octet-stream',
-    'Docker-Content-Digest': blob.digest,
+    'Docker-Content-Digest': digestStr, // the digest asked (checked): sha256, or a sha512 the blob was pushed under
     'Accept-Ranges': 'bytes',
-    ETag: `"${blob.digest}"`,
+    ETag: `"${digestStr}"`,
     'Cache-Control': 'max-age=31536000',
   };
   const start = range?.start ?? 0;
@@ -48,5 +51,5 @@ export function deleteBlob(ctx: RequestContext, name: string, digestStr: string)
       manifests: r.usedBy,
     });
   }
-  return respond(202, { 'Docker-Content-Digest': blob.digest });
+  return respond(202, { 'Docker-Content-Digest': digestStr });
 }

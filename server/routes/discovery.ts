@@ -1,4 +1,6 @@
 import { checkDigest } from '../names.js';
+import { canonicalDigest } from '../aliases.js';
+import type { Digest } from '../../storage/digest.js';
 import { OciError } from '../oci-error.js';
 import { respond, type RequestContext } from '../context.js';
 import { MT } from '../manifest.js';
@@ -26,10 +28,13 @@ export function listTags(ctx: RequestContext, name: string): Response {
 
 /** GET /v2/<name>/referrers/<digest>?artifactType=: manifests whose subject is <digest>. */
 export function listReferrers(ctx: RequestContext, name: string, digestStr: string): Response {
-  const digest = checkDigest(digestStr);
+  const asked = checkDigest(digestStr, { anyAlgorithm: true });
   const filter = ctx.url.searchParams.get('artifactType');
   const headers: Record<string, string> = { 'Content-Type': MT.ociIndex };
-  let found = ctx.store.meta.repoExists(name) ? ctx.store.meta.referrers(name, digest) : [];
+  // A subject named by sha512 is stored under the sha256 it resolves to (or as given, when it was not pushed under it).
+  const canonical = canonicalDigest(ctx, asked);
+  const subjects = [...new Set([asked, ...(canonical ? [canonical] : [])])] as Digest[];
+  let found = ctx.store.meta.repoExists(name) ? subjects.flatMap((d) => ctx.store.meta.referrers(name, d)) : [];
   if (filter !== null) {
     found = found.filter((m) => m.artifactType === filter);
     headers['OCI-Filters-Applied'] = 'artifactType';

@@ -1,42 +1,62 @@
-import { parseReference } from '../names.js';
+import { checkDigest, parseReference } from '../names.js';
+import { canonicalDigest } from '../aliases.js';
 import { OciError } from '../oci-error.js';
 import { readLimited } from '../http-util.js';
 import { header, respond, type RequestContext } from '../context.js';
 import { MAX_MANIFEST_BYTES, parseManifest } from '../manifest.js';
-import { sha256, type Digest } from '../../storage/digest.js';
+import { isSha512Digest, sha256, sha512, type Digest, type Sha512Digest } from '../../storage/digest.js';
 import type { ManifestRecord } from '../../storage/metadata.js';
 
-export function resolveManifest(ctx: RequestContext, name: string, reference: string): ManifestRecord {
-  const ref = parseReference(reference, { lookup: true });
+/** A manifest reference as asked: a tag, a sha256, or a sha512 (an alias of a sha256: server/aliases.ts). */
+type Asked = { tag: string; digest?: undefined; alias?: undefined } | { digest: Digest; tag?: undefined; alias?: undefined } | { alias: Sha512Digest; tag?: undefined; digest?: undefined };
+
+function askedReference(reference: string, lookup: boolean): Asked {
+  if (reference.startsWith('sha512:')) return { alias: checkDigest(reference, { anyAlgorithm: true }) as Sha512Digest };
+  return parseReference(reference, { lookup });
+}
+
+function lookUp(ctx: RequestContext, name: string, reference: string): { m: ManifestRecord; asked: Asked } {
+  const asked = askedReference(reference, true);
   const meta = ctx.store.meta;
   if (!meta.repoExists(name)) throw new OciError(404, 'NAME_UNKNOWN', `repository ${name} is not known`);
-  const digest = ref.digest ?? meta.resolveTag(name, ref.tag!);
+  const digest = asked.alias ? canonicalDigest(ctx, asked.alias) : asked.digest ?? meta.resolveTag(name, asked.tag!);
   const m = digest ? meta.getManifest(name, digest) : null;
   if (!m) throw new OciError(404, 'MANIFEST_UNKNOWN', `manifest ${reference} is not in ${name}`, { reference });
-  return m;
+  return { m, asked };
+}
+
+export function resolveManifest(ctx: RequestContext, name: string, reference: string): ManifestRecord {
+  return lookUp(ctx, name, reference).m;
 }
 
 /** GET and HEAD /v2/<name>/manifests/<reference>. */
 export function getManifest(ctx: RequestContext, name: string, reference: string): Response {
-  const m = resolveManifest(ctx, name, reference);
+  const { m, asked } = lookUp(ctx, name, reference);
+  const digest = asked.alias ?? m.digest;
   const headers = {
     'Content-Type': m.mediaType,
     'Content-Length': String(m.size),
-    'Docker-Content-Digest': m.digest,
-    ETag: `"${m.digest}"`,
+    'Docker-Content-Digest': digest,
+    ETag: `"${digest}"`,
   };
   return respond(200, headers, ctx.method === 'HEAD' ? undefined : m.content);
 }
 
 /** PUT /v2/<name>/manifests/<reference>: validate, check references, store, tag. */
 export async function putManifest(ctx: RequestContext, name: string, reference: string): Promise<Response> {
-  const ref = parseReference(reference);
+  const ref = askedReference(reference, false);
   const body = await readLimited(ctx.incoming, MAX_MANIFEST_BYTES);
   const digest = sha256(body);
-  if (ref.digest && ref.digest !== digest) {
-    throw new OciError(400, 'DIGEST_INVALID', `manifest hashes to ${digest}, not ${ref.digest}`, { expected: ref.digest, actual: digest });
+  const named = ref.alias ?? ref.digest;
+  const actual = ref.alias ? sha512(body) : digest;
+  if (named && named !== actual) {
+    throw new OciError(400, 'DIGEST_INVALID', `manifest hashes to ${actual}, not ${named}`, { expected: named, actual });
   }
   const parsed = parseManifest(body, header(ctx, 'content-type'));
+  // Descriptors by sha512 name what the alias names (a blob pushed under that sha512); unknown ones stay as given (and are missing).
+  const canonical = <D extends string>(d: D): D => (isSha512Digest(d) ? ((canonicalDigest(ctx, d) ?? d) as D) : d);
+  const refs = parsed.refs.map((r) => ({ ...r, digest: canonical(r.digest) }));
+  if (ref.alias) ctx.store.meta.aliases.add(ref.alias, digest); // before the commit: a committed manifest is always reachable by it
   // Under the commit lock: GC's delete step (which may unlink stale blobs) cannot interleave.
   const { missing } = await ctx.store.lock.run(() => ctx.store.meta.commitManifest(
     {
@@ -44,10 +64,10 @@ export async function putManifest(ctx: RequestContext, name: string, reference: 
       digest,
       mediaType: parsed.mediaType,
       artifactType: parsed.artifactType,
-      subject: parsed.subject,
+      subject: parsed.subject === null ? null : canonical(parsed.subject),
       annotations: parsed.annotations,
       content: body,
-      refs: parsed.refs,
+      refs,
       tag: ref.tag ?? null,
     },
     // `snapyard push` says so (X-Snapyard-Source: push): the tag history then tells pushes from other PUTs.
@@ -59,8 +79,8 @@ export async function putManifest(ctx: RequestContext, name: string, reference: 
     throw new OciError(400, 'MANIFEST_UNKNOWN', `manifest ${missing[0]!.digest} is not in ${name}`, { digest: missing[0]!.digest });
   }
   const headers: Record<string, string> = {
-    Location: `/v2/${name}/manifests/${digest}`,
-    'Docker-Content-Digest': digest,
+    Location: `/v2/${name}/manifests/${named ?? digest}`,
+    'Docker-Content-Digest': named ?? digest,
     'Content-Length': '0',
   };
   if (parsed.subject) headers['OCI-Subject'] = parsed.subject;
@@ -69,8 +89,7 @@ export async function putManifest(ctx: RequestContext, name: string, reference: 
 
 /** DELETE /v2/<name>/manifests/<reference>: a digest deletes the manifest (and its tags), a tag only the tag. */
 export function deleteManifest(ctx: RequestContext, name: string, reference: string): Response {
-  const m = resolveManifest(ctx, name, reference);
-  const ref = parseReference(reference, { lookup: true });
+  const { m, asked: ref } = lookUp(ctx, name, reference);
   if (ref.tag !== undefined) ctx.store.meta.setTag(name, ref.tag, null, 'oci-delete');
   else ctx.store.meta.deleteManifest(name, m.digest as Digest, 'oci-delete');
   return respond(202);

@@ -4,10 +4,11 @@ import { OciError } from '../oci-error.js';
 import { bodyOf, drain, parseContentRange } from '../http-util.js';
 import { header, respond, type RequestContext } from '../context.js';
 import type { UploadRecord } from '../../storage/metadata.js';
-import type { Digest } from '../../storage/digest.js';
+import { isSha512Digest, type AnyDigest } from '../../storage/digest.js';
+import { acceptSha512, canonicalDigest, ingestUnderSha512 } from '../aliases.js';
 import { takeSessionTicket, withLimits } from './limit-errors.js';
 
-function created(name: string, digest: Digest): Response {
+function created(name: string, digest: AnyDigest): Response {
   return respond(201, { Location: `/v2/${name}/blobs/${digest}`, 'Docker-Content-Digest': digest, 'Content-Length': '0' });
 }
 
@@ -40,21 +41,23 @@ async function start(ctx: RequestContext, name: string): Promise<Response> {
   const q = ctx.url.searchParams;
   const mount = q.get('mount');
   if (mount !== null) {
-    const digest = checkDigest(mount);
+    const asked = checkDigest(mount, { anyAlgorithm: true });
+    const digest = canonicalDigest(ctx, asked);
     const from = q.get('from');
     // Under the commit lock, so GC's delete step never sees half of a mount.
-    const mounted = from !== null && (await ctx.store.lock.run(() => ctx.store.blobs.stat(checkName(from), digest) !== null && ctx.store.meta.linkBlob(name, digest)));
+    const mounted = from !== null && digest !== null && (await ctx.store.lock.run(() => ctx.store.blobs.stat(checkName(from), digest) !== null && ctx.store.meta.linkBlob(name, digest)));
     if (mounted) {
       await drain(ctx.incoming);
-      return created(name, digest);
+      return created(name, asked);
     }
     // Not mountable: fall back to an upload session, as the spec asks.
   }
   const digestParam = q.get('digest');
   if (digestParam !== null && mount === null) {
-    const digest = checkDigest(digestParam);
+    const digest = checkDigest(digestParam, { anyAlgorithm: true });
     const len = declaredLength(ctx);
-    await ctx.store.blobs.ingest(name, bodyOf(ctx.incoming), { expectDigest: digest, ...(len !== undefined ? { expectSize: len } : {}) });
+    if (isSha512Digest(digest)) await ingestUnderSha512(ctx, name, bodyOf(ctx.incoming), digest, len);
+    else await ctx.store.blobs.ingest(name, bodyOf(ctx.incoming), { expectDigest: digest, ...(len !== undefined ? { expectSize: len } : {}) });
     return created(name, digest);
   }
   await drain(ctx.incoming);
@@ -133,13 +136,14 @@ export async function finishUpload(ctx: RequestContext, name: string, id: string
     await drain(ctx.incoming);
     throw new OciError(400, 'DIGEST_INVALID', 'the digest query parameter is required to finish an upload');
   }
-  const digest = checkDigest(digestParam);
+  const digest = checkDigest(digestParam, { anyAlgorithm: true });
   return withLimits(() => ctx.store.uploads.locked(up0.id, async () => {
     const up = await appendBody(ctx, sessionOrThrow(ctx, name, id), false);
     ctx.store.meta.deleteUpload(up.id);
     // On a digest mismatch nothing is committed (the chunks stay unreferenced for GC), and the session is over.
     await ctx.store.uploads.finish(up.id, async (result) => {
-      if (result.digest !== digest) {
+      if (isSha512Digest(digest)) await acceptSha512(ctx, result, digest);
+      else if (result.digest !== digest) {
         throw new OciError(400, 'DIGEST_INVALID', `uploaded content hashes to ${result.digest}, not ${digest}`, { expected: digest, actual: result.digest });
       }
       await ctx.store.blobs.commit(name, result);
