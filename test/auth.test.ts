@@ -215,6 +215,38 @@ describe('scoped access', () => {
   });
 });
 
+describe('--anonymous-pull and an open registry', () => {
+  test('--anonymous-pull without an access file: anonymous callers pull every repository and nothing more', async () => {
+    const anon = await startTestServer({ auth: new Authenticator({ htpasswd: new Htpasswd(htpasswd), policy: new AccessPolicy({ anonymousPull: true }) }) });
+    try {
+      const put = await fetch(`${anon.url}/v2/any/thing/blobs/uploads/?digest=${sha('y')}`, { method: 'POST', body: 'y', headers: { authorization: basic('carol') } });
+      expect(put.status).toBe(201);
+      expect((await fetch(`${anon.url}/v2/any/thing/blobs/${sha('y')}`)).status).toBe(200);
+      const push = await fetch(`${anon.url}/v2/any/thing/blobs/uploads/?digest=${sha('z')}`, { method: 'POST', body: 'z' });
+      expect(push.status).toBe(401);
+      expect((await fetch(`${anon.url}/v2/any/thing/blobs/${sha('y')}`, { method: 'DELETE' })).status).toBe(401);
+    } finally {
+      await anon.stop();
+    }
+  });
+
+  test('serve without --htpasswd on a non-loopback address says loudly that it is open', async () => {
+    const { spawn } = await import('node:child_process');
+    const { BIN } = await import('./helpers/cli.js');
+    const child = spawn(process.execPath, [BIN, 'serve', '--data', join(dir, 'open-data'), '--host', '0.0.0.0', '--port', '0'], { env: cleanEnv(), stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    await new Promise<void>((resolve) => {
+      child.stderr!.on('data', (d: Buffer) => {
+        err += d.toString();
+        if (err.includes('WARNING')) resolve();
+      });
+      setTimeout(resolve, 10_000);
+    });
+    child.kill('SIGTERM');
+    expect(err).toMatch(/WARNING: no --htpasswd: anyone who can reach 0\.0\.0\.0:\d+ may push, delete/);
+  });
+});
+
 describe('the snapyard CLI logs in', () => {
   let file: string;
   let env: NodeJS.ProcessEnv;
