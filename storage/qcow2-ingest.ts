@@ -18,11 +18,24 @@ import { localDigester } from './digest.js';
 import { isSnapyardError, SnapyardError } from './errors.js';
 import { DEFAULT_FASTCDC } from './fastcdc.js';
 import { buildQcow2Index } from './qcow2/index-builder.js';
-import { planOffThread } from './qcow2/layout-plan.js';
+import { LayoutPlanner } from './qcow2/layout-plan.js';
 import { pinningWriter } from './chunk-pins.js';
 import { spoolToFile } from './spool-file.js';
 
 const SPOOL_WRITE = 4 * 1024 * 1024;
+
+/**
+ * One layout planner per chunk store (at most two table walks on worker
+ * threads at once per store): kept beside the store it serves, and gone
+ * with it, without widening the ingest options every caller passes.
+ */
+const planners = new WeakMap<ChunkStore, LayoutPlanner>();
+
+function plannerOf(store: ChunkStore): LayoutPlanner {
+  let p = planners.get(store);
+  if (!p) planners.set(store, (p = new LayoutPlanner()));
+  return p;
+}
 
 export async function ingestQcow2(store: ChunkStore, source: AsyncIterable<Uint8Array>, opts: IngestOptions & { spoolDir: string }): Promise<IngestResult> {
   await mkdir(opts.spoolDir, { recursive: true });
@@ -50,7 +63,7 @@ export async function ingestQcow2(store: ChunkStore, source: AsyncIterable<Uint8
     let index;
     try {
       // The table walk runs on a worker thread (its cost is bounded by the file's size, but may still be seconds).
-      const plan = await planOffThread(path);
+      const plan = await plannerOf(store).plan(path);
       index = await buildQcow2Index(path, writer, { blobDigest: digest, params: opts.params ?? DEFAULT_FASTCDC, plan });
     } catch (e) {
       await writer.finish().catch(() => {});

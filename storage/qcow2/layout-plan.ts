@@ -182,3 +182,27 @@ export async function planOffThread(path: string): Promise<Qcow2Plan> {
     await pool.close();
   }
 }
+
+/**
+ * Runs planOffThread for many callers with at most `maxConcurrent` worker
+ * threads at once (the others wait their turn), so many uploads finishing
+ * together cannot start a thread each.
+ */
+export class LayoutPlanner {
+  private running = 0;
+  private readonly waiting: Array<() => void> = [];
+
+  constructor(private readonly maxConcurrent = 2) {}
+
+  async plan(path: string): Promise<Qcow2Plan> {
+    if (this.running >= this.maxConcurrent) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    else this.running++;
+    try {
+      return await planOffThread(path);
+    } finally {
+      const next = this.waiting.shift();
+      if (next) next(); // the slot passes straight to the next caller
+      else this.running--;
+    }
+  }
+}
