@@ -42,7 +42,7 @@ beforeAll(async () => {
   child.stdout!.on('data', (b: Buffer) => { out += b.toString(); });
   child.stderr!.on('data', (b: Buffer) => { out += b.toString(); });
   const deadline = Date.now() + 30_000;
-  const re = /serving on ([\d.]+:\d+)/;
+  const re = /serving on (?:http:\/\/)?([\d.]+:\d+)/;
   while (!re.test(out) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
   const m = re.exec(out);
   if (!m) throw new Error(`server did not start: ${out}`);
@@ -127,6 +127,22 @@ describe('qcow2 walk bomb (issue 8, defect 3)', () => {
     expect(r.digest).toBe(sha(bytes));
     expect(r.index.kind).not.toBe(KIND_QCOW2);
     expect(r.index.size).toBe(bytes.byteLength);
+  });
+
+  test('snapyard push of the image terminates, and the pushed blob reads back byte-exact', async () => {
+    const file = join(dir, 'push.qcow2');
+    const bytes = writeWalkBomb(file, true);
+    const t0 = Date.now();
+    const res = await new Promise<{ code: number | null; stdout: string; stderr: string }>((done) => {
+      execFile(process.execPath, [BIN, 'push', 'bomb/push:v1', file, '--registry', base, '--cache', join(dir, 'push-cache'), '--json'], { timeout: BOUND_MS }, (e, stdout, stderr) => {
+        done({ code: e ? ((e as { code?: number }).code ?? null) : 0, stdout, stderr });
+      });
+    });
+    expect(Date.now() - t0).toBeLessThan(BOUND_MS);
+    expect(res.code, res.stderr).toBe(0);
+    const back = await fetch(`${base}/v2/bomb/push/blobs/${sha(bytes)}`);
+    expect(back.status).toBe(200);
+    expect(sha(Buffer.from(await back.arrayBuffer()))).toBe(sha(bytes));
   });
 
   test('snapyard inspect FILE terminates with a clear qcow2 error', async () => {
