@@ -42,6 +42,11 @@ export class DeltaService {
     store.blobs.onCommit((d) => this.encoder.warm(d));
     const timer = setInterval(() => this.expire(), Math.max(50, Math.min(60_000, store.uploadTtlMs / 4)));
     timer.unref();
+    // The encoder's sketch cache is a database in the store: closed with it.
+    store.onClose(() => {
+      clearInterval(timer);
+      this.encoder.close();
+    });
   }
 
   async indexOfDigest(digest: Digest): Promise<BlobIndex | null> {

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { ChunkCodec } from './chunk-codec.js';
 import type { AddResult, ChunkStore, ChunkWriter, PrunableChunkStore } from './chunk-store.js';
 import { digestFromRaw, localDigester, rawOf, sha256Raw, type Digest, type StreamDigester } from './digest.js';
-import { ChunkCorruptError, ChunkMissingError, SnapyardError, storageFailure } from './errors.js';
+import { ChunkCorruptError, ChunkMissingError, isDiskFull, SnapyardError, storageFailure } from './errors.js';
 import { ensureLayout, packPath, PackReader, PackWriter, readConcat, RECORD_HEADER_SIZE, type RecordLocation } from './pack-files.js';
 import { PackIndex } from './pack-index.js';
 import { WorkerPool, type WorkerError } from './worker-pool.js';
@@ -292,6 +292,19 @@ export class LocalChunkStore implements ChunkStore, PrunableChunkStore {
     for (const a of added) this.pending.delete(a.digest);
   }
 
+  /**
+   * A flush for readers that only want what is committed to be current
+   * (verify, listings): on a full disk the rows stay queued and this is not
+   * an error (a failed flush never makes anything look stored).
+   */
+  async flushIfRoom(): Promise<void> {
+    try {
+      await this.flush();
+    } catch (e) {
+      if (!isDiskFull(e)) throw e;
+    }
+  }
+
   /** The chunk's index row is committed (its record fsync'ed): what a blob commit may rely on. */
   async durable(digest: Digest): Promise<boolean> {
     return this.index.has(digest);
@@ -490,11 +503,19 @@ export class LocalChunkStore implements ChunkStore, PrunableChunkStore {
     return { chunks: s.chunks, stored: s.stored + s.chunks * RECORD_HEADER_SIZE, raw: s.raw };
   }
 
+  /**
+   * Commits what it can and closes. On a full disk the rows still queued are
+   * dropped: nothing committed references their chunks (a blob commit needs
+   * them durable), so they are dead space in their packs, never data lost.
+   */
   async close(): Promise<void> {
-    await this.flush();
-    await this.pool?.close();
-    await this.inlineWriter?.close();
-    this.reader.close();
-    this.index.close();
+    try {
+      await this.flushIfRoom();
+    } finally {
+      await this.pool?.close();
+      await this.inlineWriter?.close();
+      this.reader.close();
+      this.index.close();
+    }
   }
 }

@@ -3,7 +3,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { migrate } from './metadata-schema.js';
 import { DigestAliases } from './digest-aliases.js';
-import { SnapyardError } from './errors.js';
+import { isDiskFull, SnapyardError } from './errors.js';
 import type { Digest } from './digest.js';
 import { manifestFacts, type ManifestFacts } from './manifest-facts.js';
 
@@ -91,7 +91,10 @@ export class Metadata {
   /** sha512 (and other) names of stored blobs and manifests (digest-aliases.ts). */
   readonly aliases: DigestAliases;
 
-  constructor(path: string, opts: { now?: () => number } = {}) {
+  /** Called when a deletion hits a full disk: frees reserved space (disk-reserve.ts); true if it freed some. */
+  private readonly onFull: () => boolean;
+
+  constructor(path: string, opts: { now?: () => number; onFull?: () => boolean } = {}) {
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
     this.db = new Database(path);
     this.db.pragma('journal_mode = WAL');
@@ -101,6 +104,7 @@ export class Metadata {
     migrate(this.db);
     this.aliases = new DigestAliases(this.db);
     this.now = opts.now ?? Date.now;
+    this.onFull = opts.onFull ?? (() => false);
     const p = (sql: string) => this.db.prepare(sql);
     this.s = {
       ensureRepo: p('INSERT OR IGNORE INTO repositories (name, created_ms) VALUES (?, ?)'),
@@ -156,6 +160,22 @@ export class Metadata {
     return this.db.transaction(fn)();
   }
 
+  /**
+   * A transaction that deletes or moves (rm, prune, tag moves, unlinks, gc):
+   * on a full disk the reserve is released and it runs once more, so the
+   * registry can always be relieved through the API. Inside another
+   * transaction it is part of that one (whose owner retries).
+   */
+  relievingTx<T>(fn: () => T): T {
+    if (this.db.inTransaction) return this.tx(fn);
+    try {
+      return this.tx(fn);
+    } catch (e) {
+      if (!isDiskFull(e) || !this.onFull()) throw e;
+      return this.tx(fn);
+    }
+  }
+
   repoExists(repo: string): boolean {
     return this.s.repoExists.get(repo) !== undefined;
   }
@@ -194,7 +214,7 @@ export class Metadata {
   }
 
   unlinkBlob(repo: string, digest: Digest): boolean {
-    return this.s.unlinkBlob.run(repo, digest).changes > 0;
+    return this.relievingTx(() => this.s.unlinkBlob.run(repo, digest).changes > 0);
   }
 
   /**
@@ -203,7 +223,7 @@ export class Metadata {
    * `usedBy` names up to 20 such manifests when it is refused.
    */
   unlinkBlobIfUnused(repo: string, digest: Digest): { unlinked: boolean; usedBy: Digest[] } {
-    return this.tx(() => {
+    return this.relievingTx(() => {
       const usedBy = this.db.prepare(`SELECT manifest FROM manifest_refs WHERE repo = ? AND ref = ? AND kind = 'blob' ORDER BY manifest LIMIT 20`).pluck().all(repo, digest) as Digest[];
       if (usedBy.length > 0) return { unlinked: false, usedBy };
       return { unlinked: this.s.unlinkBlob.run(repo, digest).changes > 0, usedBy };
@@ -261,7 +281,7 @@ export class Metadata {
   /** Deletes a manifest and every tag pointing at it (each recorded as a tag event). */
   deleteManifest(repo: string, digest: Digest, source: string): boolean {
     const t = this.now();
-    return this.tx(() => {
+    return this.relievingTx(() => {
       for (const tag of this.s.tagsOf.all(repo, digest) as string[]) this.moveTag(repo, tag, null, source, t);
       this.s.deleteRefs.run(repo, digest);
       return this.s.deleteManifest.run(repo, digest).changes > 0;
@@ -274,7 +294,7 @@ export class Metadata {
 
   /** Points a tag at a manifest (or removes it with null), recording the move. */
   setTag(repo: string, tag: string, digest: Digest | null, source: string): void {
-    this.tx(() => this.moveTag(repo, tag, digest, source, this.now()));
+    this.relievingTx(() => this.moveTag(repo, tag, digest, source, this.now()));
   }
 
   private moveTag(repo: string, tag: string, digest: Digest | null, source: string, t: number): void {
@@ -378,7 +398,7 @@ export class Metadata {
     const orphans = `SELECT digest FROM blobs b WHERE NOT EXISTS (SELECT 1 FROM manifest_refs r WHERE r.ref = b.digest)
       AND NOT EXISTS (SELECT 1 FROM repo_blobs rb WHERE rb.digest = b.digest AND (rb.created_ms >= ? OR EXISTS
         (SELECT 1 FROM manifest_refs r2 WHERE r2.repo = rb.repo AND r2.ref = rb.digest)))`;
-    return this.tx(() => {
+    return this.relievingTx(() => {
       const deleted = this.db.prepare(orphans).pluck().all(cutoffMs) as Digest[];
       if (dryRun) return { unlinked: this.db.prepare(`SELECT COUNT(*) ${stale}`).pluck().get(cutoffMs) as number, deleted };
       const unlinked = this.db.prepare(`DELETE ${stale}`).run(cutoffMs).changes;
@@ -395,7 +415,7 @@ export class Metadata {
 
   /** Unlinks a blob from every repository (repair: clients then upload it again); returns the repositories. */
   unlinkEverywhere(digest: Digest): string[] {
-    return this.tx(() => {
+    return this.relievingTx(() => {
       const repos = this.db.prepare('SELECT repo FROM repo_blobs WHERE digest = ?').pluck().all(digest) as string[];
       this.db.prepare('DELETE FROM repo_blobs WHERE digest = ?').run(digest);
       return repos;

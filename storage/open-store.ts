@@ -1,4 +1,4 @@
-import { rmSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { BlobStore } from './blob-store.js';
 import { LocalChunkStore } from './local-chunk-store.js';
@@ -9,12 +9,14 @@ import { ChunkPins } from './chunk-pins.js';
 import { AsyncLock } from './commit-lock.js';
 import { resolveLimits, type Limits } from './limits.js';
 import { SessionQuota } from './session-quota.js';
+import { DiskReserve } from './disk-reserve.js';
 
 /**
  * The embedded default store: everything under one data directory.
  *
  *   <data>/meta.db         SQLite metadata (metadata-schema.ts), with -wal/-shm beside it
  *   <data>/store/          local chunk store (layout: pack-files.ts)
+ *   <data>/reserve         space kept back so deletions work on a full disk (disk-reserve.ts)
  *   <data>/spool/          qcow2 uploads being received (guest-view chunking needs
  *                          random access); emptied at start
  *
@@ -51,12 +53,20 @@ export interface Store {
   limits: Limits;
   /** Open upload and push sessions, per user and in total (session-quota.ts). */
   sessions: SessionQuota;
+  /** Space kept back for deletions on a full disk (disk-reserve.ts): DIR/reserve. */
+  reserve: DiskReserve;
+  /** Runs `fn` when the store closes, before its files are (caches that keep files of the store open). */
+  onClose(fn: () => void | Promise<void>): void;
   close(): Promise<void>;
 }
 
 export function openStore(cfg: StoreConfig): Store {
   const limits = resolveLimits(cfg.limits);
-  const meta = new Metadata(join(cfg.dataDir, 'meta.db'));
+  const closing: Array<() => void | Promise<void>> = [];
+  mkdirSync(cfg.dataDir, { recursive: true });
+  const reserve = new DiskReserve(join(cfg.dataDir, 'reserve'), limits.reserveBytes);
+  reserve.refill();
+  const meta = new Metadata(join(cfg.dataDir, 'meta.db'), { onFull: () => reserve.release() });
   const chunks = new LocalChunkStore({
     root: join(cfg.dataDir, 'store'),
     ...(cfg.level !== undefined ? { level: cfg.level } : {}),
@@ -81,7 +91,10 @@ export function openStore(cfg: StoreConfig): Store {
     uploadTtlMs,
     limits,
     sessions: new SessionQuota(limits.maxSessionsPerUser, limits.maxSessionsTotal),
+    reserve,
+    onClose: (fn) => void closing.push(fn),
     async close() {
+      for (const fn of closing.splice(0)) await fn();
       uploads.close();
       await chunks.close();
       meta.close();

@@ -12,9 +12,12 @@
 import type { LocalChunkStore } from './local-chunk-store.js';
 
 export async function compactPacks(chunks: LocalChunkStore, minLive: number): Promise<{ rewritten: number; deleted: number; freedBytes: number }> {
+  // Only packs that exist before the seal: the packs writers open after it are being written (their rows are not committed yet).
   const before = chunks.packNames();
   await chunks.sealPacks();
   const live = chunks.packLive();
+  // Packs with no live record first: deleting them frees space without writing (on a full disk, that is what works).
+  before.sort((a, b) => Number(live.has(a)) - Number(live.has(b)));
   let rewritten = 0;
   let deleted = 0;
   let freedBytes = 0;

@@ -47,12 +47,15 @@ export const gcRoute: AdminRoute = {
   async handle(ctx) {
     const req = await jsonBody(ctx, gcRequest);
     const store = ctx.store;
+    // On a full disk the reserve is given up and gc runs again (disk-reserve.ts); it is made again once gc freed room.
     const report = await store.maintenance.run(() =>
-      collectGarbage(store, {
-        dryRun: req.dryRun === true,
-        graceMs: req.graceSeconds !== undefined ? req.graceSeconds * 1000 : DEFAULT_GRACE_MS,
-        ...(req.minLive !== undefined ? { minLive: req.minLive } : {}),
-      }),
+      store.reserve.relieving(() =>
+        collectGarbage(store, {
+          dryRun: req.dryRun === true,
+          graceMs: req.graceSeconds !== undefined ? req.graceSeconds * 1000 : DEFAULT_GRACE_MS,
+          ...(req.minLive !== undefined ? { minLive: req.minLive } : {}),
+        }),
+      ),
     );
     return json(report);
   },

@@ -22,7 +22,7 @@ import { SOURCE } from './tag-versions.js';
 function deleteManifest(ctx: RequestContext, m: RegExpExecArray): Response {
   const repo = repoOf(ctx, m[1]!);
   const meta = ctx.store.meta;
-  const out = meta.tx(() => {
+  const out = meta.relievingTx(() => {
     const digest = existingManifest(ctx, repo, m[2]!);
     const dependents = new Dependencies(meta.listManifests(repo)).dependents(digest);
     if (dependents.length > 0) {
@@ -64,7 +64,7 @@ async function prune(ctx: RequestContext, m: RegExpExecArray): Promise<Response>
   const re = match === null ? null : globToRegExp(match);
   const dryRun = body.dryRun === true;
   const meta = ctx.store.meta;
-  const result = meta.tx((): PruneResult => {
+  const result = meta.relievingTx((): PruneResult => {
     const tags = meta.tagRows(repo);
     const matching = tags.filter((t) => !re || re.test(t.tag)).sort(newestFirst);
     const newest = new Set(matching.slice(0, keep));

@@ -60,7 +60,7 @@ export async function imageFacts(store: Store, m: ManifestSummary): Promise<Imag
 
 /** Stored bytes (as held in the chunk store) of each chunk in `keys` (raw digests, hex); 0 when not held. */
 export async function storedSizes(store: Store, keys: Iterable<string>): Promise<Map<string, number>> {
-  await store.chunks.flush();
+  await store.chunks.flushIfRoom();
   const list = [...keys];
   const lens = store.chunks.storedLengths(list.map((k) => Buffer.from(k, 'hex')));
   const out = new Map<string, number>();

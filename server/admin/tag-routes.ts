@@ -21,7 +21,7 @@ async function putTag(ctx: RequestContext, m: RegExpExecArray): Promise<Response
   const body = await readJson(ctx);
   if (typeof body.target !== 'string') throw new OciError(400, 'UNSUPPORTED', 'body needs "target": a tag or a manifest digest');
   const meta = ctx.store.meta;
-  const out = meta.tx(() => {
+  const out = meta.relievingTx(() => {
     const ref = parseReference(body.target as string);
     const target = ref.digest !== undefined ? existingManifest(ctx, repo, ref.digest) : tagTarget(ctx, repo, ref.tag!);
     const old = meta.resolveTag(repo, tag);
@@ -36,7 +36,7 @@ function deleteTag(ctx: RequestContext, m: RegExpExecArray): Response {
   const repo = repoOf(ctx, m[1]!);
   const tag = checkTag(m[2]!);
   const meta = ctx.store.meta;
-  const old = meta.tx(() => {
+  const old = meta.relievingTx(() => {
     const d = tagTarget(ctx, repo, tag);
     meta.setTag(repo, tag, null, SOURCE.rm);
     return d;
@@ -71,7 +71,7 @@ async function rollback(ctx: RequestContext, m: RegExpExecArray): Promise<Respon
   const body = await readJson(ctx);
   if (body.to !== undefined && body.steps !== undefined) throw new OciError(400, 'UNSUPPORTED', 'give "steps" or "to", not both');
   const meta = ctx.store.meta;
-  const out = meta.tx(() => {
+  const out = meta.relievingTx(() => {
     const current = tagTarget(ctx, repo, tag);
     let target: Digest;
     let steps: number | null = null;
