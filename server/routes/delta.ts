@@ -94,8 +94,12 @@ export async function sendChunks(ctx: RequestContext, svc: DeltaService, name: s
   const req = await jsonBody(ctx.incoming, chunksRequest, 8 * 1024 * 1024);
   const blob = linkedBlob(ctx, name, req.blob as Digest);
   const set = await svc.chunksOf(blob);
+  // Each chunk once: a list repeating one chunk would make a small request cost the server (and the wire) without bound.
+  const asked = new Set<string>();
   for (const c of req.chunks) {
     if (!set.has(c)) throw new OciError(404, 'BLOB_UNKNOWN', `chunk sha256:${c} is not part of blob ${blob.digest}`, { chunk: `sha256:${c}` });
+    if (asked.has(c)) throw new OciError(400, 'UNSUPPORTED', `chunk sha256:${c} is asked for twice`, { chunk: `sha256:${c}` });
+    asked.add(c);
   }
   const have = await svc.encoder.prepare(req.have as Digest[]);
   if (req.estimate) {
