@@ -104,6 +104,28 @@ describe('push commit amplification (defect 2)', () => {
   });
 });
 
+describe('upload size caps', () => {
+  test('an OCI upload past maxBlobBytes is 413, declared or not (chunked bodies are counted)', async () => {
+    const s = await startLimitedServer({ maxBlobBytes: 1 * MiB });
+    try {
+      const big = randomBytes(1 * MiB + 10);
+      const declared = await fetch(`${s.url}/v2/cap/r/blobs/uploads/?digest=${sha256(big)}`, { method: 'POST', body: big });
+      expect(declared.status).toBe(413);
+      const stream = new ReadableStream({ start(c) { c.enqueue(big.subarray(0, 600_000)); c.enqueue(big.subarray(600_000)); c.close(); } });
+      const chunked = await fetch(`${s.url}/v2/cap/r/blobs/uploads/?digest=${sha256(big)}`, { method: 'POST', body: stream, duplex: 'half' } as RequestInit);
+      expect(chunked.status).toBe(413);
+      const start = await fetch(`${s.url}/v2/cap/r/blobs/uploads/`, { method: 'POST' });
+      const loc = start.headers.get('location')!;
+      expect((await fetch(`${s.url}${loc}`, { method: 'PATCH', body: big.subarray(0, 800_000), headers: { 'Content-Range': '0-799999' } })).status).toBe(202);
+      const over = await fetch(`${s.url}${loc}`, { method: 'PATCH', body: big.subarray(800_000), headers: { 'Content-Range': `800000-${big.byteLength - 1}` } });
+      expect(over.status).toBe(413);
+      expect((await fetch(`${s.url}/v2/cap/r/blobs/${sha256(big)}`, { method: 'HEAD' })).status).toBe(404);
+    } finally {
+      await s.stop();
+    }
+  });
+});
+
 describe('open session caps (defect 4)', () => {
   test('per user: past maxSessionsPerUser, 429 TOOMANYREQUESTS with Retry-After; a cancelled session gives its place back', async () => {
     const s = await startLimitedServer({ maxSessionsPerUser: 3, maxSessionsTotal: 100 });

@@ -21,6 +21,20 @@ function progress(name: string, up: UploadRecord, status: number): Response {
   });
 }
 
+function tooBig(ctx: RequestContext): OciError {
+  return new OciError(413, 'SIZE_INVALID', `a blob may have at most ${ctx.store.limits.maxBlobBytes} bytes (maxBlobBytes)`);
+}
+
+/** The request body, cut off with 413 past `room` bytes (chunked bodies declare no length). */
+async function* capped(ctx: RequestContext, room: number): AsyncGenerator<Uint8Array> {
+  let n = 0;
+  for await (const piece of bodyOf(ctx.incoming)) {
+    n += piece.byteLength;
+    if (n > room) throw tooBig(ctx);
+    yield piece;
+  }
+}
+
 function declaredLength(ctx: RequestContext): number | undefined {
   const v = header(ctx, 'content-length');
   if (v === undefined) return undefined;
@@ -56,8 +70,10 @@ async function start(ctx: RequestContext, name: string): Promise<Response> {
   if (digestParam !== null && mount === null) {
     const digest = checkDigest(digestParam, { anyAlgorithm: true });
     const len = declaredLength(ctx);
-    if (isSha512Digest(digest)) await ingestUnderSha512(ctx, name, bodyOf(ctx.incoming), digest, len);
-    else await ctx.store.blobs.ingest(name, bodyOf(ctx.incoming), { expectDigest: digest, ...(len !== undefined ? { expectSize: len } : {}) });
+    if (len !== undefined && len > ctx.store.limits.maxBlobBytes) throw tooBig(ctx);
+    const body = capped(ctx, ctx.store.limits.maxBlobBytes);
+    if (isSha512Digest(digest)) await ingestUnderSha512(ctx, name, body, digest, len);
+    else await ctx.store.blobs.ingest(name, body, { expectDigest: digest, ...(len !== undefined ? { expectSize: len } : {}) });
     return created(name, digest);
   }
   await drain(ctx.incoming);
@@ -101,8 +117,13 @@ async function appendBody(ctx: RequestContext, up: UploadRecord, required: boole
   }
   if (!required && len === 0) return up;
   const limit = range ? range.end - range.start + 1 : len ?? Number.MAX_SAFE_INTEGER;
+  const room = ctx.store.limits.maxBlobBytes - up.size;
+  if (limit !== Number.MAX_SAFE_INTEGER && limit > room) {
+    await drain(ctx.incoming);
+    throw tooBig(ctx);
+  }
   try {
-    await ctx.store.uploads.append(up.id, bodyOf(ctx.incoming), limit);
+    await ctx.store.uploads.append(up.id, capped(ctx, room), limit);
   } finally {
     // Whatever arrived counts, even from a request that broke off: the client resumes from Range.
     ctx.store.meta.setUploadSize(up.id, ctx.store.uploads.size(up.id));
