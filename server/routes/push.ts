@@ -16,7 +16,6 @@ import { digestFromRaw, isDigest, localDigester, type Digest } from '../../stora
 import { isSnapyardError, SnapyardError } from '../../storage/errors.js';
 import { unzstdBounded } from '../../storage/zstd-stream.js';
 import { checkClaimedIndex } from '../../storage/commit-check.js';
-import { limitError, takeSessionTicket, withLimits } from './limit-errors.js';
 import { readUploadFrames } from '../../storage/wire.js';
 import type { DeltaService } from '../delta-service.js';
 import { pinningWriter, type PinLease } from '../../storage/chunk-pins.js';
@@ -72,7 +71,7 @@ function expand(svc: DeltaService, compact: Buffer, width: number, missing: numb
 
 /** POST _missing: opens a push session (429 past the open-session caps) holding the compact index. */
 export async function missingChunks(ctx: RequestContext, svc: DeltaService, name: string): Promise<Response> {
-  const ticket = takeSessionTicket(ctx);
+  const ticket = svc.store.sessions.take(ctx.user); // LIMIT_EXCEEDED: 429 with Retry-After
   const lease = svc.store.pins.lease();
   try {
     const parts: Buffer[] = [];
@@ -87,7 +86,7 @@ export async function missingChunks(ctx: RequestContext, svc: DeltaService, name
     if (index.size > svc.store.limits.maxBlobBytes) {
       throw new OciError(413, 'SIZE_INVALID', `the index claims a blob of ${index.size} bytes; the limit is ${svc.store.limits.maxBlobBytes}`);
     }
-    const s = await withLimits(() => svc.openSession(name, compact, width, lease, ticket));
+    const s = svc.openSession(name, compact, width, lease, ticket);
     const out = { session: s.id, entries: index.count, missing };
     return respond(200, { 'Content-Type': 'application/json' }, JSON.stringify(out));
   } catch (e) {
@@ -106,28 +105,26 @@ export async function uploadChunks(ctx: RequestContext, svc: DeltaService, name:
   let chunks = 0;
   let bytes = 0;
   let failed = true;
-  return withLimits(async () => {
-    try {
-      for await (const f of readUploadFrames(unzstd(ctx.incoming, svc.store.limits.maxBlobBytes, 'chunk upload'))) {
-        const r = await writer.add(f.raw);
-        const claimed = digestFromRaw(f.digest);
-        if (r.digest !== claimed) throw new OciError(400, 'DIGEST_INVALID', `uploaded chunk hashes to ${r.digest}, not ${claimed}`, { expected: claimed, actual: r.digest });
-        chunks++;
-        bytes += f.raw.byteLength;
-        s.activeMs = Date.now();
-      }
-      failed = false;
-    } catch (e) {
-      if (isSnapyardError(e, 'SIZE_INVALID')) throw new OciError(400, 'SIZE_INVALID', e.message);
-      throw e;
-    } finally {
-      // In-flight writes finish before we answer, even on failure (nothing races the next request).
-      if (failed) await writer.finish().catch(() => {});
+  try {
+    for await (const f of readUploadFrames(unzstd(ctx.incoming, svc.store.limits.maxBlobBytes, 'chunk upload'))) {
+      const r = await writer.add(f.raw);
+      const claimed = digestFromRaw(f.digest);
+      if (r.digest !== claimed) throw new OciError(400, 'DIGEST_INVALID', `uploaded chunk hashes to ${r.digest}, not ${claimed}`, { expected: claimed, actual: r.digest });
+      chunks++;
+      bytes += f.raw.byteLength;
+      s.activeMs = Date.now();
     }
-    const result = await writer.finish();
-    await svc.store.chunks.flush();
-    return respond(200, { 'Content-Type': 'application/json' }, JSON.stringify({ chunks, bytes, newChunks: result.newChunks }));
-  });
+    failed = false;
+  } catch (e) {
+    if (isSnapyardError(e, 'SIZE_INVALID')) throw new OciError(400, 'SIZE_INVALID', e.message);
+    throw e;
+  } finally {
+    // In-flight writes finish before we answer, even on failure (nothing races the next request).
+    if (failed) await writer.finish().catch(() => {});
+  }
+  const result = await writer.finish();
+  await svc.store.chunks.flush();
+  return respond(200, { 'Content-Type': 'application/json' }, JSON.stringify({ chunks, bytes, newChunks: result.newChunks }));
 }
 
 const commitRequest = z.object({ session: z.string().max(64), digest: z.string().refine(isDigest) });
@@ -149,37 +146,35 @@ export async function commitPush(ctx: RequestContext, svc: DeltaService, name: s
     svc.closeSession(s.id);
     if (isSnapyardError(e, 'INDEX_INVALID')) throw new OciError(400, 'MANIFEST_INVALID', e.message);
     if (isSnapyardError(e, 'CHUNK_MISSING')) throw new OciError(409, 'BLOB_UNKNOWN', e.message);
-    throw limitError(e) ?? e;
+    throw e;
   }
-  return withLimits(async () => {
-    // Rebuild the blob from its chunks and hash it: a wrong index never becomes a blob. (Hashed on this
-    // thread: the workers are busy decompressing, and a worker digester here doubled peak memory.)
-    const d = localDigester();
-    for await (const piece of readBlob(svc.store.chunks, index)) {
-      const w = d.update(piece);
-      if (w) await w;
-      svc.store.chunks.release?.(piece);
-    }
-    const actual = await d.digest();
-    if (actual !== index.blobDigest || d.size !== index.size) {
-      svc.closeSession(s.id);
-      throw new OciError(400, 'DIGEST_INVALID', `the chunks rebuild ${actual}, not ${index.blobDigest}`, { expected: index.blobDigest, actual });
-    }
-    const stored = await svc.store.chunks.add(index.encode());
-    s.lease.pin(stored.digest);
-    await svc.store.chunks.flush();
-    try {
-      // Checks, under the commit lock, that every chunk is still there, then makes the blob visible.
-      await svc.store.blobs.commit(name, {
-        digest: index.blobDigest, size: index.size, index, indexDigest: stored.digest,
-        chunks: index.count, newChunks: 0, newStoredBytes: 0, layout: index.kind === 1 ? 'qcow2' : 'bytes',
-      });
-    } finally {
-      svc.closeSession(s.id);
-    }
-    const out = { digest: index.blobDigest, size: index.size, indexDigest: stored.digest, layout: index.kind === 1 ? 'qcow2' : 'bytes' };
-    return respond(201, { 'Content-Type': 'application/json', 'Docker-Content-Digest': index.blobDigest }, JSON.stringify(out));
-  });
+  // Rebuild the blob from its chunks and hash it: a wrong index never becomes a blob. (Hashed on this
+  // thread: the workers are busy decompressing, and a worker digester here doubled peak memory.)
+  const d = localDigester();
+  for await (const piece of readBlob(svc.store.chunks, index)) {
+    const w = d.update(piece);
+    if (w) await w;
+    svc.store.chunks.release?.(piece);
+  }
+  const actual = await d.digest();
+  if (actual !== index.blobDigest || d.size !== index.size) {
+    svc.closeSession(s.id);
+    throw new OciError(400, 'DIGEST_INVALID', `the chunks rebuild ${actual}, not ${index.blobDigest}`, { expected: index.blobDigest, actual });
+  }
+  const stored = await svc.store.chunks.add(index.encode());
+  s.lease.pin(stored.digest);
+  await svc.store.chunks.flush();
+  try {
+    // Checks, under the commit lock, that every chunk is still there, then makes the blob visible.
+    await svc.store.blobs.commit(name, {
+      digest: index.blobDigest, size: index.size, index, indexDigest: stored.digest,
+      chunks: index.count, newChunks: 0, newStoredBytes: 0, layout: index.kind === 1 ? 'qcow2' : 'bytes',
+    });
+  } finally {
+    svc.closeSession(s.id);
+  }
+  const out = { digest: index.blobDigest, size: index.size, indexDigest: stored.digest, layout: index.kind === 1 ? 'qcow2' : 'bytes' };
+  return respond(201, { 'Content-Type': 'application/json', 'Docker-Content-Digest': index.blobDigest }, JSON.stringify(out));
 }
 
 export function blobManifests(ctx: RequestContext, name: string, digestStr: string): Response {

@@ -6,7 +6,6 @@ import { header, respond, type RequestContext } from '../context.js';
 import type { UploadRecord } from '../../storage/metadata.js';
 import { isSha512Digest, type AnyDigest } from '../../storage/digest.js';
 import { acceptSha512, canonicalDigest, ingestUnderSha512 } from '../aliases.js';
-import { takeSessionTicket, withLimits } from './limit-errors.js';
 
 function created(name: string, digest: AnyDigest): Response {
   return respond(201, { Location: `/v2/${name}/blobs/${digest}`, 'Docker-Content-Digest': digest, 'Content-Length': '0' });
@@ -47,11 +46,7 @@ function declaredLength(ctx: RequestContext): number | undefined {
  * POST /v2/<name>/blobs/uploads/: monolithic push (?digest=), cross-repository
  * mount (?mount=&from=), or a new session (429 past the open-session caps).
  */
-export function startUpload(ctx: RequestContext, name: string): Promise<Response> {
-  return withLimits(() => start(ctx, name));
-}
-
-async function start(ctx: RequestContext, name: string): Promise<Response> {
+export async function startUpload(ctx: RequestContext, name: string): Promise<Response> {
   const q = ctx.url.searchParams;
   const mount = q.get('mount');
   if (mount !== null) {
@@ -77,7 +72,7 @@ async function start(ctx: RequestContext, name: string): Promise<Response> {
     return created(name, digest);
   }
   await drain(ctx.incoming);
-  const ticket = takeSessionTicket(ctx);
+  const ticket = ctx.store.sessions.take(ctx.user); // LIMIT_EXCEEDED: 429 with Retry-After
   const id = randomUUID();
   try {
     ctx.store.meta.createUpload(id, name);
@@ -138,10 +133,10 @@ async function appendBody(ctx: RequestContext, up: UploadRecord, required: boole
 /** PATCH /v2/<name>/blobs/uploads/<id>: append a chunk (416 when out of order). */
 export async function patchUpload(ctx: RequestContext, name: string, id: string): Promise<Response> {
   const up0 = sessionOrThrow(ctx, name, id);
-  return withLimits(() => ctx.store.uploads.locked(up0.id, async () => {
+  return ctx.store.uploads.locked(up0.id, async () => {
     const up = await appendBody(ctx, sessionOrThrow(ctx, name, id), true);
     return progress(name, up, 202);
-  }));
+  });
 }
 
 /** GET /v2/<name>/blobs/uploads/<id>: how much the session holds. */
@@ -158,7 +153,7 @@ export async function finishUpload(ctx: RequestContext, name: string, id: string
     throw new OciError(400, 'DIGEST_INVALID', 'the digest query parameter is required to finish an upload');
   }
   const digest = checkDigest(digestParam, { anyAlgorithm: true });
-  return withLimits(() => ctx.store.uploads.locked(up0.id, async () => {
+  return ctx.store.uploads.locked(up0.id, async () => {
     const up = await appendBody(ctx, sessionOrThrow(ctx, name, id), false);
     ctx.store.meta.deleteUpload(up.id);
     // On a digest mismatch nothing is committed (the chunks stay unreferenced for GC), and the session is over.
@@ -170,7 +165,7 @@ export async function finishUpload(ctx: RequestContext, name: string, id: string
       await ctx.store.blobs.commit(name, result);
     });
     return created(name, digest);
-  }));
+  });
 }
 
 /** DELETE /v2/<name>/blobs/uploads/<id>: cancel. */
