@@ -55,7 +55,6 @@ describe('path tricks in names', () => {
     const secretDigest = await oci.pushBlob('secret', secret);
     const before = new Set(s.store.meta.listRepos());
     let answered = 0;
-    const bare = new Set<string>();
     for (const name of TRICKS) {
       const endpoints: Array<[string, string, Buffer?]> = [
         ['GET', `/v2/${name}/blobs/${secretDigest}`],
@@ -71,11 +70,6 @@ describe('path tricks in names', () => {
         answered++;
         expect(r.status, `${method} ${path}`).toBeLessThan(500);
         if (r.status >= 400 && method !== 'HEAD') {
-          if (r.body.byteLength === 0 && r.status === 400) {
-            // @hono/node-server refuses a request line it cannot make a URL of with a bare 400 (reported to the lead).
-            bare.add(`${method} ${path.slice(0, 60)}`);
-            continue;
-          }
           let err: { errors: Array<{ code: string }> };
           try {
             err = JSON.parse(r.body.toString()) as typeof err;
@@ -100,7 +94,7 @@ describe('path tricks in names', () => {
     // Only names the grammar accepts were created (e.g. "a/secret" is not created by "a%2fsecret").
     for (const r of added) expect(TRICKS.some((t) => new URL(`/v2/${t}/x`, 'http://x').pathname === `/v2/${r}/x`), r).toBe(true);
     expect(answered).toBe(TRICKS.length * 7);
-    console.log(`fuzz-http names: ${answered} requests over ${TRICKS.length} tricks; bare 400 (no OCI body) for: ${[...bare].join(' | ') || 'none'}`);
+    console.log(`fuzz-http names: ${answered} requests over ${TRICKS.length} tricks`);
     // The secret is still there, byte-exact.
     const back = await raw('GET', `/v2/secret/blobs/${secretDigest}`);
     expect(back.status).toBe(200);
