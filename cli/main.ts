@@ -8,7 +8,8 @@ import { pullCommand, pushCommand } from './remote.js';
 import { inspectRef, looksLikeRef } from './inspect-remote.js';
 import { existsSync } from 'node:fs';
 import { registerLifecycleCommands } from './lifecycle.js';
-import { parseDuration, registerMaintenanceCommands } from './maintenance.js';
+import { registerMaintenanceCommands } from './maintenance.js';
+import { addServeOptions, resolveServeOptions } from './serve-options.js';
 import { addRegistryOptions, type RegistryFlags } from './registry-options.js';
 import { passwdCommand } from './passwd.js';
 import { describeError } from './errors.js';
@@ -25,38 +26,10 @@ export function buildProgram(): Command {
     .description('content-addressed snapshot registry for QEMU disk images')
     .showHelpAfterError();
 
-  program
-    .command('serve')
-    .description('serve the OCI registry on the embedded store (local disk + SQLite)')
-    .option('--data <dir>', 'data directory (env SNAPYARD_DATA)', process.env.SNAPYARD_DATA ?? './data')
-    .option('--host <host>', 'address to listen on (env SNAPYARD_HOST)', process.env.SNAPYARD_HOST ?? '0.0.0.0')
-    .option('--port <n>', 'port (env SNAPYARD_PORT)', int('--port'), Number(process.env.SNAPYARD_PORT ?? 5000))
-    .option('--workers <n>', 'chunk worker threads (hash + zstd)', int('--workers'))
-    .option('--level <n>', 'zstd level for new chunks (default 1)', int('--level'))
-    .option('--upload-ttl <duration>', 'idle upload and push sessions expire after this (env SNAPYARD_UPLOAD_TTL, default 1h)', process.env.SNAPYARD_UPLOAD_TTL ?? '1h')
-    .option('--htpasswd <file>', 'require login: bcrypt entries (htpasswd -B, or snapyard passwd); env SNAPYARD_HTPASSWD', process.env.SNAPYARD_HTPASSWD)
-    .option('--access <file>', 'access rules (YAML: users x repository patterns x actions; docs/auth.md); env SNAPYARD_ACCESS', process.env.SNAPYARD_ACCESS)
-    .option('--anonymous-pull', 'callers without credentials may pull every repository (env SNAPYARD_ANONYMOUS_PULL=true)', process.env.SNAPYARD_ANONYMOUS_PULL === 'true')
-    .option('--tls-cert <file>', 'serve https with this certificate chain (PEM; re-read on SIGHUP); env SNAPYARD_TLS_CERT', process.env.SNAPYARD_TLS_CERT)
-    .option('--tls-key <file>', 'the private key of --tls-cert (PEM); env SNAPYARD_TLS_KEY', process.env.SNAPYARD_TLS_KEY)
-    .option('--token-secret <file>', 'sign bearer tokens with this file\'s bytes (share it between replicas; default a random key per process)')
-    .option('--token-ttl <duration>', 'bearer token lifetime', '5m')
-    .option('--auth-realm <url>', 'the token endpoint URL in challenges (default: this server\'s /token as the request reached it)')
-    .option('--auth-service <name>', 'the service name in challenges and tokens', 'snapyard')
-    .option('--header-timeout <duration>', 'a request\'s headers must arrive within this', '20s')
-    .option('--idle-timeout <duration>', 'close connections idle (no bytes either way) this long, stalled bodies included', '60s')
-    .option('--max-connections <n>', 'refuse connections beyond this many', int('--max-connections'))
-    .option('--max-blob-size <size>', 'the largest blob an upload may send (e.g. 64G)', '64G')
-    .action(async (o: { data: string; host: string; port: number; workers?: number; level?: number; uploadTtl: string; htpasswd?: string; access?: string; anonymousPull?: boolean; tlsCert?: string; tlsKey?: string; tokenSecret?: string; tokenTtl: string; authRealm?: string; authService: string; headerTimeout: string; idleTimeout: string; maxConnections?: number; maxBlobSize: string }) => {
-      const { uploadTtl, tokenTtl, headerTimeout, idleTimeout, maxBlobSize, ...rest } = o;
-      await serve({
-        ...rest,
-        uploadTtlMs: parseDuration(uploadTtl) * 1000,
-        tokenTtlSeconds: parseDuration(tokenTtl),
-        headerTimeoutMs: parseDuration(headerTimeout) * 1000,
-        idleTimeoutMs: parseDuration(idleTimeout) * 1000,
-        maxBlobBytes: parseSize(maxBlobSize),
-      });
+  addServeOptions(program.command('serve'))
+    .description('serve the OCI registry on the embedded store (local disk + SQLite); settings from flags, environment or --config FILE')
+    .action(async (_o: unknown, cmd: Command) => {
+      await serve(resolveServeOptions(cmd));
     });
 
   program
@@ -115,15 +88,6 @@ export function buildProgram(): Command {
   registerLifecycleCommands(program);
   registerMaintenanceCommands(program);
   return program;
-}
-
-/** "64G", "512M", "1.5T", "4096" -> bytes (binary units). */
-export function parseSize(v: string): number {
-  const m = /^(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?$/i.exec(v.trim());
-  if (!m) throw new InvalidArgumentError(`${JSON.stringify(v)} is not a size (like 512M, 64G)`);
-  const unit = (m[2] ?? 'B').toUpperCase()[0]!;
-  const mult = { B: 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 }[unit] ?? 1;
-  return Math.floor(Number(m[1]) * mult);
 }
 
 function fail(e: unknown): never {

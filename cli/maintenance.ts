@@ -1,17 +1,9 @@
-import { InvalidArgumentError, type Command } from 'commander';
+import type { Command } from 'commander';
+import { parseDuration } from './serve-options.js';
+
+export { parseDuration };
 import { runGc, runVerify } from '../client/maintenance.js';
 import { addRegistryOptions, withRegistry, type RegistryFlags } from './registry-options.js';
-
-const UNITS: Record<string, number> = { ms: 0.001, s: 1, m: 60, h: 3600, d: 86400 };
-
-/** "0s", "30m", "24h", "1h30m", "500ms", "2d" -> seconds. */
-export function parseDuration(v: string): number {
-  const s = v.trim();
-  if (!/^(\d+(\.\d+)?(ms|s|m|h|d))+$/.test(s)) throw new InvalidArgumentError(`${JSON.stringify(v)} is not a duration (like 0s, 30m, 24h)`);
-  let total = 0;
-  for (const m of s.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h|d)/g)) total += Number(m[1]) * UNITS[m[2]!]!;
-  return total;
-}
 
 const mb = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
 

@@ -31,6 +31,12 @@ export interface ServeOptions {
   idleTimeoutMs?: number;
   maxConnections?: number;
   maxBlobBytes?: number;
+  maxSessionsPerUser?: number;
+  maxSessionsTotal?: number;
+  /** host:port of a listener of its own for GET /metrics. */
+  metricsAddr?: string;
+  /** /readyz is 503 below this much free space. */
+  minFreeBytes?: number;
 }
 
 const LOOPBACK = /^(127\.|::1$|\[::1\]$|localhost$)/;
@@ -61,18 +67,25 @@ export async function serve(opts: ServeOptions): Promise<void> {
     ...(opts.workers !== undefined ? { workers: opts.workers } : {}),
     ...(opts.level !== undefined ? { level: opts.level } : {}),
     ...(opts.uploadTtlMs !== undefined ? { uploadTtlMs: opts.uploadTtlMs } : {}),
+    limits: {
+      ...(opts.maxBlobBytes !== undefined ? { maxBlobBytes: opts.maxBlobBytes } : {}),
+      ...(opts.maxSessionsPerUser !== undefined ? { maxSessionsPerUser: opts.maxSessionsPerUser } : {}),
+      ...(opts.maxSessionsTotal !== undefined ? { maxSessionsTotal: opts.maxSessionsTotal } : {}),
+    },
   });
   const server = await startServer({
     store, host: opts.host, port: opts.port, logger, auth,
     ...(opts.tlsCert && opts.tlsKey ? { tls: { cert: opts.tlsCert, key: opts.tlsKey } } : {}),
     ...(opts.maxBlobBytes !== undefined ? { limits: { maxBlobBytes: opts.maxBlobBytes, maxPushUploadBytes: opts.maxBlobBytes } } : {}),
+    ...(opts.metricsAddr !== undefined ? { metricsAddr: opts.metricsAddr } : {}),
+    ...(opts.minFreeBytes !== undefined ? { readiness: { minFreeBytes: opts.minFreeBytes } } : {}),
     connections: {
       ...(opts.headerTimeoutMs !== undefined ? { headersTimeoutMs: opts.headerTimeoutMs } : {}),
       ...(opts.idleTimeoutMs !== undefined ? { idleTimeoutMs: opts.idleTimeoutMs } : {}),
       ...(opts.maxConnections !== undefined ? { maxConnections: opts.maxConnections } : {}),
     },
   });
-  logger.info({ data: dataDir, host: opts.host, port: server.port, tls: opts.tlsCert !== undefined, auth: auth.enabled }, `snapyard serving on ${opts.tlsCert ? "https" : "http"}://${opts.host}:${server.port}`);
+  logger.info({ data: dataDir, host: opts.host, port: server.port, tls: opts.tlsCert !== undefined, auth: auth.enabled, ...(server.metricsUrl ? { metrics: `${server.metricsUrl}/metrics` } : {}) }, `snapyard serving on ${opts.tlsCert ? "https" : "http"}://${opts.host}:${server.port}`);
   if (!auth.enabled && !LOOPBACK.test(opts.host)) {
     const msg = `WARNING: no --htpasswd: anyone who can reach ${opts.host}:${server.port} may push, delete, move tags, run gc and verify --repair. Use --htpasswd (docs/auth.md) before exposing this port.`;
     logger.warn(msg);

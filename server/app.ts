@@ -9,6 +9,8 @@ import { DeltaService } from './delta-service.js';
 import { matchRoute, type RouteDef, type Services } from './route-table.js';
 import { routeTable, type RouteLimits } from './routes/table.js';
 import { Authenticator, type Principal } from './auth/authenticator.js';
+import { Metrics } from './metrics.js';
+import type { ReadinessOptions } from './health.js';
 
 export interface AppConfig {
   store: Store;
@@ -16,6 +18,11 @@ export interface AppConfig {
   /** Authentication and access control; default: none (an open registry). */
   auth?: Authenticator;
   limits?: Partial<RouteLimits>;
+  /** Prometheus metrics (default: a registry of the app's own). */
+  metrics?: Metrics;
+  /** false: GET /metrics is served by a listener of its own (--metrics-addr), not on this port. */
+  metricsRoute?: boolean;
+  readiness?: ReadinessOptions;
 }
 
 export const DEFAULT_ROUTE_LIMITS: RouteLimits = {
@@ -57,14 +64,18 @@ function checkDeclaredBody(route: RouteDef, headers: Headers): void {
 export function createApp(cfg: AppConfig): Hono<Env> {
   const app = new Hono<Env>();
   const auth = cfg.auth ?? new Authenticator({ htpasswd: null });
-  const svc: Services = { delta: new DeltaService(cfg.store), auth };
-  const table = routeTable({ ...DEFAULT_ROUTE_LIMITS, ...cfg.limits });
+  const metrics = cfg.metrics ?? new Metrics(cfg.store);
+  const svc: Services = { delta: new DeltaService(cfg.store), auth, metrics, readiness: cfg.readiness ?? {} };
+  const table = routeTable({ ...DEFAULT_ROUTE_LIMITS, ...cfg.limits }, { metricsRoute: cfg.metricsRoute !== false });
 
   app.use('*', async (c, next) => {
     const t0 = performance.now();
     const given = c.req.header('x-request-id');
     const requestId = given && REQUEST_ID_RE.test(given) ? given : randomUUID();
     c.set('requestId', requestId);
+    const sock = c.env.incoming.socket;
+    const read0 = sock?.bytesRead ?? 0;
+    const written0 = sock?.bytesWritten ?? 0;
     await next();
     const out = c.env.outgoing;
     const sent = out.headersSent; // streamed straight to the socket (sendStream)
@@ -75,6 +86,13 @@ export function createApp(cfg: AppConfig): Hono<Env> {
     // A streamed response cut short (client gone, or a failure half-way) is not logged as a whole one.
     const aborted = sent ? !out.writableEnded : c.env.incoming.destroyed && !c.env.incoming.complete;
     const status = sent ? out.statusCode : c.res.status;
+    const seconds = (performance.now() - t0) / 1000;
+    const route = c.get('route') ?? 'unmatched';
+    // Sequential on a connection, so the socket's counters moved by this request (the response's last bytes may still be queued).
+    const bytesIn = Math.max(0, (sock?.bytesRead ?? 0) - read0);
+    const bytesOut = Math.max(0, (sock?.bytesWritten ?? 0) - written0) + (sent ? 0 : Number(c.res.headers.get('content-length') ?? 0));
+    metrics.observe(route, c.req.method, aborted ? 499 : status, seconds, bytesIn, bytesOut);
+    if (route === 'delta.plan' || route === 'delta.chunks') metrics.deltaSent.inc(bytesOut);
     cfg.logger?.info({
       id: requestId,
       route: c.get('route') ?? null,

@@ -9,6 +9,8 @@ import type { DeltaService } from './delta-service.js';
 import type { Authenticator, Need } from './auth/authenticator.js';
 import type { RepoAction } from './auth/access.js';
 import { checkName } from './names.js';
+import type { Metrics } from './metrics.js';
+import type { ReadinessOptions } from './health.js';
 
 export type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 
@@ -16,6 +18,8 @@ export type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 export interface Services {
   delta: DeltaService;
   auth: Authenticator;
+  metrics: Metrics;
+  readiness: ReadinessOptions;
 }
 
 export interface RouteDef {

@@ -10,6 +10,9 @@ import { createApp } from './app.js';
 import type { Store } from '../storage/open-store.js';
 import type { Authenticator } from './auth/authenticator.js';
 import type { RouteLimits } from './routes/table.js';
+import { Metrics } from './metrics.js';
+import type { ReadinessOptions } from './health.js';
+import { SnapyardError } from '../storage/errors.js';
 
 export interface TlsFiles {
   cert: string;
@@ -42,11 +45,19 @@ export interface ServerOptions {
   tls?: TlsFiles;
   limits?: Partial<RouteLimits>;
   connections?: Partial<ConnectionLimits>;
+  /** host:port for a listener of its own serving GET /metrics (then not on the main port). */
+  metricsAddr?: string;
+  readiness?: ReadinessOptions;
+  /** On close, connections still busy after this are cut (default 8 s, inside Kubernetes' 30 s grace and podman's 10 s). */
+  shutdownGraceMs?: number;
 }
 
 export interface RunningServer {
   url: string;
   port: number;
+  /** The metrics listener's URL, when it has its own (metricsAddr). */
+  metricsUrl?: string;
+  metrics: Metrics;
   /** Re-reads the TLS certificate and key (SIGHUP); a bad pair keeps the old one and throws. */
   reloadTls(): void;
   /** Stops accepting, lets requests in flight finish, then returns. */
@@ -82,9 +93,36 @@ function guardRequestTarget(listener: (req: IncomingMessage, res: ServerResponse
   };
 }
 
+/** A listener of its own for GET /metrics (--metrics-addr host:port), as operators often keep it off the public port. */
+async function listenMetrics(hostPort: string, metrics: Metrics): Promise<{ server: Server; url: string }> {
+  const m = /^(.*):(\d+)$/.exec(hostPort);
+  if (!m) throw new SnapyardError('INVALID_ARGUMENT', `--metrics-addr ${JSON.stringify(hostPort)} must be host:port`);
+  const host = m[1]!.replace(/^\[(.*)\]$/, '$1') || '0.0.0.0';
+  const server = createHttpServer((req, res) => {
+    if ((req.method === 'GET' || req.method === 'HEAD') && (req.url === '/metrics' || req.url?.startsWith('/metrics?'))) {
+      void metrics.text().then((t) => {
+        res.writeHead(200, { 'Content-Type': t.contentType, 'Cache-Control': 'no-store' });
+        res.end(req.method === 'HEAD' ? undefined : t.body);
+      });
+      return;
+    }
+    res.writeHead(req.url === '/healthz' ? 200 : 404, { 'Content-Type': 'text/plain' }).end(req.url === '/healthz' ? 'ok\n' : 'not found\n');
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(Number(m[2]), host, () => resolve());
+  });
+  const a = server.address() as AddressInfo;
+  return { server, url: `http://${a.family === 'IPv6' ? `[${a.address}]` : a.address === '0.0.0.0' ? '127.0.0.1' : a.address}:${a.port}` };
+}
+
 export async function startServer(opts: ServerOptions): Promise<RunningServer> {
+  const metrics = new Metrics(opts.store);
   const app = createApp({
     store: opts.store,
+    metrics,
+    metricsRoute: opts.metricsAddr === undefined,
+    ...(opts.readiness ? { readiness: opts.readiness } : {}),
     ...(opts.logger ? { logger: opts.logger } : {}),
     ...(opts.auth ? { auth: opts.auth } : {}),
     ...(opts.limits ? { limits: opts.limits } : {}),
@@ -103,20 +141,28 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     server.once('error', reject);
     server.listen(opts.port, opts.host, () => resolve());
   });
+  const metricsServer = opts.metricsAddr !== undefined ? await listenMetrics(opts.metricsAddr, metrics) : null;
   const addr = server.address() as AddressInfo;
   const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
   const connectHost = host === '0.0.0.0' ? '127.0.0.1' : host === '[::]' ? '[::1]' : host;
+  const grace = opts.shutdownGraceMs ?? 8000;
   return {
     url: `${opts.tls ? 'https' : 'http'}://${connectHost}:${addr.port}`,
     port: addr.port,
+    metrics,
+    ...(metricsServer ? { metricsUrl: metricsServer.url } : {}),
     reloadTls() {
       if (!opts.tls) return;
       (server as unknown as HttpsServer).setSecureContext(readTls(opts.tls));
     },
-    close: () =>
-      new Promise<void>((resolve) => {
+    close: async () => {
+      const cut = setTimeout(() => server.closeAllConnections(), grace);
+      await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeIdleConnections();
-      }),
+      });
+      clearTimeout(cut);
+      if (metricsServer) await new Promise<void>((resolve) => metricsServer.server.close(() => resolve()));
+    },
   };
 }

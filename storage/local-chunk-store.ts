@@ -497,6 +497,11 @@ export class LocalChunkStore implements ChunkStore, PrunableChunkStore {
     return file;
   }
 
+  /** Tasks queued on the chunk workers (0 without workers). */
+  queueDepth(): number {
+    return this.pool?.queued ?? 0;
+  }
+
   /** Chunks, stored bytes (records) and raw bytes held (committed ones). */
   stats(): { chunks: number; stored: number; raw: number } {
     const s = this.index.stats();

@@ -151,6 +151,18 @@ export class Metadata {
     };
   }
 
+  /** Blobs stored and the sum of their sizes (the logical bytes the chunks stand for). */
+  blobTotals(): { blobs: number; bytes: number } {
+    const r = this.db.prepare('SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes FROM blobs').get() as { n: number; bytes: number };
+    return { blobs: r.n, bytes: r.bytes };
+  }
+
+  /** Readiness: the database answers and takes a write lock (a write transaction that writes nothing). Throws otherwise. */
+  probe(): void {
+    this.db.prepare('SELECT 1').get();
+    this.db.exec('BEGIN IMMEDIATE; ROLLBACK');
+  }
+
   close(): void {
     this.db.close();
   }

@@ -37,6 +37,8 @@ export interface StoreConfig {
 }
 
 export interface Store {
+  /** The data directory (readiness checks its free space). */
+  dataDir: string;
   meta: Metadata;
   chunks: LocalChunkStore;
   blobs: BlobStore;
@@ -81,6 +83,7 @@ export function openStore(cfg: StoreConfig): Store {
   const uploads = new UploadSessions(blobs, { ttlMs: uploadTtlMs, onExpire: (id) => meta.deleteUpload(id) });
   meta.clearUploads(); // sessions of an earlier process cannot be resumed
   return {
+    dataDir: cfg.dataDir,
     meta,
     chunks,
     blobs,

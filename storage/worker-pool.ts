@@ -65,6 +65,13 @@ export class WorkerPool<Req, Res> {
     return this.slots.length;
   }
 
+  /** Tasks sent and not yet answered, over all workers. */
+  get queued(): number {
+    let n = 0;
+    for (const s of this.slots) n += s.pending.size;
+    return n;
+  }
+
   run(req: Req, transfer: ArrayBuffer[] = []): Promise<Res> {
     let best = this.slots[0]!;
     for (const s of this.slots) if (s.pending.size < best.pending.size) best = s;

@@ -44,7 +44,7 @@ export const gcRoute: AdminRoute = {
   pattern: /^\/snapyard\/v1\/_admin\/gc$/,
   needs: needsAdmin,
   bodyLimit: JSON_BODY,
-  async handle(ctx) {
+  async handle(ctx, _m, svc) {
     const req = await jsonBody(ctx, gcRequest);
     const store = ctx.store;
     // On a full disk the reserve is given up and gc runs again (disk-reserve.ts); it is made again once gc freed room.
@@ -57,6 +57,7 @@ export const gcRoute: AdminRoute = {
         }),
       ),
     );
+    svc.metrics.gc(report);
     return json(report);
   },
 };
@@ -67,9 +68,11 @@ export const verifyRoute: AdminRoute = {
   pattern: /^\/snapyard\/v1\/_admin\/verify$/,
   needs: needsAdmin,
   bodyLimit: JSON_BODY,
-  async handle(ctx) {
+  async handle(ctx, _m, svc) {
     const req = await jsonBody(ctx, verifyRequest);
     const store = ctx.store;
-    return json(await store.maintenance.run(() => verifyStore(store, { repair: req.repair === true })));
+    const report = await store.maintenance.run(() => verifyStore(store, { repair: req.repair === true }));
+    svc.metrics.verify(report.ok, report.problems.length);
+    return json(report);
   },
 };

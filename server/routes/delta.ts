@@ -45,7 +45,7 @@ function linkedBlob(ctx: RequestContext, name: string, d: Digest): BlobRecord {
   return blob;
 }
 
-export async function deltaPlan(ctx: RequestContext, svc: DeltaService, name: string): Promise<Response> {
+export async function deltaPlan(ctx: RequestContext, svc: DeltaService, name: string, onPlanned?: (blobSize: number) => void): Promise<Response> {
   const req = await jsonBody(ctx.incoming, deltaRequest, 64 * 1024);
   const manifest = resolveManifest(ctx, name, req.target);
   const layer = diskLayer(manifest);
@@ -87,6 +87,7 @@ export async function deltaPlan(ctx: RequestContext, svc: DeltaService, name: st
     have: known,
     missing: { chunks: missing, bytes: missingBytes },
   };
+  onPlanned?.(blob.size);
   return respond(200, { 'Content-Type': 'application/json' }, JSON.stringify(out));
 }
 

@@ -16,8 +16,15 @@ import { listCatalog } from './catalog.js';
 import { deltaPlan, sendChunks } from './delta.js';
 import { blobManifests, commitPush, missingChunks, uploadChunks } from './push.js';
 import { issueToken } from '../auth/token-route.js';
+import { healthz, readyz } from '../health.js';
+import { metricsResponse } from './metrics-route.js';
 import { lifecycleRoutes } from '../admin/lifecycle-routes.js';
 import { maintenanceRoutes } from '../admin/maintenance-routes.js';
+
+export interface RouteOptions {
+  /** Serve GET /metrics on this port too (false: it has a listener of its own, --metrics-addr). */
+  metricsRoute: boolean;
+}
 
 export interface RouteLimits {
   /** The largest blob an upload (or one PATCH of it) may send. */
@@ -33,13 +40,16 @@ const route = (name: string, method: Method, pattern: RegExp, needs: (m: RegExpE
 const V2 = '^/v2/(.+)';
 const V1 = '^/snapyard/v1/(.+)';
 
-export function routeTable(limits: RouteLimits): RouteDef[] {
+export function routeTable(limits: RouteLimits, opts: RouteOptions = { metricsRoute: true }): RouteDef[] {
   const pull = repo('pull');
   const push = repo('pull', 'push');
   const del = repo('delete');
   return [
     // The token endpoint of the Docker/OCI token flow, and the API's base
     route('token', 'GET', /^\/token$/, needsNothing, 0, (ctx, _m, s) => issueToken(s.auth, ctx.url, ctx.headers.get('authorization') ?? undefined)),
+    route('healthz', 'GET', /^\/healthz$/, needsNothing, 0, () => healthz()),
+    route('readyz', 'GET', /^\/readyz$/, needsNothing, 0, (ctx, _m, s) => readyz(ctx.store, s.readiness)),
+    ...(opts.metricsRoute ? [route('metrics', 'GET', /^\/metrics$/, needsNothing, 0, (_ctx, _m, s) => metricsResponse(s.metrics))] : []),
     route('base', 'GET', /^\/v2\/?$/, needsLogin, 0, () => respond(200, { 'Content-Type': 'application/json' }, '{}')),
     route('catalog', 'GET', /^\/v2\/_catalog$/, needsCatalog, 0, (ctx) => listCatalog(ctx, (r) => ctx.mayPull(r))),
     // OCI distribution-spec
@@ -56,7 +66,7 @@ export function routeTable(limits: RouteLimits): RouteDef[] {
     route('tags.list', 'GET', new RegExp(`${V2}/tags/list/?$`), pull, 0, (ctx, m) => listTags(ctx, m[1]!)),
     route('referrers.list', 'GET', new RegExp(`${V2}/referrers/([^/]+)$`), pull, 0, (ctx, m) => listReferrers(ctx, m[1]!, m[2]!)),
     // The delta protocol (docs/delta-protocol.md)
-    route('delta.plan', 'POST', new RegExp(`${V1}/_delta$`), pull, JSON_BODY, (ctx, m, s) => deltaPlan(ctx, s.delta, m[1]!)),
+    route('delta.plan', 'POST', new RegExp(`${V1}/_delta$`), pull, JSON_BODY, (ctx, m, s) => deltaPlan(ctx, s.delta, m[1]!, (n) => s.metrics.deltaFull.inc(n))),
     route('delta.chunks', 'POST', new RegExp(`${V1}/_chunks$`), pull, 8 * 1024 * 1024, (ctx, m, s) => sendChunks(ctx, s.delta, m[1]!)),
     route('push.missing', 'POST', new RegExp(`${V1}/_missing$`), push, 64 * 1024 * 1024, (ctx, m, s) => missingChunks(ctx, s.delta, m[1]!)),
     route('push.upload', 'POST', new RegExp(`${V1}/_upload$`), push, limits.maxPushUploadBytes, (ctx, m, s) => uploadChunks(ctx, s.delta, m[1]!)),

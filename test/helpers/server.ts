@@ -19,7 +19,7 @@ export interface TestServer {
 
 /** A real registry on a loopback port, with its own temporary data directory. */
 export async function startTestServer(
-  opts: { dataDir?: string; workers?: number; storeLimits?: Partial<Limits> } & Pick<ServerOptions, 'auth' | 'tls' | 'limits' | 'connections' | 'logger'> = {},
+  opts: { dataDir?: string; workers?: number; storeLimits?: Partial<Limits> } & Pick<ServerOptions, 'auth' | 'tls' | 'limits' | 'connections' | 'logger' | 'readiness' | 'metricsAddr'> = {},
 ): Promise<TestServer> {
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'snapyard-test-'));
   const store = openStore({ dataDir, workers: opts.workers ?? 1, ...(opts.storeLimits ? { limits: opts.storeLimits } : {}) });
