@@ -4,7 +4,7 @@ import { isSnapyardError } from '../storage/errors.js';
 import { serve } from './serve.js';
 import { chunkFile } from './chunk.js';
 import { inspectFile } from './inspect.js';
-import { pullCommand, pushCommand } from './remote.js';
+import { prefetchCommand, pullCommand, pushCommand } from './remote.js';
 import { inspectRef, looksLikeRef } from './inspect-remote.js';
 import { existsSync } from 'node:fs';
 import { registerLifecycleCommands } from './lifecycle.js';
@@ -84,6 +84,14 @@ export function buildProgram(): Command {
     .action(async (ref: string, o: RegistryFlags & { output: string; base?: string; overlay?: boolean; cache?: string; dryRun?: boolean; concurrency?: number; json?: boolean }) => {
       await pullCommand(ref, o);
     });
+
+  addRegistryOptions(program.command('prefetch'))
+    .description('fill the cache (a node cache) with every chunk of the snapshots, so later pulls on this node need no network')
+    .argument('<ref...>', 'repo:tag or repo@sha256:...')
+    .option('--cache <dir>', 'client cache (env SNAPYARD_CACHE, default ~/.cache/snapyard)')
+    .option('--concurrency <n>', 'parallel chunk requests (default 3)', int('--concurrency'))
+    .option('--json', 'one JSON object per snapshot (chunks, chunksFetched, bytesDownloaded, seconds)')
+    .action(async (refs: string[], o: RegistryFlags & { cache?: string; json?: boolean; concurrency?: number }) => prefetchCommand(refs, o));
 
   registerLifecycleCommands(program);
   registerMaintenanceCommands(program);

@@ -5,6 +5,7 @@
 import { ClientCache, defaultCacheDir } from '../client/cache.js';
 import { pull, type PullSummary } from '../client/pull.js';
 import { push } from '../client/push.js';
+import { prefetch } from '../client/prefetch.js';
 import { parseRef } from '../client/ref.js';
 import type { Registry } from '../client/registry.js';
 import { Progress } from './progress.js';
@@ -78,4 +79,16 @@ function describe(s: PullSummary): string {
   }
   return `pulled ${s.ref} (${s.manifestDigest}) to ${s.output} as ${s.mode === 'overlay' ? 'an overlay' : 'a full image'}\n` +
     `  downloaded ${mb(s.bytesDownloaded)} (${s.chunks.downloaded} chunks), reused ${mb(s.bytesFromBase)} from the base (${s.chunks.fromBase}), ${mb(s.bytesInPlace)} in place (${s.chunks.inPlace}) and ${mb(s.bytesFromCache)} from the cache (${s.chunks.fromCache}), ${s.seconds.toFixed(2)} s\n`;
+}
+
+/** `snapyard prefetch REF...`: warms the cache (a node cache DaemonSet), one line (or JSON object) per snapshot. */
+export async function prefetchCommand(refs: string[], o: RegistryFlags & { cache?: string; json?: boolean; concurrency?: number }): Promise<void> {
+  const parsed = refs.map(parseRef);
+  await withClient(o, async ({ reg, cache }) => {
+    for (const ref of parsed) {
+      const r = await prefetch(ref, { registry: reg, cache, ...(o.concurrency !== undefined ? { concurrency: o.concurrency } : {}) });
+      if (o.json) process.stdout.write(`${JSON.stringify(r)}\n`);
+      else process.stdout.write(`prefetched ${r.ref} (${r.manifestDigest}): ${r.chunksFetched} of ${r.chunks} chunks fetched, ${mb(r.bytesDownloaded)} downloaded, ${r.seconds.toFixed(2)} s\n`);
+    }
+  });
 }
