@@ -1,81 +1,15 @@
 /**
  * The admin API (docs/admin-api.md) from the client side: tags, history,
- * rollback, listing, removal, prune, stats. Thin typed wrappers over
- * Registry.json; errors arrive as RegistryError with the server's OCI code.
+ * rollback, listing, removal, prune, stats. Answers are checked against the
+ * schemas the server uses (storage/protocol/api.ts); errors arrive as
+ * RegistryError with the server's OCI code.
  */
+import * as api from '../storage/protocol/api.js';
 import type { Registry } from './registry.js';
 
+export type { HistoryEntry, PruneResult, RegistryStats, RepoStats, RepositoryInfo, SnapshotInfo, TagMove } from '../storage/protocol/api.js';
+
 const V1 = '/snapyard/v1';
-
-export interface TagMove {
-  repository: string;
-  tag: string;
-  old: string | null;
-  new: string;
-}
-
-export interface HistoryEntry {
-  time: string;
-  old: string | null;
-  new: string | null;
-  source: string;
-}
-
-export interface RepositoryInfo {
-  name: string;
-  created: string;
-  snapshots: number;
-  tags: number;
-}
-
-export interface SnapshotInfo {
-  digest: string;
-  mediaType: string;
-  tags: string[];
-  created: string;
-  blob: string | null;
-  size: number | null;
-  layout: 'qcow2' | 'bytes' | null;
-  virtualSize: number | null;
-  storedBytes: number | null;
-  indexDigest: string | null;
-  base: { subject: string | null; blob: string | null; backingFile: string | null } | null;
-}
-
-export interface PruneResult {
-  repository: string;
-  keep: number;
-  match: string | null;
-  dryRun: boolean;
-  kept: Array<{ tag: string; digest: string; reason: 'newest' | 'base' }>;
-  removedTags: Array<{ tag: string; digest: string }>;
-  removedManifests: string[];
-}
-
-export interface StatsSummary {
-  snapshots: number;
-  logicalBytes: number;
-  storedBytes: number;
-  dedupRatio: number | null;
-}
-
-export interface RepoStats extends StatsSummary {
-  repository: string;
-  perSnapshot: Array<{ digest: string; tags: string[]; size: number; storedBytes: number; uniqueBytes: number }>;
-  variants: Array<{
-    variant: string;
-    versions: Array<{ tag: string; version: number; digest: string }>;
-    deltas: Array<{ from: string; to: string; bytes: number }>;
-  }>;
-}
-
-export interface RegistryStats {
-  logicalBytes: number;
-  storedBytes: number;
-  dedupRatio: number | null;
-  store: { chunks: number; storedBytes: number; rawBytes: number };
-  repositories: Array<StatsSummary & { repository: string }>;
-}
 
 const tagPath = (repo: string, tag: string) => `${V1}/${repo}/_tags/${encodeURIComponent(tag)}`;
 
@@ -83,43 +17,43 @@ export class AdminClient {
   constructor(private readonly reg: Registry) {}
 
   /** Points `tag` at `target` (a tag or a manifest digest of the same repository). */
-  setTag(repo: string, tag: string, target: string): Promise<TagMove> {
-    return this.reg.json('PUT', tagPath(repo, tag), { target });
+  setTag(repo: string, tag: string, target: string): Promise<api.TagMove> {
+    return this.reg.call('PUT', tagPath(repo, tag), api.tagMove, { target });
   }
 
-  deleteTag(repo: string, tag: string): Promise<{ repository: string; tag: string; old: string }> {
-    return this.reg.json('DELETE', tagPath(repo, tag));
+  deleteTag(repo: string, tag: string) {
+    return this.reg.call('DELETE', tagPath(repo, tag), api.tagDeleted);
   }
 
-  history(repo: string, tag: string): Promise<{ repository: string; tag: string; current: string | null; events: HistoryEntry[] }> {
-    return this.reg.json('GET', `${tagPath(repo, tag)}/_history`);
+  history(repo: string, tag: string) {
+    return this.reg.call('GET', `${tagPath(repo, tag)}/_history`, api.historyAnswer);
   }
 
-  rollback(repo: string, tag: string, how: { steps?: number; to?: string }): Promise<TagMove & { steps: number | null }> {
-    return this.reg.json('POST', `${tagPath(repo, tag)}/_rollback`, how);
+  rollback(repo: string, tag: string, how: { steps?: number; to?: string }) {
+    return this.reg.call('POST', `${tagPath(repo, tag)}/_rollback`, api.rollbackAnswer, how);
   }
 
-  async repositories(): Promise<RepositoryInfo[]> {
-    return (await this.reg.json<{ repositories: RepositoryInfo[] }>('GET', `${V1}/_admin/repositories`)).repositories;
+  async repositories(): Promise<api.RepositoryInfo[]> {
+    return (await this.reg.call('GET', `${V1}/_admin/repositories`, api.repositoriesAnswer)).repositories;
   }
 
-  async snapshots(repo: string): Promise<SnapshotInfo[]> {
-    return (await this.reg.json<{ snapshots: SnapshotInfo[] }>('GET', `${V1}/${repo}/_snapshots`)).snapshots;
+  async snapshots(repo: string): Promise<api.SnapshotInfo[]> {
+    return (await this.reg.call('GET', `${V1}/${repo}/_snapshots`, api.snapshotsAnswer)).snapshots;
   }
 
-  deleteManifest(repo: string, digest: string): Promise<{ repository: string; digest: string; removedTags: string[] }> {
-    return this.reg.json('DELETE', `${V1}/${repo}/_manifests/${digest}`);
+  deleteManifest(repo: string, digest: string) {
+    return this.reg.call('DELETE', `${V1}/${repo}/_manifests/${digest}`, api.manifestDeleted);
   }
 
-  prune(repo: string, o: { keep: number; match?: string; dryRun?: boolean }): Promise<PruneResult> {
-    return this.reg.json('POST', `${V1}/${repo}/_prune`, o);
+  prune(repo: string, o: { keep: number; match?: string; dryRun?: boolean }): Promise<api.PruneResult> {
+    return this.reg.call('POST', `${V1}/${repo}/_prune`, api.pruneAnswer, o);
   }
 
-  repoStats(repo: string): Promise<RepoStats> {
-    return this.reg.json('GET', `${V1}/${repo}/_stats`);
+  repoStats(repo: string): Promise<api.RepoStats> {
+    return this.reg.call('GET', `${V1}/${repo}/_stats`, api.repoStatsAnswer);
   }
 
-  registryStats(): Promise<RegistryStats> {
-    return this.reg.json('GET', `${V1}/_admin/stats`);
+  registryStats(): Promise<api.RegistryStats> {
+    return this.reg.call('GET', `${V1}/_admin/stats`, api.registryStatsAnswer);
   }
 }

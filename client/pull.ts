@@ -12,6 +12,7 @@
  *    flushed per batch, so a killed pull resumes without downloading again.
  * 5. Write the full image (byte-exact, digest checked) or the overlay.
  */
+import { chunksEstimate } from '../storage/protocol/api.js';
 import { existsSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, relative, resolve } from 'node:path';
 import type { BlobIndex } from '../storage/blob-index.js';
@@ -120,7 +121,7 @@ export async function pull(ref: Ref, opts: PullOptions): Promise<PullSummary> {
       seconds: 0,
     };
     if (opts.dryRun) {
-      const est = network.length === 0 ? { wireBytes: 0 } : await reg.json<{ wireBytes: number }>('POST', `/snapyard/v1/${ref.repo}/_chunks`, { blob: target.blobDigest, chunks: network.map((w) => w.hex), have, estimate: true });
+      const est = network.length === 0 ? { wireBytes: 0 } : await reg.call('POST', `/snapyard/v1/${ref.repo}/_chunks`, chunksEstimate, { blob: target.blobDigest, chunks: network.map((w) => w.hex), have, estimate: true });
       summary.bytesToDownload = est.wireBytes + remote.packedBytes;
       summary.chunks.downloaded = network.length;
       summary.seconds = (performance.now() - t0) / 1000;

@@ -7,6 +7,7 @@
  * manifest that holds the backing file (when the registry has it) and
  * annotations naming it.
  */
+import { blobManifestsAnswer, commitAnswer, missingAnswer, parseAnswer } from '../storage/protocol/api.js';
 import { existsSync } from 'node:fs';
 import { basename, dirname, isAbsolute, join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -119,12 +120,12 @@ async function uploadBlob(reg: Registry, repo: string, file: string, fi: FileInd
     head[0] = width;
     const body = compress(Buffer.concat([head, fi.index.encode(width)]), { compressionLevel: 3 });
     const res = await reg.request('POST', `/snapyard/v1/${repo}/_missing`, { body, headers: { 'content-type': 'application/vnd.snapyard.compact-index.v1+zstd' } });
-    const miss = (await res.body.json()) as { session: string; missing: number[] };
+    const miss = parseAnswer(missingAnswer, await res.body.json(), '_missing');
     opts.onPhase?.('uploading');
     const u = await uploadMissing(reg, repo, miss.session, file, fi.index, miss.missing, opts.level);
     uploaded = { chunks: uploaded.chunks + u.chunks, raw: uploaded.raw + u.raw, wire: uploaded.wire + u.wire + body.byteLength };
     try {
-      committed = await reg.json('POST', `/snapyard/v1/${repo}/_commit`, { session: miss.session, digest: fi.digest });
+      committed = await reg.call('POST', `/snapyard/v1/${repo}/_commit`, commitAnswer, { session: miss.session, digest: fi.digest });
     } catch (e) {
       // A digest prefix that matched another chunk: say every digest in full.
       if (width === 32 || !(e instanceof RegistryError) || (e.status !== 409 && e.ociCode !== 'DIGEST_INVALID')) throw e;
@@ -203,9 +204,7 @@ async function lineage(reg: Registry, repo: string, file: string, index: PushInd
   const path = isAbsolute(backingFile) ? backingFile : join(dirname(file), backingFile);
   if (!existsSync(path)) return null;
   const blob = cache?.fileDigest(path) ?? (await hashFile(path));
-  const r = await reg.json<{ manifests: Array<{ digest: string; mediaType: string; size: number; artifactType: string | null }> }>(
-    'GET', `/snapyard/v1/${repo}/_blobs/${blob}/manifests`,
-  );
+  const r = await reg.call('GET', `/snapyard/v1/${repo}/_blobs/${blob}/manifests`, blobManifestsAnswer);
   const m = r.manifests[0];
   return {
     blob,

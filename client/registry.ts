@@ -11,6 +11,8 @@ import { Readable } from 'node:stream';
 import { rootCertificates } from 'node:tls';
 import { existsSync, readFileSync } from 'node:fs';
 import { Agent, Pool, request as undiciRequest, type Dispatcher } from 'undici';
+import type { z } from 'zod';
+import { parseAnswer } from '../storage/protocol/api.js';
 import { SnapyardError } from '../storage/errors.js';
 import { Authorizer, repoOfPath } from './auth.js';
 import type { Credentials } from './credentials.js';
@@ -165,6 +167,11 @@ export class Registry {
   async json<T>(method: Dispatcher.HttpMethod, path: string, body?: unknown): Promise<T> {
     const res = await this.request(method, path, body === undefined ? {} : { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } });
     return (await res.body.json()) as T;
+  }
+
+  /** A JSON call whose answer is checked against one of the shared schemas (storage/protocol/api.ts). */
+  async call<T>(method: Dispatcher.HttpMethod, path: string, schema: z.ZodType<T>, body?: unknown): Promise<T> {
+    return parseAnswer(schema, await this.json<unknown>(method, path, body), `${method} ${path}`);
   }
 
   /** A manifest's bytes, media type and digest (tag or digest reference). */

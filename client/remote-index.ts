@@ -1,16 +1,12 @@
 import { decodeBlobIndex, type BlobIndex } from '../storage/blob-index.js';
+import { deltaAnswer, type DeltaAnswer } from '../storage/protocol/api.js';
 import { isDigest, sha256, type Digest } from '../storage/digest.js';
 import { SnapyardError } from '../storage/errors.js';
 import { decompressWithPrefix } from '../storage/wire.js';
 import type { Ref } from './ref.js';
 import type { Registry } from './registry.js';
 
-export interface DeltaAnswer {
-  manifest: { digest: string; mediaType: string; size: number };
-  blob: { digest: Digest; size: number; mediaType: string };
-  index: { digest: Digest; base: Digest | null; data: string };
-  missing: { chunks: number; bytes: number };
-}
+export type { DeltaAnswer };
 
 export interface RemoteIndex {
   answer: DeltaAnswer;
@@ -27,7 +23,7 @@ export interface RemoteIndex {
  * (the server may send the target's index as a difference from one).
  */
 export async function remoteIndex(reg: Registry, ref: Ref, have: Digest[], indexOf: (blob: Digest) => Buffer | null): Promise<RemoteIndex> {
-  const answer = await reg.json<DeltaAnswer>('POST', `/snapyard/v1/${ref.repo}/_delta`, { target: ref.reference, have });
+  const answer = await reg.call('POST', `/snapyard/v1/${ref.repo}/_delta`, deltaAnswer, { target: ref.reference, have });
   if (!isDigest(answer.blob.digest) || !isDigest(answer.index.digest)) throw new SnapyardError('INDEX_INVALID', 'server answered with invalid digests');
   const dict = answer.index.base ? indexOf(answer.index.base) : null;
   if (answer.index.base && !dict) throw new SnapyardError('INDEX_INVALID', `server sent the index as a difference from ${answer.index.base}, which is not held here`);

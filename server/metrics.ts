@@ -27,7 +27,7 @@ export class Metrics {
   private readonly verifyRuns: Counter<'result'>;
   private storeSnapshot: { at: number; blobs: number; logical: number; chunks: number; stored: number } | null = null;
 
-  constructor(private readonly store: Store, opts: { processMetrics?: boolean; cacheMs?: number } = {}) {
+  constructor(store: Store, opts: { processMetrics?: boolean; cacheMs?: number } = {}) {
     const r = this.registry;
     if (opts.processMetrics !== false) collectDefaultMetrics({ register: r });
     this.requests = new Counter({ name: 'snapyard_http_requests_total', help: 'HTTP requests by route name, method and status (499: the client went away)', labelNames: ['route', 'method', 'status'], registers: [r] });

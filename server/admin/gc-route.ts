@@ -11,17 +11,10 @@ import { readLimited } from '../http-util.js';
 import { OciError } from '../oci-error.js';
 import { collectGarbage, DEFAULT_GRACE_MS } from '../../storage/gc.js';
 import { verifyStore } from '../../storage/verify.js';
+import { gcRequest, verifyRequest } from '../../storage/protocol/api.js';
 import type { AdminRoute } from './types.js';
 
-const gcRequest = z
-  .object({
-    dryRun: z.boolean().optional(),
-    graceSeconds: z.number().min(0).max(10 * 365 * 86400).optional(),
-    minLive: z.number().min(0).max(1).optional(),
-  })
-  .strict();
 
-const verifyRequest = z.object({ repair: z.boolean().optional() }).strict();
 
 async function jsonBody<T>(ctx: RequestContext, schema: z.ZodType<T>): Promise<T> {
   const text = (await readLimited(ctx.incoming, 64 * 1024)).toString('utf8').trim();

@@ -1,3 +1,4 @@
+import type { z } from 'zod';
 import { readJsonBody } from '../http-util.js';
 import { respond, type RequestContext } from '../context.js';
 import { checkDigest, checkName, TAG_RE } from '../names.js';
@@ -20,6 +21,13 @@ export async function readJson(ctx: RequestContext): Promise<Record<string, unkn
   if (v === undefined) return {};
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new OciError(400, 'UNSUPPORTED', 'request body must be a JSON object');
   return v as Record<string, unknown>;
+}
+
+/** The request's JSON object body ({} when empty) checked against one of the shared schemas (storage/protocol/api.ts). */
+export async function readBody<T>(ctx: RequestContext, schema: z.ZodType<T>): Promise<T> {
+  const r = schema.safeParse(await readJson(ctx));
+  if (!r.success) throw new OciError(400, 'UNSUPPORTED', `invalid request: ${r.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; ')}`);
+  return r.data;
 }
 
 /** A repository named in the path: valid and known. */
@@ -50,15 +58,5 @@ export function existingManifest(ctx: RequestContext, repo: string, digest: stri
   return d;
 }
 
-/** A non-negative whole number from a JSON body or query, or the default. */
-export function wholeNumber(v: unknown, name: string, dflt?: number): number {
-  if (v === undefined || v === null || v === '') {
-    if (dflt === undefined) throw new OciError(400, 'UNSUPPORTED', `${name} is required`);
-    return dflt;
-  }
-  const n = typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : v;
-  if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0) throw new OciError(400, 'UNSUPPORTED', `${name} must be a whole number`);
-  return n;
-}
 
 export const iso = (ms: number): string => new Date(ms).toISOString();

@@ -9,7 +9,8 @@ import { OciError } from '../oci-error.js';
 import type { Digest } from '../../storage/digest.js';
 import type { TagRow } from '../../storage/metadata.js';
 import type { AdminRoute } from './types.js';
-import { existingManifest, json, NAME, readJson, repoOf, wholeNumber } from './http.js';
+import { existingManifest, json, NAME, readBody, repoOf } from './http.js';
+import { pruneRequest } from '../../storage/protocol/api.js';
 import { Dependencies } from './dependencies.js';
 import { globToRegExp } from './glob.js';
 import { SOURCE } from './tag-versions.js';
@@ -57,10 +58,9 @@ export interface PruneResult {
  */
 async function prune(ctx: RequestContext, m: RegExpExecArray): Promise<Response> {
   const repo = repoOf(ctx, m[1]!);
-  const body = await readJson(ctx);
-  const keep = wholeNumber(body.keep, 'keep');
-  if (body.match !== undefined && typeof body.match !== 'string') throw new OciError(400, 'UNSUPPORTED', '"match" must be a glob string');
-  const match = (body.match as string | undefined) ?? null;
+  const body = await readBody(ctx, pruneRequest);
+  const keep = body.keep;
+  const match = body.match ?? null;
   const re = match === null ? null : globToRegExp(match);
   const dryRun = body.dryRun === true;
   const meta = ctx.store.meta;

@@ -9,7 +9,8 @@ import { parseReference } from '../names.js';
 import { OciError } from '../oci-error.js';
 import type { Digest } from '../../storage/digest.js';
 import type { AdminRoute } from './types.js';
-import { checkTag, existingManifest, iso, json, NAME, readJson, repoOf, tagTarget, wholeNumber } from './http.js';
+import { checkTag, existingManifest, iso, json, NAME, readBody, repoOf, tagTarget } from './http.js';
+import { rollbackRequest, tagRequest } from '../../storage/protocol/api.js';
 import { SOURCE, tagVersions } from './tag-versions.js';
 
 const TAG = '([^/]+)';
@@ -18,11 +19,10 @@ const TAG = '([^/]+)';
 async function putTag(ctx: RequestContext, m: RegExpExecArray): Promise<Response> {
   const repo = repoOf(ctx, m[1]!);
   const tag = checkTag(m[2]!);
-  const body = await readJson(ctx);
-  if (typeof body.target !== 'string') throw new OciError(400, 'UNSUPPORTED', 'body needs "target": a tag or a manifest digest');
+  const body = await readBody(ctx, tagRequest);
   const meta = ctx.store.meta;
   const out = meta.relievingTx(() => {
-    const ref = parseReference(body.target as string);
+    const ref = parseReference(body.target);
     const target = ref.digest !== undefined ? existingManifest(ctx, repo, ref.digest) : tagTarget(ctx, repo, ref.tag!);
     const old = meta.resolveTag(repo, tag);
     meta.setTag(repo, tag, target, SOURCE.tag);
@@ -68,7 +68,7 @@ function history(ctx: RequestContext, m: RegExpExecArray): Response {
 async function rollback(ctx: RequestContext, m: RegExpExecArray): Promise<Response> {
   const repo = repoOf(ctx, m[1]!);
   const tag = checkTag(m[2]!);
-  const body = await readJson(ctx);
+  const body = await readBody(ctx, rollbackRequest);
   if (body.to !== undefined && body.steps !== undefined) throw new OciError(400, 'UNSUPPORTED', 'give "steps" or "to", not both');
   const meta = ctx.store.meta;
   const out = meta.relievingTx(() => {
@@ -76,10 +76,9 @@ async function rollback(ctx: RequestContext, m: RegExpExecArray): Promise<Respon
     let target: Digest;
     let steps: number | null = null;
     if (body.to !== undefined) {
-      if (typeof body.to !== 'string') throw new OciError(400, 'UNSUPPORTED', '"to" must be a manifest digest');
       target = existingManifest(ctx, repo, body.to, `rollback target of ${repo}:${tag}: `);
     } else {
-      steps = wholeNumber(body.steps, 'steps', 1);
+      steps = body.steps ?? 1;
       if (steps < 1) throw new OciError(400, 'UNSUPPORTED', 'steps must be at least 1');
       const versions = tagVersions(meta.tagHistory(repo, tag));
       const earlier = versions.length - 1;

@@ -6,25 +6,15 @@
  *   POST /snapyard/v1/<name>/_chunks  the chunks it lacks, in bulk, as stored
  *                                     or delta-compressed against chunks it holds
  */
-import { z } from 'zod';
 import { OciError } from '../oci-error.js';
 import { jsonBody } from '../http-util.js';
 import { respond, sendStream, type RequestContext } from '../context.js';
+import { chunksRequest, deltaRequest } from '../../storage/protocol/api.js';
 import { resolveManifest } from './manifests.js';
 import { isDigest, type Digest } from '../../storage/digest.js';
 import type { BlobRecord, ManifestRecord } from '../../storage/metadata.js';
 import type { DeltaService } from '../delta-service.js';
 
-const digest = z.string().refine(isDigest, { message: 'must be sha256:<64 hex>' });
-const deltaRequest = z.object({ target: z.string().min(1).max(300), have: z.array(digest).max(64).default([]) });
-const chunksRequest = z.object({
-  blob: digest,
-  chunks: z.array(z.string().regex(/^[0-9a-f]{64}$/)).max(1 << 16),
-  have: z.array(digest).max(64).default([]),
-  estimate: z.boolean().default(false),
-});
-
-/** The disk image of a snapshot manifest: its qcow2 layer, else its largest layer. */
 export function diskLayer(m: ManifestRecord): { digest: Digest; mediaType: string; size: number } {
   let doc: { layers?: Array<{ digest: string; mediaType: string; size: number }> };
   try {

@@ -5,14 +5,14 @@
  *   POST /snapyard/v1/<name>/_commit   the blob made from the index: rebuilt, hashed, made visible
  *   GET  /snapyard/v1/<name>/_blobs/<digest>/manifests   manifests of <name> that use a blob (lineage)
  */
-import { z } from 'zod';
 import { OciError } from '../oci-error.js';
 import { jsonBody } from '../http-util.js';
+import { commitRequest } from '../../storage/protocol/api.js';
 import { respond, type RequestContext } from '../context.js';
 import { checkDigest } from '../names.js';
 import { decodeBlobIndex, type BlobIndex } from '../../storage/blob-index.js';
 import { readBlob } from '../../storage/blob-reader.js';
-import { digestFromRaw, isDigest, localDigester, type Digest } from '../../storage/digest.js';
+import { digestFromRaw, localDigester, type Digest } from '../../storage/digest.js';
 import { isSnapyardError, SnapyardError } from '../../storage/errors.js';
 import { unzstdBounded } from '../../storage/zstd-stream.js';
 import { checkClaimedIndex } from '../../storage/commit-check.js';
@@ -127,7 +127,6 @@ export async function uploadChunks(ctx: RequestContext, svc: DeltaService, name:
   return respond(200, { 'Content-Type': 'application/json' }, JSON.stringify({ chunks, bytes, newChunks: result.newChunks }));
 }
 
-const commitRequest = z.object({ session: z.string().max(64), digest: z.string().refine(isDigest) });
 
 /**
  * POST _commit: the claimed index is checked against the store and the limits
