@@ -43,7 +43,9 @@ process.on('exit', () => {
 /** Starts `snapyard serve` as its own process (so its memory is its own); killed if the bench dies. */
 export async function startServer(dataDir: string, extra: string[] = []): Promise<ServerProc> {
   const port = await freePort();
-  const child = spawn(process.execPath, [BIN, 'serve', '--data', dataDir, '--host', '127.0.0.1', '--port', String(port), ...extra], {
+  // BENCH_SERVER_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") profiles the server process.
+  const nodeArgs = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
+  const child = spawn(process.execPath, [...nodeArgs, BIN, 'serve', '--data', dataDir, '--host', '127.0.0.1', '--port', String(port), ...extra], {
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   children.add(child);

@@ -9,6 +9,7 @@ import { inspectRef, looksLikeRef } from './inspect-remote.js';
 import { existsSync } from 'node:fs';
 import { registerLifecycleCommands } from './lifecycle.js';
 import { registerMaintenanceCommands } from './maintenance.js';
+import { registerPodInit } from './pod-init.js';
 import { addServeOptions, resolveServeOptions } from './serve-options.js';
 import { addRegistryOptions, type RegistryFlags } from './registry-options.js';
 import { passwdCommand } from './passwd.js';
@@ -93,6 +94,7 @@ export function buildProgram(): Command {
     .option('--json', 'one JSON object per snapshot (chunks, chunksFetched, bytesDownloaded, seconds)')
     .action(async (refs: string[], o: RegistryFlags & { cache?: string; json?: boolean; concurrency?: number }) => prefetchCommand(refs, o));
 
+  registerPodInit(program);
   registerLifecycleCommands(program);
   registerMaintenanceCommands(program);
   return program;

@@ -35,6 +35,7 @@ export interface ServeOptions {
   maxSessionsTotal?: number;
   /** host:port of a listener of its own for GET /metrics. */
   metricsAddr?: string;
+  metricsEnabled?: boolean;
   /** /readyz is 503 below this much free space. */
   minFreeBytes?: number;
 }
@@ -78,6 +79,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
     ...(opts.tlsCert && opts.tlsKey ? { tls: { cert: opts.tlsCert, key: opts.tlsKey } } : {}),
     ...(opts.maxBlobBytes !== undefined ? { limits: { maxBlobBytes: opts.maxBlobBytes, maxPushUploadBytes: opts.maxBlobBytes } } : {}),
     ...(opts.metricsAddr !== undefined ? { metricsAddr: opts.metricsAddr } : {}),
+    ...(opts.metricsEnabled === false ? { metricsEnabled: false } : {}),
     ...(opts.minFreeBytes !== undefined ? { readiness: { minFreeBytes: opts.minFreeBytes } } : {}),
     connections: {
       ...(opts.headerTimeoutMs !== undefined ? { headersTimeoutMs: opts.headerTimeoutMs } : {}),

@@ -25,7 +25,7 @@ import { indexFile } from './file-index.js';
 import type { Ref } from './ref.js';
 import type { Registry } from './registry.js';
 import { LocalSources } from './sources.js';
-import { remoteIndex } from './remote-index.js';
+import { remoteIndex, type RemoteIndex } from './remote-index.js';
 
 export interface PullOptions {
   registry: Registry;
@@ -36,6 +36,10 @@ export interface PullOptions {
   dryRun?: boolean;
   concurrency?: number;
   onProgress?: (e: { phase: string; done?: number; total?: number }) => void;
+  /** The target's index when the caller fetched it already (pod-init plans with it): not asked for again. */
+  remote?: RemoteIndex;
+  /** The overlay names its backing file by absolute path (pod-init), not relative to its own directory. */
+  absoluteBacking?: boolean;
 }
 
 export interface PullSummary {
@@ -71,7 +75,7 @@ export async function pull(ref: Ref, opts: PullOptions): Promise<PullSummary> {
     : null;
   const have = [...(base ? [base.digest] : []), ...(inPlace ? [inPlace.digest] : []), ...cache.held(base?.digest ?? null)].filter((d, i, a) => a.indexOf(d) === i).slice(0, 32);
   opts.onProgress?.({ phase: 'negotiating' });
-  const remote = await remoteIndex(reg, ref, have, (d) => (d === base?.digest ? base.encoded : d === inPlace?.digest ? inPlace.encoded : cache.readIndex(d)));
+  const remote = opts.remote ?? (await remoteIndex(reg, ref, have, (d) => (d === base?.digest ? base.encoded : d === inPlace?.digest ? inPlace.encoded : cache.readIndex(d))));
   const ans = remote.answer;
   const target = remote.index;
   cache.writeIndex(target.blobDigest, remote.bytes);
@@ -143,7 +147,7 @@ export async function pull(ref: Ref, opts: PullOptions): Promise<PullSummary> {
       return b;
     };
     if (opts.overlay) {
-      const backingName = backingNameFor(opts.output, opts.base!);
+      const backingName = opts.absoluteBacking ? resolve(opts.base!) : backingNameFor(opts.output, opts.base!);
       const cs = (target as Qcow2Index).layout.clusterSize;
       let done = 0;
       await writeOverlay(opts.output, target as Qcow2Index, { path: opts.base!, index: base!.index as Qcow2Index, backingName }, get, () => opts.onProgress?.({ phase: 'writing', done: (done += cs), total: dirty!.length * cs }), dirty!);

@@ -27,7 +27,11 @@ export class Metrics {
   private readonly verifyRuns: Counter<'result'>;
   private storeSnapshot: { at: number; blobs: number; logical: number; chunks: number; stored: number } | null = null;
 
-  constructor(store: Store, opts: { processMetrics?: boolean; cacheMs?: number } = {}) {
+  /** false: nothing is counted (--disable-metrics; the benchmark of the metrics' own cost compares against it). */
+  readonly enabled: boolean;
+
+  constructor(store: Store, opts: { processMetrics?: boolean; cacheMs?: number; enabled?: boolean } = {}) {
+    this.enabled = opts.enabled !== false;
     const r = this.registry;
     if (opts.processMetrics !== false) collectDefaultMetrics({ register: r });
     this.requests = new Counter({ name: 'snapyard_http_requests_total', help: 'HTTP requests by route name, method and status (499: the client went away)', labelNames: ['route', 'method', 'status'], registers: [r] });
@@ -65,6 +69,7 @@ export class Metrics {
 
   /** One finished request (route: the route table's name, or 'unmatched'). */
   observe(route: string, method: string, status: number, seconds: number, bytesIn: number, bytesOut: number): void {
+    if (!this.enabled) return;
     this.requests.inc({ route, method, status: String(status) });
     this.duration.observe({ route, method }, seconds);
     if (bytesIn > 0) this.bytesIn.inc({ route }, bytesIn);

@@ -45,6 +45,8 @@ export interface ServerOptions {
   tls?: TlsFiles;
   limits?: Partial<RouteLimits>;
   connections?: Partial<ConnectionLimits>;
+  /** false: no metrics are counted and /metrics is not served. */
+  metricsEnabled?: boolean;
   /** host:port for a listener of its own serving GET /metrics (then not on the main port). */
   metricsAddr?: string;
   readiness?: ReadinessOptions;
@@ -117,11 +119,11 @@ async function listenMetrics(hostPort: string, metrics: Metrics): Promise<{ serv
 }
 
 export async function startServer(opts: ServerOptions): Promise<RunningServer> {
-  const metrics = new Metrics(opts.store);
+  const metrics = new Metrics(opts.store, { enabled: opts.metricsEnabled !== false });
   const app = createApp({
     store: opts.store,
     metrics,
-    metricsRoute: opts.metricsAddr === undefined,
+    metricsRoute: opts.metricsAddr === undefined && opts.metricsEnabled !== false,
     ...(opts.readiness ? { readiness: opts.readiness } : {}),
     ...(opts.logger ? { logger: opts.logger } : {}),
     ...(opts.auth ? { auth: opts.auth } : {}),
@@ -141,7 +143,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     server.once('error', reject);
     server.listen(opts.port, opts.host, () => resolve());
   });
-  const metricsServer = opts.metricsAddr !== undefined ? await listenMetrics(opts.metricsAddr, metrics) : null;
+  const metricsServer = opts.metricsAddr !== undefined && opts.metricsEnabled !== false ? await listenMetrics(opts.metricsAddr, metrics) : null;
   const addr = server.address() as AddressInfo;
   const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
   const connectHost = host === '0.0.0.0' ? '127.0.0.1' : host === '[::]' ? '[::1]' : host;
