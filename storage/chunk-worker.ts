@@ -42,6 +42,16 @@ let sketchBuf = Buffer.allocUnsafeSlow(0);
 let verifyBuf = Buffer.allocUnsafeSlow(0);
 const hashes = new Map<number, Hash>();
 
+/**
+ * A view that owns its whole ArrayBuffer, so it can be transferred: small
+ * Buffers are slices of Node's shared pool, which must not be moved (Node 22
+ * refuses with "Cannot transfer object of unsupported type"; Node 20 detached
+ * the pool from under every other Buffer in it).
+ */
+function ownBuffer(b: Uint8Array): Uint8Array {
+  return b.byteOffset === 0 && b.byteLength === b.buffer.byteLength ? new Uint8Array(b.buffer, 0, b.byteLength) : new Uint8Array(b);
+}
+
 function handle(req: ChunkTask): { result: ChunkTaskResult; transfer: ArrayBuffer[] } | Promise<{ result: ChunkTaskResult; transfer: ArrayBuffer[] }> {
   switch (req.op) {
     case 'append':
@@ -67,14 +77,13 @@ function handle(req: ChunkTask): { result: ChunkTaskResult; transfer: ArrayBuffe
       return { result: { locs, buf: req.buf }, transfer: [req.buf.buffer as ArrayBuffer] };
     }
     case 'read': {
-      const raw = reader.readRaw(codec, req.digest, req.loc);
-      const data = new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength);
+      const data = ownBuffer(reader.readRaw(codec, req.digest, req.loc));
       return { result: { data }, transfer: [data.buffer as ArrayBuffer] };
     }
     case 'readMany': {
       const into = req.into ? Buffer.from(req.into.buffer, req.into.byteOffset, req.into.byteLength) : undefined;
       const out = readConcat(reader, codec, req.digests, req.locs, req.lengths, into);
-      const data = new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
+      const data = into ? new Uint8Array(out.buffer, out.byteOffset, out.byteLength) : ownBuffer(out);
       return { result: { data }, transfer: [data.buffer as ArrayBuffer] };
     }
     case 'sketchMany': {
