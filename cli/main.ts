@@ -10,6 +10,7 @@ import { existsSync } from 'node:fs';
 import { registerLifecycleCommands } from './lifecycle.js';
 import { registerMaintenanceCommands } from './maintenance.js';
 import { registerPodInit } from './pod-init.js';
+import { registerImport } from './import.js';
 import { addServeOptions, resolveServeOptions } from './serve-options.js';
 import { addRegistryOptions, type RegistryFlags } from './registry-options.js';
 import { passwdCommand } from './passwd.js';
@@ -95,6 +96,7 @@ export function buildProgram(): Command {
     .action(async (refs: string[], o: RegistryFlags & { cache?: string; json?: boolean; concurrency?: number }) => prefetchCommand(refs, o));
 
   registerPodInit(program);
+  registerImport(program);
   registerLifecycleCommands(program);
   registerMaintenanceCommands(program);
   return program;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what snapyard needs on a Debian/Ubuntu machine, only when missing:
 #   npm packages (npm ci), and for tests and benchmarks the Debian packages
-#   qemu-utils (qemu-img, qemu-io), skopeo, zstd, casync, mtools and dosfstools.
+#   qemu-utils (qemu-img, qemu-io), skopeo, zstd, casync, mtools, dosfstools,
+#   docker-registry and apache2-utils (htpasswd).
 # Usage: scripts/deps.sh [npm] [system]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,8 @@ if [ "$want_system" = 1 ]; then
   command -v casync >/dev/null || missing+=(casync)
   command -v mcopy >/dev/null || missing+=(mtools)
   command -v mkfs.fat >/dev/null || missing+=(dosfstools)
+  command -v docker-registry >/dev/null || missing+=(docker-registry)
+  command -v htpasswd >/dev/null || missing+=(apache2-utils)
   if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
       echo "deps: installing ${missing[*]}" >&2
