@@ -6,6 +6,7 @@ import { SnapyardError } from './errors.js';
 import { chunkStream, DEFAULT_FASTCDC, type FastCDCParams } from './fastcdc.js';
 import { hasQcow2Magic } from './qcow2/format.js';
 import { ingestQcow2 } from './qcow2-ingest.js';
+import { isTarWrappedQcow2, TAR_QCOW2_PEEK } from './tar/tar-qcow2.js';
 import { pinningWriter, type PinLease } from './chunk-pins.js';
 
 export interface IngestOptions {
@@ -48,8 +49,8 @@ export interface IngestResult {
  */
 export async function ingestBlob(store: ChunkStore, source: AsyncIterable<Uint8Array>, opts: IngestOptions = {}): Promise<IngestResult> {
   if (opts.spoolDir === undefined) return ingestBytes(store, source, opts);
-  const { prefix, rest } = await peek(source, 4);
-  if (!hasQcow2Magic(prefix)) return ingestBytes(store, rest, opts);
+  const { prefix, rest } = await peek(source, TAR_QCOW2_PEEK);
+  if (!hasQcow2Magic(prefix) && !isTarWrappedQcow2(prefix)) return ingestBytes(store, rest, opts);
   return ingestQcow2(store, rest, { ...opts, spoolDir: opts.spoolDir });
 }
 

@@ -6,7 +6,9 @@
  * the file (qcow2/index-builder.ts; the table walk on a worker thread,
  * qcow2/layout-plan.ts). An image the reader does not understand
  * is byte-chunked from the same file instead, so nothing qemu accepts is ever
- * rejected. The spool file is removed whatever happens.
+ * rejected. A tar layer whose first member is a qcow2 is chunked over that
+ * member's guest view (storage/tar/tar-qcow2.ts), from a copy of the member.
+ * The spool files are removed whatever happens.
  */
 import { randomUUID } from 'node:crypto';
 import { createReadStream } from 'node:fs';
@@ -21,6 +23,7 @@ import { buildQcow2Index } from './qcow2/index-builder.js';
 import { LayoutPlanner } from './qcow2/layout-plan.js';
 import { pinningWriter } from './chunk-pins.js';
 import { spoolToFile } from './spool-file.js';
+import { copyMember, tarQcow2Member, wrapMemberIndex } from './tar/tar-qcow2.js';
 
 const SPOOL_WRITE = 4 * 1024 * 1024;
 
@@ -59,12 +62,17 @@ export async function ingestQcow2(store: ChunkStore, source: AsyncIterable<Uint8
     if (opts.expectSize !== undefined && size !== opts.expectSize) {
       throw new SnapyardError('SIZE_INVALID', `blob has ${size} bytes, ${opts.expectSize} were declared`);
     }
+    // A tar layer whose first member is the qcow2 (seed-style images): the member's guest view, the tar around it as residue.
+    const member = await tarQcow2Member(path, size);
+    const image = member ? `${path}.member` : path;
+    if (member) await copyMember(path, member, image);
     const writer = pinningWriter(store.writer(), opts.lease);
     let index;
     try {
       // The table walk runs on a worker thread (its cost is bounded by the file's size, but may still be seconds).
-      const plan = await plannerOf(store).plan(path);
-      index = await buildQcow2Index(path, writer, { blobDigest: digest, params: opts.params ?? DEFAULT_FASTCDC, plan });
+      const plan = await plannerOf(store).plan(image);
+      index = await buildQcow2Index(image, writer, { blobDigest: digest, params: opts.params ?? DEFAULT_FASTCDC, plan });
+      if (member) index = await wrapMemberIndex(index, member, path, size, digest, writer);
     } catch (e) {
       await writer.finish().catch(() => {});
       if (!isSnapyardError(e, 'QCOW2_INVALID')) throw e;
@@ -81,6 +89,6 @@ export async function ingestQcow2(store: ChunkStore, source: AsyncIterable<Uint8
     await store.flush();
     return { digest, size, index, indexDigest: stored.digest, chunks: index.count, newChunks, newStoredBytes, layout: 'qcow2' };
   } finally {
-    await rm(path, { force: true });
+    await Promise.all([rm(path, { force: true }), rm(`${path}.member`, { force: true })]);
   }
 }

@@ -1,0 +1,118 @@
+/**
+ * A qcow2 image wrapped in a tar layer (how seed-style container images carry
+ * their disk: an uncompressed tar whose first member is the qcow2). The
+ * member's guest view dedups like a bare qcow2; the tar header before it and
+ * the padding and trailer after it are residue (storage/qcow2-index.ts): the
+ * member's index is shifted into the whole blob's, with one residue op in
+ * front and one behind, so the blob is still rebuilt byte-exact.
+ */
+import { createReadStream, createWriteStream } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { pipeline } from 'node:stream/promises';
+import { ChunkIndexBuilder } from '../chunk-index.js';
+import type { Digest } from '../digest.js';
+import { chunkStream, type FastCDCParams } from '../fastcdc.js';
+import { hasQcow2Magic } from '../qcow2/format.js';
+import type { ChunkSink } from '../qcow2/index-builder.js';
+import { OP_RESIDUE, Qcow2Index } from '../qcow2-index.js';
+
+export const TAR_BLOCK = 512;
+
+/** Bytes to peek at the start of a blob to tell a tar-wrapped qcow2. */
+export const TAR_QCOW2_PEEK = TAR_BLOCK + 4;
+
+export interface TarMember {
+  /** Where the member's data starts in the blob. */
+  offset: number;
+  size: number;
+}
+
+function octal(h: Buffer, at: number, len: number): number | null {
+  if ((h[at]! & 0x80) !== 0) {
+    // GNU base-256 (members of 8 GiB and more): big-endian after the marker bit.
+    let v = h[at]! & 0x7f;
+    for (let i = at + 1; i < at + len; i++) v = v * 256 + h[i]!;
+    return Number.isSafeInteger(v) ? v : null;
+  }
+  const s = h.toString('latin1', at, at + len).replace(/[\0 ]+$/, '').trim();
+  return /^[0-7]+$/.test(s) ? parseInt(s, 8) : null;
+}
+
+/** The first member of a ustar stream, when its header is valid and it is a regular file. */
+export function firstTarMember(head: Uint8Array): TarMember | null {
+  if (head.byteLength < TAR_BLOCK) return null;
+  const h = Buffer.from(head.buffer, head.byteOffset, TAR_BLOCK);
+  if (h.toString('latin1', 257, 262) !== 'ustar') return null;
+  let sum = 0;
+  for (let i = 0; i < TAR_BLOCK; i++) sum += i >= 148 && i < 156 ? 0x20 : h[i]!;
+  if (octal(h, 148, 8) !== sum) return null;
+  const type = h[156];
+  if (type !== 0x30 && type !== 0 && type !== 0x37) return null;
+  const size = octal(h, 124, 12);
+  return size === null ? null : { offset: TAR_BLOCK, size };
+}
+
+/** A tar stream whose first member is a regular file starting with the qcow2 magic. */
+export function isTarWrappedQcow2(head: Uint8Array): boolean {
+  const m = firstTarMember(head);
+  return m !== null && m.size >= 4 && hasQcow2Magic(head.subarray(m.offset));
+}
+
+/** FastCDC chunks of the file range [start, end) into the sink and the builder. */
+async function chunkRange(path: string, start: number, end: number, params: FastCDCParams, sink: ChunkSink, into: ChunkIndexBuilder): Promise<void> {
+  if (end <= start) return;
+  for await (const c of chunkStream(createReadStream(path, { start, end: end - 1 }), params)) into.push((await sink.add(c.data)).digest, c.length);
+}
+
+/**
+ * The index of the whole tar blob at `path` (`size` bytes, digest
+ * `blobDigest`) from the index of its member: the same guest view and data
+ * chunks; residue = tar header + the member's residue + padding and trailer.
+ */
+export async function wrapMemberIndex(member: Qcow2Index, m: TarMember, path: string, size: number, blobDigest: Digest, sink: ChunkSink): Promise<Qcow2Index> {
+  const params = member.params;
+  const after = size - (m.offset + m.size);
+  const residue = new ChunkIndexBuilder(params);
+  await chunkRange(path, 0, m.offset, params, sink, residue);
+  for (let i = 0; i < member.residue.count; i++) residue.push(member.residue.digestAt(i), member.residue.lengths[i]!);
+  await chunkRange(path, m.offset + m.size, size, params, sink, residue);
+  const L = member.layout;
+  const k = L.opKinds.length;
+  const extra = (m.offset > 0 ? 1 : 0) + (after > 0 ? 1 : 0);
+  const opKinds = new Uint8Array(k + extra);
+  const opLengths = new Float64Array(k + extra);
+  const opSources = new Float64Array(k + extra);
+  let o = 0;
+  if (m.offset > 0) {
+    opKinds[o] = OP_RESIDUE;
+    opLengths[o++] = m.offset;
+  }
+  opKinds.set(L.opKinds, o);
+  opLengths.set(L.opLengths, o);
+  opSources.set(L.opSources, o);
+  o += k;
+  if (after > 0) {
+    opKinds[o] = OP_RESIDUE;
+    opLengths[o] = after;
+  }
+  return new Qcow2Index(blobDigest, size, params, { ...L, opKinds, opLengths, opSources }, member.data, residue.buildList());
+}
+
+/** The qcow2 member of a spooled tar-wrapped blob (null when it is not one, or the member runs past the end). */
+export async function tarQcow2Member(path: string, size: number): Promise<TarMember | null> {
+  const fh = await open(path, 'r');
+  try {
+    const head = Buffer.alloc(TAR_QCOW2_PEEK);
+    const { bytesRead } = await fh.read(head, 0, head.length, 0);
+    if (bytesRead < head.length || !isTarWrappedQcow2(head)) return null;
+    const m = firstTarMember(head)!;
+    return m.offset + m.size <= size ? m : null;
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Copies the member's bytes out to `to` (the qcow2 reader wants a file of its own). */
+export async function copyMember(from: string, m: TarMember, to: string): Promise<void> {
+  await pipeline(createReadStream(from, { start: m.offset, end: m.offset + m.size - 1, highWaterMark: 4 * 1024 * 1024 }), createWriteStream(to, { flags: 'wx' }));
+}
