@@ -6,7 +6,11 @@
  * Reports errors, p50/p99 latency per route, requests per second, the
  * server's peak RSS and its growth from minute 1 to the end.
  *
- *   npx tsx bench/load.ts BASE.qcow2 TARGET.qcow2 [--seconds 300] [--clients 100] [--pushers 10] [--only on|off] [--json]
+ *   npx tsx bench/load.ts BASE.qcow2 TARGET.qcow2 [--seconds 300] [--clients 100] [--pushers 10] [--think-ms 0] [--segment 60] [--only on|off] [--json]
+ *
+ * Both servers are set up, then loaded in alternating segments of --segment
+ * seconds until each had --seconds. --think-ms makes each client pause
+ * (0.5x to 1.5x that) between requests, as pods do; 0 is a closed loop.
  *
  * BASE and TARGET are two related images (e.g. the corpus's win98-base-v1
  * and win98-games-v1): TARGET is pulled as a delta over BASE.
@@ -32,6 +36,8 @@ const SECONDS = Number(flag('--seconds', '300'));
 const CLIENTS = Number(flag('--clients', '100'));
 const PUSHERS = Number(flag('--pushers', '10'));
 const ONLY = flag('--only', 'both');
+const THINK_MS = Number(flag('--think-ms', '0'));
+const SEGMENT = Number(flag('--segment', '60'));
 const JSON_OUT = args.includes('--json') && args.splice(args.indexOf('--json'), 1).length > 0;
 const [BASE, TARGET] = args;
 if (!BASE || !TARGET) {
@@ -78,7 +84,20 @@ async function setup(server: ServerProc, work: string, creds: string[]): Promise
   return { baseBlob: base.answer.blob.digest, targetBlob: target.answer.blob.digest, baseIndex: base.bytes, missing, size: target.answer.blob.size };
 }
 
-async function runPhase(auth: boolean): Promise<Record<string, unknown>> {
+interface Env {
+  auth: boolean;
+  server: ServerProc;
+  work: string;
+  s: Awaited<ReturnType<typeof setup>>;
+  creds: { username: string; password: string } | null;
+  pullCreds: { creds?: { username: string; password: string } };
+  rec: Recorder;
+  rss: Array<{ t: number; rss: number }>;
+  activeSeconds: number;
+  rounds: number[];
+}
+
+async function prepare(auth: boolean): Promise<Env> {
   const work = mkdtempSync(join(tmpdir(), `snapyard-load-${auth ? 'on' : 'off'}-`));
   const extra: string[] = [];
   let creds: { username: string; password: string } | null = null;
@@ -91,15 +110,20 @@ async function runPhase(auth: boolean): Promise<Record<string, unknown>> {
   }
   const server = await startServer(join(work, 'data'), extra);
   const s = await setup(server, work, auth ? ['--creds', 'alice:alice-pw'] : []);
-  log(`[auth ${auth ? 'on' : 'off'}] set up: ${s.missing.length} chunks differ; running ${CLIENTS} clients + ${PUSHERS} pushers for ${SECONDS} s`);
-  const rec = new Recorder();
-  const deadline = performance.now() + SECONDS * 1000;
-  const pullCreds = auth ? { creds: { username: 'puller', password: 'puller-pw' } } : {};
-  let rng = 12345;
+  log(`[auth ${auth ? 'on' : 'off'}] set up: ${s.missing.length} chunks differ`);
+  return { auth, server, work, s, creds, pullCreds: auth ? { creds: { username: 'puller', password: 'puller-pw' } } : {}, rec: new Recorder(), rss: [], activeSeconds: 0, rounds: Array(PUSHERS).fill(0) };
+}
+
+/** Runs the clients and pushers against one server for `seconds`, adding to its records. */
+async function segment(env: Env, seconds: number): Promise<void> {
+  const { server, s, rec } = env;
+  const deadline = performance.now() + seconds * 1000;
+  let rng = 12345 + Math.floor(env.activeSeconds);
   const rand = (n: number) => {
     rng = (rng * 1103515245 + 12345) >>> 0;
     return rng % n;
   };
+  const think = () => (THINK_MS > 0 ? new Promise((r) => setTimeout(r, THINK_MS * (0.5 + Math.random()))) : Promise.resolve());
   const timed = async (route: string, fn: () => Promise<void>) => {
     const t0 = performance.now();
     try {
@@ -110,7 +134,7 @@ async function runPhase(auth: boolean): Promise<Record<string, unknown>> {
     }
   };
   const client = async (i: number) => {
-    const reg = new Registry(server.url, { connections: 2, ...pullCreds });
+    const reg = new Registry(server.url, { connections: 2, ...env.pullCreds });
     try {
       while (performance.now() < deadline) {
         const r = rand(10);
@@ -127,8 +151,11 @@ async function runPhase(auth: boolean): Promise<Record<string, unknown>> {
             if (n !== 1 << 20) throw new Error(`range returned ${n} bytes`);
           });
         } else {
+          // The server's whole plan; the client only drains it (decoding a 1 GB image's index per request
+          // would make this process, not the server, the bottleneck).
           await timed('delta.plan', async () => {
-            await remoteIndex(reg, parseRef(`${REPO}:target`), [s.baseBlob], () => s.baseIndex);
+            const res = await reg.request('POST', `/snapyard/v1/${REPO}/_delta`, { body: JSON.stringify({ target: 'target', have: [s.baseBlob] }), headers: { 'content-type': 'application/json' } });
+            await res.body.dump();
           });
           await timed('delta.chunks (<=4 MiB)', async () => {
             const at = rand(Math.max(1, s.missing.length - 64));
@@ -139,6 +166,7 @@ async function runPhase(auth: boolean): Promise<Record<string, unknown>> {
             for await (const _ of res.body) { /* drain */ }
           });
         }
+        await think();
       }
     } finally {
       await reg.close();
@@ -147,47 +175,51 @@ async function runPhase(auth: boolean): Promise<Record<string, unknown>> {
   // Pushers: each pushes fresh variants of a 4 MiB file (a new 64 KiB region each time), to a tag of its own.
   const seed = readFileSync(BASE!).subarray(0, 4 << 20);
   const pusher = async (i: number) => {
-    const reg = new Registry(server.url, { connections: 2, ...(creds ? { creds } : {}) });
-    const file = join(work, `push-${i}.img`);
-    let round = 0;
+    const reg = new Registry(server.url, { connections: 2, ...(env.creds ? { creds: env.creds } : {}) });
+    const file = join(env.work, `push-${i}.img`);
     try {
       while (performance.now() < deadline) {
+        const round = env.rounds[i]!++;
         const buf = Buffer.from(seed);
         buf.fill((i * 31 + round) & 0xff, (round * 65536) % buf.length, ((round * 65536) % buf.length) + 65536);
         writeFileSync(file, buf);
         await timed('push (4 MiB, 64 KiB new)', async () => {
           await push(parseRef(`${REPO}:push-${i}-${round}`), file, { registry: reg, cache: null });
         });
-        round++;
       }
     } finally {
       await reg.close();
     }
   };
-  const rss: Array<{ t: number; rss: number }> = [];
+  const base = env.activeSeconds;
   const t0 = performance.now();
   const sampler = setInterval(() => {
     try {
-      rss.push({ t: (performance.now() - t0) / 1000, rss: rssOf(server.pid).current });
+      env.rss.push({ t: base + (performance.now() - t0) / 1000, rss: rssOf(server.pid).current });
     } catch { /* exited */ }
   }, 1000);
   await Promise.all([...Array.from({ length: CLIENTS }, (_, i) => client(i)), ...Array.from({ length: PUSHERS }, (_, i) => pusher(i))]);
   clearInterval(sampler);
-  const elapsed = (performance.now() - t0) / 1000;
-  const peak = rssOf(server.pid).peak;
-  await server.stop();
-  rmSync(work, { recursive: true, force: true });
+  env.activeSeconds += (performance.now() - t0) / 1000;
+}
+
+async function finish(env: Env): Promise<Record<string, unknown>> {
+  const { rec, rss } = env;
+  const peak = rssOf(env.server.pid).peak;
+  await env.server.stop();
+  rmSync(env.work, { recursive: true, force: true });
   const routes: Record<string, { n: number; errors: number; p50: number; p99: number }> = {};
   for (const name of [...new Set(rec.samples.map((x) => x.route))]) {
     const xs = rec.samples.filter((x) => x.route === name);
     const ms = xs.filter((x) => x.ok).map((x) => x.ms);
     routes[name] = { n: xs.length, errors: xs.filter((x) => !x.ok).length, p50: Math.round(pct(ms, 50) * 10) / 10, p99: Math.round(pct(ms, 99) * 10) / 10 };
   }
+  const elapsed = env.activeSeconds;
   const at = (sec: number) => rss.find((x) => x.t >= sec)?.rss ?? rss[rss.length - 1]?.rss ?? 0;
   const minute1 = at(Math.min(60, elapsed / 5));
   const last = rss[rss.length - 1]?.rss ?? 0;
   return {
-    auth,
+    auth: env.auth,
     seconds: Math.round(elapsed),
     requests: rec.samples.length,
     rps: Math.round((rec.samples.length / elapsed) * 10) / 10,
@@ -200,9 +232,20 @@ async function runPhase(auth: boolean): Promise<Record<string, unknown>> {
   };
 }
 
+// Both servers are set up first, then loaded in alternating segments (auth off, auth on, ...), so a busy
+// moment of this shared machine weighs on both alike.
+const modes = ONLY === 'on' ? [true] : ONLY === 'off' ? [false] : [false, true];
+const envs: Env[] = [];
+for (const m of modes) envs.push(await prepare(m));
+log(`running ${CLIENTS} clients + ${PUSHERS} pushers${THINK_MS ? ` (think ${THINK_MS} ms)` : ''} for ${SECONDS} s per server, in segments of ${SEGMENT} s`);
+for (let done = 0; done < SECONDS; done += SEGMENT) {
+  const order = (done / SEGMENT) % 2 === 0 ? envs : [...envs].reverse();
+  for (const e of order) await segment(e, Math.min(SEGMENT, SECONDS - done));
+  log(`  ${Math.min(SECONDS, done + SEGMENT)} s of ${SECONDS}`);
+}
 const results: Array<Record<string, unknown>> = [];
-if (ONLY !== 'on') results.push(await runPhase(false));
-if (ONLY !== 'off') results.push(await runPhase(true));
+for (const e of envs) results.push(await finish(e));
+
 if (JSON_OUT) console.log(JSON.stringify(results));
 for (const r of results) {
   console.log(`\n== auth ${r.auth ? 'on' : 'off'}: ${r.requests} requests in ${r.seconds} s = ${r.rps} req/s; errors: ${(r.errors as string[]).length === 0 ? 0 : (r.errors as string[]).join('; ')}`);

@@ -10,9 +10,8 @@
 import { distinctChunks, type BlobIndex } from '../storage/blob-index.js';
 import { digestFromRaw, type Digest } from '../storage/digest.js';
 import { isSnapyardError } from '../storage/errors.js';
-import { compressWithDict } from '../storage/dict-codec.js';
 import type { Store } from '../storage/open-store.js';
-import { ResemblanceIndex, sketch } from '../storage/resemblance.js';
+import { decodeSketch, ResemblanceIndex } from '../storage/resemblance.js';
 import { SketchStore } from '../storage/sketch-store.js';
 import { ENC_DICT, ENC_STORED, frameHeader } from '../storage/wire.js';
 
@@ -113,21 +112,18 @@ export class ChunkEncoder {
     const rawLength = stored.readUInt32LE(8);
     let frame: Frame = { header: frameHeader(raw32, ENC_STORED, [], stored.byteLength), payload: stored, rawLength };
     if (have.table) {
-      // Reads go through getConcat's reused buffers (released below): this path touches every missing chunk and 3 more.
+      // Sketching, reading and compressing run on the chunk workers: the event loop only looks up the table.
       const chunks = this.store.chunks;
-      const raw = await chunks.getConcat([digest], [rawLength]);
-      const similar = have.table.similar(sketch(raw), 3, 1);
-      chunks.release?.(raw);
+      const [sk] = await chunks.sketchMany([digest], [rawLength]);
+      const similar = have.table.similar(decodeSketch(sk!), 3, 1);
       if (similar.length > 0) {
         const digests = [digest, ...similar.map((id) => digestFromRaw(have.ids[id]!))];
         // A held chunk gc has collected since the table was built: send the chunk as stored.
-        const both = await chunks.getConcat(digests, [rawLength, ...similar.map((id) => have.lengths[id]!)]).catch((e: unknown) => {
+        const payload = await chunks.compressWithDictOf(digests, [rawLength, ...similar.map((id) => have.lengths[id]!)], this.level).catch((e: unknown) => {
           if (isSnapyardError(e, 'CHUNK_MISSING')) return null;
           throw e;
         });
-        if (!both) return frame;
-        const payload = compressWithDict(both.subarray(0, rawLength), both.subarray(rawLength), this.level);
-        chunks.release?.(both);
+        if (!payload) return frame;
         if (payload.byteLength + 32 * similar.length < stored.byteLength) {
           const ids = similar.map((id) => have.ids[id]!);
           frame = { header: frameHeader(raw32, ENC_DICT, ids, payload.byteLength), payload, rawLength };

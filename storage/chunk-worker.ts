@@ -4,6 +4,7 @@ import { ChunkCodec } from './chunk-codec.js';
 import { PackReader, PackWriter, readConcat, RECORD_HEADER_SIZE, writeRecordHeader, type RecordLocation } from './pack-files.js';
 import type { Digest } from './digest.js';
 import { encodeSketch, sketch } from './resemblance.js';
+import { compressWithDict } from './dict-codec.js';
 
 /**
  * Worker thread of a LocalChunkStore: compresses and appends chunks to its own
@@ -27,6 +28,8 @@ export type ChunkTask =
   | { op: 'verifyMany'; digests: Digest[]; locs: RecordLocation[] }
   /** Resemblance sketches (encoded, resemblance.ts) of stored chunks, read and verified here. */
   | { op: 'sketchMany'; digests: Digest[]; locs: RecordLocation[]; lengths: number[] }
+  /** The first chunk zstd-compressed with the others (end to end) as its dictionary (delta encoding, dict-codec.ts). */
+  | { op: 'dictCompress'; digests: Digest[]; locs: RecordLocation[]; lengths: number[]; level: number }
   /** Stream hashing: pieces of stream `stream` in order, then `end` answers its digest. */
   | { op: 'hash'; stream: number; buf: Uint8Array; length: number; end: boolean };
 export type ChunkTaskResult = { bad: Array<{ i: number; message: string }> } | { sketches: Uint8Array[] } | { digest: string; buf: Uint8Array } | { loc: RecordLocation } | { locs: RecordLocation[]; buf: Uint8Array } | { data: Uint8Array } | null;
@@ -99,6 +102,15 @@ function handle(req: ChunkTask): { result: ChunkTaskResult; transfer: ArrayBuffe
         at += len;
       }
       return { result: { sketches }, transfer: [] };
+    }
+    case 'dictCompress': {
+      let total = 0;
+      for (const len of req.lengths) total += len;
+      if (sketchBuf.byteLength < total) sketchBuf = Buffer.allocUnsafeSlow(total);
+      const data = readConcat(reader, codec, req.digests, req.locs, req.lengths, sketchBuf.subarray(0, total));
+      const first = req.lengths[0]!;
+      const payload = ownBuffer(compressWithDict(data.subarray(0, first), data.subarray(first), req.level));
+      return { result: { data: payload }, transfer: [payload.buffer as ArrayBuffer] };
     }
     case 'sync':
       return writer.sync().then(() => ({ result: null, transfer: [] }));

@@ -1,3 +1,4 @@
+import { compressWithDict } from './dict-codec.js';
 import { mkdirSync, openSync, closeSync, readdirSync, readSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ChunkCodec } from './chunk-codec.js';
@@ -330,6 +331,21 @@ export class LocalChunkStore implements ChunkStore, PrunableChunkStore {
     const pool = this.pool;
     const r = await this.retryMoved(digests, async (locs) => (await pool.run({ op: 'sketchMany', digests, locs, lengths })) as { sketches: Uint8Array[] });
     return r.sketches.map((u) => Buffer.from(u.buffer, u.byteOffset, u.byteLength));
+  }
+
+  /**
+   * The first chunk zstd-compressed with the others, end to end, as its
+   * dictionary (dict-codec.ts), on a worker thread: reading, decompressing and
+   * compressing stay off the event loop.
+   */
+  async compressWithDictOf(digests: Digest[], lengths: number[], level: number): Promise<Buffer> {
+    if (!this.pool) {
+      const data = await this.getConcat(digests, lengths);
+      return compressWithDict(data.subarray(0, lengths[0]!), data.subarray(lengths[0]!), level);
+    }
+    const pool = this.pool;
+    const r = await this.retryMoved(digests, async (locs) => (await pool.run({ op: 'dictCompress', digests, locs, lengths, level })) as { data: Uint8Array });
+    return Buffer.from(r.data.buffer, r.data.byteOffset, r.data.byteLength);
   }
 
   /** The committed chunk whose digest starts with `prefix` (see PackIndex.resolvePrefix). */
