@@ -132,7 +132,19 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const lim = { ...DEFAULT_CONNECTION_LIMITS, ...opts.connections };
   // Header deadlines are checked this often (node's default, 30 s, would let slow clients linger).
   const serverOptions = { connectionsCheckingInterval: Math.min(5_000, lim.headersTimeoutMs), headersTimeout: lim.headersTimeoutMs, requestTimeout: 0 };
-  const listener = guardRequestTarget(getRequestListener(app.fetch));
+  // Responses in flight, so a shutdown can close their connections as soon as each is answered.
+  const active = new Set<ServerResponse>();
+  let closing = false;
+  const inner = guardRequestTarget(getRequestListener(app.fetch));
+  const listener = (req: IncomingMessage, res: ServerResponse) => {
+    active.add(res);
+    res.once('close', () => active.delete(res));
+    if (closing) res.shouldKeepAlive = false;
+    res.once('finish', () => {
+      if (closing) req.socket.destroySoon();
+    });
+    inner(req, res);
+  };
   const server = (opts.tls ? createHttpsServer({ ...serverOptions, ...readTls(opts.tls) }, listener) : createHttpServer(serverOptions, listener)) as Server;
   server.requestTimeout = 0; // large blobs stream for as long as they need
   server.headersTimeout = lim.headersTimeoutMs;
@@ -158,6 +170,10 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       (server as unknown as HttpsServer).setSecureContext(readTls(opts.tls));
     },
     close: async () => {
+      closing = true;
+      // In-flight requests finish; node then ends their connections (not at the grace deadline) once the
+      // response is flushed, since they are no longer kept alive.
+      for (const res of active) res.shouldKeepAlive = false;
       const cut = setTimeout(() => server.closeAllConnections(), grace);
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
