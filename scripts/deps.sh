@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what snapyard needs on a Debian/Ubuntu machine, only when missing:
 #   npm packages (npm ci), and for tests and benchmarks the Debian packages
-#   qemu-utils (qemu-img, qemu-io), skopeo, zstd, casync, mtools, dosfstools,
+#   qemu-utils (qemu-img, qemu-io), qemu-system-x86 (qemu-system-i386), skopeo, zstd, casync, mtools, dosfstools,
 #   docker-registry and apache2-utils (htpasswd).
 # Usage: scripts/deps.sh [npm] [system]
 set -euo pipefail
@@ -17,6 +17,7 @@ done
 if [ "$want_system" = 1 ]; then
   missing=()
   command -v qemu-img >/dev/null && command -v qemu-io >/dev/null || missing+=(qemu-utils)
+  command -v qemu-system-i386 >/dev/null || missing+=(qemu-system-x86)
   command -v skopeo >/dev/null || missing+=(skopeo)
   command -v zstd >/dev/null || missing+=(zstd)
   command -v casync >/dev/null || missing+=(casync)

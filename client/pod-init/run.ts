@@ -23,6 +23,7 @@ import { dirtyClusters } from '../assemble.js';
 import type { ClientCache } from '../cache.js';
 import { hashFile } from '../file-index.js';
 import { withFileLock } from '../file-lock.js';
+import { carrySnapshots } from './overlay-snapshots.js';
 import { pull } from '../pull.js';
 import type { Registry } from '../registry.js';
 import { remoteIndex } from '../remote-index.js';
@@ -199,8 +200,14 @@ async function ensureOverlay(cfg: PodInitConfig, parentDigest: Digest, out: PodI
     img.close();
     rmSync(`${path}.snapyard.json`, { force: true });
     const w = await Qcow2Writer.create(path, { virtualSize, clusterBits: 16, backingFile: parent, backingFormat: 'qcow2' });
-    await w.finish();
-    writeSidecar(path, { kind: 'overlay', parent, parentBlob: parentDigest, created: new Date().toISOString() });
+    let snapshots: string[];
+    try {
+      snapshots = (await carrySnapshots(parent, w)).carried.map((c) => c.name);
+      await w.finish();
+    } finally {
+      await w.abort();
+    }
+    writeSidecar(path, { kind: 'overlay', parent, parentBlob: parentDigest, created: new Date().toISOString(), snapshots });
     out.overlayAction = exists ? 'recreated' : 'created';
   });
 }

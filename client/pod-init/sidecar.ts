@@ -26,6 +26,8 @@ export interface OverlaySidecar {
   parent: string;
   parentBlob: Digest;
   created: string;
+  /** Names of the parent's internal snapshots carried into the overlay (so `-loadvm NAME` works on it). */
+  snapshots?: string[];
 }
 
 export const sidecarPath = (file: string) => `${file}.snapyard.json`;

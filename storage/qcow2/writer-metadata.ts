@@ -143,6 +143,8 @@ export interface Layout {
   l1Offset: number;
   refcountTableOffset: number;
   refcountTableClusters: number;
+  nbSnapshots?: number;
+  snapshotsOffset?: number;
 }
 
 /** The header cluster: v3 header, backing-format extension, end of extensions, backing file name. */
@@ -158,7 +160,9 @@ export function encodeHeader(p: ImageParams, layout: Layout): Buffer {
   h.writeBigUInt64BE(BigInt(layout.l1Offset), 40);
   h.writeBigUInt64BE(BigInt(layout.refcountTableOffset), 48);
   h.writeUInt32BE(layout.refcountTableClusters, 56);
-  // 60: nb_snapshots 0, 64: snapshots_offset 0; 72, 80, 88: incompatible, compatible, autoclear features 0
+  h.writeUInt32BE(layout.nbSnapshots ?? 0, 60);
+  h.writeBigUInt64BE(BigInt(layout.snapshotsOffset ?? 0), 64);
+  // 72, 80, 88: incompatible, compatible, autoclear features 0
   h.writeUInt32BE(REFCOUNT_ORDER, 96);
   h.writeUInt32BE(HEADER_LENGTH, 100);
   // 104: compression_type 0 (zlib), 105..111 padding
@@ -198,19 +202,16 @@ export function refcountClusters(before: number, clusterSize: number): { blocks:
   }
 }
 
-/**
- * Writes the L2 tables, the L1 table, the refcount table and the refcount
- * blocks after `dataClusters` data clusters (which follow the header
- * cluster), then the header cluster. Returns the file size in bytes.
- */
-export async function writeMetadata(fh: FileHandle, p: ImageParams, runs: RunList, dataClusters: number): Promise<number> {
-  const cs = 2 ** p.clusterBits;
-  const l2Entries = cs / 8;
-  const refcountsPerBlock = cs / 2;
-  const l1Size = Math.ceil(Math.ceil(p.virtualSize / cs) / l2Entries);
-  const l1Clusters = Math.ceil((l1Size * 8) / cs);
+/** One guest view of the image: the active disk, or an internal snapshot's (disk and VM state). */
+export interface View {
+  runs: RunList;
+  /** Host clusters of this view's data (they follow the data of the views before it). */
+  dataClusters: number;
+  l1Size: number;
+}
 
-  // One L2 table per L1 slot that any run touches.
+/** L2 tables a view needs: one per L1 slot that any run touches. */
+function countL2Tables(runs: RunList, l2Entries: number): number {
   let l2Tables = 0;
   let lastSlot = -1;
   for (let i = 0; i < runs.length; i++) {
@@ -219,26 +220,26 @@ export async function writeMetadata(fh: FileHandle, p: ImageParams, runs: RunLis
     l2Tables += endSlot - Math.max(firstSlot, lastSlot + 1) + 1;
     lastSlot = endSlot;
   }
+  return l2Tables;
+}
 
-  const l2Start = 1 + dataClusters;
-  const l1Start = l2Start + l2Tables;
-  const rtStart = l1Start + l1Clusters;
-  const { blocks, tableClusters } = refcountClusters(rtStart, cs);
-  if (tableClusters * cs > MAX_REFTABLE_BYTES) {
-    throw new SnapyardError('INVALID_ARGUMENT', `the image needs a refcount table of ${tableClusters * cs} bytes (qemu's limit is ${MAX_REFTABLE_BYTES}); use larger clusters`);
-  }
-  const rbStart = rtStart + tableClusters;
-  const totalClusters = rbStart + blocks;
-  const bufferBytes = Math.max(WRITE_BUFFER_BYTES, cs);
-
-  // L2 tables, filled run by run; the L1 table points at them.
-  const l1 = Buffer.alloc(l1Clusters * cs);
+/**
+ * Writes a view's L2 tables from cluster `l2Start` and its L1 table right
+ * after them; its data starts at host cluster `dataStart`. `copied` sets
+ * bit 63 (the active view: every refcount is 1); snapshot views leave it
+ * clear, as qemu does for tables that are not the active one.
+ */
+async function writeView(fh: FileHandle, view: View, cs: number, dataStart: number, l2Start: number, l2Tables: number, copied: boolean): Promise<void> {
+  const l2Entries = cs / 8;
+  const flag = copied ? COPIED_HI : 0;
+  const l1 = Buffer.alloc(Math.ceil((view.l1Size * 8) / cs) * cs);
   const l1View = new DataView(l1.buffer, l1.byteOffset, l1.byteLength);
-  const l2Out = new Appender(fh, l2Start * cs, bufferBytes);
+  const l2Out = new Appender(fh, l2Start * cs, Math.max(WRITE_BUFFER_BYTES, cs));
+  const { runs } = view;
   let table: DataView | undefined;
   let tableSlot = -1;
   let nextTable = l2Start;
-  let host = 1;
+  let host = dataStart;
   for (let i = 0; i < runs.length; i++) {
     const zero = runs.isZero(i);
     const end = runs.start(i) + runs.count(i);
@@ -247,19 +248,65 @@ export async function writeMetadata(fh: FileHandle, p: ImageParams, runs: RunLis
       if (slot !== tableSlot) {
         table = await l2Out.reserve(cs);
         tableSlot = slot;
-        putEntry(l1View, slot * 8, nextTable++ * cs, COPIED_HI, 0);
+        putEntry(l1View, slot * 8, nextTable++ * cs, flag, 0);
       }
       const at = (g % l2Entries) * 8;
       if (zero) putEntry(table!, at, 0, 0, ZERO_FLAG_LO);
-      else putEntry(table!, at, host++ * cs, COPIED_HI, 0);
+      else putEntry(table!, at, host++ * cs, flag, 0);
     }
   }
-  if (nextTable !== l1Start || host !== l2Start) throw new SnapyardError('INTERNAL', 'qcow2 writer: metadata layout mismatch');
+  if (nextTable !== l2Start + l2Tables || host !== dataStart + view.dataClusters) throw new SnapyardError('INTERNAL', 'qcow2 writer: metadata layout mismatch');
   await l2Out.flush();
-  if (l1.length > 0) await writeFully(fh, l1, l1Start * cs);
+  if (l1.length > 0) await writeFully(fh, l1, (l2Start + l2Tables) * cs);
+}
+
+/** Internal snapshots to write: one view each, and the encoded table given each one's L1 offset. */
+export interface SnapshotViews {
+  views: View[];
+  encodeTable(l1Offsets: number[]): Buffer;
+}
+
+/**
+ * Writes, after the data clusters (which follow the header cluster), each
+ * view's L2 tables and L1 table (the active view first, then the
+ * snapshots'), the snapshot table, the refcount table and the refcount
+ * blocks, then the header cluster. Every cluster is referenced once, so
+ * every refcount is 1. Returns the file size in bytes.
+ */
+export async function writeMetadata(fh: FileHandle, p: ImageParams, active: View, snapshots: SnapshotViews = { views: [], encodeTable: () => Buffer.alloc(0) }): Promise<number> {
+  const cs = 2 ** p.clusterBits;
+  const l2Entries = cs / 8;
+  const refcountsPerBlock = cs / 2;
+  const views = [active, ...snapshots.views];
+
+  // Layout: per view, its L2 tables then its L1 table; then the snapshot table.
+  let dataStart = 1;
+  let next = 1 + views.reduce((n, v) => n + v.dataClusters, 0);
+  const placed: Array<{ dataStart: number; l2Start: number; l2Tables: number; l1Start: number }> = [];
+  for (const v of views) {
+    const l2Tables = countL2Tables(v.runs, l2Entries);
+    placed.push({ dataStart, l2Start: next, l2Tables, l1Start: next + l2Tables });
+    dataStart += v.dataClusters;
+    next += l2Tables + Math.ceil((v.l1Size * 8) / cs);
+  }
+  const table = snapshots.encodeTable(placed.slice(1).map((x) => x.l1Start * cs));
+  const tableStart = next;
+  const rtStart = tableStart + Math.ceil(table.length / cs);
+  const { blocks, tableClusters } = refcountClusters(rtStart, cs);
+  if (tableClusters * cs > MAX_REFTABLE_BYTES) {
+    throw new SnapyardError('INVALID_ARGUMENT', `the image needs a refcount table of ${tableClusters * cs} bytes (qemu's limit is ${MAX_REFTABLE_BYTES}); use larger clusters`);
+  }
+  const rbStart = rtStart + tableClusters;
+  const totalClusters = rbStart + blocks;
+
+  for (let i = 0; i < views.length; i++) {
+    const x = placed[i]!;
+    await writeView(fh, views[i]!, cs, x.dataStart, x.l2Start, x.l2Tables, i === 0);
+  }
+  if (table.length > 0) await writeFully(fh, table, tableStart * cs);
 
   // Refcount table, then the refcount blocks: every cluster of the file has refcount 1.
-  const rcOut = new Appender(fh, rtStart * cs, bufferBytes);
+  const rcOut = new Appender(fh, rtStart * cs, Math.max(WRITE_BUFFER_BYTES, cs));
   let rt: DataView | undefined;
   for (let b = 0; b < blocks; b++) {
     const at = (b * 8) % cs;
@@ -274,10 +321,12 @@ export async function writeMetadata(fh: FileHandle, p: ImageParams, runs: RunLis
   await rcOut.flush();
 
   const header = encodeHeader(p, {
-    l1Size,
-    l1Offset: l1Size > 0 ? l1Start * cs : 0,
+    l1Size: active.l1Size,
+    l1Offset: active.l1Size > 0 ? placed[0]!.l1Start * cs : 0,
     refcountTableOffset: rtStart * cs,
     refcountTableClusters: tableClusters,
+    nbSnapshots: snapshots.views.length,
+    snapshotsOffset: table.length > 0 ? tableStart * cs : 0,
   });
   await writeFully(fh, header, 0);
   const fileSize = totalClusters * cs;

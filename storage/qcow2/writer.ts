@@ -11,11 +11,17 @@
  *   1 .. D               guest data, appended in the order it is written (a partial last cluster is zero-padded)
  *   next N               the L2 tables, one per L1 slot with at least one entry, in slot order
  *   next L1C             the L1 table (l1_size = ceil(guest clusters / (C/8)))
+ *   then, per internal snapshot (beginSnapshot), its L2 tables and L1 table,
+ *   then the snapshot table (writer-snapshots.ts)
  *   next RT              the refcount table
  *   next RB              the refcount blocks (refcount_order 4: C/2 16-bit refcounts each)
  *
  * Every cluster of the file is used exactly once, so every refcount is 1 and
- * every L1/L2 entry that points at a cluster carries the COPIED flag (bit 63).
+ * every active L1/L2 entry that points at a cluster carries the COPIED flag
+ * (bit 63). A snapshot's data is its own (written after beginSnapshot, in
+ * the snapshot's guest order, VM state included), never shared with the
+ * active view: guest clusters a snapshot leaves unwritten read from the
+ * backing file once the snapshot is loaded.
  * Zero clusters are L2 entries with only the zero flag (bit 0), no host cluster.
  * RB and RT count clusters that include themselves: they are the least fixed
  * point of total = 1 + D + N + L1C + RT + RB, RB = ceil(total / (C/2)),
@@ -32,7 +38,10 @@ import { randomBytes } from 'node:crypto';
 import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { SnapyardError } from '../errors.js';
-import { MAX_L1_BYTES, RunList, WRITE_BUFFER_BYTES, headerClusterBytes, writeFully, writeMetadata, type ImageParams } from './writer-metadata.js';
+import { MAX_L1_BYTES, RunList, WRITE_BUFFER_BYTES, headerClusterBytes, writeFully, writeMetadata, type ImageParams, type View } from './writer-metadata.js';
+import { encodeSnapshotTable, snapshotL1Size, validateSnapshot, vmStateOffset, type Qcow2SnapshotInfo } from './writer-snapshots.js';
+
+export type { Qcow2SnapshotInfo } from './writer-snapshots.js';
 
 export interface Qcow2WriterOptions {
   /** Virtual disk size in bytes, a multiple of 512. */
@@ -103,7 +112,13 @@ type State = 'open' | 'finishing' | 'finished' | 'aborted';
 
 export class Qcow2Writer {
   private readonly cs: number;
-  private readonly runs = new RunList();
+  /** The view being written: the active disk, then each snapshot in turn. */
+  private view: View;
+  private readonly active: View;
+  private readonly snapshotViews: View[] = [];
+  private readonly snapshots: Qcow2SnapshotInfo[] = [];
+  /** End of the current view's guest address space (the disk, or a snapshot's disk and VM state). */
+  private viewEnd: number;
   /** First guest cluster that may still be written. */
   private nextCluster = 0;
   private dataClusters = 0;
@@ -128,6 +143,9 @@ export class Qcow2Writer {
   ) {
     this.cs = 2 ** params.clusterBits;
     this.dataEnd = this.cs;
+    this.active = { runs: new RunList(), dataClusters: 0, l1Size: Math.ceil(Math.ceil(params.virtualSize / this.cs) / (this.cs / 8)) };
+    this.view = this.active;
+    this.viewEnd = params.virtualSize;
   }
 
   /** Starts an image at `path` (written to a temp file beside it until finish()). */
@@ -157,7 +175,8 @@ export class Qcow2Writer {
   writeData(guestOffset: number, data: Uint8Array): Promise<void> {
     try {
       const clusters = this.claim('writeData', guestOffset, data.length);
-      this.runs.push(guestOffset / this.cs, clusters, false);
+      this.view.runs.push(guestOffset / this.cs, clusters, false);
+      this.view.dataClusters += clusters;
       this.dataClusters += clusters;
       const hostOffset = this.dataEnd;
       this.dataEnd += clusters * this.cs;
@@ -171,12 +190,36 @@ export class Qcow2Writer {
   writeZeros(guestOffset: number, length: number): Promise<void> {
     try {
       const clusters = this.claim('writeZeros', guestOffset, length);
-      this.runs.push(guestOffset / this.cs, clusters, true);
+      this.view.runs.push(guestOffset / this.cs, clusters, true);
       this.zeroClusters += clusters;
       return this.enqueue(() => Promise.resolve());
     } catch (e) {
       return Promise.reject(e);
     }
+  }
+
+  /** First guest byte of a snapshot's VM state (the first L1 slot past the disk), as qemu places it. */
+  get vmStateOffset(): number {
+    return vmStateOffset(this.params.virtualSize, this.params.clusterBits);
+  }
+
+  /**
+   * Ends the current view (the active disk, or the previous snapshot) and
+   * starts an internal snapshot: the writeData/writeZeros calls that follow
+   * fill the snapshot's own view, in increasing guest order again from 0:
+   * its disk [0, virtualSize) (clusters left unwritten read from the backing
+   * file when the snapshot is loaded) and its VM state at
+   * [vmStateOffset, vmStateOffset + info.vmStateSize).
+   */
+  beginSnapshot(info: Qcow2SnapshotInfo): void {
+    this.checkOpen('beginSnapshot');
+    const { virtualSize, clusterBits } = this.params;
+    const end = validateSnapshot(info, this.snapshots, virtualSize, clusterBits);
+    this.snapshots.push({ ...info });
+    this.view = { runs: new RunList(), dataClusters: 0, l1Size: snapshotL1Size(virtualSize, clusterBits, info.vmStateSize) };
+    this.snapshotViews.push(this.view);
+    this.viewEnd = end;
+    this.nextCluster = 0;
   }
 
   /**
@@ -212,7 +255,11 @@ export class Qcow2Writer {
       if (this.failure !== undefined) throw this.failure;
       await this.flushStage();
       const fh = this.fh!;
-      const fileSize = await writeMetadata(fh, this.params, this.runs, this.dataClusters);
+      const { virtualSize, clusterBits } = this.params;
+      const fileSize = await writeMetadata(fh, this.params, this.active, {
+        views: this.snapshotViews,
+        encodeTable: (l1Offsets) => encodeSnapshotTable(this.snapshots, l1Offsets, virtualSize, clusterBits),
+      });
       await fh.sync();
       this.fh = undefined;
       await fh.close();
@@ -236,13 +283,16 @@ export class Qcow2Writer {
   private claim(op: string, guestOffset: number, length: number): number {
     this.checkOpen(op);
     const { cs } = this;
-    const { virtualSize } = this.params;
+    const virtualSize = this.viewEnd;
     if (!Number.isSafeInteger(guestOffset) || guestOffset < 0) throw invalid(`${op}: bad guest offset ${String(guestOffset)}`);
     if (!Number.isSafeInteger(length) || length <= 0) throw invalid(`${op}: length must be a positive integer, got ${String(length)}`);
     if (guestOffset % cs !== 0) throw invalid(`${op}: guest offset ${guestOffset} is not aligned to the cluster size (${cs})`);
     const end = guestOffset + length;
     if (end > virtualSize) throw invalid(`${op}: ${length} bytes at guest offset ${guestOffset} end beyond the virtual size (${virtualSize})`);
-    if (length % cs !== 0 && end !== virtualSize) {
+    if (this.view !== this.active && end > Math.ceil(this.params.virtualSize / cs) * cs && guestOffset < this.vmStateOffset) {
+      throw invalid(`${op}: ${length} bytes at guest offset ${guestOffset} fall between the disk's end and the VM state (${this.vmStateOffset})`);
+    }
+    if (length % cs !== 0 && end !== virtualSize && end !== this.params.virtualSize) {
       throw invalid(`${op}: length ${length} is not a multiple of the cluster size (${cs}); only the last cluster of the disk may be partial`);
     }
     const first = guestOffset / cs;
