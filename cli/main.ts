@@ -80,10 +80,11 @@ export function buildProgram(): Command {
     .option('--base <file>', 'a local image to reuse (and, with --overlay, the backing file)')
     .option('--overlay', 'write a qcow2 overlay whose backing file is --base')
     .option('--cache <dir>', 'client cache (env SNAPYARD_CACHE, default ~/.cache/snapyard)')
+    .option('--cache-max <size>', 'evict least recently used snapshots from the cache once it stores more than this (like 20G; env SNAPYARD_CACHE_MAX)')
     .option('--dry-run', 'print how many bytes the pull would download, and exit')
     .option('--concurrency <n>', 'parallel chunk requests (default 3)', int('--concurrency'))
     .option('--json', 'print one JSON summary object (bytesDownloaded, bytesFromBase, bytesFromCache, chunks, seconds, ...)')
-    .action(async (ref: string, o: RegistryFlags & { output: string; base?: string; overlay?: boolean; cache?: string; dryRun?: boolean; concurrency?: number; json?: boolean }) => {
+    .action(async (ref: string, o: RegistryFlags & { output: string; base?: string; overlay?: boolean; cache?: string; cacheMax?: string; dryRun?: boolean; concurrency?: number; json?: boolean }) => {
       await pullCommand(ref, o);
     });
 
@@ -92,8 +93,9 @@ export function buildProgram(): Command {
     .argument('<ref...>', 'repo:tag or repo@sha256:...')
     .option('--cache <dir>', 'client cache (env SNAPYARD_CACHE, default ~/.cache/snapyard)')
     .option('--concurrency <n>', 'parallel chunk requests (default 3)', int('--concurrency'))
+    .option('--cache-max <size>', 'evict least recently used snapshots from the cache once it stores more than this (like 20G; env SNAPYARD_CACHE_MAX)')
     .option('--json', 'one JSON object per snapshot (chunks, chunksFetched, bytesDownloaded, seconds)')
-    .action(async (refs: string[], o: RegistryFlags & { cache?: string; json?: boolean; concurrency?: number }) => prefetchCommand(refs, o));
+    .action(async (refs: string[], o: RegistryFlags & { cache?: string; cacheMax?: string; json?: boolean; concurrency?: number }) => prefetchCommand(refs, o));
 
   registerPodInit(program);
   registerImport(program);

@@ -12,8 +12,14 @@ import { ClientCache } from '../client/cache.js';
 import { podInitConfig, type PodInitFlags } from '../client/pod-init/config.js';
 import { BaseChangedError, podInit, type PodInitResult } from '../client/pod-init/run.js';
 import { openRegistry } from './registry-options.js';
+import { cacheMaxBytes } from './remote.js';
 
-type Flags = PodInitFlags & { cache?: string; creds?: string; caCert?: string; json?: boolean };
+function cacheOptions(o: Flags): { maxBytes?: number } {
+  const maxBytes = cacheMaxBytes(o);
+  return maxBytes !== undefined ? { maxBytes } : {};
+}
+
+type Flags = PodInitFlags & { cache?: string; cacheMax?: string; creds?: string; caCert?: string; json?: boolean };
 
 function describe(r: PodInitResult): string {
   if (r.action === 'skipped') return 'USE_PREBUILT_SNAPSHOT is not true: nothing to do (the pod boots its plain disk)\n';
@@ -36,6 +42,7 @@ export function registerPodInit(program: Command): void {
     .option('--parent <file>', 'the image the instance overlay builds on (env SNAPSHOT_PARENT_DISK; default the snapshot)')
     .option('--pod-name <name>', 'the pod name whose ordinal numbers the overlay (env POD_NAME; loco-emulator-3 -> 3)')
     .option('--cache <dir>', 'the node cache (env SNAPYARD_CACHE, default <dir>/.snapyard-cache)')
+    .option('--cache-max <size>', 'evict least recently used snapshots from the cache once it stores more than this (like 20G; env SNAPYARD_CACHE_MAX)')
     .option('--creds <user:pass>', 'registry credentials (else SNAPYARD_USERNAME/SNAPYARD_PASSWORD, else a Docker config file)')
     .option('--ca-cert <file>', 'also trust this CA certificate (env SNAPYARD_CA_CERT)')
     .option('--insecure', 'plain http for host[:port] registries, no certificate check for https (env SNAPYARD_INSECURE=true)')
@@ -43,7 +50,7 @@ export function registerPodInit(program: Command): void {
     .action(async (o: Flags) => {
       const cfg = podInitConfig(o);
       const reg = openRegistry({ registry: cfg.registryUrl, insecure: cfg.insecure, ...(o.creds ? { creds: o.creds } : {}), ...(o.caCert ? { caCert: o.caCert } : {}) });
-      const cache = cfg.enabled ? new ClientCache(o.cache ?? process.env.SNAPYARD_CACHE ?? join(cfg.dir, '.snapyard-cache')) : null;
+      const cache = cfg.enabled ? new ClientCache(o.cache ?? process.env.SNAPYARD_CACHE ?? join(cfg.dir, '.snapyard-cache'), cacheOptions(o)) : null;
       try {
         const r = await podInit(cfg, { registry: reg, cache });
         process.stdout.write(o.json ? `${JSON.stringify(r)}\n` : describe(r));

@@ -9,6 +9,7 @@ import { prefetch } from '../client/prefetch.js';
 import { parseRef } from '../client/ref.js';
 import type { Registry } from '../client/registry.js';
 import { Progress } from './progress.js';
+import { parseSize } from './serve-options.js';
 import { openRegistry, type RegistryFlags } from './registry-options.js';
 
 interface ClientSession {
@@ -18,8 +19,9 @@ interface ClientSession {
 }
 
 /** Runs fn with a registry client, the cache and a progress bar (off for --json), all closed afterwards. */
-async function withClient<T>(o: RegistryFlags & { cache?: string; json?: boolean }, fn: (c: ClientSession) => Promise<T>): Promise<T> {
-  const c = { reg: openRegistry(o), cache: new ClientCache(o.cache ?? defaultCacheDir()), progress: new Progress(!o.json && process.stderr.isTTY === true) };
+async function withClient<T>(o: RegistryFlags & { cache?: string; json?: boolean }, fn: (c: ClientSession) => Promise<T>, maxBytes?: number): Promise<T> {
+  const cache = new ClientCache(o.cache ?? defaultCacheDir(), maxBytes !== undefined ? { maxBytes } : {});
+  const c = { reg: openRegistry(o), cache, progress: new Progress(!o.json && process.stderr.isTTY === true) };
   try {
     return await fn(c);
   } finally {
@@ -42,7 +44,14 @@ export async function pushCommand(refStr: string, file: string, o: RegistryFlags
   }
 }
 
+/** The cache's size bound: --cache-max, else $SNAPYARD_CACHE_MAX, else none. */
+export function cacheMaxBytes(o: { cacheMax?: string }): number | undefined {
+  const v = o.cacheMax ?? process.env.SNAPYARD_CACHE_MAX;
+  return v === undefined || v === '' ? undefined : parseSize(v);
+}
+
 export interface PullFlags extends RegistryFlags {
+  cacheMax?: string;
   output: string;
   base?: string;
   overlay?: boolean;
@@ -64,6 +73,7 @@ export async function pullCommand(refStr: string, o: PullFlags): Promise<void> {
       ...(o.concurrency !== undefined ? { concurrency: o.concurrency } : {}),
       onProgress: (e) => progress.update(e),
     }),
+    cacheMaxBytes(o),
   );
   if (o.json) process.stdout.write(`${JSON.stringify(s)}\n`);
   else process.stdout.write(describe(s));
@@ -82,7 +92,7 @@ function describe(s: PullSummary): string {
 }
 
 /** `snapyard prefetch REF...`: warms the cache (a node cache DaemonSet), one line (or JSON object) per snapshot. */
-export async function prefetchCommand(refs: string[], o: RegistryFlags & { cache?: string; json?: boolean; concurrency?: number }): Promise<void> {
+export async function prefetchCommand(refs: string[], o: RegistryFlags & { cache?: string; cacheMax?: string; json?: boolean; concurrency?: number }): Promise<void> {
   const parsed = refs.map(parseRef);
   await withClient(o, async ({ reg, cache }) => {
     for (const ref of parsed) {
@@ -90,5 +100,5 @@ export async function prefetchCommand(refs: string[], o: RegistryFlags & { cache
       if (o.json) process.stdout.write(`${JSON.stringify(r)}\n`);
       else process.stdout.write(`prefetched ${r.ref} (${r.manifestDigest}): ${r.chunksFetched} of ${r.chunks} chunks fetched, ${mb(r.bytesDownloaded)} downloaded, ${r.seconds.toFixed(2)} s\n`);
     }
-  });
+  }, cacheMaxBytes(o));
 }

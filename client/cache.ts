@@ -15,14 +15,23 @@
  * cache (the pods of a node): chunks go to per-process packs under one SQLite
  * index (WAL), and state.json is changed under a lock, merging what the
  * others wrote meanwhile.
+ *
+ * Size bound (`--cache-max`, cache-evict.ts): every process using the cache
+ * registers itself in state.json `users` (its lease: DIR/users/<id>.lock,
+ * kept fresh while it lives) with the blobs it needs (the snapshots it
+ * claims to hold, the indexes it reads); held snapshots carry their last use
+ * time. At the end of a command the least recently used snapshots' chunks
+ * are evicted, never those of a live user's blobs.
  */
 import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import lockfile from 'proper-lockfile';
-import { homedir } from 'node:os';
+import { homedir, hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { hexOf, type Digest } from '../storage/digest.js';
 import { LocalChunkStore } from '../storage/local-chunk-store.js';
+import { SnapyardError } from '../storage/errors.js';
+import { evictCache, type EvictSummary } from './cache-evict.js';
 
 interface FileEntry {
   dev: number;
@@ -36,12 +45,32 @@ export interface HeldSnapshot {
   blob: Digest;
   /** The base file's blob whose chunks complete it (null: the cache alone). */
   base: Digest | null;
+  /** Last time a pull or prefetch produced it (ms; absent in older state files: oldest). */
+  usedMs?: number;
 }
 
-interface State {
+/** A process using the cache (state.json `users`): alive while its lease is fresh. */
+export interface CacheUser {
+  pid: number;
+  host: string;
+  /** Pack names its chunk writers use (`p<pid>-`): eviction leaves them alone. */
+  packPrefix: string;
+  /** Blobs whose chunks it may read: eviction keeps them. */
+  blobs: Digest[];
+  sinceMs: number;
+}
+
+export interface State {
   files: Record<string, FileEntry>;
   held: HeldSnapshot[];
+  users: Record<string, CacheUser>;
 }
+
+/** A lease older than this (its process died without releasing it) no longer protects anything. */
+export const LEASE_STALE_MS = 60_000;
+/** The marker an eviction holds while it rewrites packs (new users wait for it). */
+export const REWRITE_STALE_MS = 30_000;
+const MAX_HELD = 32;
 
 export function defaultCacheDir(): string {
   return process.env.SNAPYARD_CACHE ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'snapyard');
@@ -53,10 +82,68 @@ export class ClientCache {
   /** What this process changed since the last save (merged into what others wrote). */
   private readonly changedFiles = new Set<string>();
 
-  constructor(readonly dir: string) {
+  /** Held snapshots this process added or used since the last save. */
+  private readonly changedHeld: HeldSnapshot[] = [];
+  /** This process's entry in `users` (null once closed). */
+  private user: CacheUser | null;
+  readonly userId = `${hostname()}-${process.pid}-${randomBytes(4).toString('hex')}`;
+  private readonly releaseLease: () => void;
+  /** What the eviction at close() did (null: no bound, or not closed yet). */
+  evicted: EvictSummary | null = null;
+
+  /** `maxBytes`: the size bound (`--cache-max`) enforced when the cache is closed. */
+  constructor(readonly dir: string, private readonly opts: { maxBytes?: number } = {}) {
     mkdirSync(join(dir, 'indexes'), { recursive: true });
-    this.chunks = new LocalChunkStore({ root: join(dir, 'chunks'), workers: 2 });
-    this.state = readState(join(dir, 'state.json'));
+    mkdirSync(join(dir, 'users'), { recursive: true });
+    this.releaseLease = lockfile.lockSync(this.leasePath(this.userId), { realpath: false, lockfilePath: this.leasePath(this.userId), stale: LEASE_STALE_MS, onCompromised: () => {} });
+    this.user = null;
+    this.state = { files: {}, held: [], users: {} };
+    try {
+      this.register();
+      this.chunks = new LocalChunkStore({ root: join(dir, 'chunks'), workers: 2 });
+    } catch (e) {
+      this.releaseLease();
+      throw e;
+    }
+  }
+
+  leasePath(id: string): string {
+    return join(this.dir, 'users', `${id}.lock`);
+  }
+
+  /** The user is alive: its lease is held and fresh. */
+  userAlive(id: string): boolean {
+    try {
+      return lockfile.checkSync(this.leasePath(id), { realpath: false, stale: LEASE_STALE_MS, lockfilePath: this.leasePath(id) });
+    } catch {
+      return false;
+    }
+  }
+
+  /** Adds this process to `users`, waiting while an eviction rewrites packs (cache-evict.ts). */
+  private register(): void {
+    const marker = join(this.dir, 'rewrite');
+    const sleeper = new Int32Array(new SharedArrayBuffer(4));
+    for (let i = 0; ; i++) {
+      let busy = false;
+      this.mutateState((s) => {
+        busy = lockfile.checkSync(marker, { realpath: false, lockfilePath: `${marker}.lock`, stale: REWRITE_STALE_MS });
+        if (busy) return false;
+        this.user = { pid: process.pid, host: hostname(), packPrefix: `p${process.pid}-`, blobs: [], sinceMs: Date.now() };
+        s.users[this.userId] = this.user;
+        return true;
+      });
+      if (!busy) return;
+      if (i > 60_000) throw new SnapyardError('BUSY', `the cache ${this.dir} has been compacting for over 10 minutes`);
+      Atomics.wait(sleeper, 0, 0, 10);
+    }
+  }
+
+  /** Records that this process may read these blobs' chunks (eviction keeps them while it lives). */
+  private use(blobs: Digest[]): void {
+    if (!this.user || blobs.every((b) => this.user!.blobs.includes(b))) return;
+    this.user.blobs = [...new Set([...this.user.blobs, ...blobs])];
+    this.save();
   }
 
   /** The digest recorded for a file, if the file has not changed since. */
@@ -80,50 +167,97 @@ export class ClientCache {
   }
 
   writeIndex(blob: Digest, bytes: Buffer): void {
+    this.use([blob]);
     const p = join(this.dir, 'indexes', hexOf(blob));
     const tmp = `${p}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
     writeFileSync(tmp, bytes);
     renameSync(tmp, p);
   }
 
-  /** Snapshots the client can claim to hold, given the base file it has now. */
+  /**
+   * Snapshots the client can claim to hold, given the base file it has now
+   * (read afresh: an eviction may have dropped some); they are registered as
+   * needed by this process, so no eviction takes their chunks while it lives.
+   */
   held(base: Digest | null): Digest[] {
-    return this.state.held.filter((h) => h.base === null || h.base === base).map((h) => h.blob);
+    let out: Digest[] = [];
+    this.mutateState((s) => {
+      out = s.held.filter((h) => h.base === null || h.base === base).map((h) => h.blob);
+      if (!this.user) return false;
+      this.user.blobs = [...new Set([...this.user.blobs, ...out])];
+      return true;
+    });
+    return out;
   }
 
   addHeld(blob: Digest, base: Digest | null): void {
-    this.state.held = [{ blob, base }, ...this.state.held.filter((h) => !(h.blob === blob && h.base === base))].slice(0, 32);
+    this.changedHeld.push({ blob, base, usedMs: Date.now() });
     this.save();
   }
 
   /** Writes the state, merged with what other processes saved meanwhile, under the cache's state lock. */
   private save(): void {
+    this.mutateState(() => true);
+  }
+
+  /**
+   * Runs `fn` on the state as on disk merged with this process's changes,
+   * under the cache's state lock; writes it back when `fn` returns true.
+   * (cache-evict.ts changes `held` through this; it must stay synchronous.)
+   */
+  mutateState(fn: (s: State) => boolean): void {
     const p = join(this.dir, 'state.json');
     withStateLock(p, () => {
       const disk = readState(p);
       const files = { ...disk.files };
       for (const f of this.changedFiles) if (this.state.files[f]) files[f] = this.state.files[f];
-      const held = [...this.state.held, ...disk.held].filter((h, i, a) => a.findIndex((x) => x.blob === h.blob && x.base === h.base) === i).slice(0, 32);
-      this.state = { files, held };
+      const held = [...this.changedHeld.reverse(), ...disk.held]
+        .filter((h, i, a) => a.findIndex((x) => x.blob === h.blob && x.base === h.base) === i)
+        .sort((a, b) => (b.usedMs ?? 0) - (a.usedMs ?? 0))
+        .slice(0, MAX_HELD);
+      const users = { ...disk.users };
+      if (this.user) users[this.userId] = this.user;
+      else delete users[this.userId];
+      for (const [id, u] of Object.entries(users)) if (id !== this.userId && u.sinceMs < Date.now() - LEASE_STALE_MS && !this.userAlive(id)) delete users[id];
+      const dirty = this.changedFiles.size > 0 || this.changedHeld.length > 0 || JSON.stringify(users) !== JSON.stringify(disk.users);
+      this.state = { files, held, users };
       this.changedFiles.clear();
+      this.changedHeld.length = 0;
+      if (!fn(this.state) && !dirty) return;
       const tmp = `${p}.${process.pid}.tmp`;
       writeFileSync(tmp, JSON.stringify(this.state));
       renameSync(tmp, p);
     });
   }
 
+  /** Evicts down to the bound if one is set, leaves `users`, closes the chunk store, releases the lease. */
   async close(): Promise<void> {
-    await this.chunks.close();
+    try {
+      if (this.opts.maxBytes !== undefined && this.user) {
+        this.user.blobs = []; // this command is done: what it read is only held now
+        this.save();
+        this.evicted = await evictCache(this, this.opts.maxBytes);
+      }
+    } finally {
+      try {
+        this.user = null;
+        this.save();
+        await this.chunks.close();
+      } finally {
+        this.releaseLease();
+      }
+    }
   }
 }
 
 function readState(p: string): State {
-  if (!existsSync(p)) return { files: {}, held: [] };
+  const empty = (): State => ({ files: {}, held: [], users: {} });
+  if (!existsSync(p)) return empty();
   try {
-    const s = JSON.parse(readFileSync(p, 'utf8')) as State;
-    return { files: s.files ?? {}, held: s.held ?? [] };
+    const s = JSON.parse(readFileSync(p, 'utf8')) as Partial<State>;
+    return { files: s.files ?? {}, held: s.held ?? [], users: s.users ?? {} };
   } catch {
-    return { files: {}, held: [] }; // a damaged state file only costs recomputation
+    return empty(); // a damaged state file only costs recomputation
   }
 }
 
