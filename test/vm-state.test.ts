@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { Qcow2Image } from '../storage/qcow2/reader.js';
 import { Qcow2Writer } from '../storage/qcow2/writer.js';
+import { carrySnapshots } from '../client/pod-init/overlay-snapshots.js';
 import { CounterVm, countsIn, makeCounterImage } from './helpers/bootsector.js';
 import { cleanEnv, cliOk } from './helpers/cli.js';
 import { runTool } from './helpers/qcow2-fixtures.js';
@@ -83,6 +84,21 @@ describe('qcow2 writer: internal snapshots', () => {
     want.fill(0x11, 0, 64 * KiB);
     want.fill(0x12, size - 512);
     expect(readFileSync(active).equals(want)).toBe(true);
+  });
+});
+
+describe('carrySnapshots', () => {
+  test('an image with extended L2 entries: the overlay is still made, its snapshots reported as not carried', async () => {
+    const dir = tmp();
+    const parent = join(dir, 'ext.qcow2');
+    await runTool('qemu-img', ['create', '-f', 'qcow2', '-o', 'extended_l2=on', parent, '4M']);
+    await runTool('qemu-img', ['snapshot', '-c', 'disk1', parent]);
+    const overlay = join(dir, 'overlay.qcow2');
+    const w = await Qcow2Writer.create(overlay, { virtualSize: 4 * MiB, backingFile: parent, backingFormat: 'qcow2' });
+    const r = await carrySnapshots(parent, w);
+    await w.finish();
+    expect(r).toEqual({ carried: [], skipped: [{ name: 'disk1', reason: 'the image uses extended L2 entries' }] });
+    await runTool('qemu-img', ['check', overlay]);
   });
 });
 

@@ -61,7 +61,8 @@ const isZero = (b: Buffer) => b.every((x) => x === 0);
  * Adds every internal snapshot of `parent` to `writer` (an overlay over
  * `parent` with the same virtual size, no active data written after this
  * call). Snapshots taken at another disk size are skipped (qemu could not
- * express them over this backing file).
+ * express them over this backing file), and so are those of an image with
+ * extended L2 entries (L1View does not read them).
  */
 export async function carrySnapshots(parent: string, writer: Qcow2Writer): Promise<{ carried: CarriedSnapshot[]; skipped: SkippedSnapshot[] }> {
   const chain = openChain(parent);
@@ -72,6 +73,10 @@ export async function carrySnapshots(parent: string, writer: Qcow2Writer): Promi
   try {
     if (img.snapshots.length === 0) return { carried, skipped };
     const { header } = img;
+    if (header.extendedL2) {
+      // The overlay is still made (it boots without -loadvm); the snapshots are reported as not carried.
+      return { carried, skipped: img.snapshots.map((s) => ({ name: s.name, reason: 'the image uses extended L2 entries' })) };
+    }
     const active = new L1View(parent, header, header.l1TableOffset, header.l1Size, img.backing);
     views.push(active);
     const cs = writer.clusterSize;
