@@ -15,17 +15,16 @@
  * BASE and TARGET are two related images (e.g. the corpus's win98-base-v1
  * and win98-games-v1): TARGET is pulled as a delta over BASE.
  */
-import { mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { Registry } from '../client/registry.js';
 import { remoteIndex } from '../client/remote-index.js';
-import { push } from '../client/push.js';
 import { parseRef } from '../client/ref.js';
 import { chunkSet } from '../storage/blob-index.js';
 import type { Digest } from '../storage/digest.js';
-import { BIN, rssOf, startServer, type ServerProc } from './lib.js';
+import { BIN, ROOT, rssOf, startServer, type ServerProc } from './lib.js';
 
 const args = process.argv.slice(2);
 const flag = (name: string, dflt: string) => {
@@ -172,25 +171,22 @@ async function segment(env: Env, seconds: number): Promise<void> {
       await reg.close();
     }
   };
-  // Pushers: each pushes fresh variants of a 4 MiB file (a new 64 KiB region each time), to a tag of its own.
-  const seed = readFileSync(BASE!).subarray(0, 4 << 20);
-  const pusher = async (i: number) => {
-    const reg = new Registry(server.url, { connections: 2, ...(env.creds ? { creds: env.creds } : {}) });
-    const file = join(env.work, `push-${i}.img`);
-    try {
-      while (performance.now() < deadline) {
-        const round = env.rounds[i]!++;
-        const buf = Buffer.from(seed);
-        buf.fill((i * 31 + round) & 0xff, (round * 65536) % buf.length, ((round * 65536) % buf.length) + 65536);
-        writeFileSync(file, buf);
-        await timed('push (4 MiB, 64 KiB new)', async () => {
-          await push(parseRef(`${REPO}:push-${i}-${round}`), file, { registry: reg, cache: null });
-        });
-      }
-    } finally {
-      await reg.close();
-    }
-  };
+  // Pushers (bench/load-pushers.ts) run in a process of their own, as build jobs do: their chunking and
+  // hashing must not stall this event loop, which times the other clients.
+  const pushers = PUSHERS === 0 ? Promise.resolve() : new Promise<void>((resolve, reject) => {
+    const args = [join(ROOT, 'bench', 'load-pushers.ts'), server.url, String(seconds), String(PUSHERS), BASE!, env.work, String(env.rounds[0]!), ...(env.creds ? [`${env.creds.username}:${env.creds.password}`] : [])];
+    env.rounds[0]! += 1000;
+    const child = spawn(process.execPath, ['--import', 'tsx', ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.on('exit', (code) => {
+      if (code !== 0) return reject(new Error(`load-pushers exited ${code}`));
+      const r = JSON.parse(out) as { samples: Array<{ ms: number; ok: boolean }>; errors: Record<string, number> };
+      for (const x of r.samples) rec.samples.push({ route: 'push (4 MiB, 64 KiB new)', ms: x.ms, ok: x.ok });
+      for (const [k, v] of Object.entries(r.errors)) rec.errors.set(`push: ${k}`, (rec.errors.get(`push: ${k}`) ?? 0) + v);
+      resolve();
+    });
+  });
   const base = env.activeSeconds;
   const t0 = performance.now();
   const sampler = setInterval(() => {
@@ -198,7 +194,7 @@ async function segment(env: Env, seconds: number): Promise<void> {
       env.rss.push({ t: base + (performance.now() - t0) / 1000, rss: rssOf(server.pid).current });
     } catch { /* exited */ }
   }, 1000);
-  await Promise.all([...Array.from({ length: CLIENTS }, (_, i) => client(i)), ...Array.from({ length: PUSHERS }, (_, i) => pusher(i))]);
+  await Promise.all([...Array.from({ length: CLIENTS }, (_, i) => client(i)), pushers]);
   clearInterval(sampler);
   env.activeSeconds += (performance.now() - t0) / 1000;
 }
