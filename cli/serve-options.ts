@@ -46,6 +46,7 @@ export const SETTINGS: Setting[] = [
   { key: 'maxSessionsPerUser', flag: '--max-sessions-per-user <n>', env: 'SNAPYARD_MAX_SESSIONS_PER_USER', kind: 'int', help: 'open upload and push sessions per user (default 64; 429 past it)' },
   { key: 'maxSessions', flag: '--max-sessions <n>', env: 'SNAPYARD_MAX_SESSIONS', kind: 'int', help: 'open upload and push sessions in all (default 256)' },
   { key: 'metricsAddr', flag: '--metrics-addr <host:port>', env: 'SNAPYARD_METRICS_ADDR', kind: 'string', help: 'serve GET /metrics on a listener of its own instead of the main port' },
+  { key: 'shutdownGrace', flag: '--shutdown-grace <duration>', env: 'SNAPYARD_SHUTDOWN_GRACE', kind: 'duration', default: '6s', help: 'on SIGTERM, requests in flight get this long to finish before their connections are cut' },
   { key: 'disableMetrics', flag: '--disable-metrics', env: 'SNAPYARD_DISABLE_METRICS', kind: 'bool', help: 'count no metrics and serve no /metrics' },
   { key: 'minFreeDisk', flag: '--min-free-disk <size>', env: 'SNAPYARD_MIN_FREE_DISK', kind: 'size', default: '256M', help: '/readyz answers 503 below this much free space in the data directory' },
 ];
@@ -181,5 +182,6 @@ export function resolveServeOptions(cmd: Command): ServeOptions {
   set('metricsAddr', str('metricsAddr'));
   set('minFreeBytes', num('minFreeDisk'));
   if (v.disableMetrics === true) opts.metricsEnabled = false;
+  set('shutdownGraceMs', v.shutdownGrace === undefined ? undefined : (v.shutdownGrace as number) * 1000);
   return opts;
 }

@@ -36,6 +36,7 @@ export interface ServeOptions {
   /** host:port of a listener of its own for GET /metrics. */
   metricsAddr?: string;
   metricsEnabled?: boolean;
+  shutdownGraceMs?: number;
   /** /readyz is 503 below this much free space. */
   minFreeBytes?: number;
 }
@@ -80,6 +81,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
     ...(opts.maxBlobBytes !== undefined ? { limits: { maxBlobBytes: opts.maxBlobBytes, maxPushUploadBytes: opts.maxBlobBytes } } : {}),
     ...(opts.metricsAddr !== undefined ? { metricsAddr: opts.metricsAddr } : {}),
     ...(opts.metricsEnabled === false ? { metricsEnabled: false } : {}),
+    ...(opts.shutdownGraceMs !== undefined ? { shutdownGraceMs: opts.shutdownGraceMs } : {}),
     ...(opts.minFreeBytes !== undefined ? { readiness: { minFreeBytes: opts.minFreeBytes } } : {}),
     connections: {
       ...(opts.headerTimeoutMs !== undefined ? { headersTimeoutMs: opts.headerTimeoutMs } : {}),

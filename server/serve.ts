@@ -50,7 +50,7 @@ export interface ServerOptions {
   /** host:port for a listener of its own serving GET /metrics (then not on the main port). */
   metricsAddr?: string;
   readiness?: ReadinessOptions;
-  /** On close, connections still busy after this are cut (default 8 s, inside Kubernetes' 30 s grace and podman's 10 s). */
+  /** On close, connections still busy after this are cut (default 6 s, inside podman's 10 s and Kubernetes' 30 s). */
   shutdownGraceMs?: number;
 }
 
@@ -140,9 +140,6 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     active.add(res);
     res.once('close', () => active.delete(res));
     if (closing) res.shouldKeepAlive = false;
-    res.once('finish', () => {
-      if (closing) req.socket.destroySoon();
-    });
     inner(req, res);
   };
   const server = (opts.tls ? createHttpsServer({ ...serverOptions, ...readTls(opts.tls) }, listener) : createHttpServer(serverOptions, listener)) as Server;
@@ -159,7 +156,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const addr = server.address() as AddressInfo;
   const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
   const connectHost = host === '0.0.0.0' ? '127.0.0.1' : host === '[::]' ? '[::1]' : host;
-  const grace = opts.shutdownGraceMs ?? 8000;
+  const grace = opts.shutdownGraceMs ?? 6000;
   return {
     url: `${opts.tls ? 'https' : 'http'}://${connectHost}:${addr.port}`,
     port: addr.port,
@@ -171,8 +168,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     },
     close: async () => {
       closing = true;
-      // In-flight requests finish; node then ends their connections (not at the grace deadline) once the
-      // response is flushed, since they are no longer kept alive.
+      // In-flight requests finish. Connections whose response had not started yet are closed after it;
+      // a streamed response that had already started keeps its connection until the client closes it or
+      // the grace deadline cuts it (ending such sockets early truncated responses under load).
       for (const res of active) res.shouldKeepAlive = false;
       const cut = setTimeout(() => server.closeAllConnections(), grace);
       await new Promise<void>((resolve) => {
