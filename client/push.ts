@@ -7,6 +7,7 @@
  * manifest that holds the backing file (when the registry has it) and
  * annotations naming it.
  */
+import { ANN_BACKING_FILE, ANN_BASE_BLOB } from '../storage/manifest-facts.js';
 import { blobManifestsAnswer, commitAnswer, missingAnswer, parseAnswer } from '../storage/protocol/api.js';
 import { existsSync } from 'node:fs';
 import { basename, dirname, isAbsolute, join } from 'node:path';
@@ -28,8 +29,7 @@ export const MT_EMPTY = 'application/vnd.oci.empty.v1+json';
 export const ARTIFACT_QCOW2 = 'application/vnd.snapyard.qcow2';
 export const MT_QCOW2_LAYER = 'application/vnd.snapyard.qcow2.v1';
 export const MT_RAW_LAYER = 'application/octet-stream';
-export const ANN_BASE_BLOB = 'io.snapyard.base.blob';
-export const ANN_BACKING_FILE = 'io.snapyard.backing-file';
+export { ANN_BACKING_FILE, ANN_BASE_BLOB };
 
 export interface PushOptions {
   registry: Registry;

@@ -20,6 +20,15 @@ export interface ManifestFacts {
   backingFile: string | null;
 }
 
+/**
+ * The layer a pull fetches: a layer whose media type says qcow2, else the
+ * largest (server _delta and client pod-init pick alike). Null without layers.
+ */
+export function diskLayerOf<L extends { mediaType: string; size: number }>(layers: L[]): L | null {
+  if (layers.length === 0) return null;
+  return layers.find((l) => /qcow2/i.test(l.mediaType)) ?? layers.reduce((a, b) => (b.size > a.size ? b : a));
+}
+
 /** Facts of a manifest from its bytes (anything unreadable counts as absent). */
 export function manifestFacts(content: Buffer, annotations?: Record<string, string> | null): ManifestFacts {
   let doc: { layers?: unknown; annotations?: unknown } = {};

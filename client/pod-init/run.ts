@@ -16,6 +16,7 @@ import { dirname, join } from 'node:path';
 import { SnapyardError, isSnapyardError } from '../../storage/errors.js';
 import type { Digest } from '../../storage/digest.js';
 import { Qcow2Index } from '../../storage/qcow2-index.js';
+import { diskLayerOf as pickDiskLayer } from '../../storage/manifest-facts.js';
 import { decodeBlobIndex } from '../../storage/blob-index.js';
 import { Qcow2Image } from '../../storage/qcow2/reader.js';
 import { Qcow2Writer } from '../../storage/qcow2/writer.js';
@@ -56,14 +57,11 @@ export class BaseChangedError extends SnapyardError {
 
 const NETWORK = new Set(['REGISTRY_UNREACHABLE', 'CONNECTION_LOST', 'TLS_FAILED']);
 
-/** The manifest's disk layer (a qcow2 layer, else the largest), as the server picks it. */
-function diskLayerOf(manifest: Buffer): Digest | null {
+/** The manifest's disk layer (storage/manifest-facts.ts diskLayerOf: what the server's _delta picks too). */
+function diskLayerDigest(manifest: Buffer): Digest | null {
   try {
     const doc = JSON.parse(manifest.toString('utf8')) as { layers?: Array<{ digest: string; mediaType: string; size: number }> };
-    const layers = doc.layers ?? [];
-    if (layers.length === 0) return null;
-    const pick = layers.find((l) => /qcow2/i.test(l.mediaType)) ?? layers.reduce((a, b) => (b.size > a.size ? b : a));
-    return pick.digest as Digest;
+    return (pickDiskLayer(doc.layers ?? [])?.digest as Digest | undefined) ?? null;
   } catch {
     return null;
   }
@@ -116,7 +114,7 @@ async function ensureSnapshot(cfg: PodInitConfig, reg: Registry, cache: ClientCa
       throw e;
     }
     out.manifest = manifest.digest;
-    const blob = diskLayerOf(manifest.bytes);
+    const blob = diskLayerDigest(manifest.bytes);
     if (cur && blob && cur.blob === blob) {
       out.action = 'reused';
       return cur;

@@ -1,12 +1,11 @@
 import type { z } from 'zod';
 import { readJsonBody } from '../http-util.js';
+import { JSON_BODY } from '../route-table.js';
 import { respond, type RequestContext } from '../context.js';
 import { checkDigest, checkName, TAG_RE } from '../names.js';
 import { OciError } from '../oci-error.js';
 import type { Digest } from '../../storage/digest.js';
 
-/** Admin requests carry small JSON bodies. */
-const MAX_BODY = 64 * 1024;
 
 /** A repository path pattern group: names start with [a-z0-9], so `_admin` never matches it. */
 export const NAME = '([a-z0-9].*)';
@@ -17,7 +16,7 @@ export function json(status: number, body: unknown): Response {
 
 /** The request's JSON object body ({} when empty); 400 when it is not a JSON object. */
 export async function readJson(ctx: RequestContext): Promise<Record<string, unknown>> {
-  const v = await readJsonBody(ctx.incoming, MAX_BODY);
+  const v = await readJsonBody(ctx.incoming, JSON_BODY);
   if (v === undefined) return {};
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new OciError(400, 'UNSUPPORTED', 'request body must be a JSON object');
   return v as Record<string, unknown>;

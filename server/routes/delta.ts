@@ -14,6 +14,7 @@ import { resolveManifest } from './manifests.js';
 import { isDigest, type Digest } from '../../storage/digest.js';
 import type { BlobRecord, ManifestRecord } from '../../storage/metadata.js';
 import type { DeltaService } from '../delta-service.js';
+import { diskLayerOf } from '../../storage/manifest-facts.js';
 
 export function diskLayer(m: ManifestRecord): { digest: Digest; mediaType: string; size: number } {
   let doc: { layers?: Array<{ digest: string; mediaType: string; size: number }> };
@@ -22,10 +23,8 @@ export function diskLayer(m: ManifestRecord): { digest: Digest; mediaType: strin
   } catch {
     doc = {};
   }
-  const layers = (doc.layers ?? []).filter((l) => isDigest(l.digest));
-  if (layers.length === 0) throw new OciError(400, 'MANIFEST_INVALID', `manifest ${m.digest} has no layers to pull`);
-  const q = layers.find((l) => /qcow2/i.test(l.mediaType));
-  const pick = q ?? layers.reduce((a, b) => (b.size > a.size ? b : a));
+  const pick = diskLayerOf((doc.layers ?? []).filter((l) => isDigest(l.digest)));
+  if (!pick) throw new OciError(400, 'MANIFEST_INVALID', `manifest ${m.digest} has no layers to pull`);
   return { digest: pick.digest as Digest, mediaType: pick.mediaType, size: pick.size };
 }
 
