@@ -120,11 +120,14 @@ export function migrate(db: Database.Database): void {
     throw new Error(`metadata schema version ${current} is newer than this snapyard (${SCHEMA_VERSION})`);
   }
   for (let v = current; v < SCHEMA_VERSION; v++) {
+    // IMMEDIATE, and the version read again inside: another process opening
+    // the same store at once may have run this step already.
     db.transaction(() => {
+      if ((db.pragma('user_version', { simple: true }) as number) !== v) return;
       const m = MIGRATIONS[v]!;
       if (typeof m === 'string') db.exec(m);
       else m(db);
       db.pragma(`user_version = ${v + 1}`);
-    })();
+    }).immediate();
   }
 }

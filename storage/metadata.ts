@@ -97,10 +97,10 @@ export class Metadata {
   constructor(path: string, opts: { now?: () => number; onFull?: () => boolean } = {}) {
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
     this.db = new Database(path);
+    this.db.pragma('busy_timeout = 5000'); // first: other processes may open the store at once
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = NORMAL');
     this.db.pragma('foreign_keys = ON');
-    this.db.pragma('busy_timeout = 5000');
     migrate(this.db);
     this.aliases = new DigestAliases(this.db);
     this.now = opts.now ?? Date.now;

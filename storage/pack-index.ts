@@ -24,12 +24,16 @@ export class PackIndex {
 
   constructor(path: string) {
     this.db = new Database(path);
+    // busy_timeout first: several processes (pods on one node) may open a new
+    // index at once, and both the switch to WAL and the schema need a lock.
+    this.db.pragma('busy_timeout = 5000');
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = NORMAL');
-    this.db.pragma('busy_timeout = 5000');
-    const v = this.db.pragma('user_version', { simple: true }) as number;
-    if (v === 0) {
-      this.db.exec(`
+    // The version is read again inside an IMMEDIATE transaction, so only one
+    // opener creates the tables; the others see version 1 and go on.
+    const v = this.db.transaction(() => {
+      const v = this.db.pragma('user_version', { simple: true }) as number;
+      if (v === 0) this.db.exec(`
         CREATE TABLE packs (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
         CREATE TABLE chunks (
           digest BLOB PRIMARY KEY,
@@ -42,7 +46,9 @@ export class PackIndex {
         CREATE INDEX chunks_by_pack ON chunks(pack);
         PRAGMA user_version = 1;
       `);
-    } else if (v > 1) {
+      return v;
+    }).immediate();
+    if (v > 1) {
       throw new Error(`chunk index schema ${v} is newer than this snapyard`);
     }
     const p = (sql: string) => this.db.prepare(sql);

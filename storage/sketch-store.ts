@@ -18,6 +18,7 @@ export class SketchStore {
 
   constructor(root: string) {
     this.db = new Database(join(root, 'sketches.db'));
+    this.db.pragma('busy_timeout = 5000');
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = NORMAL');
     this.db.exec('CREATE TABLE IF NOT EXISTS sketches_v1 (digest BLOB PRIMARY KEY, sketch BLOB NOT NULL) WITHOUT ROWID');
