@@ -84,6 +84,15 @@ const WRITE = 4 * 1024 * 1024;
  * the store's batched read path (runs of chunks per call, reused buffers);
  * otherwise chunk by chunk from `get` (e.g. some from a local base file).
  */
+/** Bytes [from, to) of the file the index stands for. */
+export async function readFileRange(index: BlobIndex, from: number, to: number, get: ChunkGetter): Promise<Buffer> {
+  const out = Buffer.alloc(Math.max(0, Math.min(to, index.size) - from));
+  const lru = new ChunkLru(get);
+  let at = 0;
+  for (const p of index.blobPieces(from, from + out.length)) at += (await lru.chunk(p.list, p.i)).copy(out, at, p.from, p.to);
+  return out;
+}
+
 export async function writeFull(out: string, index: BlobIndex, get: ChunkGetter, onBytes?: (n: number) => void, store?: ChunkStore): Promise<void> {
   const tmp = `${out}.snapyard-part`;
   const fh = await open(tmp, 'w');
@@ -198,6 +207,8 @@ export async function writeOverlay(
   get: ChunkGetter,
   onCluster?: () => void,
   dirty: Uint32Array = dirtyClusters(target, base.index, target.layout.clusterSize),
+  /** Runs after the active data is written, before the image is finished (internal snapshots go here). */
+  beforeFinish?: (writer: Qcow2Writer) => Promise<unknown>,
 ): Promise<OverlayStats> {
   if (target.layout.hasBacking) {
     throw new SnapyardError('INVALID_ARGUMENT', 'the target is itself an overlay (it names a backing file): pull it without --overlay');
@@ -242,6 +253,7 @@ export async function writeOverlay(
         stats.dataClusters++;
       }
     }
+    await beforeFinish?.(writer);
     await writer.finish();
   } catch (e) {
     await writer.abort();

@@ -14,16 +14,18 @@
  */
 import { chunksEstimate } from '../storage/protocol/api.js';
 import { existsSync, statSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { dirname, isAbsolute, relative, resolve } from 'node:path';
 import type { BlobIndex } from '../storage/blob-index.js';
 import { SnapyardError } from '../storage/errors.js';
 import { Qcow2Index } from '../storage/qcow2-index.js';
-import { writeFull, writeOverlay, dirtyClusters } from './assemble.js';
+import { writeFull, writeOverlay, dirtyClusters, readFileRange } from './assemble.js';
 import type { ClientCache } from './cache.js';
 import { fetchChunks, type Want } from './fetch.js';
 import { indexFile } from './file-index.js';
 import type { Ref } from './ref.js';
 import type { Registry } from './registry.js';
+import { carrySnapshots } from './overlay-snapshots.js';
 import { LocalSources } from './sources.js';
 import { remoteIndex, type RemoteIndex } from './remote-index.js';
 
@@ -60,7 +62,12 @@ export interface PullSummary {
   chunks: { total: number; fromBase: number; inPlace: number; fromCache: number; downloaded: number };
   indexBytes: number;
   seconds: number;
+  /** Overlay pulls: the target's internal snapshots (savevm) carried into the overlay. */
+  snapshots?: string[];
 }
+
+/** The qcow2 header fields up to nb_snapshots (offset 60). */
+const QCOW2_HEADER_BYTES = 72;
 
 export async function pull(ref: Ref, opts: PullOptions): Promise<PullSummary> {
   const t0 = performance.now();
@@ -87,7 +94,8 @@ export async function pull(ref: Ref, opts: PullOptions): Promise<PullSummary> {
   }
   opts.onProgress?.({ phase: 'planning' });
   const dirty = opts.overlay ? dirtyClusters(target as Qcow2Index, base!.index as Qcow2Index, (target as Qcow2Index).layout.clusterSize) : null;
-  const needed = dirty ? overlayNeeds(target as Qcow2Index, dirty) : fileChunks(target);
+  // Overlay: the chunks of the dirty clusters, and the file's header (does it hold internal snapshots?).
+  const needed = dirty ? mergeWants(overlayNeeds(target as Qcow2Index, dirty), fileChunks(target, QCOW2_HEADER_BYTES)) : fileChunks(target);
   const sources = await LocalSources.open(cache, [base ? { path: opts.base!, index: base.index } : null, inPlace ? { path: opts.output, index: inPlace.index } : null]);
   try {
     const counts = { total: needed.length, fromBase: 0, inPlace: 0, fromCache: 0, downloaded: 0 };
@@ -150,7 +158,26 @@ export async function pull(ref: Ref, opts: PullOptions): Promise<PullSummary> {
       const backingName = opts.absoluteBacking ? resolve(opts.base!) : backingNameFor(opts.output, opts.base!);
       const cs = (target as Qcow2Index).layout.clusterSize;
       let done = 0;
-      await writeOverlay(opts.output, target as Qcow2Index, { path: opts.base!, index: base!.index as Qcow2Index, backingName }, get, () => opts.onProgress?.({ phase: 'writing', done: (done += cs), total: dirty!.length * cs }), dirty!);
+      // Internal snapshots (savevm) live in the file, not in the guest view: the whole file is
+      // rebuilt beside the output (local data plus the rest of the download), its snapshots
+      // carried into the overlay relative to the base, and the rebuilt file removed.
+      const header = await readFileRange(target, 0, QCOW2_HEADER_BYTES, get);
+      const full = header.length >= 64 && header.readUInt32BE(60) > 0 ? `${opts.output}.snapyard-full` : null;
+      try {
+        if (full) {
+          const rest: Want[] = [];
+          for (const w of fileChunks(target)) if (sources.fileOf(w.hex) < 0 && !(await sources.inCache(w.hex))) rest.push(w);
+          opts.onProgress?.({ phase: 'downloading snapshots' });
+          const more = await fetchChunks(rest, { registry: reg, repo: ref.repo, blob: target.blobDigest, have, sources, cache, ...(opts.concurrency !== undefined ? { concurrency: opts.concurrency } : {}) });
+          counts.downloaded += more.chunks;
+          summary.bytesDownloaded += more.wireBytes;
+          await writeFull(full, target, get);
+        }
+        await writeOverlay(opts.output, target as Qcow2Index, { path: opts.base!, index: base!.index as Qcow2Index, backingName }, get, () => opts.onProgress?.({ phase: 'writing', done: (done += cs), total: dirty!.length * cs }), dirty!,
+          full ? async (w) => (summary.snapshots = (await carrySnapshots(full, w, opts.base!)).carried.map((c) => c.name)) : undefined);
+      } finally {
+        if (full) await rm(full, { force: true });
+      }
     } else {
       let done = 0;
       // Everything in the cache (nothing taken from a base file): the cache's batched read path.
@@ -172,12 +199,12 @@ export async function pull(ref: Ref, opts: PullOptions): Promise<PullSummary> {
  * qcow2 image with compressed clusters, the guest data decompressed from them
  * is in the index but not in the file).
  */
-function fileChunks(index: BlobIndex): Want[] {
+function fileChunks(index: BlobIndex, to = index.size): Want[] {
   const seen = new Set<string>();
   const out: Want[] = [];
   let last: unknown = null;
   let lastI = -1;
-  for (const p of index.blobPieces(0, index.size)) {
+  for (const p of index.blobPieces(0, Math.min(to, index.size))) {
     if (p.list === last && p.i === lastI) continue;
     last = p.list;
     lastI = p.i;
@@ -187,6 +214,11 @@ function fileChunks(index: BlobIndex): Want[] {
     out.push({ hex, length: p.list.lengths[p.i]! });
   }
   return out;
+}
+
+function mergeWants(a: Want[], b: Want[]): Want[] {
+  const seen = new Set(a.map((w) => w.hex));
+  return [...a, ...b.filter((w) => !seen.has(w.hex))];
 }
 
 /** Chunks of the target's data stream that overlap a cluster where it may differ from the base. */

@@ -4,14 +4,16 @@
  * clean, `qemu-img snapshot -l`, each snapshot's disk view byte-exact); and
  * pod-init carries the snapshots of DISK into the instance overlay, so a
  * real qemu-system-i386 (TCG) booted with `-loadvm NAME` on the overlay
- * continues a counting boot-sector guest from where it was saved.
+ * continues a counting boot-sector guest from where it was saved. An overlay
+ * pull (DISK over a base the node holds, and `snapyard pull --overlay`)
+ * carries the target's snapshots into the overlay it writes.
  */
-import { readFileSync } from 'node:fs';
+import { copyFileSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { Qcow2Image } from '../storage/qcow2/reader.js';
 import { Qcow2Writer } from '../storage/qcow2/writer.js';
-import { carrySnapshots } from '../client/pod-init/overlay-snapshots.js';
+import { carrySnapshots } from '../client/overlay-snapshots.js';
 import { CounterVm, countsIn, makeCounterImage } from './helpers/bootsector.js';
 import { cleanEnv, cliOk } from './helpers/cli.js';
 import { runTool } from './helpers/qcow2-fixtures.js';
@@ -114,6 +116,8 @@ describe('pod-init carries VM state into the instance overlay (real qemu-system-
     work = tmp();
     image = join(work, 'counter.qcow2');
     await makeCounterImage(image, 4);
+    // The same disk before the VM ran: a base the snapshot can be pulled over as an overlay.
+    copyFileSync(image, join(work, 'base.qcow2'));
     // Disk data the snapshot sees and the active view later does not.
     await runTool('qemu-io', ['-c', 'write -P 0x11 2M 64k', image]);
     const vm = CounterVm.start(image, work, 'save');
@@ -130,7 +134,34 @@ describe('pod-init carries VM state into the instance overlay (real qemu-system-
     await runTool('qemu-io', ['-c', 'write -P 0x22 2M 64k', '-c', 'write -P 0x33 3M 64k', image]);
     savedView = await snapshotView(image, 'counting', work);
     await cliOk(['push', 'loco/counter:v1', image, '--registry', s.url, '--cache', join(work, 'push-cache')]);
+    await cliOk(['push', 'loco/counter:base', join(work, 'base.qcow2'), '--registry', s.url, '--cache', join(work, 'push-cache')]);
   }, 120_000);
+
+  const podEnv = (dir: string, tag: string, extra: Record<string, string> = {}) =>
+    cleanEnv({
+      USE_PREBUILT_SNAPSHOT: 'true',
+      SNAPSHOT_REGISTRY: `${s.host}/loco/counter`,
+      SNAPSHOT_TAG: tag,
+      SNAPYARD_INSECURE: 'true',
+      SNAPSHOT_DIR: dir,
+      DISK: join(dir, 'win98.qcow2'),
+      POD_NAME: 'loco-emulator-1',
+      SNAPYARD_CACHE: join(work, 'node-cache'),
+      ...extra,
+    });
+
+  /** Boots `image` with -loadvm and checks the count continues from the saved one (a fresh boot would start at 1). */
+  async function loadvmContinues(image: string): Promise<void> {
+    const vm = CounterVm.start(image, work, 'load', 'counting');
+    try {
+      const counts = await vm.waitForCounts(2);
+      expect(counts[0]).toBeGreaterThanOrEqual(lastSaved);
+      expect(counts[0]).toBeLessThanOrEqual(lastSaved + 1);
+      expect(counts[1]).toBe(counts[0]! + 1);
+    } finally {
+      await vm.stop();
+    }
+  }
 
   afterAll(async () => {
     await s?.stop();
@@ -138,17 +169,7 @@ describe('pod-init carries VM state into the instance overlay (real qemu-system-
 
   test('the instance overlay lists the snapshot, holds its disk view, and -loadvm continues the count', async () => {
     const dir = join(work, 'node');
-    const env = cleanEnv({
-      USE_PREBUILT_SNAPSHOT: 'true',
-      SNAPSHOT_REGISTRY: `${s.host}/loco/counter`,
-      SNAPSHOT_TAG: 'v1',
-      SNAPYARD_INSECURE: 'true',
-      SNAPSHOT_DIR: dir,
-      DISK: join(dir, 'win98.qcow2'),
-      POD_NAME: 'loco-emulator-1',
-      SNAPYARD_CACHE: join(work, 'node-cache'),
-    });
-    const r = JSON.parse(await cliOk(['pod-init', '--json'], { env })) as { overlay: string; snapshot: string; overlayAction: string };
+    const r = JSON.parse(await cliOk(['pod-init', '--json'], { env: podEnv(dir, 'v1') })) as { overlay: string; snapshot: string; overlayAction: string };
     expect(r.overlayAction).toBe('created');
     await runTool('qemu-img', ['check', r.overlay]);
     expect(await snapshotList(r.overlay)).toMatch(/^1\s+counting\s+\d/m);
@@ -160,17 +181,37 @@ describe('pod-init carries VM state into the instance overlay (real qemu-system-
     const stored = (await runTool('qemu-img', ['info', '--output=json', r.overlay])).stdout;
     expect(JSON.parse(stored)['actual-size']).toBeLessThan(4 * MiB);
 
-    const vm = CounterVm.start(r.overlay, work, 'load', 'counting');
-    try {
-      const counts = await vm.waitForCounts(2);
-      // The count continues from the saved one (a fresh boot would start at 1).
-      expect(counts[0]).toBeGreaterThanOrEqual(lastSaved);
-      expect(counts[0]).toBeLessThanOrEqual(lastSaved + 1);
-      expect(counts[1]).toBe(counts[0]! + 1);
-    } finally {
-      await vm.stop();
-    }
+    await loadvmContinues(r.overlay);
     // The parent (DISK) is untouched by the VM: qemu wrote to the overlay only.
     await runTool('qemu-img', ['check', r.snapshot]);
+  }, 120_000);
+
+  test('over a base on the node, DISK is an overlay that carries the snapshot too: listed on DISK and the instance overlay, its view exact, -loadvm continues the count', async () => {
+    const dir = join(work, 'node-over-base');
+    const b = JSON.parse(await cliOk(['pod-init', '--json'], { env: podEnv(dir, 'base', { SNAPSHOT_BRANCH: 'base' }) })) as { snapshot: string };
+    const r = JSON.parse(await cliOk(['pod-init', '--json'], { env: podEnv(dir, 'v1') })) as { overlay: string; snapshot: string; snapshotForm: string };
+    expect(r.snapshotForm).toBe('overlay');
+    const disk = JSON.parse((await runTool('qemu-img', ['info', '--output=json', r.snapshot])).stdout);
+    expect(disk['backing-filename']).toBe(b.snapshot);
+    // DISK holds only what differs from the base: the active view's clusters, the snapshot's and its VM state.
+    expect(disk['actual-size']).toBeLessThan(readFileSync(image).length);
+    for (const f of [r.snapshot, r.overlay]) {
+      await runTool('qemu-img', ['check', f]);
+      expect(await snapshotList(f)).toMatch(/^1\s+counting\s+\d/m);
+      expect((await snapshotView(f, 'counting', work)).equals(savedView)).toBe(true);
+    }
+    await runTool('qemu-img', ['compare', r.snapshot, image]);
+    await loadvmContinues(r.overlay);
+    // No temporary full image is left beside DISK.
+    expect(readdirSync(dir).filter((f) => f.includes('snapyard-'))).toEqual([]);
+  }, 120_000);
+
+  test('snapyard pull --overlay of the image carries the snapshot and -loadvm on the overlay continues the count', async () => {
+    const out = join(work, 'pulled-overlay.qcow2');
+    const sum = JSON.parse(await cliOk(['pull', 'loco/counter:v1', '--overlay', '--base', join(work, 'base.qcow2'), '-o', out, '--json', '--registry', s.url, '--cache', join(work, 'pull-cache')])) as { snapshots?: string[] };
+    expect(sum.snapshots).toEqual(['counting']);
+    await runTool('qemu-img', ['check', out]);
+    expect((await snapshotView(out, 'counting', work)).equals(savedView)).toBe(true);
+    await loadvmContinues(out);
   }, 120_000);
 });

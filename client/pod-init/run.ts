@@ -24,7 +24,7 @@ import { dirtyClusters } from '../assemble.js';
 import type { ClientCache } from '../cache.js';
 import { hashFile } from '../file-index.js';
 import { withFileLock } from '../file-lock.js';
-import { carrySnapshots } from './overlay-snapshots.js';
+import { carrySnapshots } from '../overlay-snapshots.js';
 import { pull } from '../pull.js';
 import type { Registry } from '../registry.js';
 import { remoteIndex } from '../remote-index.js';

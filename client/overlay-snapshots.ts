@@ -5,19 +5,21 @@
  *
  * Each snapshot becomes a snapshot of the overlay with the same id, name,
  * date, VM clock and VM state: its disk view is expressed relative to the
- * overlay's backing file (the parent's current guest view): only the
- * clusters where the snapshot's disk differs from the parent's active view
- * are stored; the rest stay unallocated and read through to the parent when
- * the snapshot is loaded. The VM state is copied as it is.
+ * overlay's backing file (the parent's current guest view, or `against`
+ * when the overlay is written over another image, as an overlay pull of an
+ * image with snapshots is): only the clusters where the snapshot's disk
+ * differs from the backing file's view are stored; the rest stay
+ * unallocated and read through to it when the snapshot is loaded. The VM
+ * state is copied as it is.
  *
  * Streaming: one cluster of each view (and 1 MiB of VM state) in memory at a
  * time, whatever the disk or VM state size.
  */
 import { dirname, isAbsolute, resolve } from 'node:path';
-import { Qcow2Image } from '../../storage/qcow2/reader.js';
-import { L1View } from '../../storage/qcow2/snapshot-view.js';
-import { vmStateOffset } from '../../storage/qcow2/writer-snapshots.js';
-import type { Qcow2Writer } from '../../storage/qcow2/writer.js';
+import { Qcow2Image } from '../storage/qcow2/reader.js';
+import { L1View } from '../storage/qcow2/snapshot-view.js';
+import { vmStateOffset } from '../storage/qcow2/writer-snapshots.js';
+import type { Qcow2Writer } from '../storage/qcow2/writer.js';
 
 export interface CarriedSnapshot {
   id: string;
@@ -64,8 +66,9 @@ const isZero = (b: Buffer) => b.every((x) => x === 0);
  * express them over this backing file), and so are those of an image with
  * extended L2 entries (L1View does not read them).
  */
-export async function carrySnapshots(parent: string, writer: Qcow2Writer): Promise<{ carried: CarriedSnapshot[]; skipped: SkippedSnapshot[] }> {
+export async function carrySnapshots(parent: string, writer: Qcow2Writer, against?: string): Promise<{ carried: CarriedSnapshot[]; skipped: SkippedSnapshot[] }> {
   const chain = openChain(parent);
+  const backing = against !== undefined ? openChain(against) : null;
   const img = chain[0]!;
   const carried: CarriedSnapshot[] = [];
   const skipped: SkippedSnapshot[] = [];
@@ -79,6 +82,14 @@ export async function carrySnapshots(parent: string, writer: Qcow2Writer): Promi
     }
     const active = new L1View(parent, header, header.l1TableOffset, header.l1Size, img.backing);
     views.push(active);
+    // The overlay's backing view at `off`: the parent's active view, or the other image's (zeros past its end).
+    const backingView = (into: Buffer, off: number): void => {
+      if (!backing) return active.readInto(into, off);
+      const b = backing[0]!;
+      const inside = Math.max(0, Math.min(into.length, b.virtualSize - off));
+      if (inside > 0) b.readGuestInto(into.subarray(0, inside), off);
+      into.fill(0, inside);
+    };
     const cs = writer.clusterSize;
     const size = img.virtualSize;
     const a = Buffer.alloc(cs);
@@ -94,10 +105,10 @@ export async function carrySnapshots(parent: string, writer: Qcow2Writer): Promi
       let diskBytes = 0;
       for (let off = 0; off < size; off += cs) {
         const n = Math.min(cs, size - off);
-        if (snap.sameMapping(active, off, n)) continue;
+        if (!backing && snap.sameMapping(active, off, n)) continue;
         const sv = b.subarray(0, n);
         snap.readInto(sv, off);
-        active.readInto(a.subarray(0, n), off);
+        backingView(a.subarray(0, n), off);
         if (sv.equals(a.subarray(0, n))) continue;
         if (isZero(sv)) await writer.writeZeros(off, n);
         else {
@@ -120,6 +131,6 @@ export async function carrySnapshots(parent: string, writer: Qcow2Writer): Promi
     return { carried, skipped };
   } finally {
     for (const v of views) v.close();
-    for (const i of chain) i.close();
+    for (const i of [...chain, ...(backing ?? [])]) i.close();
   }
 }
