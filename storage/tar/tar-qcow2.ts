@@ -1,6 +1,8 @@
 /**
  * A qcow2 image wrapped in a tar layer (how seed-style container images carry
- * their disk: an uncompressed tar whose first member is the qcow2). The
+ * their disk: an uncompressed tar holding the qcow2, after at most a few
+ * directory entries, links, pax or GNU long-name records and small files,
+ * as `COPY snapshot.qcow2 /emulator-snapshot/` makes). The
  * member's guest view dedups like a bare qcow2; the tar header before it and
  * the padding and trailer after it are residue (storage/qcow2-index.ts): the
  * member's index is shifted into the whole blob's, with one residue op in
@@ -18,8 +20,11 @@ import { OP_RESIDUE, Qcow2Index } from '../qcow2-index.js';
 
 export const TAR_BLOCK = 512;
 
-/** Bytes to peek at the start of a blob to tell a tar-wrapped qcow2. */
-export const TAR_QCOW2_PEEK = TAR_BLOCK + 4;
+/** Bytes to peek at the start of a blob to tell a tar-wrapped qcow2: the qcow2 member's header must lie within them. */
+export const TAR_QCOW2_PEEK = 64 * 1024;
+
+/** Tar entries looked at before the qcow2 member, at most. */
+const MAX_ENTRIES = 64;
 
 export interface TarMember {
   /** Where the member's data starts in the blob. */
@@ -38,24 +43,70 @@ function octal(h: Buffer, at: number, len: number): number | null {
   return /^[0-7]+$/.test(s) ? parseInt(s, 8) : null;
 }
 
-/** The first member of a ustar stream, when its header is valid and it is a regular file. */
-export function firstTarMember(head: Uint8Array): TarMember | null {
-  if (head.byteLength < TAR_BLOCK) return null;
-  const h = Buffer.from(head.buffer, head.byteOffset, TAR_BLOCK);
-  if (h.toString('latin1', 257, 262) !== 'ustar') return null;
+function validHeader(h: Buffer): boolean {
+  if (h.toString('latin1', 257, 262) !== 'ustar') return false;
   let sum = 0;
   for (let i = 0; i < TAR_BLOCK; i++) sum += i >= 148 && i < 156 ? 0x20 : h[i]!;
-  if (octal(h, 148, 8) !== sum) return null;
-  const type = h[156];
-  if (type !== 0x30 && type !== 0 && type !== 0x37) return null;
-  const size = octal(h, 124, 12);
-  return size === null ? null : { offset: TAR_BLOCK, size };
+  return octal(h, 148, 8) === sum;
 }
 
-/** A tar stream whose first member is a regular file starting with the qcow2 magic. */
+/** The `size` record of a pax extended header (it overrides the next member's size field), or null. */
+function paxSize(data: Buffer): number | null {
+  let at = 0;
+  let size: number | null = null;
+  while (at < data.length) {
+    const sp = data.indexOf(0x20, at);
+    if (sp < 0) break;
+    const len = Number(data.toString('latin1', at, sp));
+    if (!Number.isSafeInteger(len) || len <= sp - at || at + len > data.length) return null;
+    const rec = data.toString('utf8', sp + 1, at + len - 1);
+    if (rec.startsWith('size=')) size = /^\d+$/.test(rec.slice(5)) ? Number(rec.slice(5)) : null;
+    at += len;
+  }
+  return size !== null && Number.isSafeInteger(size) ? size : null;
+}
+
+const REGULAR = new Set([0x30, 0, 0x37]);
+/** Entries with no data of their own (hard and symbolic links, devices, directories, FIFOs). */
+const NO_DATA = new Set([0x31, 0x32, 0x33, 0x34, 0x35, 0x36]);
+/** pax extended ('x'), pax global ('g'), GNU long name ('L') and long link ('K') records. */
+const META = new Set([0x78, 0x67, 0x4c, 0x4b]);
+
+/**
+ * The first regular member of a tar stream that starts with the qcow2 magic,
+ * when every header up to and including its own lies in `head` (the entries
+ * before it: directories, links, pax/GNU records and other files). Null when
+ * a header is invalid or of another type, or there is no such member in reach.
+ */
+export function tarQcow2MemberIn(head: Uint8Array): TarMember | null {
+  const buf = Buffer.from(head.buffer, head.byteOffset, head.byteLength);
+  let at = 0;
+  let nextSize: number | null = null;
+  for (let n = 0; n < MAX_ENTRIES && at + TAR_BLOCK <= buf.length; n++) {
+    const h = buf.subarray(at, at + TAR_BLOCK);
+    if (!validHeader(h)) return null;
+    const type = h[156]!;
+    let size = octal(h, 124, 12);
+    if (size === null) return null;
+    const data = at + TAR_BLOCK;
+    if (REGULAR.has(type)) {
+      if (nextSize !== null) size = nextSize;
+      nextSize = null;
+      if (size >= 4 && data + 4 <= buf.length && hasQcow2Magic(buf.subarray(data))) return { offset: data, size };
+    } else if (META.has(type)) {
+      if (data + size > buf.length) return null;
+      if (type === 0x78) nextSize = paxSize(buf.subarray(data, data + size));
+    } else if (NO_DATA.has(type)) {
+      nextSize = null;
+    } else return null;
+    at = data + Math.ceil(size / TAR_BLOCK) * TAR_BLOCK;
+  }
+  return null;
+}
+
+/** A tar stream holding a qcow2 member within reach of its start (tarQcow2MemberIn). */
 export function isTarWrappedQcow2(head: Uint8Array): boolean {
-  const m = firstTarMember(head);
-  return m !== null && m.size >= 4 && hasQcow2Magic(head.subarray(m.offset));
+  return tarQcow2MemberIn(head) !== null;
 }
 
 /** FastCDC chunks of the file range [start, end) into the sink and the builder. */
@@ -104,9 +155,8 @@ export async function tarQcow2Member(path: string, size: number): Promise<TarMem
   try {
     const head = Buffer.alloc(TAR_QCOW2_PEEK);
     const { bytesRead } = await fh.read(head, 0, head.length, 0);
-    if (bytesRead < head.length || !isTarWrappedQcow2(head)) return null;
-    const m = firstTarMember(head)!;
-    return m.offset + m.size <= size ? m : null;
+    const m = tarQcow2MemberIn(head.subarray(0, bytesRead));
+    return m !== null && m.offset + m.size <= size ? m : null;
   } finally {
     await fh.close();
   }

@@ -27,6 +27,8 @@ export interface TarMember {
   data: Buffer;
   /** What the header claims (default data.length): a lie makes a hostile tar. */
   claimedSize?: number;
+  /** A directory entry (data ignored), as image builders write before the files in it. */
+  directory?: boolean;
 }
 
 /** A tar archive of the members (each a regular file). */
@@ -37,7 +39,9 @@ export async function tarOf(members: TarMember[]): Promise<Buffer> {
     for await (const c of p) parts.push(c as Buffer);
   })();
   for (const m of members) {
-    await new Promise<void>((ok, fail) => p.entry({ name: m.name, size: m.data.length, mtime: new Date(900_000_000_000) }, m.data, (e) => (e ? fail(e) : ok())));
+    const mtime = new Date(900_000_000_000);
+    if (m.directory) await new Promise<void>((ok, fail) => p.entry({ name: m.name, type: 'directory', mtime }, (e) => (e ? fail(e) : ok())));
+    else await new Promise<void>((ok, fail) => p.entry({ name: m.name, size: m.data.length, mtime }, m.data, (e) => (e ? fail(e) : ok())));
   }
   p.finalize();
   await done;
