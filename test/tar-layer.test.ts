@@ -12,7 +12,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { cleanEnv, runCli } from './helpers/cli.js';
-import { compressLayer, sha256, skopeoIn, tarOf, writeLayout, type Compression } from './helpers/old-images.js';
+import { compressLayer, sha256, skopeoIn, tarOf, writeLayout, type Compression, type TarMember } from './helpers/old-images.js';
 import { makeBaseImage, makeShuffled, makeVariant } from './helpers/qcow2-fixtures.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { tempDirs } from './helpers/tmp.js';
@@ -42,7 +42,7 @@ afterAll(async () => {
 });
 
 /** skopeo copy of a one-layer image (the tar around `members`) to the server; returns the layer's bytes. */
-async function skopeoLayer(s: TestServer, tag: string, members: Array<{ name: string; data: Buffer }>, compression: Compression = 'none'): Promise<Buffer> {
+async function skopeoLayer(s: TestServer, tag: string, members: TarMember[], compression: Compression = 'none'): Promise<Buffer> {
   const dir = tmp();
   const tar = await tarOf(members);
   await writeLayout(dir, [{ tag, tar, compression }]);
