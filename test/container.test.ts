@@ -4,26 +4,29 @@
  * reachable) and run with podman the way deploy/kubernetes declares it: the
  * registry container's args, config file (the ConfigMap), credentials (the
  * Secret's keys, with the test's users) and security context; the emulator's
- * init containers' args and environment (envFrom the example's ConfigMap and
- * Secret; only the registry address and the password are the test's). All read
- * from the YAML, none copied here.
+ * init containers' commands, args, environment (envFrom the example's
+ * ConfigMap and Secret; only the registry address, the password and POD_NAME,
+ * which the downward API gives, are the test's) and security contexts. All
+ * read from the YAML, none copied here.
  *
- * Serves from a volume; skopeo round trip; `snapyard push` from the host; the
- * init containers write an overlay into a shared volume that qemu-img check and
- * compare accept; a stop and start keeps every snapshot; SIGTERM stops the
- * registry within 10 s and the request in flight is finished.
+ * Serves from a volume; skopeo round trip; `snapyard push` from the host; two
+ * emulator pods starting at once on one node's hostPath images and cache
+ * directories (`snapyard pod-init`) leave instance overlays that qemu-img check
+ * and compare accept, from one download; a stop and start keeps every
+ * snapshot; SIGTERM stops the registry within 10 s and the request in flight
+ * is finished.
  *
  * Needs root (podman), like CI. Every container is removed afterwards, failed
  * or not; names are unique per process.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, chownSync, copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cleanEnv, cliOk, runCli } from './helpers/cli.js';
 import { resolveKustomization, type K8sObject } from './helpers/kustomize.js';
-import { buildImage, Podman, podmanRunArgs, run } from './helpers/podman.js';
+import { buildImage, containerEnv, Podman, podmanRunArgs, run } from './helpers/podman.js';
 import { makeBaseImage, makeVariant } from './helpers/qcow2-fixtures.js';
 import { tempDirs } from './helpers/tmp.js';
 
@@ -208,37 +211,89 @@ describe('the container image', () => {
     expect(denied.code).not.toBe(0);
   });
 
-  it("the emulator's init containers, run as declared, write an overlay over the base into the shared volume that qemu-img accepts", async () => {
+  it("the emulator's init containers, run as declared for two pods starting at once on one node's images and cache directories, leave clean instance overlays from one download", async () => {
     const objs = resolveKustomization(join(K8S, 'examples', 'emulator'));
     const sts = objs.find((o) => o.kind === 'StatefulSet' && o.metadata.name === 'emulator')!;
-    const inits = sts.spec.template.spec.initContainers as Record<string, any>[];
-    const qemu = sts.spec.template.spec.containers.find((c: { name: string }) => c.name === 'qemu');
-    const diskVolume = qemu.volumeMounts[0];
-    const disk = ownedDir(join(work, 'emulator-disk'));
-    // The base is in the volume first (it stays there across pod restarts).
-    const overlayInit = inits.find((c) => c.args.includes('--overlay'))!;
-    const at = (arg: string, c: Record<string, any>) => String(c.args[c.args.indexOf(arg) + 1]);
-    const inVolume = (p: string) => join(disk, p.slice(diskVolume.mountPath.length + 1));
-    copyFileSync(base, inVolume(at('--base', overlayInit)));
-    chownSync(inVolume(at('--base', overlayInit)), UID, UID);
-    for (const c of inits) {
-      const args = podmanRunArgs(objs, sts, c, podman.image, {
-        volumes: { [diskVolume.name]: disk },
-        envOverrides: { SNAPYARD_REGISTRY: registry.url, SNAPYARD_PASSWORD: PODS.password },
-      });
-      await podman.ok(['run', '--name', podman.name(`init-${c.name}`), ...args], 10 * 60_000);
+    const spec = sts.spec.template.spec;
+    const inits = spec.initContainers as Record<string, any>[];
+    const podInit = inits.find((c) => c.args?.[0] === 'pod-init')!;
+    const qemu = spec.containers.find((c: { name: string }) => c.name === 'qemu');
+    const env = containerEnv(objs, podInit);
+    expect(podInit.env).toContainEqual({ name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } });
+    // The node: one host directory per hostPath volume, created root-owned (DirectoryOrCreate); the chown init container hands them over.
+    const node = join(work, 'emulator-node');
+    const volumes: Record<string, string> = {};
+    for (const v of spec.volumes as { name: string; hostPath: { type: string } }[]) {
+      expect(v.hostPath.type, v.name).toBe('DirectoryOrCreate');
+      volumes[v.name] = join(node, v.name);
+      mkdirSync(volumes[v.name]!, { recursive: true });
     }
-    const overlay = inVolume(at('-o', overlayInit));
-    const check = await run('qemu-img', ['check', overlay]);
-    expect(check.code, check.stdout + check.stderr).toBe(0);
-    const cmp = await run('qemu-img', ['compare', overlay, games]);
-    expect(cmp.code, cmp.stdout + cmp.stderr).toBe(0);
-    expect(cmp.stdout).toMatch(/Images are identical/);
-    const info = JSON.parse((await run('qemu-img', ['info', '--output=json', overlay])).stdout);
-    // Relative to the overlay: the QEMU container finds it through the same volume.
-    expect(info['backing-filename']).toBe('base.qcow2');
-    expect(readFileSync(inVolume(at('--base', overlayInit))).equals(readFileSync(base))).toBe(true);
-    expect(qemu.args.join(' ')).toContain(`file=${at('-o', overlayInit)}`);
+    const images = podInit.volumeMounts.find((m: { mountPath: string }) => m.mountPath === env.SNAPSHOT_DIR);
+    const cache = podInit.volumeMounts.find((m: { mountPath: string }) => m.mountPath === env.SNAPYARD_CACHE);
+    expect(qemu.volumeMounts).toContainEqual(images);
+    /** A path in the pods' images directory, on the node. */
+    const onNode = (p: string) => {
+      expect(p.startsWith(`${images.mountPath}/`), p).toBe(true);
+      return join(volumes[images.name]!, p.slice(images.mountPath.length + 1));
+    };
+    // The in-cluster repository (snapyard:5000/win98) at the test's registry.
+    const snapshotRegistry = env.SNAPSHOT_REGISTRY!.replace(/^[^/]+/, registry.url.slice('http://'.length));
+    interface PodInitJson { action: string; snapshot: string; snapshotForm: string; overlay: string; overlayAction: string; bytesDownloaded: number }
+    /** Pod `emulator-<ordinal>`: its init containers in order, as declared; pod-init's JSON line. */
+    const startPod = async (ordinal: number, o: { tag?: string; branch?: string } = {}): Promise<PodInitJson> => {
+      const pod = `${sts.metadata.name}-${ordinal}`;
+      let out = '';
+      for (const c of inits) {
+        const args = podmanRunArgs(objs, sts, c, podman.image, {
+          volumes,
+          ...(c === podInit
+            ? {
+                envOverrides: { SNAPSHOT_REGISTRY: snapshotRegistry, SNAPYARD_PASSWORD: PODS.password, POD_NAME: pod, ...(o.tag ? { SNAPSHOT_TAG: o.tag } : {}) },
+                envExtra: o.branch ? { SNAPSHOT_BRANCH: o.branch } : {},
+              }
+            : {}),
+        });
+        out = await podman.ok(['run', '--name', podman.name(`${pod}-${c.name}`), ...args], 10 * 60_000);
+      }
+      return JSON.parse(out.trim().split('\n').pop()!) as PodInitJson;
+    };
+
+    // Earlier on this node: pods of the base branch left base-v1 in the images directory.
+    const seeded = await startPod(0, { tag: 'base-v1', branch: 'base' });
+    expect(seeded).toMatchObject({ action: 'downloaded', snapshot: `${images.mountPath}/base/base.qcow2`, snapshotForm: 'full' });
+    for (const v of Object.values(volumes)) expect(statSync(v).uid, v).toBe(UID);
+
+    // Two pods of the StatefulSet start at once on that node.
+    const pods = await Promise.all([startPod(0), startPod(1)]);
+    expect(pods.map((r) => r.action).sort()).toEqual(['downloaded', 'reused']);
+    const [downloaded, reused] = [pods.find((r) => r.action === 'downloaded')!, pods.find((r) => r.action === 'reused')!];
+    // Only the clusters games-v2 does not share with the base on the node travelled; the second pod fetched nothing.
+    expect(downloaded.snapshotForm).toBe('overlay');
+    expect(downloaded.bytesDownloaded).toBeGreaterThan(0);
+    expect(downloaded.bytesDownloaded).toBeLessThan(statSync(games).size / 2);
+    expect(reused.bytesDownloaded).toBe(0);
+    expect(existsSync(join(volumes[cache.name]!, 'state.json')), 'the pods used the node cache').toBe(true);
+    for (const [ordinal, r] of pods.entries()) {
+      expect(r).toMatchObject({ snapshot: env.DISK, overlay: `${images.mountPath}/win98_instance_${ordinal}.qcow2`, overlayAction: 'created' });
+      // The chain as the QEMU container sees it (absolute /images paths), opened on the node's directory.
+      let opts = '';
+      let prefix = '';
+      for (let f: string | undefined = r.overlay; f !== undefined; prefix += 'backing.') {
+        opts += `${opts ? ',' : ''}${prefix}driver=qcow2,${prefix}file.filename=${onNode(f)}`;
+        const info = JSON.parse((await run('qemu-img', ['info', '--output=json', onNode(f)])).stdout);
+        f = info['backing-filename'];
+        if (f !== undefined) expect(f.startsWith(`${images.mountPath}/`), `${r.overlay}: backing file ${f} absolute under ${images.mountPath}`).toBe(true);
+      }
+      expect(opts).toContain(`backing.backing.file.filename=${onNode(seeded.snapshot)}`);
+      const check = await run('qemu-img', ['check', '--image-opts', opts]);
+      expect(check.code, check.stdout + check.stderr).toBe(0);
+      const cmp = await run('qemu-img', ['compare', '--image-opts', opts, `driver=qcow2,file.filename=${games}`]);
+      expect(cmp.code, cmp.stdout + cmp.stderr).toBe(0);
+      expect(cmp.stdout).toMatch(/Images are identical/);
+    }
+    // The QEMU container boots the pod's instance overlay from the same environment.
+    expect(qemu.envFrom).toEqual(podInit.envFrom.filter((f: { configMapRef?: unknown }) => f.configMapRef));
+    expect(qemu.args.join('\n')).toContain('TOP="$SNAPSHOT_DIR/win98_instance_$N.qcow2"');
   });
 
   it('keeps every snapshot across a stop and start of the registry container', async () => {

@@ -2,7 +2,12 @@
 # The existing emulator entrypoint, with snapyard doing the snapshot step.
 # Same environment as before: USE_PREBUILT_SNAPSHOT, SNAPSHOT_REGISTRY,
 # SNAPSHOT_TAG, SNAPSHOT_DIR, DISK, SNAPSHOT_MODE, SNAPSHOT_RESET,
-# SNAPSHOT_BRANCH, SNAPSHOT_PARENT_DISK, POD_NAME (docs/pod-init.md).
+# SNAPSHOT_BRANCH, SNAPSHOT_PARENT_DISK, POD_NAME (docs/pod-init.md); plus
+# SNAPYARD_CACHE for the node cache (default $SNAPSHOT_DIR/.snapyard-cache),
+# SNAPYARD_USERNAME/SNAPYARD_PASSWORD, SNAPYARD_INSECURE=true for a plain http
+# registry, and SNAPSHOT_LOADVM, the internal snapshot to resume when the
+# image lists it. The same steps as deploy/kubernetes/examples/emulator, where
+# pod-init is an init container instead.
 set -eu
 : "${SNAPSHOT_DIR:=/images}" "${DISK:=$SNAPSHOT_DIR/win98.qcow2}" "${POD_NAME:=emulator-0}"
 N=${POD_NAME##*-}; case "$N" in (*[!0-9]*|'') N=0 ;; esac
@@ -15,4 +20,11 @@ else
   TOP="$DISK"
 fi
 
-exec qemu-system-i386 -m 128 -drive "file=$TOP,format=qcow2,if=ide" -nographic "$@"
+# -loadvm only when the image lists that snapshot (a snapshot written as an
+# overlay over a base on the node carries none: docs/pod-init.md, "Not yet").
+LOADVM=
+if [ -n "${SNAPSHOT_LOADVM:-}" ] &&
+  qemu-img snapshot -l "$TOP" | awk -v n="$SNAPSHOT_LOADVM" 'NR > 2 && $2 == n { f = 1 } END { exit !f }'; then
+  LOADVM=$SNAPSHOT_LOADVM
+fi
+exec qemu-system-i386 -m 128 -nographic -drive "file=$TOP,format=qcow2,if=ide" ${LOADVM:+-loadvm "$LOADVM"} "$@"
