@@ -20,8 +20,7 @@ else
   TOP="$DISK"
 fi
 
-# -loadvm only when the image lists that snapshot (a snapshot written as an
-# overlay over a base on the node carries none: docs/pod-init.md, "Not yet").
+# -loadvm only when the image lists that snapshot (docs/pod-init.md, "VM state").
 LOADVM=
 if [ -n "${SNAPSHOT_LOADVM:-}" ] &&
   qemu-img snapshot -l "$TOP" | awk -v n="$SNAPSHOT_LOADVM" 'NR > 2 && $2 == n { f = 1 } END { exit !f }'; then
