@@ -2,10 +2,18 @@ import type { Command } from 'commander';
 import { parseDuration } from './serve-options.js';
 
 export { parseDuration };
+import { InvalidArgumentError } from 'commander';
 import { runGc, runVerify } from '../client/maintenance.js';
 import { addRegistryOptions, withRegistry, type RegistryFlags } from './registry-options.js';
 
 const mb = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
+
+/** "10%", "10", "0.5%" -> 0.1, 0.1, 0.005 (a fraction of the live bytes). */
+function parsePercent(v: string): number {
+  const m = /^(\d+(?:\.\d+)?)%?$/.exec(v.trim());
+  if (!m || Number(m[1]) > 100_000) throw new InvalidArgumentError('must be a percentage, like 10%');
+  return Number(m[1]) / 100;
+}
 
 /** gc, verify (issue 4). */
 export function registerMaintenanceCommands(program: Command): void {
@@ -13,10 +21,11 @@ export function registerMaintenanceCommands(program: Command): void {
     .description('collect garbage on a running registry: chunks no manifest uses (older than --grace), then compact packs')
     .option('--dry-run', 'report what would be freed, free nothing')
     .option('--grace <duration>', 'keep unreferenced chunks and blob links younger than this (e.g. 0s, 30m, 24h)', '1h')
+    .option('--max-unused <percent>', 'unused bytes left in packs after compaction, as a percentage of the live bytes (default 10%); packs with the most unused bytes are rewritten first', parsePercent)
     .option('--json', 'print the report as one JSON object')
-    .action(async (o: RegistryFlags & { dryRun?: boolean; grace: string; json?: boolean }) => {
+    .action(async (o: RegistryFlags & { dryRun?: boolean; grace: string; maxUnused?: number; json?: boolean }) => {
       const graceSeconds = parseDuration(o.grace);
-      const r = await withRegistry(o, (reg) => runGc(reg, { dryRun: o.dryRun === true, graceSeconds }), 1);
+      const r = await withRegistry(o, (reg) => runGc(reg, { dryRun: o.dryRun === true, graceSeconds, ...(o.maxUnused !== undefined ? { maxUnused: o.maxUnused } : {}) }), 1);
       if (o.json) {
         process.stdout.write(`${JSON.stringify(r)}\n`);
         return;

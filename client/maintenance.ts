@@ -5,10 +5,11 @@ import type { Registry } from './registry.js';
 
 export type { GcReport, VerifyReport };
 
-export function runGc(reg: Registry, opts: { dryRun?: boolean; graceSeconds?: number }): Promise<GcReport> {
+export function runGc(reg: Registry, opts: { dryRun?: boolean; graceSeconds?: number; maxUnused?: number }): Promise<GcReport> {
   return reg.json<GcReport>('POST', '/snapyard/v1/_admin/gc', {
     dryRun: opts.dryRun === true,
     ...(opts.graceSeconds !== undefined ? { graceSeconds: opts.graceSeconds } : {}),
+    ...(opts.maxUnused !== undefined ? { maxUnused: opts.maxUnused } : {}),
   });
 }
 

@@ -44,7 +44,15 @@ export interface GcOptions {
   graceMs?: number;
   /** Packs whose live bytes are below this fraction of their size are rewritten (default 0.5; 0 = never). */
   minLive?: number;
+  /**
+   * Unused bytes left in packs, as a fraction of the live bytes (default 0.1,
+   * restic's `prune --max-unused`): the packs with the most unused bytes are
+   * rewritten until the rest is within it. Infinity: only minLive decides.
+   */
+  maxUnused?: number;
 }
+
+export const DEFAULT_MAX_UNUSED = 0.1;
 
 export interface GcReport {
   dryRun: boolean;
@@ -106,7 +114,9 @@ export async function collectGarbage(store: GcStore, opts: GcOptions = {}): Prom
     const { blobs, chunks } = dryRun ? await sweep() : await store.lock.run(sweep);
     store.chunks.endMark();
     let packs = { rewritten: 0, deleted: 0, freedBytes: 0 };
-    if (!dryRun && (opts.minLive ?? 0.5) > 0) packs = await compactPacks(store.chunks, opts.minLive ?? 0.5);
+    const minLive = opts.minLive ?? 0.5;
+    const maxUnused = opts.maxUnused ?? DEFAULT_MAX_UNUSED;
+    if (!dryRun && (minLive > 0 || Number.isFinite(maxUnused))) packs = await compactPacks(store.chunks, { minLive, maxUnused });
     return {
       dryRun,
       graceSeconds: graceMs / 1000,

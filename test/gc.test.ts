@@ -113,6 +113,35 @@ describe('snapyard gc', () => {
     }
   });
 
+  test('space comes back: packs mostly live are rewritten until unused bytes are within --max-unused of the live ones', async () => {
+    const s = await startTestServer();
+    try {
+      const onDisk = () => s.store.chunks.packNames().reduce((n, p) => n + s.store.chunks.packSize(p), 0);
+      const oci = new Oci(s.url);
+      // One removed image of 1 MB beside a kept one of 3 MB: every pack stays above half live (minLive keeps it).
+      const gone = await oci.pushImage('gc/space', 'gone', prng(1_000_000, 31));
+      await oci.pushImage('gc/space', 'kept', prng(3_000_000, 32));
+      const kept = await oci.pushImage('gc/space', 'kept2', prng(200_000, 33));
+      expect((await fetch(`${s.url}/v2/gc/space/manifests/${gone.digest}`, { method: 'DELETE' })).status).toBe(202);
+      const loose = await gcCli(s, '--grace', '0s', '--max-unused', '100%');
+      expect(loose.chunks).toBeGreaterThan(0);
+      expect(loose.packsRewritten).toBe(0);
+      expect(onDisk()).toBeGreaterThan(1.2 * s.store.chunks.stats().stored);
+      // The default (10%) rewrites them: what the disk holds is within 1.1x the live bytes.
+      const r = await gcCli(s, '--grace', '0s');
+      expect(r.packsRewritten).toBeGreaterThan(0);
+      expect(r.packBytesFreed).toBeGreaterThan(800_000);
+      expect(onDisk()).toBeLessThanOrEqual(1.1 * s.store.chunks.stats().stored);
+      expect(await getBlob(s.url, 'gc/space', kept.layerDigest)).toEqual(prng(200_000, 33));
+      const { stdout: v } = await cli(['verify', '--registry', s.url]);
+      expect(v).toContain('ok');
+      // A bad percentage is refused by the CLI.
+      await expect(cli(['gc', '--registry', s.url, '--max-unused', 'lots'])).rejects.toThrow(/percentage/);
+    } finally {
+      await s.stop();
+    }
+  });
+
   test("an open upload session's chunks survive gc --grace 0s, and the session still finishes", async () => {
     const s = await startTestServer();
     try {

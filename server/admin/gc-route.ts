@@ -1,6 +1,6 @@
 /**
  * Admin endpoints for maintenance (docs/admin-api.md, "gc / verify"):
- *   POST /snapyard/v1/_admin/gc      {"dryRun": bool, "graceSeconds": n, "minLive": f}  -> GcReport
+ *   POST /snapyard/v1/_admin/gc      {"dryRun": bool, "graceSeconds": n, "minLive": f, "maxUnused": f}  -> GcReport
  *   POST /snapyard/v1/_admin/verify  {"repair": bool}                                   -> VerifyReport (200 whether or not ok)
  * One maintenance job runs at a time (store.maintenance); pushes and pulls go on.
  */
@@ -27,6 +27,7 @@ export const gcRoute: AdminRoute = {
           dryRun: req.dryRun === true,
           graceMs: req.graceSeconds !== undefined ? req.graceSeconds * 1000 : DEFAULT_GRACE_MS,
           ...(req.minLive !== undefined ? { minLive: req.minLive } : {}),
+          ...(req.maxUnused !== undefined ? { maxUnused: req.maxUnused } : {}),
         }),
       ),
     );

@@ -133,6 +133,8 @@ export const gcRequest = z.object({
   dryRun: z.boolean().optional(),
   graceSeconds: z.number().min(0).max(10 * 365 * 86400).optional(),
   minLive: z.number().min(0).max(1).optional(),
+  /** Unused pack bytes allowed, as a fraction of live bytes; omitted: the server's default (0.1). */
+  maxUnused: z.number().min(0).max(1000).optional(),
 }).strict();
 
 /** POST _admin/verify */
