@@ -57,6 +57,11 @@ if (!dirArg || !Number.isInteger(PODS) || PODS < 2 || !Number.isInteger(RESTARTS
   process.exit(2);
 }
 const JSON_OUT = args.includes('--json');
+const KEEP = args.includes('--keep');
+/** Scratch that is done with goes as soon as it is (the bench corpus's layers are GBs), unless --keep. */
+const drop = (path: string) => {
+  if (!KEEP) rmSync(path, { recursive: true, force: true });
+};
 const corpus = resolve(dirArg);
 const img = { base: join(corpus, 'win98-base-v1.qcow2'), g1: join(corpus, 'win98-games-v1.qcow2'), g2: join(corpus, 'win98-games-v2.qcow2') };
 const REPO = 'bench/win98';
@@ -137,7 +142,7 @@ async function podFigures(tmp: string, out: Figure[]): Promise<void> {
       const single = await podInit(viaProxy, one, 'loco-emulator-0', 'win98-games-v2');
       const singleDown = proxy.counts().down;
       log(`1: one pod: ${(singleDown / MB).toFixed(2)} MB down, ${single.seconds.toFixed(2)} s, ${JSON.stringify(single.json)}`);
-      rmSync(one, { recursive: true, force: true });
+      drop(one);
 
       log(`1: ${PODS} pod-inits at once`);
       proxy.reset();
@@ -192,6 +197,7 @@ async function podFigures(tmp: string, out: Figure[]): Promise<void> {
   } finally {
     await proxy?.close();
     await srv.stop();
+    for (const d of ['data-pods', 'node-many', 'node-one', 'push-cache']) drop(join(tmp, d));
   }
 }
 
@@ -209,7 +215,7 @@ async function onFreshServer(tmp: string, name: string, fn: (srv: ServerProc, ma
     });
   } finally {
     await srv.stop();
-    rmSync(data, { recursive: true, force: true });
+    drop(data);
   }
 }
 
@@ -243,7 +249,7 @@ async function importFigures(tmp: string, out: Figure[]): Promise<void> {
       for (const tag of ['win98-games-v1', 'win98-games-v2']) {
         await skopeo('copy', '--preserve-digests', '--dest-tls-verify=false', '--dest-no-creds', `oci:${layout}:${tag}`, `docker://${dr.host}/old/win98:${tag}`);
       }
-      rmSync(layout, { recursive: true, force: true });
+      drop(layout);
       await onFreshServer(tmp, 'data-import', async (srv, mark) => {
         log('3: snapyard import of both from docker-registry into a fresh server');
         for (const tag of ['win98-games-v1', 'win98-games-v2']) {
@@ -268,7 +274,7 @@ async function importFigures(tmp: string, out: Figure[]): Promise<void> {
       const grew = mark();
       out.push({ id: '4', name: 'skopeo tar layer v2: store growth', unit: 'bytes', value: grew, reference: ref.g2, referenceName: 'snapyard push of games-v2 after v1', goal: 'ratio <= 1.2', pass: grew <= 1.2 * ref.g2, detail: { tarLayers: sizes, v1Growth: g1, pushV1Growth: ref.g1 } });
     });
-    rmSync(layout, { recursive: true, force: true });
+    drop(layout);
   }
 }
 
@@ -279,7 +285,7 @@ try {
   if (ONLY.has('1') || ONLY.has('2')) await podFigures(tmp, figures);
   if (ONLY.has('3') || ONLY.has('4')) await importFigures(tmp, figures);
 } finally {
-  if (args.includes('--keep')) log(`kept ${tmp}`);
+  if (KEEP) log(`kept ${tmp}`);
   else rmSync(tmp, { recursive: true, force: true });
 }
 const lines = figureLines(figures);
