@@ -1,11 +1,27 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: installs what is missing (npm packages; qemu-utils,
-# skopeo, zstd, casync, mtools via apt-get when root), type-checks, runs vitest.
+# skopeo, zstd, casync, mtools, Ceph RGW, PostgreSQL 15 via apt-get when root), type-checks,
+# starts the S3 (Ceph RGW) and PostgreSQL services on loopback ports, runs vitest, stops them
+# (also on failure and interrupt). Arguments go to vitest (e.g. one test file).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh npm system
 echo "== tsc --noEmit"
 npx tsc --noEmit
+echo "== services"
+CEPH_DIR=$(mktemp -d /var/tmp/snapyard-rgw.XXXXXX); PGDIR=$(mktemp -d /var/tmp/snapyard-pg.XXXXXX)
+export CEPH_DIR PGDIR
+stop_services() {
+  bash scripts/services/rgw-down.sh "$CEPH_DIR" || true
+  bash scripts/services/pg-down.sh "$PGDIR" || true
+}
+trap stop_services EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+# Each prints export lines: SNAPYARD_TEST_S3 + AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, SNAPYARD_TEST_POSTGRES.
+rgw_env=$(bash scripts/services/rgw-up.sh); eval "$rgw_env"
+pg_env=$(bash scripts/services/pg-up.sh); eval "$pg_env"
+echo "SNAPYARD_TEST_S3=$SNAPYARD_TEST_S3 SNAPYARD_TEST_POSTGRES=$SNAPYARD_TEST_POSTGRES"
 echo "== vitest"
 report=$(mktemp)
 status=0

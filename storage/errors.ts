@@ -28,6 +28,8 @@ export type ErrorCode =
   | 'LIMIT_EXCEEDED'
   /** Still used by something else (a blob a manifest references): HTTP 405. */
   | 'IN_USE'
+  /** A backing service (S3, PostgreSQL) did not answer or kept failing after bounded retries: retry later (HTTP 503). */
+  | 'STORE_UNAVAILABLE'
   | 'INTERNAL';
 
 export class SnapyardError extends Error {
