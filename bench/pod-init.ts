@@ -23,7 +23,8 @@
  *     (same packaging): store growth against what `snapyard push` of games-v2
  *     adds after games-v1.
  * Store growth = bytes of the server's data directory (packs, indexes, SQLite)
- * after minus before. Wall times are whole CLI processes (node start-up
+ * after minus before, each measured once the directory has stopped changing
+ * and the server has stopped cleanly (bench/store-growth.ts). Wall times are whole CLI processes (node start-up
  * included); setup (pushes, base pod-init, prefetch, image packaging) is not
  * timed. One line per figure on stdout (--json: one JSON object on stdout,
  * the lines on stderr); progress on stderr.
@@ -36,8 +37,9 @@ import { cleanEnv, runCli } from '../test/helpers/cli.js';
 import { startDockerRegistry } from '../test/helpers/docker-registry.js';
 import { skopeoIn } from '../test/helpers/old-images.js';
 import { cliBuildNote } from './delta-cli.js';
-import { MB, duBytes, need, startServer, type ServerProc } from './lib.js';
+import { MB, need, startServer, type ServerProc } from './lib.js';
 import { addOldImage } from './old-image-layout.js';
+import { onFreshServer } from './store-growth.js';
 import { figureLines, median, type Figure } from './pod-init-report.js';
 import { startWireProxy, type WireProxy } from './wire-proxy.js';
 
@@ -201,35 +203,17 @@ async function podFigures(tmp: string, out: Figure[]): Promise<void> {
   }
 }
 
-/** Runs fn against a fresh server; returns its data directory's growth at each mark fn sets. */
-async function onFreshServer(tmp: string, name: string, fn: (srv: ServerProc, mark: () => number) => Promise<void>): Promise<void> {
-  const data = join(tmp, name);
-  const srv = await startServer(data);
-  try {
-    let last = duBytes(data);
-    await fn(srv, () => {
-      const now = duBytes(data);
-      const grew = now - last;
-      last = now;
-      return grew;
-    });
-  } finally {
-    await srv.stop();
-    drop(data);
-  }
-}
-
 /** Figures 3 and 4: store growth of old-style images against snapyard push, fresh servers. */
 async function importFigures(tmp: string, out: Figure[]): Promise<void> {
   const ref = { g1: 0, g2: 0 };
   await onFreshServer(tmp, 'data-push', async (srv, mark) => {
     log('3/4: reference: snapyard push of games-v1 then games-v2 into a fresh server');
-    await push(srv.url, 'win98-games-v1', img.g1, join(tmp, 'ref-cache'));
-    ref.g1 = mark();
-    await push(srv.url, 'win98-games-v2', img.g2, join(tmp, 'ref-cache'));
-    ref.g2 = mark();
+    await push(srv.url(), 'win98-games-v1', img.g1, join(tmp, 'ref-cache'));
+    ref.g1 = await mark();
+    await push(srv.url(), 'win98-games-v2', img.g2, join(tmp, 'ref-cache'));
+    ref.g2 = await mark();
     log(`3/4: push growth games-v1 ${(ref.g1 / MB).toFixed(2)} MB, games-v2 ${(ref.g2 / MB).toFixed(2)} MB`);
-  });
+  }, KEEP);
   const work = join(tmp, 'skopeo');
   mkdirSync(work, { recursive: true });
   const skopeo = await skopeoIn(work);
@@ -253,12 +237,12 @@ async function importFigures(tmp: string, out: Figure[]): Promise<void> {
       await onFreshServer(tmp, 'data-import', async (srv, mark) => {
         log('3: snapyard import of both from docker-registry into a fresh server');
         for (const tag of ['win98-games-v1', 'win98-games-v2']) {
-          await cli(['import', `docker://${dr.host}/old/win98:${tag}`, `${REPO}:${tag}`, '--src-insecure', '--registry', srv.url, '--cache', join(tmp, 'import-cache'), '--tmp-dir', tmp, '--json']);
+          await cli(['import', `docker://${dr.host}/old/win98:${tag}`, `${REPO}:${tag}`, '--src-insecure', '--registry', srv.url(), '--cache', join(tmp, 'import-cache'), '--tmp-dir', tmp, '--json']);
         }
-        const grew = mark();
+        const grew = await mark();
         const reference = ref.g1 + ref.g2;
         out.push({ id: '3', name: 'import gzip images: store growth', unit: 'bytes', value: grew, reference, referenceName: 'snapyard push of the files', goal: 'ratio <= 1.1', pass: grew <= 1.1 * reference, detail: { gzipLayers: sizes } });
-      });
+      }, KEEP);
     } finally {
       await dr.stop();
     }
@@ -266,14 +250,14 @@ async function importFigures(tmp: string, out: Figure[]): Promise<void> {
   if (ONLY.has('4')) {
     const { layout, sizes } = await packaged('none');
     await onFreshServer(tmp, 'data-skopeo', async (srv, mark) => {
-      const copy = (tag: string) => skopeo('copy', '--preserve-digests', '--dest-tls-verify=false', '--dest-no-creds', `oci:${layout}:${tag}`, `docker://${hostOf(srv)}/seed/win98:${tag}`);
+      const copy = (tag: string) => skopeo('copy', '--preserve-digests', '--dest-tls-verify=false', '--dest-no-creds', `oci:${layout}:${tag}`, `docker://${srv.host()}/seed/win98:${tag}`);
       log('4: skopeo copy of games-v1 then games-v2 (uncompressed tar layers) into a fresh server');
       await copy('win98-games-v1');
-      const g1 = mark();
+      const g1 = await mark();
       await copy('win98-games-v2');
-      const grew = mark();
+      const grew = await mark();
       out.push({ id: '4', name: 'skopeo tar layer v2: store growth', unit: 'bytes', value: grew, reference: ref.g2, referenceName: 'snapyard push of games-v2 after v1', goal: 'ratio <= 1.2', pass: grew <= 1.2 * ref.g2, detail: { tarLayers: sizes, v1Growth: g1, pushV1Growth: ref.g1 } });
-    });
+    }, KEEP);
     drop(layout);
   }
 }
