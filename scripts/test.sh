@@ -11,11 +11,13 @@ npx tsc --noEmit
 echo "== services"
 CEPH_DIR=$(mktemp -d /var/tmp/snapyard-rgw.XXXXXX); PGDIR=$(mktemp -d /var/tmp/snapyard-pg.XXXXXX)
 export CEPH_DIR PGDIR
-stop_services() {
+report=$(mktemp)
+clean_up() {
+  rm -f "$report"
   bash scripts/services/rgw-down.sh "$CEPH_DIR" || true
   bash scripts/services/pg-down.sh "$PGDIR" || true
 }
-trap stop_services EXIT
+trap clean_up EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 # Each prints export lines: SNAPYARD_TEST_S3 + AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, SNAPYARD_TEST_POSTGRES.
@@ -23,12 +25,10 @@ rgw_env=$(bash scripts/services/rgw-up.sh); eval "$rgw_env"
 pg_env=$(bash scripts/services/pg-up.sh); eval "$pg_env"
 echo "SNAPYARD_TEST_S3=$SNAPYARD_TEST_S3 SNAPYARD_TEST_POSTGRES=$SNAPYARD_TEST_POSTGRES"
 echo "== vitest"
-report=$(mktemp)
 status=0
 npx vitest run --reporter=default --reporter=json --outputFile.json="$report" "$@" || status=$?
-node -e '
+[ -s "$report" ] && node -e '
   const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
   console.log(`${r.numPassedTests} passed, ${r.numFailedTests} failed` + (r.numPendingTests ? `, ${r.numPendingTests} skipped` : ""));
 ' "$report" || true
-rm -f "$report"
 exit $status

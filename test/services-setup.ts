@@ -1,7 +1,7 @@
 import { chmodSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { TestProject } from 'vitest/node';
-import { SERVICES, stopService } from './helpers/service-scripts.js';
+import { SERVICES, stopService, stopServiceSync } from './helpers/service-scripts.js';
 
 const BASE = '/var/tmp';
 const PREFIX = 'snapyard-vitest-services.';
@@ -37,5 +37,14 @@ export default async function setup(project: TestProject): Promise<() => Promise
   const dir = mkdtempSync(join(BASE, `${PREFIX}${process.pid}.`));
   chmodSync(dir, 0o755); // PostgreSQL runs as the postgres user, under this directory
   project.provide('snapyardServicesRun', dir);
-  return () => stopRun(dir);
+  // An interrupted run (Ctrl-C) exits without the teardown below: stop the services on the way out.
+  const onExit = () => {
+    for (const spec of Object.values(SERVICES)) if (existsSync(join(dir, spec.name))) stopServiceSync(spec, join(dir, spec.name));
+    rmSync(dir, { recursive: true, force: true });
+  };
+  process.once('exit', onExit);
+  return async () => {
+    process.off('exit', onExit);
+    await stopRun(dir);
+  };
 }

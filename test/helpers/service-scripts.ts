@@ -2,7 +2,7 @@
  * Runs scripts/services/{rgw,pg}-{up,down}.sh for the tests (no vitest
  * imports: test/services-setup.ts uses it in vitest's main process).
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { join, resolve } from 'node:path';
 
 const scripts = resolve(import.meta.dirname, '..', '..', 'scripts', 'services');
@@ -56,3 +56,7 @@ export async function stopService(spec: ServiceSpec, dir: string): Promise<void>
   if (down.code !== 0) throw new Error(`scripts/services/${spec.name}-down.sh failed (exit ${down.code}): ${down.stderr}`);
 }
 
+/** stopService for process 'exit' handlers (an interrupted run), where nothing asynchronous runs any more. */
+export function stopServiceSync(spec: ServiceSpec, dir: string): void {
+  spawnSync('bash', [join(scripts, `${spec.name}-down.sh`), dir], { stdio: 'ignore' });
+}
