@@ -66,7 +66,8 @@ setsid ceph-osd -c "$C" -i "$OSD_ID" -f >"$D/log/osd.out" 2>&1 < /dev/null & ech
 setsid radosgw -c "$C" -n client.rgw.a -f >"$D/log/rgw.out" 2>&1 < /dev/null & echo "rgw $!" >> "$D/run/pids"
 up=0
 for _ in $(seq 1 600); do   # up to ~60 s (1.3-2.6 s measured; slower while both cores are busy)
-  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$RGW_PORT/")" = 200 ] && { up=1; break; }
+  # RGW's anonymous GET / lists no buckets; anything else on the port is not ours.
+  curl -s -m 2 "http://127.0.0.1:$RGW_PORT/" 2>/dev/null | grep -q ListAllMyBucketsResult && { up=1; break; }
   while read -r n p; do kill -0 "$p" 2>/dev/null || { echo "ceph $n died, see $D/log" >&2; tail -n 5 "$D"/log/*.out >&2; exit 1; }; done < "$D/run/pids"
   sleep 0.1
 done
