@@ -168,7 +168,7 @@ async function podFigures(tmp: string, out: Figure[]): Promise<void> {
         else problems.push(`${overlay}: compare: ${cmp.said}`);
       }
       log(`1: overlays: ${clean}/${PODS} clean, ${identical}/${PODS} identical to games-v2${problems.length ? `\n  ${problems.join('\n  ')}` : ''}`);
-      const detail = { actions, singleJson: single.json, podSeconds: pods.map((p) => p.seconds), bytesDownloadedReported: pods.reduce((n, p) => n + Number(p.json.bytesDownloaded ?? 0), 0), singleBytesDownloadedReported: single.json.bytesDownloaded };
+      const detail = { actions, singleJson: single.json, pods: pods.map((p) => ({ wall: p.seconds, seconds: p.json.seconds, action: p.json.action })), bytesDownloadedReported: pods.reduce((n, p) => n + Number(p.json.bytesDownloaded ?? 0), 0), singleBytesDownloadedReported: single.json.bytesDownloaded };
       out.push(
         { id: '1a', name: `${PODS} pods: bytes down`, unit: 'bytes', value: down, reference: singleDown, referenceName: 'one pod alone', goal: 'ratio <= 1.2', pass: down <= 1.2 * singleDown, detail },
         { id: '1b', name: `${PODS} pods: wall time`, unit: 's', value: wall, reference: single.seconds, referenceName: 'one pod alone', goal: 'ratio <= 2', pass: wall <= 2 * single.seconds },
