@@ -9,7 +9,7 @@
  */
 import { createCipheriv, createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { DEFAULT_FASTCDC, chunkBuffer, chunkStream } from '../storage/fastcdc.js';
+import { DEFAULT_FASTCDC, chunkBuffer, chunkStream } from '../storage/blobs/fastcdc.js';
 
 const RUNS = 5;
 const MB = 1e6;

@@ -22,7 +22,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { Registry } from '../client/registry.js';
 import { remoteIndex } from '../client/remote-index.js';
 import { parseRef } from '../client/ref.js';
-import { chunkSet } from '../storage/blob-index.js';
+import { chunkSet } from '../storage/blobs/blob-index.js';
 import type { Digest } from '../storage/digest.js';
 import { BIN, ROOT, rssOf, startServer, type ServerProc } from './lib.js';
 

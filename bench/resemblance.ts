@@ -24,10 +24,10 @@
  */
 import { createHash } from 'node:crypto';
 import binding from 'zstd-napi/binding.js';
-import { chunkStream, DEFAULT_FASTCDC } from '../storage/fastcdc.js';
+import { chunkStream, DEFAULT_FASTCDC } from '../storage/blobs/fastcdc.js';
 import { Qcow2Image } from '../storage/qcow2/reader.js';
-import { ANCHOR_BITS, encodeSketch, ResemblanceIndex, sketch } from '../storage/resemblance.js';
-import { compressWithDict, decompressWithDict } from '../storage/dict-codec.js';
+import { ANCHOR_BITS, encodeSketch, ResemblanceIndex, sketch } from '../storage/delta/resemblance.js';
+import { compressWithDict, decompressWithDict } from '../storage/delta/dict-codec.js';
 
 const MB = 1e6;
 const PIECE = 4 << 20;

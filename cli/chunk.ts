@@ -1,6 +1,6 @@
 import { createReadStream } from 'node:fs';
 import { createHash } from 'node:crypto';
-import { chunkStream, FastCDC, type FastCDCParams } from '../storage/fastcdc.js';
+import { chunkStream, FastCDC, type FastCDCParams } from '../storage/blobs/fastcdc.js';
 
 /** `snapyard chunk FILE`: the FastCDC chunks of a local file. */
 export async function chunkFile(file: string, params: FastCDCParams, json: boolean, out: NodeJS.WritableStream = process.stdout): Promise<void> {

@@ -14,7 +14,7 @@ import { parsePlatform } from '../client/import/image-manifest.js';
 import { openSource } from '../client/import/open-source.js';
 import { parseRef } from '../client/ref.js';
 import { SnapyardError } from '../storage/errors.js';
-import { isRepoName } from '../storage/ref-grammar.js';
+import { isRepoName } from '../storage/protocol/ref-grammar.js';
 import { Progress } from './progress.js';
 import { addRegistryOptions, openRegistry, type RegistryFlags } from './registry-options.js';
 

@@ -12,9 +12,9 @@
  */
 import { SnapyardError } from '../storage/errors.js';
 import { clusterSizeFromPrefix, parseHeader, HEADER_PREFIX_LENGTH } from '../storage/qcow2/format.js';
-import { EXTENT_DATA, Qcow2Index } from '../storage/qcow2-index.js';
-import { chunkSet } from '../storage/blob-index.js';
-import type { ChunkList } from '../storage/chunk-index.js';
+import { EXTENT_DATA, Qcow2Index } from '../storage/blobs/qcow2-index.js';
+import { chunkSet } from '../storage/blobs/blob-index.js';
+import type { ChunkList } from '../storage/blobs/chunk-index.js';
 import { parseRef } from '../client/ref.js';
 import type { Registry } from '../client/registry.js';
 import { remoteIndex } from '../client/remote-index.js';

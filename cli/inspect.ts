@@ -42,7 +42,7 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, statSync } from 'node:fs';
 import { SnapyardError } from '../storage/errors.js';
-import { chunkStream, DEFAULT_FASTCDC } from '../storage/fastcdc.js';
+import { chunkStream, DEFAULT_FASTCDC } from '../storage/blobs/fastcdc.js';
 import { guestDataBudget } from '../storage/qcow2/layout-plan.js';
 import { Qcow2Image, type WalkOptions } from '../storage/qcow2/reader.js';
 

@@ -1,5 +1,5 @@
 import { Command, InvalidArgumentError } from 'commander';
-import { DEFAULT_FASTCDC } from '../storage/fastcdc.js';
+import { DEFAULT_FASTCDC } from '../storage/blobs/fastcdc.js';
 import { isSnapyardError } from '../storage/errors.js';
 import { serve } from './serve.js';
 import { chunkFile } from './chunk.js';

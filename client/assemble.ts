@@ -15,12 +15,12 @@
  */
 import { createHash } from 'node:crypto';
 import { open, rename, rm } from 'node:fs/promises';
-import type { BlobIndex } from '../storage/blob-index.js';
-import { readBlob } from '../storage/blob-reader.js';
-import type { ChunkStore } from '../storage/chunk-store.js';
-import type { ChunkList, Piece } from '../storage/chunk-index.js';
+import type { BlobIndex } from '../storage/blobs/blob-index.js';
+import { readBlob } from '../storage/blobs/blob-reader.js';
+import type { ChunkStore } from '../storage/chunks/chunk-store.js';
+import type { ChunkList, Piece } from '../storage/blobs/chunk-index.js';
 import { SnapyardError } from '../storage/errors.js';
-import { Qcow2Index } from '../storage/qcow2-index.js';
+import { Qcow2Index } from '../storage/blobs/qcow2-index.js';
 import { Qcow2Image } from '../storage/qcow2/reader.js';
 import { Qcow2Writer } from '../storage/qcow2/writer.js';
 

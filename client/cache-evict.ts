@@ -20,9 +20,9 @@
  */
 import lockfile from 'proper-lockfile';
 import { join } from 'node:path';
-import { decodeBlobIndex, chunkSet } from '../storage/blob-index.js';
+import { decodeBlobIndex, chunkSet } from '../storage/blobs/blob-index.js';
 import type { Digest } from '../storage/digest.js';
-import type { LocalChunkStore } from '../storage/local-chunk-store.js';
+import type { LocalChunkStore } from '../storage/chunks/local-chunk-store.js';
 import { REWRITE_STALE_MS, type HeldSnapshot, type State } from './cache.js';
 
 export interface EvictTarget {

@@ -29,7 +29,7 @@ import lockfile from 'proper-lockfile';
 import { homedir, hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { hexOf, type Digest } from '../storage/digest.js';
-import { LocalChunkStore } from '../storage/local-chunk-store.js';
+import { LocalChunkStore } from '../storage/chunks/local-chunk-store.js';
 import { SnapyardError } from '../storage/errors.js';
 import { evictCache, type EvictSummary } from './cache-evict.js';
 

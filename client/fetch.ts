@@ -5,12 +5,12 @@
  * verified against its digest and put in the cache; the cache is flushed
  * after every batch, so an interrupted pull keeps what it got.
  */
-import { ChunkCodec } from '../storage/chunk-codec.js';
-import type { ChunkWriter } from '../storage/chunk-store.js';
+import { ChunkCodec } from '../storage/chunks/chunk-codec.js';
+import type { ChunkWriter } from '../storage/chunks/chunk-store.js';
 import { digestFromRaw, type Digest } from '../storage/digest.js';
 import { SnapyardError } from '../storage/errors.js';
-import { decompressWithDict } from '../storage/dict-codec.js';
-import { ENC_DICT, ENC_STORED, FRAME_HEADER, readChunkFrames, type ChunkFrame } from '../storage/wire.js';
+import { decompressWithDict } from '../storage/delta/dict-codec.js';
+import { ENC_DICT, ENC_STORED, FRAME_HEADER, readChunkFrames, type ChunkFrame } from '../storage/protocol/wire.js';
 import type { ClientCache } from './cache.js';
 import type { Registry } from './registry.js';
 import type { LocalSources } from './sources.js';

@@ -8,13 +8,13 @@
  */
 import { createReadStream } from 'node:fs';
 import { Worker } from 'node:worker_threads';
-import { ChunkIndexBuilder } from '../storage/chunk-index.js';
-import { decodeBlobIndex, type BlobIndex } from '../storage/blob-index.js';
+import { ChunkIndexBuilder } from '../storage/blobs/chunk-index.js';
+import { decodeBlobIndex, type BlobIndex } from '../storage/blobs/blob-index.js';
 import { digestFromRaw, sha256Raw, type Digest } from '../storage/digest.js';
 import { isSnapyardError } from '../storage/errors.js';
-import { chunkStream, DEFAULT_FASTCDC, type FastCDCParams } from '../storage/fastcdc.js';
+import { chunkStream, DEFAULT_FASTCDC, type FastCDCParams } from '../storage/blobs/fastcdc.js';
 import { buildQcow2Index } from '../storage/qcow2/index-builder.js';
-import { Qcow2Index } from '../storage/qcow2-index.js';
+import { Qcow2Index } from '../storage/blobs/qcow2-index.js';
 import { Qcow2Image } from '../storage/qcow2/reader.js';
 import type { ClientCache } from './cache.js';
 

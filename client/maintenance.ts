@@ -1,6 +1,6 @@
 /** Client calls of the maintenance admin endpoints (docs/admin-api.md, "gc / verify"). */
-import type { GcReport } from '../storage/gc.js';
-import type { VerifyReport } from '../storage/verify.js';
+import type { GcReport } from '../storage/maintenance/gc.js';
+import type { VerifyReport } from '../storage/maintenance/verify.js';
 import type { Registry } from './registry.js';
 
 export type { GcReport, VerifyReport };

@@ -4,7 +4,7 @@
  * cache lacks is fetched, delta-compressed against what it holds; the
  * snapshot is then recorded as held.
  */
-import { chunkSet } from '../storage/blob-index.js';
+import { chunkSet } from '../storage/blobs/blob-index.js';
 import type { ClientCache } from './cache.js';
 import { fetchChunks, type Want } from './fetch.js';
 import type { Ref } from './ref.js';

@@ -7,7 +7,7 @@
  * manifest that holds the backing file (when the registry has it) and
  * annotations naming it.
  */
-import { ANN_BACKING_FILE, ANN_BASE_BLOB } from '../storage/manifest-facts.js';
+import { ANN_BACKING_FILE, ANN_BASE_BLOB } from '../storage/meta/manifest-facts.js';
 import { blobManifestsAnswer, commitAnswer, missingAnswer, parseAnswer } from '../storage/protocol/api.js';
 import { existsSync } from 'node:fs';
 import { basename, dirname, isAbsolute, join } from 'node:path';
@@ -15,9 +15,9 @@ import { Readable } from 'node:stream';
 import { CompressStream, compress } from 'zstd-napi';
 import { sha256, type Digest } from '../storage/digest.js';
 import { SnapyardError } from '../storage/errors.js';
-import { Qcow2Index } from '../storage/qcow2-index.js';
+import { Qcow2Index } from '../storage/blobs/qcow2-index.js';
 import { Qcow2Image } from '../storage/qcow2/reader.js';
-import { uploadFrameHeader } from '../storage/wire.js';
+import { uploadFrameHeader } from '../storage/protocol/wire.js';
 import type { ClientCache } from './cache.js';
 import { hashFile, indexFile, type FileIndex } from './file-index.js';
 import type { Ref } from './ref.js';

@@ -1,6 +1,6 @@
 import { isDigest } from '../storage/digest.js';
 import { SnapyardError } from '../storage/errors.js';
-import { isRepoName, TAG_RE } from '../storage/ref-grammar.js';
+import { isRepoName, TAG_RE } from '../storage/protocol/ref-grammar.js';
 
 /** A snapshot reference: `repo:tag` or `repo@sha256:<hex>` (host prefixes are not part of it: see --registry). */
 export interface Ref {

@@ -1,8 +1,8 @@
-import { decodeBlobIndex, type BlobIndex } from '../storage/blob-index.js';
+import { decodeBlobIndex, type BlobIndex } from '../storage/blobs/blob-index.js';
 import { deltaAnswer, type DeltaAnswer } from '../storage/protocol/api.js';
 import { isDigest, sha256, type Digest } from '../storage/digest.js';
 import { SnapyardError } from '../storage/errors.js';
-import { decompressWithPrefix } from '../storage/wire.js';
+import { decompressWithPrefix } from '../storage/protocol/wire.js';
 import type { Ref } from './ref.js';
 import type { Registry } from './registry.js';
 

@@ -6,10 +6,10 @@
  * no longer match is simply not a source for that chunk.
  */
 import { open, type FileHandle } from 'node:fs/promises';
-import type { BlobIndex } from '../storage/blob-index.js';
+import type { BlobIndex } from '../storage/blobs/blob-index.js';
 import { digestFromRaw, sha256Raw } from '../storage/digest.js';
 import { isSnapyardError } from '../storage/errors.js';
-import { Qcow2Index } from '../storage/qcow2-index.js';
+import { Qcow2Index } from '../storage/blobs/qcow2-index.js';
 import { Qcow2Image } from '../storage/qcow2/reader.js';
 import type { ClientCache } from './cache.js';
 

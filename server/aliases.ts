@@ -1,7 +1,7 @@
 /**
  * sha512 digests on the OCI API. Blobs and manifests are stored under their
  * sha256 (chunks stay sha256 inside); a blob or manifest pushed under a
- * sha512 is also known by it (storage/digest-aliases.ts), so every endpoint
+ * sha512 is also known by it (storage/meta/digest-aliases.ts), so every endpoint
  * that takes a digest accepts either and answers with the one it was asked.
  *
  * An upload under a sha512 is checked by reading the ingested (not yet
@@ -11,7 +11,7 @@
 import { OciError } from './oci-error.js';
 import type { RequestContext } from './context.js';
 import { sha512OfStream, type AnyDigest, type Digest, type Sha512Digest } from '../storage/digest.js';
-import type { IngestResult } from '../storage/blob-ingest.js';
+import type { IngestResult } from '../storage/blobs/blob-ingest.js';
 
 /** The sha256 a digest names (itself, or what an alias was recorded for); null when unknown. */
 export function canonicalDigest(ctx: RequestContext, d: AnyDigest): Digest | null {

@@ -1,19 +1,19 @@
 /**
- * Turns a chunk the client lacks into a wire frame (storage/wire.ts). By
+ * Turns a chunk the client lacks into a wire frame (storage/protocol/wire.ts). By
  * default the stored form as it is (no recompression). When the client holds
  * blobs (`have`), the chunk is compared with their chunks by resemblance
- * sketch (storage/resemblance.ts); if some share content, the chunk is
+ * sketch (storage/delta/resemblance.ts); if some share content, the chunk is
  * compressed with the (up to 3) most similar as a zstd dictionary
- * (storage/dict-codec.ts), and sent that way when it is smaller. Results are
+ * (storage/delta/dict-codec.ts), and sent that way when it is smaller. Results are
  * cached per chunk and held set, so repeated pulls cost nothing.
  */
-import { distinctChunks, type BlobIndex } from '../storage/blob-index.js';
+import { distinctChunks, type BlobIndex } from '../storage/blobs/blob-index.js';
 import { digestFromRaw, type Digest } from '../storage/digest.js';
 import { isSnapyardError } from '../storage/errors.js';
 import type { Store } from '../storage/open-store.js';
-import { decodeSketch, ResemblanceIndex } from '../storage/resemblance.js';
-import { SketchStore } from '../storage/sketch-store.js';
-import { ENC_DICT, ENC_STORED, frameHeader } from '../storage/wire.js';
+import { decodeSketch, ResemblanceIndex } from '../storage/delta/resemblance.js';
+import { SketchStore } from '../storage/delta/sketch-store.js';
+import { ENC_DICT, ENC_STORED, frameHeader } from '../storage/protocol/wire.js';
 
 /** What the client holds, as the encoder needs it. */
 export interface HaveContext {

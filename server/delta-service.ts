@@ -1,13 +1,13 @@
 import { randomUUID } from 'node:crypto';
-import { chunkSet, type BlobIndex } from '../storage/blob-index.js';
+import { chunkSet, type BlobIndex } from '../storage/blobs/blob-index.js';
 import type { Digest } from '../storage/digest.js';
-import type { BlobRecord } from '../storage/metadata.js';
+import type { BlobRecord } from '../storage/meta/metadata.js';
 import type { Store } from '../storage/open-store.js';
-import { compressWithPrefix } from '../storage/wire.js';
+import { compressWithPrefix } from '../storage/protocol/wire.js';
 import { ChunkEncoder } from './chunk-encoder.js';
-import type { PinLease } from '../storage/chunk-pins.js';
+import type { PinLease } from '../storage/coord/chunk-pins.js';
 import { SnapyardError } from '../storage/errors.js';
-import { RETRY_AFTER_SECONDS, type QuotaTicket } from '../storage/session-quota.js';
+import { RETRY_AFTER_SECONDS, type QuotaTicket } from '../storage/coord/session-quota.js';
 
 
 export interface PushSession {
@@ -21,7 +21,7 @@ export interface PushSession {
   activeMs: number;
   /** Chunks resolved by `_missing` and written by `_upload`: GC keeps them until commit or expiry. */
   lease: PinLease;
-  /** Its place in the open-session caps (storage/session-quota.ts). */
+  /** Its place in the open-session caps (storage/coord/session-quota.ts). */
   ticket: QuotaTicket;
 }
 

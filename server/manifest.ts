@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { OciError } from './oci-error.js';
 import { isAnyDigest, type Digest } from '../storage/digest.js';
-import type { ManifestRef } from '../storage/metadata.js';
+import type { ManifestRef } from '../storage/meta/metadata.js';
 
 export const MT = {
   ociManifest: 'application/vnd.oci.image.manifest.v1+json',

@@ -1,8 +1,8 @@
 import { OciError } from './oci-error.js';
 import { isDigest, isSha512Digest, DIGEST_GRAMMAR, type AnyDigest, type Digest } from '../storage/digest.js';
-import { isRepoName, TAG_RE } from '../storage/ref-grammar.js';
+import { isRepoName, TAG_RE } from '../storage/protocol/ref-grammar.js';
 
-export { MAX_NAME_LENGTH, NAME_RE, TAG_RE } from '../storage/ref-grammar.js';
+export { MAX_NAME_LENGTH, NAME_RE, TAG_RE } from '../storage/protocol/ref-grammar.js';
 
 export function checkName(name: string): string {
   if (!isRepoName(name)) {
@@ -14,7 +14,7 @@ export function checkName(name: string): string {
 /**
  * A digest from a request: sha256 (lower-case hex); with `anyAlgorithm`,
  * sha512 as well (blobs and manifests are known by every digest they were
- * pushed under: storage/digest-aliases.ts). 400 DIGEST_INVALID otherwise.
+ * pushed under: storage/meta/digest-aliases.ts). 400 DIGEST_INVALID otherwise.
  */
 export function checkDigest(s: string): Digest;
 export function checkDigest(s: string, opts: { anyAlgorithm: true }): AnyDigest;

@@ -12,7 +12,7 @@ const SHA256_HEX = /^[a-f0-9]{64}$/;
 export type Digest = `sha256:${string}`;
 /**
  * A sha512 digest: accepted wherever the OCI API takes a digest, as another
- * name (an alias, storage/digest-aliases.ts) of content snapyard stores
+ * name (an alias, storage/meta/digest-aliases.ts) of content snapyard stores
  * under its sha256. Chunks and indexes are always sha256.
  */
 export type Sha512Digest = `sha512:${string}`;

@@ -1,15 +1,15 @@
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { BlobStore } from './blob-store.js';
-import { LocalChunkStore } from './local-chunk-store.js';
-import { Metadata } from './metadata.js';
-import { UploadSessions } from './upload-sessions.js';
-import type { FastCDCParams } from './fastcdc.js';
-import { ChunkPins } from './chunk-pins.js';
-import { AsyncLock } from './commit-lock.js';
+import { BlobStore } from './blobs/blob-store.js';
+import { LocalChunkStore } from './chunks/local-chunk-store.js';
+import { Metadata } from './meta/metadata.js';
+import { UploadSessions } from './coord/upload-sessions.js';
+import type { FastCDCParams } from './blobs/fastcdc.js';
+import { ChunkPins } from './coord/chunk-pins.js';
+import { AsyncLock } from './coord/commit-lock.js';
 import { resolveLimits, type Limits } from './limits.js';
-import { SessionQuota } from './session-quota.js';
-import { DiskReserve } from './disk-reserve.js';
+import { SessionQuota } from './coord/session-quota.js';
+import { DiskReserve } from './maintenance/disk-reserve.js';
 
 /**
  * The embedded default store: everything under one data directory.

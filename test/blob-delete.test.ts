@@ -8,7 +8,7 @@
 import { describe, expect, test } from 'vitest';
 import { useRegistry, type TestServer } from './helpers/server.js';
 import { Oci, OCI_INDEX, prng, sha } from './helpers/oci.js';
-import { verifyStore } from '../storage/verify.js';
+import { verifyStore } from '../storage/maintenance/verify.js';
 import type { Digest } from '../storage/digest.js';
 
 let s: TestServer;

@@ -15,9 +15,9 @@ afterAll(() => rmSync(work, { recursive: true, force: true }));
 
 const OPENER = `
 const [dir, at] = process.argv.slice(1);
-const { LocalChunkStore } = await import(${JSON.stringify(join(root, 'dist/storage/local-chunk-store.js'))});
-const { Metadata } = await import(${JSON.stringify(join(root, 'dist/storage/metadata.js'))});
-const { SketchStore } = await import(${JSON.stringify(join(root, 'dist/storage/sketch-store.js'))});
+const { LocalChunkStore } = await import(${JSON.stringify(join(root, 'dist/storage/chunks/local-chunk-store.js'))});
+const { Metadata } = await import(${JSON.stringify(join(root, 'dist/storage/meta/metadata.js'))});
+const { SketchStore } = await import(${JSON.stringify(join(root, 'dist/storage/delta/sketch-store.js'))});
 const { mkdirSync } = await import('node:fs');
 while (Date.now() < Number(at)) await new Promise((r) => setTimeout(r, 1));
 const meta = new Metadata(dir + '/meta.db');

@@ -3,8 +3,8 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { isSnapyardError } from '../storage/errors.js';
-import { gearTable } from '../storage/fastcdc-kernel.js';
-import { type FastCDCParams, DEFAULT_FASTCDC, FastCDC, chunkBuffer, chunkStream } from '../storage/fastcdc.js';
+import { gearTable } from '../storage/blobs/fastcdc-kernel.js';
+import { type FastCDCParams, DEFAULT_FASTCDC, FastCDC, chunkBuffer, chunkStream } from '../storage/blobs/fastcdc.js';
 
 const FIXTURES = fileURLToPath(new URL('./fixtures/fastcdc/', import.meta.url));
 const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { startTestServer } from './helpers/server.js';
 import { Oci, prng, sha } from './helpers/oci.js';
 import { tempDirs } from './helpers/tmp.js';
-import { verifyStore } from '../storage/verify.js';
+import { verifyStore } from '../storage/maintenance/verify.js';
 
 const tmp = tempDirs('snapyard-flush-');
 

@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { Oci, sha } from './helpers/oci.js';
-import { verifyStore } from '../storage/verify.js';
+import { verifyStore } from '../storage/maintenance/verify.js';
 
 const MiB = 1024 * 1024;
 const SIZE = 48 * MiB;

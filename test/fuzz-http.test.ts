@@ -17,7 +17,7 @@ import fc from 'fast-check';
 import { request } from 'node:http';
 import { useRegistry, type TestServer } from './helpers/server.js';
 import { prng, sha, type Oci } from './helpers/oci.js';
-import { isRepoName } from '../storage/ref-grammar.js';
+import { isRepoName } from '../storage/protocol/ref-grammar.js';
 
 let s: TestServer;
 let oci: Oci;

@@ -13,11 +13,11 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import fc from 'fast-check';
 import { compress } from 'zstd-napi';
-import { ChunkIndexBuilder, type ChunkIndex, type ChunkList } from '../storage/chunk-index.js';
-import { chunkBuffer, DEFAULT_FASTCDC } from '../storage/fastcdc.js';
+import { ChunkIndexBuilder, type ChunkIndex, type ChunkList } from '../storage/blobs/chunk-index.js';
+import { chunkBuffer, DEFAULT_FASTCDC } from '../storage/blobs/fastcdc.js';
 import { sha256, type Digest } from '../storage/digest.js';
-import { EXTENT_DATA, OP_DATA, OP_RESIDUE, Qcow2Index } from '../storage/qcow2-index.js';
-import { verifyStore } from '../storage/verify.js';
+import { EXTENT_DATA, OP_DATA, OP_RESIDUE, Qcow2Index } from '../storage/blobs/qcow2-index.js';
+import { verifyStore } from '../storage/maintenance/verify.js';
 import { compactBody, peakRss, resetPeakRss, startLimitedServer, uploadBody, zstdBomb, type LimitedServer } from './helpers/push-wire.js';
 import { hostileValue, jsonMutationArb, mutateJson } from './helpers/json-mutate.js';
 import { prng } from './helpers/oci.js';

@@ -29,8 +29,8 @@ import { makeSeedImages, mutate, mutationArb, regionsOf, type SeedImage } from '
 import { Qcow2Image } from '../storage/qcow2/reader.js';
 import { planLayout } from '../storage/qcow2/layout-plan.js';
 import { buildQcow2Index } from '../storage/qcow2/index-builder.js';
-import { decodeBlobIndex } from '../storage/blob-index.js';
-import { EXTENT_DATA, Qcow2Index } from '../storage/qcow2-index.js';
+import { decodeBlobIndex } from '../storage/blobs/blob-index.js';
+import { EXTENT_DATA, Qcow2Index } from '../storage/blobs/qcow2-index.js';
 import { isSnapyardError } from '../storage/errors.js';
 import { digestFromRaw, sha256 as sha256Of, type Digest } from '../storage/digest.js';
 

@@ -15,7 +15,7 @@ import { tempDirs } from './helpers/tmp.js';
 import { makeBaseImage, makeVariant, runTool } from './helpers/qcow2-fixtures.js';
 import { openStore } from '../storage/open-store.js';
 import { startServer } from '../server/serve.js';
-import type { GcReport } from '../storage/gc.js';
+import type { GcReport } from '../storage/maintenance/gc.js';
 
 const BIN = resolve(import.meta.dirname, '..', 'bin', 'snapyard.js');
 const execFileP = promisify(execFile);

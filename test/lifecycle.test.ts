@@ -19,8 +19,8 @@ import { binaryBytes, makeBaseImage, makeOverlay, makeVariant, subSeed, textByte
 import { Oci, prng } from './helpers/oci.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { tempDirs } from './helpers/tmp.js';
-import { chunkSet } from '../storage/blob-index.js';
-import { RECORD_HEADER_SIZE } from '../storage/pack-files.js';
+import { chunkSet } from '../storage/blobs/blob-index.js';
+import { RECORD_HEADER_SIZE } from '../storage/chunks/pack-files.js';
 import { digestFromRaw, type Digest } from '../storage/digest.js';
 
 const BIN = resolve(import.meta.dirname, '..', 'bin', 'snapyard.js');

@@ -11,7 +11,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, test } from 'vitest';
-import { LocalChunkStore } from '../storage/local-chunk-store.js';
+import { LocalChunkStore } from '../storage/chunks/local-chunk-store.js';
 import { BIN, cleanEnv, cliOk } from './helpers/cli.js';
 import { prng } from './helpers/oci.js';
 import { startTestServer, type TestServer } from './helpers/server.js';

@@ -67,7 +67,7 @@ describe('push commit amplification (defect 2)', () => {
     const honest = repeatingIndex([chunk], [1]);
     // The same digest, listed as 4 MiB.
     const lengths = Uint32Array.from([4 * MiB]);
-    const lying = new (honest.constructor as typeof import('../storage/chunk-index.js').ChunkIndex)(honest.blobDigest, 4 * MiB, honest.params, honest.digests, lengths);
+    const lying = new (honest.constructor as typeof import('../storage/blobs/chunk-index.js').ChunkIndex)(honest.blobDigest, 4 * MiB, honest.params, honest.digests, lengths);
     const id = await session(s.url, 'amp/r', lying, [chunk]);
     const c = await post(s.url, '/snapyard/v1/amp/r/_commit', JSON.stringify({ session: id, digest: lying.blobDigest }));
     expect(c.status).toBe(400);

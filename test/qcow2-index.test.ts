@@ -7,11 +7,11 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { beforeAll, describe, expect, test } from 'vitest';
-import { decodeBlobIndex } from '../storage/blob-index.js';
+import { decodeBlobIndex } from '../storage/blobs/blob-index.js';
 import { digestFromRaw, sha256, sha256Raw } from '../storage/digest.js';
 import { isSnapyardError } from '../storage/errors.js';
 import { buildQcow2Index } from '../storage/qcow2/index-builder.js';
-import { Qcow2Index } from '../storage/qcow2-index.js';
+import { Qcow2Index } from '../storage/blobs/qcow2-index.js';
 import { makeBaseImage, makeCompressed, makeShuffled, makeVariant, makeWithInternalSnapshot, runTool } from './helpers/qcow2-fixtures.js';
 import { tempDirs } from './helpers/tmp.js';
 

@@ -18,7 +18,7 @@ import { tempDirs } from './helpers/tmp.js';
 import { sha } from './helpers/oci.js';
 import { writeWalkBomb } from './helpers/qcow2-hostile.js';
 import { indexFile } from '../client/file-index.js';
-import { KIND_QCOW2 } from '../storage/qcow2-index.js';
+import { KIND_QCOW2 } from '../storage/blobs/qcow2-index.js';
 import { planLayoutOf } from '../storage/qcow2/layout-plan.js';
 import { isSnapyardError } from '../storage/errors.js';
 

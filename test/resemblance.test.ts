@@ -1,8 +1,8 @@
 import { afterEach, describe, expect, test, vi } from 'vitest';
 import binding from 'zstd-napi/binding.js';
-import { compressWithDict, decompressWithDict, dictBytes, ZSTD_DICT_MAGIC } from '../storage/dict-codec.js';
+import { compressWithDict, decompressWithDict, dictBytes, ZSTD_DICT_MAGIC } from '../storage/delta/dict-codec.js';
 import { SnapyardError } from '../storage/errors.js';
-import { decodeSketch, encodeSketch, MAX_DF, ResemblanceIndex, sketch } from '../storage/resemblance.js';
+import { decodeSketch, encodeSketch, MAX_DF, ResemblanceIndex, sketch } from '../storage/delta/resemblance.js';
 import { prng } from './helpers/oci.js';
 
 const KiB = 1024;

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { makeBaseImage, makeVariant, runTool } from './helpers/qcow2-fixtures.js';
-import { ChunkCodec } from '../storage/chunk-codec.js';
+import { ChunkCodec } from '../storage/chunks/chunk-codec.js';
 import type { Digest } from '../storage/digest.js';
 
 const MT_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';

@@ -1,15 +1,15 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { appendFileSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ChunkCodec, CHUNK_HEADER_SIZE, ENCODING_RAW, ENCODING_ZSTD } from '../storage/chunk-codec.js';
-import { ChunkIndex, ChunkIndexBuilder } from '../storage/chunk-index.js';
-import { LocalChunkStore } from '../storage/local-chunk-store.js';
-import { ingestBlob } from '../storage/blob-ingest.js';
-import { readBlob } from '../storage/blob-reader.js';
-import { Metadata } from '../storage/metadata.js';
+import { ChunkCodec, CHUNK_HEADER_SIZE, ENCODING_RAW, ENCODING_ZSTD } from '../storage/chunks/chunk-codec.js';
+import { ChunkIndex, ChunkIndexBuilder } from '../storage/blobs/chunk-index.js';
+import { LocalChunkStore } from '../storage/chunks/local-chunk-store.js';
+import { ingestBlob } from '../storage/blobs/blob-ingest.js';
+import { readBlob } from '../storage/blobs/blob-reader.js';
+import { Metadata } from '../storage/meta/metadata.js';
 import { parseDigest, sha256 } from '../storage/digest.js';
 import { ChunkCorruptError, ChunkMissingError, SnapyardError } from '../storage/errors.js';
-import { DEFAULT_FASTCDC } from '../storage/fastcdc.js';
+import { DEFAULT_FASTCDC } from '../storage/blobs/fastcdc.js';
 import { tempDirs } from './helpers/tmp.js';
 import { prng } from './helpers/oci.js';
 

@@ -14,7 +14,7 @@ import { Oci, prng, sha } from './helpers/oci.js';
 import { tempDirs } from './helpers/tmp.js';
 import { mulberry32 } from './helpers/qcow2-fixtures.js';
 import type { Digest } from '../storage/digest.js';
-import type { VerifyReport } from '../storage/verify.js';
+import type { VerifyReport } from '../storage/maintenance/verify.js';
 
 const BIN = resolve(import.meta.dirname, '..', 'bin', 'snapyard.js');
 const execFileP = promisify(execFile);

@@ -8,7 +8,7 @@
  */
 import { isDigest } from '../../storage/digest.js';
 import { SnapyardError } from '../../storage/errors.js';
-import { isRepoName, TAG_RE } from '../../storage/ref-grammar.js';
+import { isRepoName, TAG_RE } from '../../storage/protocol/ref-grammar.js';
 
 export type SourceSpec =
   | { kind: 'docker'; host: string; repo: string; reference: string | null }

@@ -8,7 +8,7 @@
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { isDigest } from '../../storage/digest.js';
 import { SnapyardError } from '../../storage/errors.js';
-import { isRepoName, TAG_RE } from '../../storage/ref-grammar.js';
+import { isRepoName, TAG_RE } from '../../storage/protocol/ref-grammar.js';
 import type { Ref } from '../ref.js';
 
 export interface PodInitFlags {

@@ -15,9 +15,9 @@ import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { SnapyardError, isSnapyardError } from '../../storage/errors.js';
 import type { Digest } from '../../storage/digest.js';
-import { Qcow2Index } from '../../storage/qcow2-index.js';
-import { diskLayerOf as pickDiskLayer } from '../../storage/manifest-facts.js';
-import { decodeBlobIndex } from '../../storage/blob-index.js';
+import { Qcow2Index } from '../../storage/blobs/qcow2-index.js';
+import { diskLayerOf as pickDiskLayer } from '../../storage/meta/manifest-facts.js';
+import { decodeBlobIndex } from '../../storage/blobs/blob-index.js';
 import { Qcow2Image } from '../../storage/qcow2/reader.js';
 import { Qcow2Writer } from '../../storage/qcow2/writer.js';
 import { dirtyClusters } from '../assemble.js';
@@ -57,7 +57,7 @@ export class BaseChangedError extends SnapyardError {
 
 const NETWORK = new Set(['REGISTRY_UNREACHABLE', 'CONNECTION_LOST', 'TLS_FAILED']);
 
-/** The manifest's disk layer (storage/manifest-facts.ts diskLayerOf: what the server's _delta picks too). */
+/** The manifest's disk layer (storage/meta/manifest-facts.ts diskLayerOf: what the server's _delta picks too). */
 function diskLayerDigest(manifest: Buffer): Digest | null {
   try {
     const doc = JSON.parse(manifest.toString('utf8')) as { layers?: Array<{ digest: string; mediaType: string; size: number }> };

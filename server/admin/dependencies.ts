@@ -5,7 +5,7 @@
  * remove what a kept snapshot depends on) and rm (refuse to remove a base).
  */
 import type { Digest } from '../../storage/digest.js';
-import type { ManifestSummary } from '../../storage/metadata.js';
+import type { ManifestSummary } from '../../storage/meta/metadata.js';
 import { imageBlob, lineageOf } from './snapshots.js';
 
 export class Dependencies {

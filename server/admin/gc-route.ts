@@ -5,8 +5,8 @@
  * One maintenance job runs at a time (store.maintenance); pushes and pulls go on.
  */
 import { JSON_BODY, needsAdmin } from '../route-table.js';
-import { collectGarbage, DEFAULT_GRACE_MS } from '../../storage/gc.js';
-import { verifyStore } from '../../storage/verify.js';
+import { collectGarbage, DEFAULT_GRACE_MS } from '../../storage/maintenance/gc.js';
+import { verifyStore } from '../../storage/maintenance/verify.js';
 import { gcRequest, verifyRequest } from '../../storage/protocol/api.js';
 import type { AdminRoute } from './types.js';
 import { json, readBody } from './http.js';

@@ -7,7 +7,7 @@ import { JSON_BODY, repo } from '../route-table.js';
 import type { RequestContext } from '../context.js';
 import { OciError } from '../oci-error.js';
 import type { Digest } from '../../storage/digest.js';
-import type { TagRow } from '../../storage/metadata.js';
+import type { TagRow } from '../../storage/meta/metadata.js';
 import type { AdminRoute } from './types.js';
 import { existingManifest, json, NAME, readBody, repoOf } from './http.js';
 import { pruneRequest } from '../../storage/protocol/api.js';

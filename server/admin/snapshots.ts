@@ -3,13 +3,13 @@
  * its lineage (base), and from the blob's chunk index its virtual size and
  * the chunks it references.
  */
-import { chunkSet } from '../../storage/blob-index.js';
+import { chunkSet } from '../../storage/blobs/blob-index.js';
 import type { Digest } from '../../storage/digest.js';
-import type { ManifestSummary } from '../../storage/metadata.js';
-import { KIND_QCOW2 } from '../../storage/qcow2-index.js';
+import type { ManifestSummary } from '../../storage/meta/metadata.js';
+import { KIND_QCOW2 } from '../../storage/blobs/qcow2-index.js';
 import type { Store } from '../../storage/open-store.js';
 
-export { ANN_BACKING_FILE, ANN_BASE_BLOB } from '../../storage/manifest-facts.js';
+export { ANN_BACKING_FILE, ANN_BASE_BLOB } from '../../storage/meta/manifest-facts.js';
 
 export interface Lineage {
   /** The OCI subject: the base's manifest. */
@@ -19,7 +19,7 @@ export interface Lineage {
   backingFile: string | null;
 }
 
-/** The image a manifest carries (stored with it: storage/manifest-facts.ts); null for an index. */
+/** The image a manifest carries (stored with it: storage/meta/manifest-facts.ts); null for an index. */
 export function imageBlob(m: ManifestSummary): Digest | null {
   return m.imageBlob;
 }

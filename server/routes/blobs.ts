@@ -3,7 +3,7 @@ import { canonicalDigest } from '../aliases.js';
 import { OciError } from '../oci-error.js';
 import { parseRange } from '../http-util.js';
 import { header, respond, sendStream, type RequestContext } from '../context.js';
-import type { BlobRecord } from '../../storage/metadata.js';
+import type { BlobRecord } from '../../storage/meta/metadata.js';
 
 /** The blob a digest names in `name` (a sha512 through its alias: server/aliases.ts). */
 function blobOrThrow(ctx: RequestContext, name: string, digestStr: string): BlobRecord {

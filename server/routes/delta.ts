@@ -12,9 +12,9 @@ import { respond, sendStream, type RequestContext } from '../context.js';
 import { chunksRequest, deltaRequest } from '../../storage/protocol/api.js';
 import { resolveManifest } from './manifests.js';
 import { isDigest, type Digest } from '../../storage/digest.js';
-import type { BlobRecord, ManifestRecord } from '../../storage/metadata.js';
+import type { BlobRecord, ManifestRecord } from '../../storage/meta/metadata.js';
 import type { DeltaService } from '../delta-service.js';
-import { diskLayerOf } from '../../storage/manifest-facts.js';
+import { diskLayerOf } from '../../storage/meta/manifest-facts.js';
 
 export function diskLayer(m: ManifestRecord): { digest: Digest; mediaType: string; size: number } {
   let doc: { layers?: Array<{ digest: string; mediaType: string; size: number }> };

@@ -5,7 +5,7 @@ import { readLimited } from '../http-util.js';
 import { header, respond, type RequestContext } from '../context.js';
 import { MAX_MANIFEST_BYTES, parseManifest } from '../manifest.js';
 import { isSha512Digest, sha256, sha512, type Digest, type Sha512Digest } from '../../storage/digest.js';
-import type { ManifestRecord } from '../../storage/metadata.js';
+import type { ManifestRecord } from '../../storage/meta/metadata.js';
 
 /** A manifest reference as asked: a tag, a sha256, or a sha512 (an alias of a sha256: server/aliases.ts). */
 type Asked = { tag: string; digest?: undefined; alias?: undefined } | { digest: Digest; tag?: undefined; alias?: undefined } | { alias: Sha512Digest; tag?: undefined; digest?: undefined };

@@ -10,15 +10,15 @@ import { jsonBody } from '../http-util.js';
 import { commitRequest } from '../../storage/protocol/api.js';
 import { respond, type RequestContext } from '../context.js';
 import { checkDigest } from '../names.js';
-import { decodeBlobIndex, type BlobIndex } from '../../storage/blob-index.js';
-import { readBlob } from '../../storage/blob-reader.js';
+import { decodeBlobIndex, type BlobIndex } from '../../storage/blobs/blob-index.js';
+import { readBlob } from '../../storage/blobs/blob-reader.js';
 import { digestFromRaw, localDigester, type Digest } from '../../storage/digest.js';
 import { isSnapyardError, SnapyardError } from '../../storage/errors.js';
 import { unzstdBounded } from '../../storage/zstd-stream.js';
-import { checkClaimedIndex } from '../../storage/commit-check.js';
-import { readUploadFrames } from '../../storage/wire.js';
+import { checkClaimedIndex } from '../../storage/blobs/commit-check.js';
+import { readUploadFrames } from '../../storage/protocol/wire.js';
 import type { DeltaService } from '../delta-service.js';
-import { pinningWriter, type PinLease } from '../../storage/chunk-pins.js';
+import { pinningWriter, type PinLease } from '../../storage/coord/chunk-pins.js';
 
 const ZERO = Buffer.alloc(32);
 
@@ -130,7 +130,7 @@ export async function uploadChunks(ctx: RequestContext, svc: DeltaService, name:
 
 /**
  * POST _commit: the claimed index is checked against the store and the limits
- * (storage/commit-check.ts) before the blob is rebuilt from its chunks and
+ * (storage/blobs/commit-check.ts) before the blob is rebuilt from its chunks and
  * hashed; only a blob that hashes to the claimed digest is committed.
  */
 export async function commitPush(ctx: RequestContext, svc: DeltaService, name: string): Promise<Response> {

@@ -3,7 +3,7 @@ import { checkDigest, checkName } from '../names.js';
 import { OciError } from '../oci-error.js';
 import { bodyOf, drain, parseContentRange } from '../http-util.js';
 import { header, respond, type RequestContext } from '../context.js';
-import type { UploadRecord } from '../../storage/metadata.js';
+import type { UploadRecord } from '../../storage/meta/metadata.js';
 import { isSha512Digest, type AnyDigest } from '../../storage/digest.js';
 import { acceptSha512, canonicalDigest, ingestUnderSha512 } from '../aliases.js';
 

@@ -1,5 +1,5 @@
 /**
- * Builds the qcow2 chunk index (storage/qcow2-index.ts) of an image file: the
+ * Builds the qcow2 chunk index (storage/blobs/qcow2-index.ts) of an image file: the
  * guest view (FastCDC over the allocated guest data in guest order) plus the
  * host recipe (which host ranges are guest data, and the residue: every
  * other host byte, chunked too). Chunks go to a sink (the store on the
@@ -16,11 +16,11 @@
  * one 4 MiB read buffer and the chunker's window.
  */
 import { open as openFile } from 'node:fs/promises';
-import { ChunkIndexBuilder } from '../chunk-index.js';
+import { ChunkIndexBuilder } from '../blobs/chunk-index.js';
 import type { Digest } from '../digest.js';
 import { SnapyardError } from '../errors.js';
-import { chunkStream, DEFAULT_FASTCDC, type FastCDCParams } from '../fastcdc.js';
-import { EXTENT_DATA, OP_RESIDUE, Qcow2Index } from '../qcow2-index.js';
+import { chunkStream, DEFAULT_FASTCDC, type FastCDCParams } from '../blobs/fastcdc.js';
+import { EXTENT_DATA, OP_RESIDUE, Qcow2Index } from '../blobs/qcow2-index.js';
 import { planLayout, type Qcow2Plan } from './layout-plan.js';
 import { Qcow2Image } from './reader.js';
 

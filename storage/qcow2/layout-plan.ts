@@ -18,7 +18,7 @@
  * byte-chunks it instead (nothing qemu accepts is ever rejected).
  */
 import { SnapyardError } from '../errors.js';
-import { EXTENT_DATA, EXTENT_ZERO, OP_DATA, OP_RESIDUE, type Qcow2Layout } from '../qcow2-index.js';
+import { EXTENT_DATA, EXTENT_ZERO, OP_DATA, OP_RESIDUE, type Qcow2Layout } from '../blobs/qcow2-index.js';
 import { WorkerPool, type WorkerError } from '../worker-pool.js';
 import { Qcow2Image } from './reader.js';
 

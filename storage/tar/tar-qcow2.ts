@@ -4,19 +4,19 @@
  * directory entries, links, pax or GNU long-name records and small files,
  * as `COPY snapshot.qcow2 /emulator-snapshot/` makes). The
  * member's guest view dedups like a bare qcow2; the tar header before it and
- * the padding and trailer after it are residue (storage/qcow2-index.ts): the
+ * the padding and trailer after it are residue (storage/blobs/qcow2-index.ts): the
  * member's index is shifted into the whole blob's, with one residue op in
  * front and one behind, so the blob is still rebuilt byte-exact.
  */
 import { createReadStream, createWriteStream } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
-import { ChunkIndexBuilder } from '../chunk-index.js';
+import { ChunkIndexBuilder } from '../blobs/chunk-index.js';
 import type { Digest } from '../digest.js';
-import { chunkStream, type FastCDCParams } from '../fastcdc.js';
+import { chunkStream, type FastCDCParams } from '../blobs/fastcdc.js';
 import { hasQcow2Magic } from '../qcow2/format.js';
 import type { ChunkSink } from '../qcow2/index-builder.js';
-import { OP_RESIDUE, Qcow2Index } from '../qcow2-index.js';
+import { OP_RESIDUE, Qcow2Index } from '../blobs/qcow2-index.js';
 
 export const TAR_BLOCK = 512;
 

@@ -6,11 +6,11 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { compress } from 'zstd-napi';
 import binding from 'zstd-napi/binding.js';
-import { ChunkIndex } from '../../storage/chunk-index.js';
+import { ChunkIndex } from '../../storage/blobs/chunk-index.js';
 import { sha256, sha256Raw, type Digest } from '../../storage/digest.js';
-import { DEFAULT_FASTCDC } from '../../storage/fastcdc.js';
+import { DEFAULT_FASTCDC } from '../../storage/blobs/fastcdc.js';
 import type { Limits } from '../../storage/limits.js';
-import { uploadFrameHeader } from '../../storage/wire.js';
+import { uploadFrameHeader } from '../../storage/protocol/wire.js';
 import { startTestServer, type TestServer } from './server.js';
 
 export type LimitedServer = TestServer;

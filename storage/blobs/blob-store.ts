@@ -1,0 +1,119 @@
+import { decodeBlobIndex, type BlobIndex } from './blob-index.js';
+import type { ChunkStore } from '../chunks/chunk-store.js';
+import type { Digest } from '../digest.js';
+import { SnapyardError } from '../errors.js';
+import { ingestBlob, type IngestOptions, type IngestResult } from './blob-ingest.js';
+import { readBlob } from './blob-reader.js';
+import type { BlobRecord, Metadata } from '../meta/metadata.js';
+import type { FastCDCParams } from './fastcdc.js';
+import { ChunkPins } from '../coord/chunk-pins.js';
+import { AsyncLock } from '../coord/commit-lock.js';
+import { digestFromRaw } from '../digest.js';
+import { ChunkMissingError } from '../errors.js';
+
+/**
+ * Blobs as the registry sees them: ingest into chunks + index + metadata, look
+ * up per repository, read back byte-exact.
+ */
+export class BlobStore {
+  private readonly indexCache = new Map<Digest, BlobIndex>();
+  private readonly committedHooks: Array<(digest: Digest) => void> = [];
+
+  constructor(
+    readonly meta: Metadata,
+    readonly chunks: ChunkStore,
+    private readonly params?: FastCDCParams,
+    /** Where qcow2 uploads are spooled for guest-view chunking (without it they are byte-chunked). */
+    private readonly spoolDir?: string,
+    private readonly indexCacheSize = 32,
+    /** Chunks GC must keep (owned by the Store: open-store.ts). */
+    readonly pins: ChunkPins = new ChunkPins(),
+    /** The commit lock (commit-lock.ts), shared with manifest commits and GC's delete step. */
+    readonly lock: AsyncLock = new AsyncLock(),
+  ) {}
+
+  /** Ingests a blob and links it into `repo`; the metadata commit is the last step. */
+  async ingest(repo: string, source: AsyncIterable<Uint8Array>, opts: Omit<IngestOptions, 'params'> = {}): Promise<IngestResult> {
+    const lease = opts.lease ?? this.pins.lease();
+    try {
+      const r = await this.ingestUncommitted(source, { ...opts, lease });
+      await this.commit(repo, r);
+      return r;
+    } finally {
+      if (!opts.lease) lease.release();
+    }
+  }
+
+  /** Stores a blob's chunks and index without making it visible anywhere (see commit). */
+  ingestUncommitted(source: AsyncIterable<Uint8Array>, opts: Omit<IngestOptions, 'params'> = {}): Promise<IngestResult> {
+    return ingestBlob(this.chunks, source, {
+      ...opts,
+      ...(this.params ? { params: this.params } : {}),
+      ...(this.spoolDir !== undefined ? { spoolDir: this.spoolDir } : {}),
+    });
+  }
+
+  /**
+   * Makes an ingested blob visible in `repo`: under the commit lock, checks
+   * that its index and every chunk it lists are in the chunk store, then
+   * commits (GC's delete step cannot run in between). CHUNK_MISSING otherwise.
+   */
+  async commit(repo: string, r: IngestResult): Promise<void> {
+    // Durably held, not merely on its way: a chunk whose index row a failed flush never committed does not count.
+    const held = (d: Digest) => (this.chunks.durable ? this.chunks.durable(d) : this.chunks.has(d));
+    await this.lock.run(async () => {
+      if (!(await held(r.indexDigest))) throw new ChunkMissingError(r.indexDigest);
+      for (const list of r.index.lists()) {
+        for (let i = 0; i < list.count; i++) {
+          const d = digestFromRaw(list.rawDigestAt(i));
+          if (!(await held(d))) throw new ChunkMissingError(d);
+        }
+      }
+      this.meta.commitBlob(repo, { digest: r.digest, size: r.size, indexDigest: r.indexDigest });
+    });
+    this.remember(r.digest, r.index);
+    for (const h of this.committedHooks) h(r.digest);
+  }
+
+  /** Forgets a cached index (GC deleted the blob, repair found it broken). */
+  forget(digest: Digest): void {
+    this.indexCache.delete(digest);
+  }
+
+  /** Calls `fn` after every blob commit (e.g. to prepare delta data in the background). */
+  onCommit(fn: (digest: Digest) => void): void {
+    this.committedHooks.push(fn);
+  }
+
+  /** The blob if it is linked into `repo`. */
+  stat(repo: string, digest: Digest): BlobRecord | null {
+    if (!this.meta.isLinked(repo, digest)) return null;
+    return this.meta.getBlob(digest);
+  }
+
+  async index(blob: BlobRecord): Promise<BlobIndex> {
+    const hit = this.indexCache.get(blob.digest);
+    if (hit) {
+      this.indexCache.delete(blob.digest);
+      this.indexCache.set(blob.digest, hit);
+      return hit;
+    }
+    const idx = decodeBlobIndex(await this.chunks.get(blob.indexDigest));
+    if (idx.blobDigest !== blob.digest || idx.size !== blob.size) {
+      throw new SnapyardError('INDEX_INVALID', `index ${blob.indexDigest} does not describe blob ${blob.digest}`);
+    }
+    this.remember(blob.digest, idx);
+    return idx;
+  }
+
+  read(index: BlobIndex, start?: number, end?: number): AsyncGenerator<Buffer> {
+    return readBlob(this.chunks, index, start, end);
+  }
+
+  private remember(digest: Digest, index: BlobIndex): void {
+    this.indexCache.set(digest, index);
+    while (this.indexCache.size > this.indexCacheSize) {
+      this.indexCache.delete(this.indexCache.keys().next().value as Digest);
+    }
+  }
+}

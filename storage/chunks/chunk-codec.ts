@@ -1,0 +1,115 @@
+import binding from 'zstd-napi/binding.js';
+import { ChunkCorruptError } from '../errors.js';
+import { sha256, type Digest } from '../digest.js';
+
+/**
+ * The stored form of a chunk (on disk, and on the wire when chunks are served
+ * "as stored"):
+ *
+ *   offset size  field
+ *   0      4     magic "SYC1"
+ *   4      1     encoding: 0 = raw, 1 = zstd frame
+ *   5      3     reserved, zero
+ *   8      4     uncompressed length, u32 little-endian
+ *   12     ...   payload (raw bytes, or one zstd frame)
+ *
+ * A chunk is stored raw when zstd does not make it smaller. The name of a
+ * chunk is the sha256 of its uncompressed bytes; decode() verifies it.
+ */
+export const CHUNK_MAGIC = 0x31435953; // "SYC1" little-endian
+export const CHUNK_HEADER_SIZE = 12;
+export const ENCODING_RAW = 0;
+export const ENCODING_ZSTD = 1;
+/** Largest chunk the codec accepts (FastCDC's max is 16 MiB; the index itself may be larger). */
+export const MAX_CHUNK_RAW = 256 * 1024 * 1024;
+
+export class ChunkCodec {
+  private readonly cctx = new binding.CCtx();
+  private readonly dctx = new binding.DCtx();
+  private scratch = Buffer.allocUnsafe(0);
+
+  constructor(readonly level = 3) {}
+
+  encode(raw: Uint8Array): Buffer {
+    const bound = binding.compressBound(raw.byteLength);
+    if (this.scratch.byteLength < bound) this.scratch = Buffer.allocUnsafe(bound);
+    let encoding = ENCODING_RAW;
+    let payloadLen = raw.byteLength;
+    if (raw.byteLength > 0) {
+      const n = this.cctx.compress(this.scratch, raw, this.level);
+      if (n < raw.byteLength) {
+        encoding = ENCODING_ZSTD;
+        payloadLen = n;
+      }
+    }
+    const out = Buffer.allocUnsafe(CHUNK_HEADER_SIZE + payloadLen);
+    out.writeUInt32LE(CHUNK_MAGIC, 0);
+    out.writeUInt32LE(encoding, 4);
+    out.writeUInt32LE(raw.byteLength, 8);
+    if (encoding === ENCODING_ZSTD) this.scratch.copy(out, CHUNK_HEADER_SIZE, 0, payloadLen);
+    else out.set(raw, CHUNK_HEADER_SIZE);
+    return out;
+  }
+
+  /** Room `encodeInto` may need for `rawLength` bytes. */
+  static bound(rawLength: number): number {
+    return CHUNK_HEADER_SIZE + Math.max(binding.compressBound(rawLength), rawLength);
+  }
+
+  /** Encodes `raw` into out[at, ...) (which has ChunkCodec.bound(raw.length) bytes of room); returns the stored length. */
+  encodeInto(raw: Uint8Array, out: Buffer, at: number): number {
+    let encoding = ENCODING_RAW;
+    let payloadLen = raw.byteLength;
+    if (raw.byteLength > 0) {
+      const n = this.cctx.compress(out.subarray(at + CHUNK_HEADER_SIZE), raw, this.level);
+      if (n < raw.byteLength) {
+        encoding = ENCODING_ZSTD;
+        payloadLen = n;
+      }
+    }
+    out.writeUInt32LE(CHUNK_MAGIC, at);
+    out.writeUInt32LE(encoding, at + 4);
+    out.writeUInt32LE(raw.byteLength, at + 8);
+    if (encoding === ENCODING_RAW) out.set(raw, at + CHUNK_HEADER_SIZE);
+    return CHUNK_HEADER_SIZE + payloadLen;
+  }
+
+  /**
+   * Decodes a stored chunk and checks it hashes to `digest`. With `target`,
+   * the bytes are decoded into target[at, at + length) (no extra copy for zstd).
+   */
+  decode(stored: Uint8Array, digest: Digest, target?: Buffer, at = 0): Buffer {
+    const raw = this.decodeUnverified(stored, digest, target, at);
+    const actual = sha256(raw);
+    if (actual !== digest) throw new ChunkCorruptError(digest, `content hashes to ${actual}`);
+    return raw;
+  }
+
+  decodeUnverified(stored: Uint8Array, digest: Digest, target?: Buffer, at = 0): Buffer {
+    const buf = Buffer.from(stored.buffer, stored.byteOffset, stored.byteLength);
+    if (buf.byteLength < CHUNK_HEADER_SIZE || buf.readUInt32LE(0) !== CHUNK_MAGIC) {
+      throw new ChunkCorruptError(digest, 'bad header');
+    }
+    const encoding = buf.readUInt32LE(4);
+    const rawLen = buf.readUInt32LE(8);
+    if (rawLen > MAX_CHUNK_RAW) throw new ChunkCorruptError(digest, `length ${rawLen} out of range`);
+    if (target && at + rawLen > target.byteLength) throw new ChunkCorruptError(digest, `length ${rawLen} does not fit the index`);
+    const payload = buf.subarray(CHUNK_HEADER_SIZE);
+    if (encoding === ENCODING_RAW) {
+      if (payload.byteLength !== rawLen) throw new ChunkCorruptError(digest, 'raw length mismatch');
+      if (!target) return payload;
+      payload.copy(target, at);
+      return target.subarray(at, at + rawLen);
+    }
+    if (encoding !== ENCODING_ZSTD) throw new ChunkCorruptError(digest, `unknown encoding ${encoding}`);
+    const out = target ? target.subarray(at, at + rawLen) : Buffer.allocUnsafe(rawLen);
+    let n: number;
+    try {
+      n = this.dctx.decompress(out, payload);
+    } catch (e) {
+      throw new ChunkCorruptError(digest, `zstd: ${(e as Error).message}`);
+    }
+    if (n !== rawLen) throw new ChunkCorruptError(digest, 'decompressed length mismatch');
+    return out;
+  }
+}

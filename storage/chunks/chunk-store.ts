@@ -1,0 +1,70 @@
+import type { Digest, StreamDigester } from '../digest.js';
+
+/** Result of adding a chunk to a store. */
+export interface AddResult {
+  digest: Digest;
+  /** Uncompressed length. */
+  size: number;
+  /** False when the store already had the chunk (only its time was refreshed). */
+  written: boolean;
+  /** Bytes the chunk occupies in the store (header included). */
+  storedSize: number;
+}
+
+/** Ingest-side writing of many chunks in a row (batched by stores that can). */
+export interface ChunkWriter {
+  /**
+   * Hashes and dedups `raw`; new bytes are copied before the promise resolves,
+   * so the caller may reuse the memory afterwards.
+   */
+  add(raw: Uint8Array): Promise<{ digest: Digest; written: boolean }>;
+  /** Waits until every chunk added is stored; returns what was new. */
+  finish(): Promise<{ newChunks: number; newStoredBytes: number }>;
+}
+
+/**
+ * A content-addressed chunk store. Chunks are named by the sha256 of their
+ * uncompressed bytes; every read verifies it. Implementations: LocalChunkStore
+ * (disk); later S3 and a cache wrapper (fall back on ChunkMissingError, never on
+ * ChunkCorruptError).
+ */
+export interface ChunkStore {
+  has(digest: Digest): Promise<boolean>;
+  /** Uncompressed, verified bytes. Throws ChunkMissingError or ChunkCorruptError. */
+  get(digest: Digest): Promise<Buffer>;
+  /**
+   * Several chunks' bytes, concatenated, each verified and checked against its
+   * expected length (from a chunk index). One call per run of chunks keeps
+   * per-chunk overhead off the read path.
+   */
+  getConcat(digests: Digest[], lengths: number[]): Promise<Buffer>;
+  /**
+   * Optional: hands back a buffer returned by getConcat (or a view of it) once
+   * nothing uses it any more, so the next read can reuse its memory.
+   */
+  release?(buf: Uint8Array): void;
+  /** The stored form (see chunk-codec.ts), unverified: for serving chunks as stored. */
+  getStored(digest: Digest): Promise<Buffer>;
+  /** Hashes, dedups and stores bytes; returns their digest. */
+  add(raw: Uint8Array): Promise<AddResult>;
+  /** Optional: a digester of a whole stream that hashes off this thread. */
+  digester?(): StreamDigester;
+  /** A writer for a run of chunks (a blob being ingested). */
+  writer(): ChunkWriter;
+  /** Stores bytes that must hash to `digest` (throws DIGEST_MISMATCH otherwise). */
+  put(digest: Digest, raw: Uint8Array): Promise<AddResult>;
+  /** Makes every chunk added so far durable; called before anything that references them is committed. */
+  flush(): Promise<void>;
+  /**
+   * Optional: the chunk is durably held (flushed and indexed), not merely on
+   * its way. What a blob commit checks; stores without it use has().
+   */
+  durable?(digest: Digest): Promise<boolean>;
+  close(): Promise<void>;
+}
+
+/** Enumeration and removal, for GC and verify: kept apart from the data path. */
+export interface PrunableChunkStore {
+  list(): AsyncIterable<{ digest: Digest; storedSize: number; mtimeMs: number }>;
+  remove(digest: Digest): Promise<void>;
+}

@@ -1,0 +1,58 @@
+import type { Digest, StreamDigester } from '../digest.js';
+import type { WorkerPool } from '../worker-pool.js';
+import type { ChunkTask, ChunkTaskResult } from './chunk-worker.js';
+
+const PIECE = 1024 * 1024;
+/** Pieces in flight before the caller is asked to wait. */
+const IN_FLIGHT = 4;
+
+/**
+ * Hashes a stream on one worker of `pool` (which keeps the hash state under
+ * `stream`): pieces are copied into 1 MiB buffers, sent in order, and the
+ * buffers come back for reuse (`spare`). Takes sha256 off the event loop.
+ */
+export function workerDigester(pool: WorkerPool<ChunkTask, ChunkTaskResult>, stream: number, spare: Buffer[]): StreamDigester {
+  const slot = stream % pool.size;
+  let buf: Buffer | null = null;
+  let used = 0;
+  let size = 0;
+  const inFlight: Array<Promise<unknown>> = [];
+  let last: Promise<unknown> = Promise.resolve();
+  const send = (end: boolean) => {
+    const b = buf ?? Buffer.allocUnsafeSlow(PIECE);
+    const own = new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+    last = pool.runAt(slot, { op: 'hash', stream, buf: own, length: used, end }, [own.buffer as ArrayBuffer]).then((r) => {
+      const back = (r as { buf: Uint8Array }).buf;
+      if (spare.length < 8) spare.push(Buffer.from(back.buffer, back.byteOffset, back.byteLength));
+      return r;
+    });
+    last.catch(() => {}); // reported by digest()
+    inFlight.push(last);
+    buf = null;
+    used = 0;
+  };
+  return {
+    get size() {
+      return size;
+    },
+    update: (piece) => {
+      size += piece.byteLength;
+      let i = 0;
+      while (i < piece.byteLength) {
+        if (!buf) buf = spare.pop() ?? Buffer.allocUnsafeSlow(PIECE);
+        const n = Math.min(PIECE - used, piece.byteLength - i);
+        buf.set(piece.subarray(i, i + n), used);
+        used += n;
+        i += n;
+        if (used === PIECE) send(false);
+      }
+      // Backpressure: the caller waits while the hasher is more than a few MiB behind.
+      if (inFlight.length > IN_FLIGHT) return inFlight.shift()!.then(() => {});
+      return undefined;
+    },
+    digest: async () => {
+      send(true);
+      return ((await last) as { digest: Digest }).digest;
+    },
+  };
+}
