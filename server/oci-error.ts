@@ -60,6 +60,8 @@ interface Mapping {
  *   input errors               400 (416 for ranges), their OCI code
  *   NOT_FOUND / BLOB_UNKNOWN   404
  *   CONFLICT                   409 (e.g. an upload that was closed meanwhile)
+ *   MANIFEST_UNKNOWN / DENIED  404 / 409 from the lifecycle rules (storage/meta/lifecycle.ts)
+ *   STORE_UNAVAILABLE          503 with Retry-After: S3 or PostgreSQL kept failing
  *   IN_USE                     405 (distribution answers a refused delete so)
  *   LIMIT_EXCEEDED             429 with Retry-After (413 for a size limit)
  *   BUSY                       503 with Retry-After
@@ -79,6 +81,9 @@ const MAPPING: Record<string, Mapping> = {
   BLOB_UNKNOWN: { status: 404, code: 'BLOB_UNKNOWN' },
   NOT_FOUND: { status: 404, code: 'NOT_FOUND' },
   CONFLICT: { status: 409, code: 'CONFLICT' },
+  MANIFEST_UNKNOWN: { status: 404, code: 'MANIFEST_UNKNOWN' },
+  DENIED: { status: 409, code: 'DENIED' },
+  STORE_UNAVAILABLE: { status: 503, code: 'UNAVAILABLE' },
   IN_USE: { status: 405, code: 'UNSUPPORTED' },
   UNAUTHORIZED: { status: 401, code: 'UNAUTHORIZED' },
   LIMIT_EXCEEDED: { status: 429, code: 'TOOMANYREQUESTS' },

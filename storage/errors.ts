@@ -16,6 +16,10 @@ export type ErrorCode =
   | 'QCOW2_INVALID'
   | 'NOT_FOUND'
   | 'CONFLICT'
+  /** A manifest or tag named by a lifecycle operation (tag, rollback, rm, prune) does not exist: HTTP 404 MANIFEST_UNKNOWN. */
+  | 'MANIFEST_UNKNOWN'
+  /** A lifecycle rule refuses the operation (a base others depend on, a rollback past the first version): HTTP 409 DENIED. */
+  | 'DENIED'
   | 'REGISTRY_ERROR'
   | 'REGISTRY_UNREACHABLE'
   | 'BUSY'

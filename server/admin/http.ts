@@ -42,20 +42,4 @@ export function checkTag(tag: string): string {
 }
 
 /** A tag's current digest; 404 MANIFEST_UNKNOWN when the tag does not exist. */
-export function tagTarget(ctx: RequestContext, repo: string, tag: string): Digest {
-  const d = ctx.store.meta.resolveTag(repo, tag);
-  if (!d) throw new OciError(404, 'MANIFEST_UNKNOWN', `tag ${repo}:${tag} does not exist`, { tag });
-  return d;
-}
-
-/** A manifest digest that must exist in `repo` (404 MANIFEST_UNKNOWN otherwise, with `why` in the message). */
-export function existingManifest(ctx: RequestContext, repo: string, digest: string, why = ''): Digest {
-  const d = checkDigest(digest);
-  if (!ctx.store.meta.manifestExists(repo, d)) {
-    throw new OciError(404, 'MANIFEST_UNKNOWN', `${why}manifest ${d} is not in ${repo} (deleted?)`, { digest: d });
-  }
-  return d;
-}
-
-
 export const iso = (ms: number): string => new Date(ms).toISOString();

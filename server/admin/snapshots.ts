@@ -11,23 +11,9 @@ import type { Store } from '../../storage/open-store.js';
 
 export { ANN_BACKING_FILE, ANN_BASE_BLOB } from '../../storage/meta/manifest-facts.js';
 
-export interface Lineage {
-  /** The OCI subject: the base's manifest. */
-  subject: Digest | null;
-  /** The base image's blob (annotation io.snapyard.base.blob). */
-  blob: Digest | null;
-  backingFile: string | null;
-}
+import { imageBlob } from '../../storage/meta/dependencies.js';
 
-/** The image a manifest carries (stored with it: storage/meta/manifest-facts.ts); null for an index. */
-export function imageBlob(m: ManifestSummary): Digest | null {
-  return m.imageBlob;
-}
-
-export function lineageOf(m: ManifestSummary): Lineage | null {
-  if (!m.subject && !m.baseBlob) return null;
-  return { subject: m.subject, blob: m.baseBlob, backingFile: m.backingFile };
-}
+export { imageBlob, lineageOf, type Lineage } from '../../storage/meta/dependencies.js';
 
 /** A snapshot's image and what its chunk index says (null fields for an index manifest or a blob that is gone). */
 export interface ImageFacts {

@@ -1,17 +1,16 @@
 /**
  * Tags through the admin API: point a tag at a snapshot, remove it, its
- * history, rollback. Every move is recorded by Metadata (tag_events) with
- * the source named in tag-versions.ts SOURCE.
+ * history, rollback: the rules are storage/meta/lifecycle.ts; every move is
+ * recorded by Metadata (tag_events) with its source.
  */
 import { JSON_BODY, repo } from '../route-table.js';
 import type { RequestContext } from '../context.js';
 import { parseReference } from '../names.js';
 import { OciError } from '../oci-error.js';
-import type { Digest } from '../../storage/digest.js';
 import type { AdminRoute } from './types.js';
-import { checkTag, existingManifest, iso, json, NAME, readBody, repoOf, tagTarget } from './http.js';
+import { checkTag, iso, json, NAME, readBody, repoOf } from './http.js';
 import { rollbackRequest, tagRequest } from '../../storage/protocol/api.js';
-import { SOURCE, tagVersions } from './tag-versions.js';
+import { moveTag, removeTag, rollbackTag } from '../../storage/meta/lifecycle.js';
 
 const TAG = '([^/]+)';
 
@@ -20,28 +19,15 @@ async function putTag(ctx: RequestContext, m: RegExpExecArray): Promise<Response
   const repo = repoOf(ctx, m[1]!);
   const tag = checkTag(m[2]!);
   const body = await readBody(ctx, tagRequest);
-  const meta = ctx.store.meta;
-  const out = meta.relievingTx(() => {
-    const ref = parseReference(body.target);
-    const target = ref.digest !== undefined ? existingManifest(ctx, repo, ref.digest) : tagTarget(ctx, repo, ref.tag!);
-    const old = meta.resolveTag(repo, tag);
-    meta.setTag(repo, tag, target, SOURCE.tag);
-    return { repository: repo, tag, old, new: target };
-  });
-  return json(200, out);
+  const ref = parseReference(body.target);
+  return json(200, moveTag(ctx.store.meta, repo, tag, ref.digest !== undefined ? { digest: ref.digest } : { tag: ref.tag }));
 }
 
 /** DELETE /snapyard/v1/<name>/_tags/<tag>: remove the tag (the manifest stays). */
 function deleteTag(ctx: RequestContext, m: RegExpExecArray): Response {
   const repo = repoOf(ctx, m[1]!);
   const tag = checkTag(m[2]!);
-  const meta = ctx.store.meta;
-  const old = meta.relievingTx(() => {
-    const d = tagTarget(ctx, repo, tag);
-    meta.setTag(repo, tag, null, SOURCE.rm);
-    return d;
-  });
-  return json(200, { repository: repo, tag, old });
+  return json(200, { repository: repo, tag, old: removeTag(ctx.store.meta, repo, tag) });
 }
 
 /** GET /snapyard/v1/<name>/_tags/<tag>/_history: every move, newest first. */
@@ -60,39 +46,12 @@ function history(ctx: RequestContext, m: RegExpExecArray): Response {
   });
 }
 
-/**
- * POST /snapyard/v1/<name>/_tags/<tag>/_rollback {"steps": N} | {"to": digest}:
- * move the tag N versions back (default 1; versions as tag-versions.ts
- * defines them), or to a given manifest; recorded with source "rollback".
- */
+/** POST /snapyard/v1/<name>/_tags/<tag>/_rollback {"steps": N} | {"to": digest}: storage/meta/lifecycle.ts rollbackTag. */
 async function rollback(ctx: RequestContext, m: RegExpExecArray): Promise<Response> {
   const repo = repoOf(ctx, m[1]!);
   const tag = checkTag(m[2]!);
   const body = await readBody(ctx, rollbackRequest);
-  if (body.to !== undefined && body.steps !== undefined) throw new OciError(400, 'UNSUPPORTED', 'give "steps" or "to", not both');
-  const meta = ctx.store.meta;
-  const out = meta.relievingTx(() => {
-    const current = tagTarget(ctx, repo, tag);
-    let target: Digest;
-    let steps: number | null = null;
-    if (body.to !== undefined) {
-      target = existingManifest(ctx, repo, body.to, `rollback target of ${repo}:${tag}: `);
-    } else {
-      steps = body.steps ?? 1;
-      if (steps < 1) throw new OciError(400, 'UNSUPPORTED', 'steps must be at least 1');
-      const versions = tagVersions(meta.tagHistory(repo, tag));
-      const earlier = versions.length - 1;
-      if (steps > earlier) {
-        throw new OciError(409, 'DENIED', `${repo}:${tag} has ${earlier} earlier version${earlier === 1 ? '' : 's'}, cannot go ${steps} back`, { versions: earlier });
-      }
-      target = versions[versions.length - 1 - steps]!;
-      existingManifest(ctx, repo, target, `rollback target of ${repo}:${tag} (${steps} back): `);
-    }
-    if (target === current) throw new OciError(409, 'DENIED', `${repo}:${tag} already points at ${target}`);
-    meta.setTag(repo, tag, target, SOURCE.rollback);
-    return { repository: repo, tag, old: current, new: target, steps };
-  });
-  return json(200, out);
+  return json(200, rollbackTag(ctx.store.meta, repo, tag, { ...(body.steps !== undefined ? { steps: body.steps } : {}), ...(body.to !== undefined ? { to: body.to } : {}) }));
 }
 
 export const tagRoutes: AdminRoute[] = [

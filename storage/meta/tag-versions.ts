@@ -1,5 +1,5 @@
-import type { Digest } from '../../storage/digest.js';
-import type { TagEvent } from '../../storage/meta/metadata.js';
+import type { Digest } from '../digest.js';
+import type { TagEvent } from './metadata.js';
 
 /** Sources recorded with tag moves made through the admin API. */
 export const SOURCE = { tag: 'tag', rollback: 'rollback', rm: 'rm', prune: 'prune' } as const;

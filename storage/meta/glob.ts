@@ -1,4 +1,4 @@
-import { OciError } from '../oci-error.js';
+import { SnapyardError } from '../errors.js';
 
 /**
  * A shell-style glob over a whole tag: `*` any run of characters, `?` one
@@ -13,7 +13,7 @@ export function globToRegExp(glob: string): RegExp {
     else if (c === '\\' && i + 1 < glob.length) re += escape(glob[++i]!);
     else if (c === '[') {
       const end = glob.indexOf(']', i + 2);
-      if (end < 0) throw new OciError(400, 'UNSUPPORTED', `unclosed [ in glob ${JSON.stringify(glob)}`);
+      if (end < 0) throw new SnapyardError('INVALID_ARGUMENT', `unclosed [ in glob ${JSON.stringify(glob)}`);
       let body = glob.slice(i + 1, end);
       const negate = body.startsWith('!') || body.startsWith('^');
       if (negate) body = body.slice(1);

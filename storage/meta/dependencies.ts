@@ -4,9 +4,26 @@
  * its base blob (annotation io.snapyard.base.blob). Used by prune (never
  * remove what a kept snapshot depends on) and rm (refuse to remove a base).
  */
-import type { Digest } from '../../storage/digest.js';
-import type { ManifestSummary } from '../../storage/meta/metadata.js';
-import { imageBlob, lineageOf } from './snapshots.js';
+import type { Digest } from '../digest.js';
+import type { ManifestSummary } from './metadata.js';
+
+export interface Lineage {
+  /** The OCI subject: the base's manifest. */
+  subject: Digest | null;
+  /** The base image's blob (annotation io.snapyard.base.blob). */
+  blob: Digest | null;
+  backingFile: string | null;
+}
+
+/** The image a manifest carries (stored with it: manifest-facts.ts); null for an index. */
+export function imageBlob(m: ManifestSummary): Digest | null {
+  return m.imageBlob;
+}
+
+export function lineageOf(m: ManifestSummary): Lineage | null {
+  if (!m.subject && !m.baseBlob) return null;
+  return { subject: m.subject, blob: m.baseBlob, backingFile: m.backingFile };
+}
 
 export class Dependencies {
   private readonly deps = new Map<Digest, Digest[]>();
