@@ -64,7 +64,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
   if ((opts.tlsCert === undefined) !== (opts.tlsKey === undefined)) throw new SnapyardError('INVALID_ARGUMENT', '--tls-cert and --tls-key go together');
   const auth = buildAuth(opts);
   const dataDir = resolve(opts.data);
-  const store = openStore({
+  const store = await openStore({
     dataDir,
     ...(opts.workers !== undefined ? { workers: opts.workers } : {}),
     ...(opts.level !== undefined ? { level: opts.level } : {}),

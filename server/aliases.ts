@@ -14,8 +14,8 @@ import { sha512OfStream, type AnyDigest, type Digest, type Sha512Digest } from '
 import type { IngestResult } from '../storage/blobs/blob-ingest.js';
 
 /** The sha256 a digest names (itself, or what an alias was recorded for); null when unknown. */
-export function canonicalDigest(ctx: RequestContext, d: AnyDigest): Digest | null {
-  return ctx.store.meta.aliases.resolve(d);
+export function canonicalDigest(ctx: RequestContext, d: AnyDigest): Promise<Digest | null> {
+  return ctx.store.meta.resolveAlias(d);
 }
 
 /**
@@ -32,7 +32,7 @@ export async function acceptSha512(ctx: RequestContext, r: IngestResult, want: S
   }
   const got = await sha512OfStream(pieces());
   if (got !== want) throw new OciError(400, 'DIGEST_INVALID', `uploaded content hashes to ${got}, not ${want}`, { expected: want, actual: got });
-  ctx.store.meta.aliases.add(want, r.digest);
+  await ctx.store.meta.addAlias(want, r.digest);
 }
 
 /** A monolithic upload (POST ?digest=sha512:...): ingest, check the sha512, record it, commit. */

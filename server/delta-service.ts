@@ -50,7 +50,7 @@ export class DeltaService {
   }
 
   async indexOfDigest(digest: Digest): Promise<BlobIndex | null> {
-    const rec = this.store.meta.getBlob(digest);
+    const rec = await this.store.meta.getBlob(digest);
     return rec ? this.store.blobs.index(rec) : null;
   }
 

@@ -18,27 +18,27 @@ export interface Readiness {
   checks: Record<string, { ok: boolean; detail?: string }>;
 }
 
-export function checkReadiness(store: Store, opts: ReadinessOptions = {}): Readiness {
+export async function checkReadiness(store: Store, opts: ReadinessOptions = {}): Promise<Readiness> {
   const checks: Readiness['checks'] = {};
-  const run = (name: string, fn: () => string | undefined) => {
+  const run = async (name: string, fn: () => string | undefined | Promise<string | undefined>) => {
     try {
-      const detail = fn();
+      const detail = await fn();
       checks[name] = { ok: true, ...(detail ? { detail } : {}) };
     } catch (e) {
       checks[name] = { ok: false, detail: (e as Error).message.slice(0, 300) };
     }
   };
-  run('metadata', () => {
-    store.meta.probe();
+  await run('metadata', async () => {
+    await store.meta.probe();
     return undefined;
   });
-  run('data-dir', () => {
+  await run('data-dir', () => {
     const p = join(store.dataDir, `.readyz-${process.pid}`);
     writeFileSync(p, 'ok');
     unlinkSync(p);
     return undefined;
   });
-  run('free-disk', () => {
+  await run('free-disk', () => {
     const st = statfsSync(store.dataDir);
     const free = Number(st.bavail) * Number(st.bsize);
     const min = opts.minFreeBytes ?? 256 * 1024 * 1024;
@@ -52,7 +52,7 @@ export function healthz(): Response {
   return respond(200, { 'Content-Type': 'application/json', 'Cache-Control': 'no-store' }, '{"status":"ok"}');
 }
 
-export function readyz(store: Store, opts: ReadinessOptions): Response {
-  const r = checkReadiness(store, opts);
+export async function readyz(store: Store, opts: ReadinessOptions): Promise<Response> {
+  const r = await checkReadiness(store, opts);
   return respond(r.ready ? 200 : 503, { 'Content-Type': 'application/json', 'Cache-Control': 'no-store' }, JSON.stringify({ status: r.ready ? 'ready' : 'not ready', checks: r.checks }));
 }

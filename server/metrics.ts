@@ -47,22 +47,25 @@ export class Metrics {
     this.verifyRuns = new Counter({ name: 'snapyard_verify_runs_total', help: 'verify runs by result', labelNames: ['result'], registers: [r] });
     this.verifyProblems = new Counter({ name: 'snapyard_verify_errors_total', help: 'Problems verify found (corrupt or missing chunks, broken indexes, missing blobs)', registers: [r] });
     const cacheMs = opts.cacheMs ?? 1000;
-    const snap = () => {
+    const snap = async () => {
       const now = Date.now();
       if (!this.storeSnapshot || now - this.storeSnapshot.at > cacheMs) {
-        const b = store.meta.blobTotals();
+        const b = await store.meta.blobTotals();
         const c = store.chunks.stats();
         this.storeSnapshot = { at: now, blobs: b.blobs, logical: b.bytes, chunks: c.chunks, stored: c.stored };
       }
       return this.storeSnapshot;
     };
-    const gauge = (name: string, help: string, read: () => number) =>
-      new Gauge({ name, help, registers: [r], collect() { this.set(read()); } });
-    gauge('snapyard_blobs', 'Blobs stored', () => snap().blobs);
-    gauge('snapyard_chunks', 'Chunks stored', () => snap().chunks);
-    gauge('snapyard_logical_bytes', 'Sum of the sizes of the blobs stored', () => snap().logical);
-    gauge('snapyard_stored_bytes', 'Bytes the chunks take on disk (compressed records)', () => snap().stored);
-    gauge('snapyard_dedup_ratio', 'Logical bytes / stored bytes', () => (snap().stored > 0 ? snap().logical / snap().stored : 0));
+    const gauge = (name: string, help: string, read: () => number | Promise<number>) =>
+      new Gauge({ name, help, registers: [r], async collect() { this.set(await read()); } });
+    gauge('snapyard_blobs', 'Blobs stored', async () => (await snap()).blobs);
+    gauge('snapyard_chunks', 'Chunks stored', async () => (await snap()).chunks);
+    gauge('snapyard_logical_bytes', 'Sum of the sizes of the blobs stored', async () => (await snap()).logical);
+    gauge('snapyard_stored_bytes', 'Bytes the chunks take on disk (compressed records)', async () => (await snap()).stored);
+    gauge('snapyard_dedup_ratio', 'Logical bytes / stored bytes', async () => {
+      const s = await snap();
+      return s.stored > 0 ? s.logical / s.stored : 0;
+    });
     gauge('snapyard_sessions_open', 'Open upload and push sessions', () => store.sessions.open());
     gauge('snapyard_chunk_worker_queue', 'Tasks queued on the chunk worker threads', () => store.chunks.queueDepth());
   }

@@ -2,7 +2,8 @@ import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { BlobStore } from './blobs/blob-store.js';
 import { LocalChunkStore } from './chunks/local-chunk-store.js';
-import { Metadata } from './meta/metadata.js';
+import type { MetadataStore } from './meta/metadata-store.js';
+import { SqliteMetadataStore } from './meta/sqlite-metadata-store.js';
 import { UploadSessions } from './coord/upload-sessions.js';
 import type { FastCDCParams } from './blobs/fastcdc.js';
 import { ChunkPins } from './coord/chunk-pins.js';
@@ -39,7 +40,7 @@ export interface StoreConfig {
 export interface Store {
   /** The data directory (readiness checks its free space). */
   dataDir: string;
-  meta: Metadata;
+  meta: MetadataStore;
   chunks: LocalChunkStore;
   blobs: BlobStore;
   uploads: UploadSessions;
@@ -62,13 +63,13 @@ export interface Store {
   close(): Promise<void>;
 }
 
-export function openStore(cfg: StoreConfig): Store {
+export async function openStore(cfg: StoreConfig): Promise<Store> {
   const limits = resolveLimits(cfg.limits);
   const closing: Array<() => void | Promise<void>> = [];
   mkdirSync(cfg.dataDir, { recursive: true });
   const reserve = new DiskReserve(join(cfg.dataDir, 'reserve'), limits.reserveBytes);
   reserve.refill();
-  const meta = new Metadata(join(cfg.dataDir, 'meta.db'), { onFull: () => reserve.release() });
+  const meta = new SqliteMetadataStore(join(cfg.dataDir, 'meta.db'), { onFull: () => reserve.release() });
   const chunks = new LocalChunkStore({
     root: join(cfg.dataDir, 'store'),
     ...(cfg.level !== undefined ? { level: cfg.level } : {}),
@@ -80,8 +81,8 @@ export function openStore(cfg: StoreConfig): Store {
   const lock = new AsyncLock();
   const blobs = new BlobStore(meta, chunks, cfg.params, spoolDir, undefined, pins, lock);
   const uploadTtlMs = cfg.uploadTtlMs ?? 60 * 60 * 1000;
-  const uploads = new UploadSessions(blobs, { ttlMs: uploadTtlMs, onExpire: (id) => meta.deleteUpload(id) });
-  meta.clearUploads(); // sessions of an earlier process cannot be resumed
+  const uploads = new UploadSessions(blobs, { ttlMs: uploadTtlMs, onExpire: (id) => void meta.deleteUpload(id).catch(() => {}) });
+  await meta.clearUploads(); // sessions of an earlier process cannot be resumed
   return {
     dataDir: cfg.dataDir,
     meta,
@@ -100,7 +101,7 @@ export function openStore(cfg: StoreConfig): Store {
       for (const fn of closing.splice(0)) await fn();
       uploads.close();
       await chunks.close();
-      meta.close();
+      await meta.close();
     },
   };
 }

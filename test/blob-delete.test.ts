@@ -55,7 +55,7 @@ describe('blob DELETE and verify (defect 9)', () => {
     await oci.pushManifest('del/v', 'multi', index, OCI_INDEX);
     expect((await verifyStore(s.store)).ok).toBe(true);
     // What the old DELETE did (and what a registry upgraded from it may hold): the blob unlinked under the manifest.
-    s.store.meta.unlinkBlob('del/v', img.layerDigest as Digest);
+    await s.store.meta.unlinkBlob('del/v', img.layerDigest as Digest);
     // An index whose child manifest was deleted (OCI allows deleting a manifest an index lists).
     expect((await oci.req('DELETE', `/v2/del/v/manifests/${child.digest}`)).status).toBe(202);
     const report = await verifyStore(s.store);

@@ -122,7 +122,7 @@ async function getBlob(digest: string): Promise<Buffer> {
 }
 
 async function serverIndexKind(digest: string): Promise<number> {
-  const rec = s.store.meta.getBlob(digest as `sha256:${string}`);
+  const rec = await s.store.meta.getBlob(digest as `sha256:${string}`);
   expect(rec, `blob ${digest} is in the store`).not.toBeNull();
   return (await s.store.blobs.index(rec!)).kind;
 }
@@ -271,7 +271,7 @@ describe('snapyard pull (full image)', () => {
       expect(sha256File(out), tag).toBe(sha256File(file));
       expect(existsSync(`${out}.snapyard-part`)).toBe(false);
       // Only the chunks the file is made of (not the guest data a compressed image's clusters decompress to).
-      const idx = await s.store.blobs.index(s.store.meta.getBlob(r.blobDigest as `sha256:${string}`)!);
+      const idx = await s.store.blobs.index((await s.store.meta.getBlob(r.blobDigest as `sha256:${string}`))!);
       expect(r.chunks.total, tag).toBe(new Set([...idx.blobPieces(0, idx.size)].map((p) => p.list.rawDigestAt(p.i).toString('hex'))).size);
     }
   });

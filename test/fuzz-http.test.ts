@@ -53,7 +53,7 @@ describe('path tricks in names', () => {
   test('answer 4xx OCI errors (or act on the repository the normalized path names), never 5xx, never invalid repositories', async () => {
     const secret = prng(3000, 77);
     const secretDigest = await oci.pushBlob('secret', secret);
-    const before = new Set(s.store.meta.listRepos());
+    const before = new Set(await s.store.meta.listRepos());
     let answered = 0;
     for (const name of TRICKS) {
       const endpoints: Array<[string, string, Buffer?]> = [
@@ -88,7 +88,7 @@ describe('path tricks in names', () => {
         }
       }
     }
-    const after = s.store.meta.listRepos();
+    const after = await s.store.meta.listRepos();
     for (const repo of after) expect(isRepoName(repo), repo).toBe(true);
     const added = after.filter((r) => !before.has(r));
     // Only names the grammar accepts were created (e.g. "a/secret" is not created by "a%2fsecret").

@@ -193,7 +193,7 @@ describe('mutated qcow2 images through the OCI upload path of a real server', ()
           expect(put.status, await put.clone().text()).toBe(201);
           const get = await fetch(`${server.url}/v2/${repo}/blobs/${d}`);
           expect(Buffer.from(await get.arrayBuffer()).equals(bytes)).toBe(true);
-          const index = await server.store.blobs.index(server.store.blobs.stat(repo, d)!);
+          const index = await server.store.blobs.index((await server.store.blobs.stat(repo, d))!);
           kinds[index.kind === 1 ? 'qcow2' : 'bytes']++;
         }));
       }

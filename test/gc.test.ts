@@ -173,7 +173,7 @@ describe('snapyard gc', () => {
 
   test('idle upload sessions expire (--upload-ttl): pins released, session gone, chunks collectable', async () => {
     const dataDir = tmp();
-    const store = openStore({ dataDir, workers: 1, uploadTtlMs: 300 });
+    const store = await openStore({ dataDir, workers: 1, uploadTtlMs: 300 });
     const server = await startServer({ store, host: '127.0.0.1', port: 0 });
     try {
       const oci = new Oci(server.url);

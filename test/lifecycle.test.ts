@@ -241,7 +241,7 @@ describe('ls, rm, stats on qcow2 snapshots (lc/img)', () => {
     const union = new Set<string>();
     const per: Array<Set<string>> = [];
     for (const f of files) {
-      const rec = s.store.meta.getBlob(sha256File(f) as Digest)!;
+      const rec = (await s.store.meta.getBlob(sha256File(f) as Digest))!;
       const keys = new Set(chunkSet(await s.store.blobs.index(rec)).keys());
       keys.add(rec.indexDigest.slice(7));
       per.push(keys);

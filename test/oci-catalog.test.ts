@@ -112,7 +112,7 @@ describe('GET /v2/_catalog with auth: only what the caller may pull', () => {
         { users: ['bob'], repositories: ['team/*', 'zeta'], actions: ['pull'] },
       ],
     });
-    store = openStore({ dataDir: join(dir, 'data'), workers: 1 });
+    store = await openStore({ dataDir: join(dir, 'data'), workers: 1 });
     server = await startServer({ store, host: '127.0.0.1', port: 0, auth: new Authenticator({ htpasswd: new Htpasswd(htpasswd), policy }) });
     for (const r of REPOS) {
       const body = `blob of ${r}`;

@@ -50,6 +50,6 @@ test('a tag moved by a second PUT points at the new manifest', async () => {
   expect(a.digest).not.toBe(b.digest);
   const r = await oci.req('GET', '/v2/mgmt5/manifests/chan');
   expect(r.headers.get('docker-content-digest')).toBe(b.digest);
-  const hist = s.store.meta.tagHistory('mgmt5', 'chan');
+  const hist = await s.store.meta.tagHistory('mgmt5', 'chan');
   expect(hist.map((e) => [e.oldDigest, e.newDigest])).toEqual([[a.digest, b.digest], [null, a.digest]]);
 });

@@ -182,7 +182,7 @@ describe('chunked push', () => {
     expect((await oci.req('DELETE', locA)).status).toBe(204);
     const g = await oci.req('GET', `/v2/stall2/blobs/${sha(b)}`);
     expect(Buffer.from(await g.arrayBuffer()).equals(b)).toBe(true);
-    const idx = (await s.store.blobs.index(s.store.meta.getBlob(sha(b) as `sha256:${string}`)!)).lists()[0]!;
+    const idx = (await s.store.blobs.index((await s.store.meta.getBlob(sha(b) as `sha256:${string}`))!)).lists()[0]!;
     for (let i = 0; i < idx.count; i++) expect(s.store.chunks.where(idx.digestAt(i)), `chunk ${i} committed`).not.toBeNull();
   });
 

@@ -95,7 +95,7 @@ describe('blobs by sha512', () => {
     expect((await oci.req('POST', `/v2/s512/qcow2/blobs/uploads/?digest=${d}`, { body: bytes })).status).toBe(201);
     const get = await getBytes(`/v2/s512/qcow2/blobs/${d}`);
     expect(get.body.equals(bytes)).toBe(true);
-    const rec = s.store.blobs.stat('s512/qcow2', sha(bytes) as `sha256:${string}`)!;
+    const rec = (await s.store.blobs.stat('s512/qcow2', sha(bytes) as `sha256:${string}`))!;
     expect((await s.store.blobs.index(rec)).kind).toBe(1); // the guest view + host recipe
   });
 

@@ -72,7 +72,7 @@ describe('push commit amplification (defect 2)', () => {
     const c = await post(s.url, '/snapyard/v1/amp/r/_commit', JSON.stringify({ session: id, digest: lying.blobDigest }));
     expect(c.status).toBe(400);
     expect(c.json.errors[0].message).toMatch(/listed as 4194304 bytes/);
-    expect(s.store.meta.getBlob(lying.blobDigest)).toBeNull();
+    expect(await s.store.meta.getBlob(lying.blobDigest)).toBeNull();
   });
 
   test('a blob larger than maxBlobBytes is refused at _missing (413)', async () => {

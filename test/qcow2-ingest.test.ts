@@ -131,7 +131,7 @@ async function getBlob(repo: string, digest: string): Promise<Buffer> {
 }
 
 async function indexKind(digest: string): Promise<number> {
-  const rec = s.store.meta.getBlob(digest as `sha256:${string}`);
+  const rec = await s.store.meta.getBlob(digest as `sha256:${string}`);
   expect(rec, `blob ${digest} is stored`).not.toBeNull();
   return (await s.store.blobs.index(rec!)).kind;
 }
@@ -174,7 +174,7 @@ describe('valid qcow2 through the OCI upload: guest view + host recipe (kind 1),
     const huge = readFileSync(sparseHuge);
     expect(huge.byteLength).toBeLessThan(16 * MiB);
     await expectStored('valid/huge', huge, 1);
-    const idx = await s.store.blobs.index(s.store.meta.getBlob(sha(huge) as `sha256:${string}`)!);
+    const idx = await s.store.blobs.index((await s.store.meta.getBlob(sha(huge) as `sha256:${string}`))!);
     expect(idx.kind === 1 && idx.layout.virtualSize).toBe(256 * 2 ** 40);
     await expectStored('valid/raw', randomBytes(77, 700 * KiB), 0);
   });

@@ -181,7 +181,7 @@ async function chunkSizes(): Promise<Map<string, number>> {
 }
 
 async function chunkDigestsOf(digest: Digest): Promise<Map<string, number>> {
-  const rec = s.store.meta.getBlob(digest);
+  const rec = await s.store.meta.getBlob(digest);
   expect(rec, `blob ${digest} in the store`).not.toBeNull();
   const index = await s.store.blobs.index(rec!);
   const out = new Map<string, number>();
@@ -230,7 +230,7 @@ describe('skopeo against snapyard', () => {
     const layout = await writeLayout(join(work, 'layout-artifact'), 'v1', baseBytes, 'artifact');
     await expectRoundTrip(layout, 'win98/artifact', baseBytes);
     // The registry recorded the artifact type.
-    const rec = s.store.meta.getManifest('win98/artifact', layout.manifestDigest);
+    const rec = await s.store.meta.getManifest('win98/artifact', layout.manifestDigest);
     expect(rec?.artifactType).toBe(ARTIFACT_TYPE);
   });
 

@@ -56,11 +56,11 @@ describe('snapyard verify', () => {
       expect((await verify(s.url)).code).toBe(0);
       const r32 = mulberry32(7);
       const rnd = () => r32() / 2 ** 32;
-      const index = await s.store.blobs.index(s.store.meta.getBlob(ma.layerDigest as Digest)!);
+      const index = await s.store.blobs.index((await s.store.meta.getBlob(ma.layerDigest as Digest))!);
       const list = index.lists()[0]!;
       for (let round = 0; round < 4; round++) {
         // A random chunk of a's layer (round 3: a's index chunk), a random byte of its record (header included).
-        const digest = (round === 3 ? s.store.meta.getBlob(ma.layerDigest as Digest)!.indexDigest : `sha256:${list.rawDigestAt(Math.floor(rnd() * list.count)).toString('hex')}`) as Digest;
+        const digest = (round === 3 ? (await s.store.meta.getBlob(ma.layerDigest as Digest))!.indexDigest : `sha256:${list.rawDigestAt(Math.floor(rnd() * list.count)).toString('hex')}`) as Digest;
         await s.store.chunks.flush();
         const w = s.store.chunks.where(digest);
         if (!w) throw new Error(`round ${round}: ${digest} not held (${String(await s.store.chunks.has(digest))})`);

@@ -30,9 +30,9 @@ export async function readBody<T>(ctx: RequestContext, schema: z.ZodType<T>): Pr
 }
 
 /** A repository named in the path: valid and known. */
-export function repoOf(ctx: RequestContext, raw: string): string {
+export async function repoOf(ctx: RequestContext, raw: string): Promise<string> {
   const name = checkName(raw);
-  if (!ctx.store.meta.repoExists(name)) throw new OciError(404, 'NAME_UNKNOWN', `repository ${name} is not known`, { name });
+  if (!(await ctx.store.meta.repoExists(name))) throw new OciError(404, 'NAME_UNKNOWN', `repository ${name} is not known`, { name });
   return name;
 }
 

@@ -6,19 +6,19 @@ import { iso, json, NAME, repoOf } from './http.js';
 import { imageFacts, lineageOf, storedSizes, sumOf } from './snapshots.js';
 
 /** GET /snapyard/v1/_admin/repositories */
-function repositories(ctx: RequestContext): Response {
-  const repos = ctx.store.meta.repoSummaries().filter((r) => ctx.mayPull(r.name)).map((r) => ({ name: r.name, created: iso(r.createdMs), snapshots: r.manifests, tags: r.tags }));
+async function repositories(ctx: RequestContext): Promise<Response> {
+  const repos = (await ctx.store.meta.repoSummaries()).filter((r) => ctx.mayPull(r.name)).map((r) => ({ name: r.name, created: iso(r.createdMs), snapshots: r.manifests, tags: r.tags }));
   return json(200, { repositories: repos });
 }
 
 /** GET /snapyard/v1/<name>/_snapshots: every manifest, newest first, with its tags, sizes and lineage. */
 async function snapshots(ctx: RequestContext, m: RegExpExecArray): Promise<Response> {
-  const repo = repoOf(ctx, m[1]!);
+  const repo = await repoOf(ctx, m[1]!);
   const meta = ctx.store.meta;
   const tagsOf = new Map<string, string[]>();
-  for (const t of meta.tagRows(repo)) tagsOf.set(t.digest, [...(tagsOf.get(t.digest) ?? []), t.tag]);
+  for (const t of await meta.tagRows(repo)) tagsOf.set(t.digest, [...(tagsOf.get(t.digest) ?? []), t.tag]);
   const out = [];
-  for (const man of meta.listManifests(repo)) {
+  for (const man of await meta.listManifests(repo)) {
     const f = await imageFacts(ctx.store, man);
     const sizes = await storedSizes(ctx.store, f.chunks.keys());
     out.push({

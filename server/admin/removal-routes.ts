@@ -9,24 +9,24 @@ import type { RequestContext } from '../context.js';
 import type { AdminRoute } from './types.js';
 import { json, NAME, readBody, repoOf } from './http.js';
 import { pruneRequest } from '../../storage/protocol/api.js';
-import { prune, removeManifest, type PruneResult } from '../../storage/meta/lifecycle.js';
+import type { PruneResult } from '../../storage/meta/lifecycle.js';
 
 /**
  * DELETE /snapyard/v1/<name>/_manifests/<digest>: the manifest and every tag
  * pointing at it (each recorded). 409 DENIED when another manifest depends
  * on it (its subject, an index entry, or its base blob).
  */
-function deleteManifest(ctx: RequestContext, m: RegExpExecArray): Response {
-  return json(200, removeManifest(ctx.store.meta, repoOf(ctx, m[1]!), m[2]!));
+async function deleteManifest(ctx: RequestContext, m: RegExpExecArray): Promise<Response> {
+  return json(200, await ctx.store.meta.removeManifest(await repoOf(ctx, m[1]!), m[2]!));
 }
 
 export type { PruneResult };
 
 /** POST /snapyard/v1/<name>/_prune {"keep": N, "match": GLOB, "dryRun": bool}: storage/meta/lifecycle.ts prune. */
 async function pruneRoute(ctx: RequestContext, m: RegExpExecArray): Promise<Response> {
-  const repo = repoOf(ctx, m[1]!);
+  const repo = await repoOf(ctx, m[1]!);
   const body = await readBody(ctx, pruneRequest);
-  return json(200, prune(ctx.store.meta, repo, { keep: body.keep, match: body.match ?? null, dryRun: body.dryRun === true }));
+  return json(200, await ctx.store.meta.prune(repo, { keep: body.keep, match: body.match ?? null, dryRun: body.dryRun === true }));
 }
 
 export const removalRoutes: AdminRoute[] = [

@@ -28,7 +28,7 @@ export interface ImageFacts {
 
 export async function imageFacts(store: Store, m: ManifestSummary): Promise<ImageFacts> {
   const blob = imageBlob(m);
-  const rec = blob ? store.meta.getBlob(blob) : null;
+  const rec = blob ? await store.meta.getBlob(blob) : null;
   if (!blob || !rec) return { blob, size: null, layout: null, virtualSize: null, indexDigest: null, chunks: new Map() };
   const index = await store.blobs.index(rec);
   const chunks = chunkSet(index);

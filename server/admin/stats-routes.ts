@@ -32,10 +32,10 @@ interface RepoFacts {
 
 async function repoFacts(store: Store, repo: string): Promise<RepoFacts> {
   const tagsOf = new Map<string, string[]>();
-  for (const t of store.meta.tagRows(repo)) tagsOf.set(t.digest, [...(tagsOf.get(t.digest) ?? []), t.tag]);
+  for (const t of await store.meta.tagRows(repo)) tagsOf.set(t.digest, [...(tagsOf.get(t.digest) ?? []), t.tag]);
   const snapshots = [];
   const all = new Set<string>();
-  for (const m of store.meta.listManifests(repo)) {
+  for (const m of await store.meta.listManifests(repo)) {
     const facts = await imageFacts(store, m);
     if (!facts.blob || facts.size === null) continue;
     snapshots.push({ digest: m.digest, tags: tagsOf.get(m.digest) ?? [], facts });
@@ -71,7 +71,7 @@ function variants(f: RepoFacts) {
 
 /** GET /snapyard/v1/<name>/_stats */
 async function repoStats(ctx: RequestContext, m: RegExpExecArray): Promise<Response> {
-  const repo = repoOf(ctx, m[1]!);
+  const repo = await repoOf(ctx, m[1]!);
   const f = await repoFacts(ctx.store, repo);
   const refs = new Map<string, number>();
   for (const s of f.snapshots) for (const k of s.facts.chunks.keys()) refs.set(k, (refs.get(k) ?? 0) + 1);
@@ -90,7 +90,7 @@ async function registryStats(ctx: RequestContext): Promise<Response> {
   const repositories = [];
   const union = new Map<string, number>();
   let logicalBytes = 0;
-  for (const repo of ctx.store.meta.listRepos()) {
+  for (const repo of await ctx.store.meta.listRepos()) {
     const f = await repoFacts(ctx.store, repo);
     const s = summary(f);
     logicalBytes += s.logicalBytes;

@@ -10,33 +10,32 @@ import { OciError } from '../oci-error.js';
 import type { AdminRoute } from './types.js';
 import { checkTag, iso, json, NAME, readBody, repoOf } from './http.js';
 import { rollbackRequest, tagRequest } from '../../storage/protocol/api.js';
-import { moveTag, removeTag, rollbackTag } from '../../storage/meta/lifecycle.js';
 
 const TAG = '([^/]+)';
 
 /** PUT /snapyard/v1/<name>/_tags/<tag> {"target": "<tag>" | "<digest>"}: point the tag at the target's manifest. */
 async function putTag(ctx: RequestContext, m: RegExpExecArray): Promise<Response> {
-  const repo = repoOf(ctx, m[1]!);
+  const repo = await repoOf(ctx, m[1]!);
   const tag = checkTag(m[2]!);
   const body = await readBody(ctx, tagRequest);
   const ref = parseReference(body.target);
-  return json(200, moveTag(ctx.store.meta, repo, tag, ref.digest !== undefined ? { digest: ref.digest } : { tag: ref.tag }));
+  return json(200, await ctx.store.meta.moveTag(repo, tag, ref.digest !== undefined ? { digest: ref.digest } : { tag: ref.tag }));
 }
 
 /** DELETE /snapyard/v1/<name>/_tags/<tag>: remove the tag (the manifest stays). */
-function deleteTag(ctx: RequestContext, m: RegExpExecArray): Response {
-  const repo = repoOf(ctx, m[1]!);
+async function deleteTag(ctx: RequestContext, m: RegExpExecArray): Promise<Response> {
+  const repo = await repoOf(ctx, m[1]!);
   const tag = checkTag(m[2]!);
-  return json(200, { repository: repo, tag, old: removeTag(ctx.store.meta, repo, tag) });
+  return json(200, { repository: repo, tag, old: await ctx.store.meta.removeTag(repo, tag) });
 }
 
 /** GET /snapyard/v1/<name>/_tags/<tag>/_history: every move, newest first. */
-function history(ctx: RequestContext, m: RegExpExecArray): Response {
-  const repo = repoOf(ctx, m[1]!);
+async function history(ctx: RequestContext, m: RegExpExecArray): Promise<Response> {
+  const repo = await repoOf(ctx, m[1]!);
   const tag = checkTag(m[2]!);
   const meta = ctx.store.meta;
-  const events = meta.tagHistory(repo, tag);
-  const current = meta.resolveTag(repo, tag);
+  const events = await meta.tagHistory(repo, tag);
+  const current = await meta.resolveTag(repo, tag);
   if (events.length === 0 && current === null) throw new OciError(404, 'MANIFEST_UNKNOWN', `tag ${repo}:${tag} has no history`, { tag });
   return json(200, {
     repository: repo,
@@ -48,10 +47,10 @@ function history(ctx: RequestContext, m: RegExpExecArray): Response {
 
 /** POST /snapyard/v1/<name>/_tags/<tag>/_rollback {"steps": N} | {"to": digest}: storage/meta/lifecycle.ts rollbackTag. */
 async function rollback(ctx: RequestContext, m: RegExpExecArray): Promise<Response> {
-  const repo = repoOf(ctx, m[1]!);
+  const repo = await repoOf(ctx, m[1]!);
   const tag = checkTag(m[2]!);
   const body = await readBody(ctx, rollbackRequest);
-  return json(200, rollbackTag(ctx.store.meta, repo, tag, { ...(body.steps !== undefined ? { steps: body.steps } : {}), ...(body.to !== undefined ? { to: body.to } : {}) }));
+  return json(200, await ctx.store.meta.rollbackTag(repo, tag, { ...(body.steps !== undefined ? { steps: body.steps } : {}), ...(body.to !== undefined ? { to: body.to } : {}) }));
 }
 
 export const tagRoutes: AdminRoute[] = [

@@ -6,17 +6,17 @@ import { header, respond, sendStream, type RequestContext } from '../context.js'
 import type { BlobRecord } from '../../storage/meta/metadata.js';
 
 /** The blob a digest names in `name` (a sha512 through its alias: server/aliases.ts). */
-function blobOrThrow(ctx: RequestContext, name: string, digestStr: string): BlobRecord {
+async function blobOrThrow(ctx: RequestContext, name: string, digestStr: string): Promise<BlobRecord> {
   const asked = checkDigest(digestStr, { anyAlgorithm: true });
-  const digest = canonicalDigest(ctx, asked);
-  const blob = digest ? ctx.store.blobs.stat(name, digest) : null;
+  const digest = await canonicalDigest(ctx, asked);
+  const blob = digest ? await ctx.store.blobs.stat(name, digest) : null;
   if (!blob) throw new OciError(404, 'BLOB_UNKNOWN', `blob ${asked} is not in ${name}`, { digest: asked });
   return blob;
 }
 
 /** GET and HEAD /v2/<name>/blobs/<digest>: the exact bytes pushed, Range supported. */
 export async function getBlob(ctx: RequestContext, name: string, digestStr: string): Promise<Response> {
-  const blob = blobOrThrow(ctx, name, digestStr);
+  const blob = await blobOrThrow(ctx, name, digestStr);
   const range = parseRange(header(ctx, 'range'), blob.size);
   const headers: Record<string, string> = {
     'Content-Type': 'application/octet-stream',
@@ -42,9 +42,9 @@ export async function getBlob(ctx: RequestContext, name: string, digestStr: stri
  * deletable while that manifest exists (405 UNSUPPORTED naming them, as
  * distribution answers a delete it does not allow): delete the manifests first.
  */
-export function deleteBlob(ctx: RequestContext, name: string, digestStr: string): Response {
-  const blob = blobOrThrow(ctx, name, digestStr);
-  const r = ctx.store.meta.unlinkBlobIfUnused(name, blob.digest);
+export async function deleteBlob(ctx: RequestContext, name: string, digestStr: string): Promise<Response> {
+  const blob = await blobOrThrow(ctx, name, digestStr);
+  const r = await ctx.store.meta.unlinkBlobIfUnused(name, blob.digest);
   if (r.usedBy.length > 0) {
     throw new OciError(405, 'UNSUPPORTED', `blob ${blob.digest} is used by manifest${r.usedBy.length > 1 ? 's' : ''} ${r.usedBy.join(', ')} of ${name}: delete ${r.usedBy.length > 1 ? 'them' : 'it'} first`, {
       digest: blob.digest,

@@ -19,7 +19,7 @@ function pageSize(raw: string | null): number {
   return Math.min(Number(raw), MAX_PAGE);
 }
 
-export function listCatalog(ctx: RequestContext, mayPull: (repo: string) => boolean): Response {
+export async function listCatalog(ctx: RequestContext, mayPull: (repo: string) => boolean): Promise<Response> {
   const q = ctx.url.searchParams;
   const n = pageSize(q.get('n'));
   const last = q.get('last') ?? '';
@@ -27,7 +27,7 @@ export function listCatalog(ctx: RequestContext, mayPull: (repo: string) => bool
   let more = false;
   if (n > 0) {
     // listRepos is in byte order (SQLite's BINARY collation); names are ASCII, so this is also JS string order.
-    for (const name of ctx.store.meta.listRepos()) {
+    for (const name of await ctx.store.meta.listRepos()) {
       if (name <= last || !mayPull(name)) continue;
       if (page.length === n) {
         more = true;

@@ -28,17 +28,17 @@ export function diskLayer(m: ManifestRecord): { digest: Digest; mediaType: strin
   return { digest: pick.digest as Digest, mediaType: pick.mediaType, size: pick.size };
 }
 
-function linkedBlob(ctx: RequestContext, name: string, d: Digest): BlobRecord {
-  const blob = ctx.store.blobs.stat(name, d);
+async function linkedBlob(ctx: RequestContext, name: string, d: Digest): Promise<BlobRecord> {
+  const blob = await ctx.store.blobs.stat(name, d);
   if (!blob) throw new OciError(404, 'BLOB_UNKNOWN', `blob ${d} is not in ${name}`, { digest: d });
   return blob;
 }
 
 export async function deltaPlan(ctx: RequestContext, svc: DeltaService, name: string, onPlanned?: (blobSize: number) => void): Promise<Response> {
   const req = await jsonBody(ctx.incoming, deltaRequest, 64 * 1024);
-  const manifest = resolveManifest(ctx, name, req.target);
+  const manifest = await resolveManifest(ctx, name, req.target);
   const layer = diskLayer(manifest);
-  const blob = linkedBlob(ctx, name, layer.digest);
+  const blob = await linkedBlob(ctx, name, layer.digest);
   const target = await svc.chunksOf(blob);
   // The held blob sharing the most chunks is the base of the index difference.
   const held = new Set<string>();
@@ -46,7 +46,7 @@ export async function deltaPlan(ctx: RequestContext, svc: DeltaService, name: st
   let base: BlobRecord | null = null;
   let best = -1;
   for (const h of req.have) {
-    const rec = ctx.store.meta.getBlob(h as Digest);
+    const rec = await ctx.store.meta.getBlob(h as Digest);
     if (!rec) continue;
     known.push(rec.digest);
     const set = await svc.chunksOf(rec);
@@ -82,7 +82,7 @@ export async function deltaPlan(ctx: RequestContext, svc: DeltaService, name: st
 
 export async function sendChunks(ctx: RequestContext, svc: DeltaService, name: string): Promise<Response> {
   const req = await jsonBody(ctx.incoming, chunksRequest, 8 * 1024 * 1024);
-  const blob = linkedBlob(ctx, name, req.blob as Digest);
+  const blob = await linkedBlob(ctx, name, req.blob as Digest);
   const set = await svc.chunksOf(blob);
   // Each chunk once: a list repeating one chunk would make a small request cost the server (and the wire) without bound.
   const asked = new Set<string>();

@@ -15,23 +15,23 @@ function askedReference(reference: string, lookup: boolean): Asked {
   return parseReference(reference, { lookup });
 }
 
-function lookUp(ctx: RequestContext, name: string, reference: string): { m: ManifestRecord; asked: Asked } {
+async function lookUp(ctx: RequestContext, name: string, reference: string): Promise<{ m: ManifestRecord; asked: Asked }> {
   const asked = askedReference(reference, true);
   const meta = ctx.store.meta;
-  if (!meta.repoExists(name)) throw new OciError(404, 'NAME_UNKNOWN', `repository ${name} is not known`);
-  const digest = asked.alias ? canonicalDigest(ctx, asked.alias) : asked.digest ?? meta.resolveTag(name, asked.tag!);
-  const m = digest ? meta.getManifest(name, digest) : null;
+  if (!(await meta.repoExists(name))) throw new OciError(404, 'NAME_UNKNOWN', `repository ${name} is not known`);
+  const digest = asked.alias ? await canonicalDigest(ctx, asked.alias) : asked.digest ?? (await meta.resolveTag(name, asked.tag!));
+  const m = digest ? await meta.getManifest(name, digest) : null;
   if (!m) throw new OciError(404, 'MANIFEST_UNKNOWN', `manifest ${reference} is not in ${name}`, { reference });
   return { m, asked };
 }
 
-export function resolveManifest(ctx: RequestContext, name: string, reference: string): ManifestRecord {
-  return lookUp(ctx, name, reference).m;
+export async function resolveManifest(ctx: RequestContext, name: string, reference: string): Promise<ManifestRecord> {
+  return (await lookUp(ctx, name, reference)).m;
 }
 
 /** GET and HEAD /v2/<name>/manifests/<reference>. */
-export function getManifest(ctx: RequestContext, name: string, reference: string): Response {
-  const { m, asked } = lookUp(ctx, name, reference);
+export async function getManifest(ctx: RequestContext, name: string, reference: string): Promise<Response> {
+  const { m, asked } = await lookUp(ctx, name, reference);
   const digest = asked.alias ?? m.digest;
   const headers = {
     'Content-Type': m.mediaType,
@@ -54,9 +54,10 @@ export async function putManifest(ctx: RequestContext, name: string, reference: 
   }
   const parsed = parseManifest(body, header(ctx, 'content-type'));
   // Descriptors by sha512 name what the alias names (a blob pushed under that sha512); unknown ones stay as given (and are missing).
-  const canonical = <D extends string>(d: D): D => (isSha512Digest(d) ? ((canonicalDigest(ctx, d) ?? d) as D) : d);
-  const refs = parsed.refs.map((r) => ({ ...r, digest: canonical(r.digest) }));
-  if (ref.alias) ctx.store.meta.aliases.add(ref.alias, digest); // before the commit: a committed manifest is always reachable by it
+  const canonical = async <D extends string>(d: D): Promise<D> => (isSha512Digest(d) ? (((await canonicalDigest(ctx, d)) ?? d) as D) : d);
+  const refs = await Promise.all(parsed.refs.map(async (r) => ({ ...r, digest: await canonical(r.digest) })));
+  const subject = parsed.subject === null ? null : await canonical(parsed.subject);
+  if (ref.alias) await ctx.store.meta.addAlias(ref.alias, digest); // before the commit: a committed manifest is always reachable by it
   // Under the commit lock: GC's delete step (which may unlink stale blobs) cannot interleave.
   const { missing } = await ctx.store.lock.run(() => ctx.store.meta.commitManifest(
     {
@@ -64,7 +65,7 @@ export async function putManifest(ctx: RequestContext, name: string, reference: 
       digest,
       mediaType: parsed.mediaType,
       artifactType: parsed.artifactType,
-      subject: parsed.subject === null ? null : canonical(parsed.subject),
+      subject,
       annotations: parsed.annotations,
       content: body,
       refs,
@@ -88,9 +89,9 @@ export async function putManifest(ctx: RequestContext, name: string, reference: 
 }
 
 /** DELETE /v2/<name>/manifests/<reference>: a digest deletes the manifest (and its tags), a tag only the tag. */
-export function deleteManifest(ctx: RequestContext, name: string, reference: string): Response {
-  const { m, asked: ref } = lookUp(ctx, name, reference);
-  if (ref.tag !== undefined) ctx.store.meta.setTag(name, ref.tag, null, 'oci-delete');
-  else ctx.store.meta.deleteManifest(name, m.digest as Digest, 'oci-delete');
+export async function deleteManifest(ctx: RequestContext, name: string, reference: string): Promise<Response> {
+  const { m, asked: ref } = await lookUp(ctx, name, reference);
+  if (ref.tag !== undefined) await ctx.store.meta.setTag(name, ref.tag, null, 'oci-delete');
+  else await ctx.store.meta.deleteManifest(name, m.digest as Digest, 'oci-delete');
   return respond(202);
 }

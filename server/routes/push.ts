@@ -176,11 +176,11 @@ export async function commitPush(ctx: RequestContext, svc: DeltaService, name: s
   return respond(201, { 'Content-Type': 'application/json', 'Docker-Content-Digest': index.blobDigest }, JSON.stringify(out));
 }
 
-export function blobManifests(ctx: RequestContext, name: string, digestStr: string): Response {
+export async function blobManifests(ctx: RequestContext, name: string, digestStr: string): Promise<Response> {
   const digest: Digest = checkDigest(digestStr);
   const meta = ctx.store.meta;
-  const list = meta.manifestsReferencing(name, digest).map((m) => ({
-    digest: m.digest, mediaType: m.mediaType, size: m.size, artifactType: m.artifactType, tags: meta.tagsOf(name, m.digest),
-  }));
+  const list = await Promise.all((await meta.manifestsReferencing(name, digest)).map(async (m) => ({
+    digest: m.digest, mediaType: m.mediaType, size: m.size, artifactType: m.artifactType, tags: await meta.tagsOf(name, m.digest),
+  })));
   return respond(200, { 'Content-Type': 'application/json' }, JSON.stringify({ blob: digest, manifests: list }));
 }

@@ -51,10 +51,10 @@ export async function startUpload(ctx: RequestContext, name: string): Promise<Re
   const mount = q.get('mount');
   if (mount !== null) {
     const asked = checkDigest(mount, { anyAlgorithm: true });
-    const digest = canonicalDigest(ctx, asked);
+    const digest = await canonicalDigest(ctx, asked);
     const from = q.get('from');
     // Under the commit lock, so GC's delete step never sees half of a mount.
-    const mounted = from !== null && digest !== null && (await ctx.store.lock.run(() => ctx.store.blobs.stat(checkName(from), digest) !== null && ctx.store.meta.linkBlob(name, digest)));
+    const mounted = from !== null && digest !== null && (await ctx.store.lock.run(async () => (await ctx.store.blobs.stat(checkName(from), digest)) !== null && (await ctx.store.meta.linkBlob(name, digest))));
     if (mounted) {
       await drain(ctx.incoming);
       return created(name, asked);
@@ -75,17 +75,17 @@ export async function startUpload(ctx: RequestContext, name: string): Promise<Re
   const ticket = ctx.store.sessions.take(ctx.user); // LIMIT_EXCEEDED: 429 with Retry-After
   const id = randomUUID();
   try {
-    ctx.store.meta.createUpload(id, name);
+    await ctx.store.meta.createUpload(id, name);
     ctx.store.uploads.open(id, name, ticket);
   } catch (e) {
     ticket.release();
     throw e;
   }
-  return progress(name, ctx.store.meta.getUpload(id)!, 202);
+  return progress(name, (await ctx.store.meta.getUpload(id))!, 202);
 }
 
-function sessionOrThrow(ctx: RequestContext, name: string, id: string): UploadRecord {
-  const up = /^[a-zA-Z0-9-]{8,64}$/.test(id) ? ctx.store.meta.getUpload(id) : null;
+async function sessionOrThrow(ctx: RequestContext, name: string, id: string): Promise<UploadRecord> {
+  const up = /^[a-zA-Z0-9-]{8,64}$/.test(id) ? await ctx.store.meta.getUpload(id) : null;
   if (!up || up.repo !== name || !ctx.store.uploads.has(up.id)) {
     throw new OciError(404, 'BLOB_UPLOAD_UNKNOWN', `upload ${id.slice(0, 80)} is not open in ${name}`);
   }
@@ -121,9 +121,9 @@ async function appendBody(ctx: RequestContext, up: UploadRecord, required: boole
     await ctx.store.uploads.append(up.id, capped(ctx, room), limit);
   } finally {
     // Whatever arrived counts, even from a request that broke off: the client resumes from Range.
-    ctx.store.meta.setUploadSize(up.id, ctx.store.uploads.size(up.id));
+    await ctx.store.meta.setUploadSize(up.id, ctx.store.uploads.size(up.id));
   }
-  const after = ctx.store.meta.getUpload(up.id)!;
+  const after = (await ctx.store.meta.getUpload(up.id))!;
   if (range && after.size - up.size !== limit) {
     throw new OciError(400, 'BLOB_UPLOAD_INVALID', `chunk has ${after.size - up.size} bytes, Content-Range says ${limit}`);
   }
@@ -132,21 +132,21 @@ async function appendBody(ctx: RequestContext, up: UploadRecord, required: boole
 
 /** PATCH /v2/<name>/blobs/uploads/<id>: append a chunk (416 when out of order). */
 export async function patchUpload(ctx: RequestContext, name: string, id: string): Promise<Response> {
-  const up0 = sessionOrThrow(ctx, name, id);
+  const up0 = await sessionOrThrow(ctx, name, id);
   return ctx.store.uploads.locked(up0.id, async () => {
-    const up = await appendBody(ctx, sessionOrThrow(ctx, name, id), true);
+    const up = await appendBody(ctx, await sessionOrThrow(ctx, name, id), true);
     return progress(name, up, 202);
   });
 }
 
 /** GET /v2/<name>/blobs/uploads/<id>: how much the session holds. */
-export function uploadStatus(ctx: RequestContext, name: string, id: string): Response {
-  return progress(name, sessionOrThrow(ctx, name, id), 204);
+export async function uploadStatus(ctx: RequestContext, name: string, id: string): Promise<Response> {
+  return progress(name, await sessionOrThrow(ctx, name, id), 204);
 }
 
 /** PUT /v2/<name>/blobs/uploads/<id>?digest=: last chunk (optional), then verify and commit. */
 export async function finishUpload(ctx: RequestContext, name: string, id: string): Promise<Response> {
-  const up0 = sessionOrThrow(ctx, name, id);
+  const up0 = await sessionOrThrow(ctx, name, id);
   const digestParam = ctx.url.searchParams.get('digest');
   if (digestParam === null) {
     await drain(ctx.incoming);
@@ -154,8 +154,8 @@ export async function finishUpload(ctx: RequestContext, name: string, id: string
   }
   const digest = checkDigest(digestParam, { anyAlgorithm: true });
   return ctx.store.uploads.locked(up0.id, async () => {
-    const up = await appendBody(ctx, sessionOrThrow(ctx, name, id), false);
-    ctx.store.meta.deleteUpload(up.id);
+    const up = await appendBody(ctx, await sessionOrThrow(ctx, name, id), false);
+    await ctx.store.meta.deleteUpload(up.id);
     // On a digest mismatch nothing is committed (the chunks stay unreferenced for GC), and the session is over.
     await ctx.store.uploads.finish(up.id, async (result) => {
       if (isSha512Digest(digest)) await acceptSha512(ctx, result, digest);
@@ -170,8 +170,8 @@ export async function finishUpload(ctx: RequestContext, name: string, id: string
 
 /** DELETE /v2/<name>/blobs/uploads/<id>: cancel. */
 export async function cancelUpload(ctx: RequestContext, name: string, id: string): Promise<Response> {
-  const up = sessionOrThrow(ctx, name, id);
-  ctx.store.meta.deleteUpload(up.id);
+  const up = await sessionOrThrow(ctx, name, id);
+  await ctx.store.meta.deleteUpload(up.id);
   ctx.store.uploads.cancel(up.id);
   await drain(ctx.incoming);
   return respond(204);

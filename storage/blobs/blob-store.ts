@@ -4,7 +4,7 @@ import type { Digest } from '../digest.js';
 import { SnapyardError } from '../errors.js';
 import { ingestBlob, type IngestOptions, type IngestResult } from './blob-ingest.js';
 import { readBlob } from './blob-reader.js';
-import type { BlobRecord, Metadata } from '../meta/metadata.js';
+import type { BlobRecord, MetadataStore } from '../meta/metadata-store.js';
 import type { FastCDCParams } from './fastcdc.js';
 import { ChunkPins } from '../coord/chunk-pins.js';
 import { AsyncLock } from '../coord/commit-lock.js';
@@ -20,7 +20,7 @@ export class BlobStore {
   private readonly committedHooks: Array<(digest: Digest) => void> = [];
 
   constructor(
-    readonly meta: Metadata,
+    readonly meta: MetadataStore,
     readonly chunks: ChunkStore,
     private readonly params?: FastCDCParams,
     /** Where qcow2 uploads are spooled for guest-view chunking (without it they are byte-chunked). */
@@ -69,7 +69,7 @@ export class BlobStore {
           if (!(await held(d))) throw new ChunkMissingError(d);
         }
       }
-      this.meta.commitBlob(repo, { digest: r.digest, size: r.size, indexDigest: r.indexDigest });
+      await this.meta.commitBlob(repo, { digest: r.digest, size: r.size, indexDigest: r.indexDigest });
     });
     this.remember(r.digest, r.index);
     for (const h of this.committedHooks) h(r.digest);
@@ -86,8 +86,8 @@ export class BlobStore {
   }
 
   /** The blob if it is linked into `repo`. */
-  stat(repo: string, digest: Digest): BlobRecord | null {
-    if (!this.meta.isLinked(repo, digest)) return null;
+  async stat(repo: string, digest: Digest): Promise<BlobRecord | null> {
+    if (!(await this.meta.isLinked(repo, digest))) return null;
     return this.meta.getBlob(digest);
   }
 

@@ -27,11 +27,11 @@ import type { ChunkPins } from '../coord/chunk-pins.js';
 import type { AsyncLock } from '../coord/commit-lock.js';
 import type { Digest } from '../digest.js';
 import type { LocalChunkStore } from '../chunks/local-chunk-store.js';
-import type { Metadata } from '../meta/metadata.js';
+import type { MetadataStore } from '../meta/metadata-store.js';
 import { compactPacks } from './pack-compactor.js';
 
 export interface GcStore {
-  meta: Metadata;
+  meta: MetadataStore;
   chunks: LocalChunkStore;
   blobs: BlobStore;
   pins: ChunkPins;
@@ -85,7 +85,7 @@ export async function collectGarbage(store: GcStore, opts: GcOptions = {}): Prom
   const markBlob = async (digest: Digest) => {
     if (markedBlobs.has(digest)) return;
     markedBlobs.add(digest);
-    const rec = store.meta.getBlob(digest);
+    const rec = await store.meta.getBlob(digest);
     if (!rec) return;
     marked.add(rec.indexDigest.slice(7));
     let index: BlobIndex;
@@ -99,13 +99,13 @@ export async function collectGarbage(store: GcStore, opts: GcOptions = {}): Prom
   };
   store.chunks.beginMark();
   try {
-    for (const d of store.meta.gcLiveBlobs(cutoff)) await markBlob(d);
+    for (const d of await store.meta.gcLiveBlobs(cutoff)) await markBlob(d);
     const sweep = async () => {
       // Blobs that became live since the mark (a manifest put, a mount, a commit).
-      for (const d of store.meta.gcLiveBlobs(cutoff)) await markBlob(d);
+      for (const d of await store.meta.gcLiveBlobs(cutoff)) await markBlob(d);
       await store.chunks.flush(); // rows of chunks written so far, and refreshed times
-      // From here on, synchronous: nothing interleaves.
-      const blobs = store.meta.gcBlobs(cutoff, dryRun);
+      // Under the commit lock: no manifest put, mount or blob commit interleaves from here on (pins are checked in the sweep itself).
+      const blobs = await store.meta.gcBlobs(cutoff, dryRun);
       for (const d of blobs.deleted) store.blobs.forget(d);
       const keep = (d: Digest) => marked.has(d.slice(7)) || store.pins.has(d);
       const chunks = store.chunks.sweep(cutoff, keep, dryRun);

@@ -16,11 +16,11 @@ import type { BlobStore } from '../blobs/blob-store.js';
 import type { AsyncLock } from '../coord/commit-lock.js';
 import { digestFromRaw, type Digest } from '../digest.js';
 import type { LocalChunkStore } from '../chunks/local-chunk-store.js';
-import type { Metadata } from '../meta/metadata.js';
+import type { MetadataStore } from '../meta/metadata-store.js';
 import type { RecordLocation } from '../chunks/pack-files.js';
 
 export interface VerifyStore {
-  meta: Metadata;
+  meta: MetadataStore;
   chunks: LocalChunkStore;
   blobs: BlobStore;
   lock: AsyncLock;
@@ -83,7 +83,7 @@ export async function verifyStore(store: VerifyStore, opts: { repair?: boolean; 
   const problems: VerifyProblem[] = [];
   const byChunk = new Map<Digest, VerifyProblem>();
   const brokenBlobs = new Set<Digest>();
-  const blobs = store.meta.allBlobs();
+  const blobs = await store.meta.allBlobs();
   let rawBytes = 0;
   for (const blob of blobs) {
     const problem = (kind: VerifyProblem['kind'], digest: Digest, message: string) => {
@@ -126,24 +126,24 @@ export async function verifyStore(store: VerifyStore, opts: { repair?: boolean; 
   // Corrupt chunks no blob uses are problems too (nothing to name).
   for (const [d, message] of corrupt) if (!byChunk.has(d)) problems.push({ kind: 'chunk-corrupt', digest: d, blobs: [], message });
   const snapshots = new Set<string>();
-  for (const b of brokenBlobs) for (const s of store.meta.snapshotsUsing(b)) snapshots.add(s);
+  for (const b of brokenBlobs) for (const s of await store.meta.snapshotsUsing(b)) snapshots.add(s);
   // Manifests that cannot be pulled whole: a blob or child manifest they reference is not there.
-  for (const r of store.meta.danglingRefs()) {
+  for (const r of await store.meta.danglingRefs()) {
     const what = r.kind === 'blob' ? 'blob' : 'manifest';
     problems.push({ kind: `${what}-missing`, digest: r.ref, blobs: [], message: `${r.repo}@${r.manifest} references ${what} ${r.ref}, which ${r.repo} does not hold` });
-    for (const s of store.meta.snapshotsUsing(r.manifest)) snapshots.add(s);
-    const tags = store.meta.tagsOf(r.repo, r.manifest);
+    for (const s of await store.meta.snapshotsUsing(r.manifest)) snapshots.add(s);
+    const tags = await store.meta.tagsOf(r.repo, r.manifest);
     if (tags.length === 0) snapshots.add(`${r.repo}@${r.manifest}`);
     for (const t of tags) snapshots.add(`${r.repo}:${t}`);
   }
   let repaired: VerifyReport['repaired'] = null;
   if (opts.repair) {
-    repaired = await store.lock.run(() => {
+    repaired = await store.lock.run(async () => {
       let quarantined = 0;
       let blobsUnlinked = 0;
       for (const d of corrupt.keys()) if (store.chunks.quarantine(d)) quarantined++;
       for (const b of brokenBlobs) {
-        if (store.meta.unlinkEverywhere(b).length > 0) blobsUnlinked++;
+        if ((await store.meta.unlinkEverywhere(b)).length > 0) blobsUnlinked++;
         store.blobs.forget(b);
       }
       return { quarantined, blobsUnlinked };

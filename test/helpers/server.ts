@@ -22,7 +22,7 @@ export async function startTestServer(
   opts: { dataDir?: string; workers?: number; storeLimits?: Partial<Limits> } & Pick<ServerOptions, 'auth' | 'tls' | 'limits' | 'connections' | 'logger' | 'readiness' | 'metricsAddr'> = {},
 ): Promise<TestServer> {
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'snapyard-test-'));
-  const store = openStore({ dataDir, workers: opts.workers ?? 1, ...(opts.storeLimits ? { limits: opts.storeLimits } : {}) });
+  const store = await openStore({ dataDir, workers: opts.workers ?? 1, ...(opts.storeLimits ? { limits: opts.storeLimits } : {}) });
   const { dataDir: _d, workers: _w, storeLimits: _l, ...serverOpts } = opts;
   const server = await startServer({ store, host: '127.0.0.1', port: 0, ...serverOpts });
   return {
