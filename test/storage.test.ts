@@ -267,3 +267,29 @@ describe('metadata', () => {
     m.close();
   });
 });
+
+describe('blob commit', () => {
+  test('a blob of 8192+ chunks commits; one whose chunk is gone (in a middle check batch) is refused with CHUNK_MISSING naming it, and nothing is recorded', async () => {
+    const { openStore } = await import('../storage/open-store.js');
+    const { digestFromRaw } = await import('../storage/digest.js');
+    const store = await openStore({ dataDir: tmp(), workers: 0, params: { minSize: 64, avgSize: 256, maxSize: 1024 } });
+    try {
+      const source = async function* (b: Buffer) {
+        yield b;
+      };
+      const ok = await store.blobs.ingestUncommitted(source(prng(3_000_000, 71)));
+      expect(ok.chunks).toBeGreaterThan(8192);
+      await store.blobs.commit('r', ok);
+      expect(await store.meta.getBlob(ok.digest)).not.toBeNull();
+
+      const bad = await store.blobs.ingestUncommitted(source(prng(3_000_000, 72)));
+      const list = bad.index.lists()[0]!;
+      const gone = digestFromRaw(list.rawDigestAt(Math.floor(list.count / 2)));
+      await store.chunks.remove(gone);
+      await expect(store.blobs.commit('r', bad)).rejects.toMatchObject({ code: 'CHUNK_MISSING', message: expect.stringContaining(gone) });
+      expect(await store.meta.getBlob(bad.digest)).toBeNull();
+    } finally {
+      await store.close();
+    }
+  }, 60_000);
+});

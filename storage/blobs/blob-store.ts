@@ -8,8 +8,11 @@ import type { BlobRecord, MetadataStore } from '../meta/metadata-store.js';
 import type { FastCDCParams } from './fastcdc.js';
 import { ChunkPins } from '../coord/chunk-pins.js';
 import { AsyncLock } from '../coord/commit-lock.js';
-import { digestFromRaw } from '../digest.js';
+import { digestFromRaw, rawOf } from '../digest.js';
 import { ChunkMissingError } from '../errors.js';
+
+/** Chunks a blob commit checks per call of the chunk store. */
+const COMMIT_CHECK_BATCH = 4096;
 
 /**
  * Blobs as the registry sees them: ingest into chunks + index + metadata, look
@@ -60,19 +63,36 @@ export class BlobStore {
    */
   async commit(repo: string, r: IngestResult): Promise<void> {
     // Durably held, not merely on its way: a chunk whose index row a failed flush never committed does not count.
-    const held = (d: Digest) => (this.chunks.durable ? this.chunks.durable(d) : this.chunks.has(d));
     await this.lock.run(async () => {
-      if (!(await held(r.indexDigest))) throw new ChunkMissingError(r.indexDigest);
+      // In batches: one call (one query on a remote catalog) per COMMIT_CHECK_BATCH chunks, never one per chunk.
+      let batch: Uint8Array[] = [rawOf(r.indexDigest)];
+      const check = async () => {
+        const missing = await this.missingDurable(batch);
+        if (missing.length > 0) throw new ChunkMissingError(digestFromRaw(batch[missing[0]!]!));
+        batch = [];
+      };
       for (const list of r.index.lists()) {
         for (let i = 0; i < list.count; i++) {
-          const d = digestFromRaw(list.rawDigestAt(i));
-          if (!(await held(d))) throw new ChunkMissingError(d);
+          batch.push(list.rawDigestAt(i));
+          if (batch.length === COMMIT_CHECK_BATCH) await check();
         }
       }
+      await check();
       await this.meta.commitBlob(repo, { digest: r.digest, size: r.size, indexDigest: r.indexDigest });
     });
     this.remember(r.digest, r.index);
     for (const h of this.committedHooks) h(r.digest);
+  }
+
+  /** Positions in `raws` of chunks not durably held (batched when the store can, else one by one). */
+  private async missingDurable(raws: Uint8Array[]): Promise<number[]> {
+    if (this.chunks.missingDurable) return this.chunks.missingDurable(raws);
+    const out: number[] = [];
+    for (let i = 0; i < raws.length; i++) {
+      const d = digestFromRaw(raws[i]!);
+      if (!(await (this.chunks.durable ? this.chunks.durable(d) : this.chunks.has(d)))) out.push(i);
+    }
+    return out;
   }
 
   /** Forgets a cached index (GC deleted the blob, repair found it broken). */

@@ -60,6 +60,12 @@ export interface ChunkStore {
    * its way. What a blob commit checks; stores without it use has().
    */
   durable?(digest: Digest): Promise<boolean>;
+  /**
+   * Optional, batched durable(): the positions in `raws` (32-byte sha256
+   * digests) of chunks not durably held. One call per batch (one query on a
+   * remote catalog), whatever the batch holds.
+   */
+  missingDurable?(raws: Uint8Array[]): Promise<number[]>;
   close(): Promise<void>;
 }
 

@@ -311,6 +311,12 @@ export class LocalChunkStore implements ChunkStore, PrunableChunkStore {
     return this.index.has(digest);
   }
 
+  async missingDurable(raws: Uint8Array[]): Promise<number[]> {
+    const out: number[] = [];
+    for (let i = 0; i < raws.length; i++) if (!this.index.hasRaw(raws[i]!)) out.push(i);
+    return out;
+  }
+
   async *list(): AsyncIterable<{ digest: Digest; storedSize: number; mtimeMs: number }> {
     await this.flush();
     for (const c of this.index.all()) yield { digest: c.digest, storedSize: c.length + RECORD_HEADER_SIZE, mtimeMs: c.mtimeMs };

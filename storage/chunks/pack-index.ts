@@ -137,7 +137,10 @@ export class PackIndex {
   }
 
   has(digest: Digest): boolean {
-    const raw = rawOf(digest);
+    return this.hasRaw(rawOf(digest));
+  }
+
+  hasRaw(raw: Uint8Array): boolean {
     return this.bloom.mayHave(raw) && this.s.has.get(raw) !== undefined;
   }
 
