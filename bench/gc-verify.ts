@@ -13,7 +13,7 @@
  */
 import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { createReadStream, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { createReadStream, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { runGc, runVerify } from '../client/maintenance.js';
@@ -97,6 +97,10 @@ try {
   console.log(`Removed ${REMOVE.join(', ')}; gc --grace 0s: ${gc.seconds.toFixed(2)} s, ${gc.chunks} chunks (${(gc.storedBytes / MB).toFixed(1)} MB stored) freed, ${gc.packsRewritten} packs rewritten, ${gc.packsDeleted} deleted, ${(gc.packBytesFreed / MB).toFixed(1)} MB freed on disk; data dir ${(before / MB).toFixed(1)} → ${(after / MB).toFixed(1)} MB.`);
   console.log(`Probe (manifest GET + 4 MiB ranged blob GET of base-v1): idle ${fmt(idle)}; during gc ${fmt(during)}.`);
   console.log(`verify: ${verify.chunks} chunks, ${(verify.storedBytes / MB).toFixed(1)} MB stored in ${verify.seconds.toFixed(2)} s = ${(verify.storedBytes / MB / verify.seconds).toFixed(0)} MB/s (ok: ${verify.ok}); sha256 over the pack files (${(hashed / MB).toFixed(1)} MB) ${(hashed / MB / shaSeconds).toFixed(0)} MB/s: ratio ${((verify.storedBytes / verify.seconds) / (hashed / shaSeconds)).toFixed(2)}x.`);
+  // Space back (issue 11): pack bytes on disk against the live chunk bytes verify read.
+  let packBytes = 0;
+  for (const f of readdirSync(packs)) packBytes += statSync(join(packs, f)).size;
+  console.log(`Packs on disk after gc: ${(packBytes / MB).toFixed(1)} MB for ${(verify.storedBytes / MB).toFixed(1)} MB of live chunks = ${(packBytes / verify.storedBytes).toFixed(3)}x (${readdirSync(packs).length} packs).`);
   console.log(`Server peak RSS ${(rssOf(server.pid).peak / MB).toFixed(0)} MB (before gc ${(rss0 / MB).toFixed(0)} MB).`);
 } finally {
   await server.stop();
