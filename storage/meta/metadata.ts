@@ -418,7 +418,7 @@ export class Metadata {
 }
 
 /** The columns of a ManifestSummary (everything but content and annotations). */
-const SUMMARY = 'repo, digest, media_type, artifact_type, subject, size, created_ms, image_blob, base_blob, backing_file';
+export const SUMMARY = 'repo, digest, media_type, artifact_type, subject, size, created_ms, image_blob, base_blob, backing_file';
 
 /** The columns every manifest row has, as a record's fields. */
 function rowBase(r: Record<string, unknown>): Omit<ManifestRecord, 'content' | 'annotations'> {
@@ -433,7 +433,7 @@ function rowBase(r: Record<string, unknown>): Omit<ManifestRecord, 'content' | '
   };
 }
 
-function toSummary(r: Record<string, unknown>, children: Digest[]): ManifestSummary {
+export function toSummary(r: Record<string, unknown>, children: Digest[]): ManifestSummary {
   return {
     ...rowBase(r),
     imageBlob: (r.image_blob as Digest | null) ?? null,
@@ -443,10 +443,10 @@ function toSummary(r: Record<string, unknown>, children: Digest[]): ManifestSumm
   };
 }
 
-function annotationsOf(r: Record<string, unknown>): Record<string, string> | null {
+export function annotationsOf(r: Record<string, unknown>): Record<string, string> | null {
   return r.annotations ? (JSON.parse(r.annotations as string) as Record<string, string>) : null;
 }
 
-function toManifest(r: Record<string, unknown>): ManifestRecord {
+export function toManifest(r: Record<string, unknown>): ManifestRecord {
   return { ...rowBase(r), annotations: annotationsOf(r), content: r.content as Buffer };
 }

@@ -1,0 +1,127 @@
+/**
+ * The PostgreSQL metadata schema (postgres-metadata-store.ts): the same tables
+ * as SQLite's (metadata-schema.ts, digest-aliases.ts), in the first schema of
+ * the connection's search_path (`?options=-c%20search_path%3DNAME` in the URL
+ * puts a registry in a schema of its own).
+ *
+ * Versioned in `snapyard_schema` (one row per applied step: when, by whom).
+ * Every replica migrates at start, all steps in one transaction under an
+ * advisory lock (lockKey(schema, 'migrate')), reading the version again
+ * under it: replicas starting at once migrate once, the others wait and
+ * find it done. A new version appends a step, never edits an old one.
+ *
+ * Keys and names are `text COLLATE "C"`, so listings sort bytewise as
+ * SQLite's do (and as the OCI tag list wants) whatever the database's
+ * locale. Times are ms since the epoch (bigint); manifest bytes are bytea;
+ * annotations the JSON text they were given as.
+ */
+import { hostname } from 'node:os';
+import type { Query } from './postgres-db.js';
+
+const T = 'text COLLATE "C"';
+
+const MIGRATIONS: string[] = [
+  `
+  CREATE TABLE repositories (
+    name ${T} PRIMARY KEY,
+    created_ms bigint NOT NULL
+  );
+  CREATE TABLE blobs (
+    digest ${T} PRIMARY KEY,
+    size bigint NOT NULL,
+    index_digest ${T} NOT NULL,
+    created_ms bigint NOT NULL
+  );
+  CREATE TABLE repo_blobs (
+    repo ${T} NOT NULL,
+    digest ${T} NOT NULL,
+    created_ms bigint NOT NULL,
+    PRIMARY KEY (repo, digest)
+  );
+  CREATE INDEX repo_blobs_by_digest ON repo_blobs(digest);
+  CREATE TABLE manifests (
+    repo ${T} NOT NULL,
+    digest ${T} NOT NULL,
+    media_type text NOT NULL,
+    artifact_type text,
+    subject ${T},
+    annotations text,
+    size bigint NOT NULL,
+    content bytea NOT NULL,
+    created_ms bigint NOT NULL,
+    image_blob ${T},
+    base_blob ${T},
+    backing_file text,
+    PRIMARY KEY (repo, digest)
+  );
+  CREATE INDEX manifests_by_subject ON manifests(repo, subject);
+  CREATE TABLE manifest_refs (
+    repo ${T} NOT NULL,
+    manifest ${T} NOT NULL,
+    ref ${T} NOT NULL,
+    kind text NOT NULL,
+    PRIMARY KEY (repo, manifest, ref)
+  );
+  CREATE INDEX manifest_refs_by_ref ON manifest_refs(ref);
+  CREATE TABLE tags (
+    repo ${T} NOT NULL,
+    tag ${T} NOT NULL,
+    digest ${T} NOT NULL,
+    updated_ms bigint NOT NULL,
+    PRIMARY KEY (repo, tag)
+  );
+  CREATE INDEX tags_by_digest ON tags(repo, digest);
+  CREATE TABLE tag_events (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    repo ${T} NOT NULL,
+    tag ${T} NOT NULL,
+    old_digest ${T},
+    new_digest ${T},
+    at_ms bigint NOT NULL,
+    source text NOT NULL
+  );
+  CREATE INDEX tag_events_by_tag ON tag_events(repo, tag, id);
+  -- owner: the process that holds the session (upload sessions live in its memory).
+  CREATE TABLE uploads (
+    id ${T} PRIMARY KEY,
+    repo ${T} NOT NULL,
+    size bigint NOT NULL,
+    created_ms bigint NOT NULL,
+    updated_ms bigint NOT NULL,
+    owner text NOT NULL
+  );
+  CREATE INDEX uploads_by_owner ON uploads(owner);
+  CREATE TABLE digest_aliases (
+    alias ${T} PRIMARY KEY,
+    digest ${T} NOT NULL
+  );
+  `,
+];
+
+export const PG_SCHEMA_VERSION = MIGRATIONS.length;
+
+/**
+ * Brings the schema to PG_SCHEMA_VERSION in one transaction under the
+ * migration lock; `tx` is PgDatabase.tx with the lock taken. Returns the
+ * versions this call applied (none when another replica had).
+ */
+export async function migratePostgres(tx: <R>(locks: string[], fn: (q: Query) => Promise<R>) => Promise<R>, migrateLock: string, now: number): Promise<number[]> {
+  return tx([`pg_advisory_xact_lock(${migrateLock})`], async (q) => {
+    await q(`CREATE TABLE IF NOT EXISTS snapyard_schema (
+      version integer PRIMARY KEY,
+      applied_ms bigint NOT NULL,
+      applied_by text NOT NULL
+    )`);
+    const current = ((await q('SELECT COALESCE(MAX(version), 0) AS v FROM snapyard_schema')).rows[0] as { v: number }).v;
+    if (current > PG_SCHEMA_VERSION) {
+      throw new Error(`metadata schema version ${current} is newer than this snapyard (${PG_SCHEMA_VERSION})`);
+    }
+    const applied: number[] = [];
+    for (let v = current; v < PG_SCHEMA_VERSION; v++) {
+      await q(MIGRATIONS[v]!);
+      await q('INSERT INTO snapyard_schema (version, applied_ms, applied_by) VALUES ($1, $2, $3)', [v + 1, now, `${hostname()}:${process.pid}`]);
+      applied.push(v + 1);
+    }
+    return applied;
+  });
+}
