@@ -25,6 +25,7 @@ interface Setting {
 /** The settings, in `serve --help` order. Keys are the config file's; values parse as their kind. */
 export const SETTINGS: Setting[] = [
   { key: 'data', flag: '--data <dir>', env: 'SNAPYARD_DATA', kind: 'string', default: './data', help: 'data directory' },
+  { key: 'metadata', flag: '--metadata <url>', env: 'SNAPYARD_METADATA', kind: 'string', help: 'registry metadata in PostgreSQL (postgres://USER[:PASSWORD]@HOST:PORT/DB; shared by replicas) instead of SQLite in the data directory' },
   { key: 'host', flag: '--host <host>', env: 'SNAPYARD_HOST', kind: 'string', default: '0.0.0.0', help: 'address to listen on' },
   { key: 'port', flag: '--port <n>', env: 'SNAPYARD_PORT', kind: 'int', default: '5000', help: 'port' },
   { key: 'workers', flag: '--workers <n>', env: 'SNAPYARD_WORKERS', kind: 'int', help: 'chunk worker threads (hash + zstd; default 2)' },
@@ -161,6 +162,7 @@ export function resolveServeOptions(cmd: Command): ServeOptions {
   const set = <K extends keyof ServeOptions>(k: K, x: ServeOptions[K] | undefined) => {
     if (x !== undefined) opts[k] = x;
   };
+  set('metadata', str('metadata'));
   set('workers', num('workers'));
   set('level', num('level'));
   set('uploadTtlMs', v.uploadTtl === undefined ? undefined : (v.uploadTtl as number) * 1000);

@@ -4,6 +4,8 @@ import { BlobStore } from './blobs/blob-store.js';
 import { LocalChunkStore } from './chunks/local-chunk-store.js';
 import type { MetadataStore } from './meta/metadata-store.js';
 import { SqliteMetadataStore } from './meta/sqlite-metadata-store.js';
+import { openPostgresMetadata } from './meta/postgres-metadata-store.js';
+import { SnapyardError } from './errors.js';
 import { UploadSessions } from './coord/upload-sessions.js';
 import type { FastCDCParams } from './blobs/fastcdc.js';
 import { ChunkPins } from './coord/chunk-pins.js';
@@ -23,6 +25,12 @@ import { DiskReserve } from './maintenance/disk-reserve.js';
  *
  * Upload sessions are chunked as their bytes arrive (upload-sessions.ts): they
  * keep no temporary copy, and do not survive a restart.
+ *
+ * With `metadata: postgres://...` the metadata is in PostgreSQL
+ * (meta/postgres-metadata-store.ts) instead of <data>/meta.db, shared by
+ * replicas. Upload records then carry the process that holds the session;
+ * at start a replica clears its own and those idle past the upload TTL
+ * (expired wherever they were), never another replica's live ones.
  */
 export interface StoreConfig {
   dataDir: string;
@@ -35,6 +43,15 @@ export interface StoreConfig {
   uploadTtlMs?: number;
   /** Resource limits (limits.ts; defaults for whatever is not given). */
   limits?: Partial<Limits>;
+  /** Where the metadata lives: a postgres:// (postgresql://) URL; default SQLite at <data>/meta.db. */
+  metadata?: string;
+}
+
+/** The metadata store `cfg` names. */
+async function openMetadata(cfg: StoreConfig, uploadTtlMs: number, onFull: () => boolean): Promise<MetadataStore> {
+  if (cfg.metadata === undefined) return new SqliteMetadataStore(join(cfg.dataDir, 'meta.db'), { onFull });
+  if (/^postgres(ql)?:\/\//.test(cfg.metadata)) return openPostgresMetadata(cfg.metadata, { uploadStaleMs: uploadTtlMs });
+  throw new SnapyardError('INVALID_ARGUMENT', `metadata ${JSON.stringify(cfg.metadata.replace(/\/\/[^@/]*@/, '//…@'))}: expected a postgres://USER@HOST:PORT/DB URL (or nothing, for SQLite in the data directory)`);
 }
 
 export interface Store {
@@ -69,7 +86,8 @@ export async function openStore(cfg: StoreConfig): Promise<Store> {
   mkdirSync(cfg.dataDir, { recursive: true });
   const reserve = new DiskReserve(join(cfg.dataDir, 'reserve'), limits.reserveBytes);
   reserve.refill();
-  const meta = new SqliteMetadataStore(join(cfg.dataDir, 'meta.db'), { onFull: () => reserve.release() });
+  const uploadTtlMs = cfg.uploadTtlMs ?? 60 * 60 * 1000;
+  const meta = await openMetadata(cfg, uploadTtlMs, () => reserve.release());
   const chunks = new LocalChunkStore({
     root: join(cfg.dataDir, 'store'),
     ...(cfg.level !== undefined ? { level: cfg.level } : {}),
@@ -80,9 +98,8 @@ export async function openStore(cfg: StoreConfig): Promise<Store> {
   const pins = new ChunkPins();
   const lock = new AsyncLock();
   const blobs = new BlobStore(meta, chunks, cfg.params, spoolDir, undefined, pins, lock);
-  const uploadTtlMs = cfg.uploadTtlMs ?? 60 * 60 * 1000;
   const uploads = new UploadSessions(blobs, { ttlMs: uploadTtlMs, onExpire: (id) => void meta.deleteUpload(id).catch(() => {}) });
-  await meta.clearUploads(); // sessions of an earlier process cannot be resumed
+  await meta.clearUploads(); // sessions of an earlier process cannot be resumed (PostgreSQL: this process's and stale ones)
   return {
     dataDir: cfg.dataDir,
     meta,
