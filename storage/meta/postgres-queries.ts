@@ -8,12 +8,12 @@
 import type { Digest } from '../digest.js';
 import { SnapyardError } from '../errors.js';
 import type { LifecycleTx } from './metadata-store.js';
-import { toSummary, SUMMARY } from './metadata.js';
+import { toSummary, SUMMARY } from './metadata-rows.js';
 import type { ManifestSummary, TagEvent, TagRow } from './metadata-types.js';
 import type { Query } from './postgres-db.js';
 
 /** Manifest rows as records: the same columns as SQLite's (metadata.ts), int8 parsed to numbers (postgres-db.ts). */
-export { annotationsOf, SUMMARY, toManifest, toSummary } from './metadata.js';
+export { annotationsOf, SUMMARY, toManifest, toSummary } from './metadata-rows.js';
 
 export async function resolveTag(q: Query, repo: string, tag: string): Promise<Digest | null> {
   const r = await q('SELECT digest FROM tags WHERE repo = $1 AND tag = $2', [repo, tag]);
