@@ -74,6 +74,9 @@ export class PackIndex {
       move: p('UPDATE chunks SET pack = ?, offset = ? WHERE digest = ? AND pack = ? AND offset = ?'),
       packLive: p('SELECT pack, COUNT(*) AS chunks, SUM(length) AS stored FROM chunks GROUP BY pack'),
       stats: p('SELECT COUNT(*) AS chunks, COALESCE(SUM(length), 0) AS stored, COALESCE(SUM(raw_length), 0) AS raw FROM chunks'),
+      page: p('SELECT digest, pack, offset, length, raw_length AS rawLength, mtime_ms AS mtimeMs FROM chunks WHERE digest > ? ORDER BY digest LIMIT ?'),
+      olderPage: p('SELECT digest, length FROM chunks WHERE digest > ? AND mtime_ms < ? ORDER BY digest LIMIT ?').raw(),
+      removeOlderLength: p('DELETE FROM chunks WHERE digest = ? AND mtime_ms < ? RETURNING length').pluck(),
     };
     for (const r of this.s.packs.all() as Array<{ id: number; name: string }>) {
       this.packIds.set(r.name, r.id);
@@ -155,6 +158,62 @@ export class PackIndex {
       for (const d of touched) this.s.touch.run(now, rawOf(d));
     })();
     if (this.bloom.full()) this.bloom = this.buildBloom(added.length);
+  }
+
+  /** Entries of chunks given by raw digest (null: not held), read in one snapshot. */
+  lookupRaw(raws: Uint8Array[]): Array<Omit<IndexedChunk, 'digest'> | null> {
+    return this.db.transaction(() => raws.map((raw) => {
+      if (!this.bloom.mayHave(raw)) return null;
+      const r = this.s.get.get(raw) as { pack: number; offset: number; length: number; rawLength: number; mtimeMs: number } | undefined;
+      return r ? { ...r, pack: this.packNames.get(r.pack)! } : null;
+    }))();
+  }
+
+  /**
+   * commit() by raw digest, for the chunk catalog: a chunk already recorded
+   * keeps its place and has its time refreshed. Answers the positions in
+   * `touched` that are not held.
+   */
+  commitRaw(added: Array<{ raw: Uint8Array; pack: string; offset: number; length: number; rawLength: number }>, touched: Uint8Array[], now: number): number[] {
+    const absent: number[] = [];
+    this.db.transaction(() => {
+      for (const a of added) {
+        if (this.s.insert.run(a.raw, this.packId(a.pack), a.offset, a.length, a.rawLength, now).changes === 0) this.s.touch.run(now, a.raw);
+        this.bloom.add(a.raw);
+      }
+      touched.forEach((raw, i) => {
+        if (this.s.touch.run(now, raw).changes === 0) absent.push(i);
+      });
+    })();
+    if (this.bloom.full()) this.bloom = this.buildBloom(added.length);
+    return absent;
+  }
+
+  /** Up to `limit` rows after digest `after` (raw; empty for the first page), by digest. */
+  page(after: Uint8Array, limit: number): Array<{ raw: Buffer } & Omit<IndexedChunk, 'digest'>> {
+    return (this.s.page.all(after, limit) as Array<{ digest: Buffer; pack: number; offset: number; length: number; rawLength: number; mtimeMs: number }>)
+      .map(({ digest, pack, ...r }) => ({ raw: digest, pack: this.packNames.get(pack)!, ...r }));
+  }
+
+  /** Up to `limit` rows after digest `after` last added before `cutoffMs`: raw digest and stored length. */
+  olderPage(after: Uint8Array, cutoffMs: number, limit: number): Array<[Buffer, number]> {
+    return this.s.olderPage.all(after, cutoffMs, limit) as Array<[Buffer, number]>;
+  }
+
+  /** Deletes those of `raws` still last added before `cutoffMs` (one transaction); answers what went. */
+  removeOlder(raws: Uint8Array[], cutoffMs: number): { chunks: number; stored: number } {
+    return this.db.transaction(() => {
+      let chunks = 0;
+      let stored = 0;
+      for (const raw of raws) {
+        const length = this.s.removeOlderLength.get(raw, cutoffMs) as number | undefined;
+        if (length !== undefined) {
+          chunks++;
+          stored += length;
+        }
+      }
+      return { chunks, stored };
+    })();
   }
 
   remove(digest: Digest): void {

@@ -27,6 +27,8 @@ export interface PgOptions {
   statementTimeoutMs?: number;
   /** Bound on connecting (and on waiting for a free pool client) (default 10 s). */
   connectTimeoutMs?: number;
+  /** What the database holds, for error messages (default 'metadata store'). */
+  label?: string;
 }
 
 /** Attempts of a transaction that fails on a serialization failure or a deadlock. */
@@ -54,6 +56,11 @@ function retryable(e: unknown): boolean {
   return code === '40001' || code === '40P01';
 }
 
+/** A short random pause before attempt `attempt` + 1. */
+function backoff(attempt: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, 5 * attempt + Math.random() * 20 * attempt));
+}
+
 /** True when the error broke the connection (the client must not go back to the pool). */
 function brokenConnection(e: unknown): boolean {
   const x = e as { code?: unknown; message?: unknown } | null;
@@ -67,7 +74,7 @@ function brokenConnection(e: unknown): boolean {
  * still failing after the retries -> STORE_UNAVAILABLE; a constraint
  * violated -> CONFLICT; its disk full -> STORAGE_FULL. Anything else as is.
  */
-export function storeError(e: unknown, location: string): unknown {
+export function storeError(e: unknown, location: string, label = 'metadata store'): unknown {
   if (e instanceof SnapyardError) return e;
   const x = e as { code?: unknown; message?: unknown } | null;
   const code = typeof x?.code === 'string' ? x.code : '';
@@ -75,9 +82,9 @@ export function storeError(e: unknown, location: string): unknown {
   const wrap = (c: 'STORE_UNAVAILABLE' | 'CONFLICT' | 'STORAGE_FULL', what: string) =>
     new SnapyardError(c, `${what} (${location}): ${msg}`, { cause: e, detail: code ? { pgCode: code } : undefined });
   if (code === '53100') return wrap('STORAGE_FULL', 'PostgreSQL is out of disk space');
-  if (code.startsWith('23')) return wrap('CONFLICT', 'metadata constraint violated');
+  if (code.startsWith('23')) return wrap('CONFLICT', `${label} constraint violated`);
   if (brokenConnection(e) || code.startsWith('53') || ['57014', '55P03', '25006', '40001', '40P01'].includes(code)) {
-    return wrap('STORE_UNAVAILABLE', 'PostgreSQL metadata store unavailable');
+    return wrap('STORE_UNAVAILABLE', `PostgreSQL ${label} unavailable`);
   }
   return e;
 }
@@ -89,11 +96,13 @@ export class PgDatabase {
   roundTrips = 0;
   /** Where the store is, without credentials (for messages). */
   readonly location: string;
+  private readonly label: string | undefined;
 
   constructor(url: string, opts: PgOptions = {}) {
     const u = new URL(url);
     u.password = '';
     this.location = `postgres://${u.username ? `${u.username}@` : ''}${u.host}${u.pathname}`;
+    this.label = opts.label;
     const timeout = opts.statementTimeoutMs ?? 30_000;
     this.pool = new pg.Pool({
       connectionString: url,
@@ -116,9 +125,27 @@ export class PgDatabase {
     try {
       return await this.pool.query(sql, params);
     } catch (e) {
-      throw storeError(e, this.location);
+      throw storeError(e, this.location, this.label);
     }
   };
+
+  /**
+   * One statement in autocommit, run again (at most MAX_ATTEMPTS times) when
+   * it fails on a serialization failure or a deadlock: for statements that
+   * are their own transaction and may be repeated (upserts, conditional
+   * updates and deletes).
+   */
+  async queryRetried(sql: string, params?: unknown[]): Promise<pg.QueryResult> {
+    for (let attempt = 1; ; attempt++) {
+      this.roundTrips++;
+      try {
+        return await this.pool.query(sql, params);
+      } catch (e) {
+        if (!retryable(e) || attempt >= MAX_ATTEMPTS) throw storeError(e, this.location, this.label);
+        await backoff(attempt);
+      }
+    }
+  }
 
   /**
    * Runs fn in one transaction on one client: BEGIN and `locks` (statements
@@ -132,7 +159,7 @@ export class PgDatabase {
       try {
         client = await this.pool.connect();
       } catch (e) {
-        throw storeError(e, this.location);
+        throw storeError(e, this.location, this.label);
       }
       const q: Query = (sql, params) => {
         this.roundTrips++;
@@ -157,10 +184,10 @@ export class PgDatabase {
           }
         }
         if (retryable(e) && attempt < MAX_ATTEMPTS) {
-          await new Promise((r) => setTimeout(r, 5 * attempt + Math.random() * 20 * attempt));
+          await backoff(attempt);
           continue;
         }
-        throw storeError(e, this.location);
+        throw storeError(e, this.location, this.label);
       } finally {
         client.release(broken instanceof Error ? broken : broken !== undefined);
       }
