@@ -205,16 +205,16 @@ export class PostgresChunkCatalog implements ChunkCatalog {
       const page = rows as Array<{ digest: Buffer; length: number }>;
       after = page[page.length - 1]!.digest;
       const victims = page.filter((r) => !keep(r.digest));
-      if (victims.length === 0) continue;
       if (dryRun) {
         chunks += victims.length;
         for (const v of victims) storedBytes += v.length;
-        continue;
+      } else if (victims.length > 0) {
+        // Checked again at delete time: a row touched since the page was read stays.
+        const gone = await this.db.queryRetried('DELETE FROM snapyard_chunks WHERE digest = ANY($1::bytea[]) AND mtime_ms < $2 RETURNING length', [victims.map((v) => v.digest), cutoffMs]);
+        chunks += gone.rows.length;
+        for (const r of gone.rows as Array<{ length: number }>) storedBytes += r.length;
       }
-      // Checked again at delete time: a row touched since the page was read stays.
-      const gone = await this.db.queryRetried('DELETE FROM snapyard_chunks WHERE digest = ANY($1::bytea[]) AND mtime_ms < $2 RETURNING length', [victims.map((v) => v.digest), cutoffMs]);
-      chunks += gone.rows.length;
-      for (const r of gone.rows as Array<{ length: number }>) storedBytes += r.length;
+      if (page.length < this.pageSize) break;
     }
     return { chunks, storedBytes };
   }

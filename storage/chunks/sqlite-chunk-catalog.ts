@@ -59,6 +59,7 @@ export class SqliteChunkCatalog implements ChunkCatalog {
         chunks += r.chunks;
         storedBytes += r.stored;
       }
+      if (rows.length < this.pageSize) break;
       // Yield between batches: a sweep of millions of rows does not hold the event loop.
       await new Promise<void>((r) => setImmediate(r));
     }
