@@ -54,7 +54,7 @@ const REWRITE_DEAD_SHARE = 0.25;
 export async function evictCache(cache: EvictTarget, maxBytes: number): Promise<EvictSummary> {
   const { chunks } = cache;
   await chunks.sealPacks(); // this process's packs: complete, committed, never appended to again
-  const storedBefore = chunks.stats().stored;
+  const storedBefore = chunks.statsNow().stored;
   const out: EvictSummary = { skipped: false, storedBefore, storedAfter: storedBefore, chunksEvicted: 0, dropped: [], packsDeleted: 0, packsRewritten: 0, bytesFreed: 0 };
   if (storedBefore <= maxBytes) return out;
   let release: () => Promise<void>;
@@ -75,7 +75,7 @@ export async function evictCache(cache: EvictTarget, maxBytes: number): Promise<
         const bytes = cache.readIndex(blob);
         if (!bytes) return null;
         const add = [...chunkSet(decodeBlobIndex(bytes)).keys()].map((hex) => `sha256:${hex}` as Digest).filter((d) => !keep.has(d));
-        const lens = chunks.storedLengths(add.map((d) => Buffer.from(d.slice(7), 'hex')));
+        const lens = chunks.storedLengthsNow(add.map((d) => Buffer.from(d.slice(7), 'hex')));
         return { add, bytes: lens.reduce<number>((n, l) => n + (l ?? 0), 0) };
       };
       const take = (c: { add: Digest[]; bytes: number }) => {
@@ -98,12 +98,12 @@ export async function evictCache(cache: EvictTarget, maxBytes: number): Promise<
           out.dropped.push(h.blob);
         }
       }
-      const swept = chunks.sweep(Date.now(), (d) => keep.has(d), false);
+      const swept = chunks.sweepNow(Date.now(), (d) => keep.has(d), false);
       out.chunksEvicted = swept.chunks;
       s.held = held;
       return true;
     });
-    out.storedAfter = chunks.stats().stored;
+    out.storedAfter = chunks.statsNow().stored;
     await reclaim(cache, busyPrefixes, out);
     return out;
   } finally {

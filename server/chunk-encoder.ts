@@ -66,7 +66,7 @@ export class ChunkEncoder {
     this.warming = this.warming.then(async () => {
       const index = await this.indexOf(blob);
       if (!index || index.size < minSize) return;
-      this.sketchStore ??= new SketchStore(this.store.chunks.root);
+      this.sketchStore ??= new SketchStore(this.store.chunks.sketchDir);
       const want = [...distinctChunks([index]).values()];
       await this.sketchStore.sketches(this.store.chunks, want, 1); // one worker at a time: the other serves requests
     }).catch(() => {});
@@ -96,7 +96,7 @@ export class ChunkEncoder {
     }
     const want = [...distinctChunks(indexes).values()];
     if (want.length === 0) return { blobs, key, table: null, ids: [], lengths: [] };
-    this.sketchStore ??= new SketchStore(this.store.chunks.root);
+    this.sketchStore ??= new SketchStore(this.store.chunks.sketchDir);
     const sk = await this.sketchStore.sketches(this.store.chunks, want);
     const table = new ResemblanceIndex();
     sk.forEach((s, id) => table.add(id, s));

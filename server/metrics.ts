@@ -51,7 +51,7 @@ export class Metrics {
       const now = Date.now();
       if (!this.storeSnapshot || now - this.storeSnapshot.at > cacheMs) {
         const b = await store.meta.blobTotals();
-        const c = store.chunks.stats();
+        const c = await store.chunks.stats();
         this.storeSnapshot = { at: now, blobs: b.blobs, logical: b.bytes, chunks: c.chunks, stored: c.stored };
       }
       return this.storeSnapshot;

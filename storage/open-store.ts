@@ -2,6 +2,7 @@ import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { BlobStore } from './blobs/blob-store.js';
 import { LocalChunkStore } from './chunks/local-chunk-store.js';
+import type { MaintainedChunkStore } from './chunks/maintained-chunk-store.js';
 import type { MetadataStore } from './meta/metadata-store.js';
 import { SqliteMetadataStore } from './meta/sqlite-metadata-store.js';
 import { openPostgresMetadata } from './meta/postgres-metadata-store.js';
@@ -58,7 +59,7 @@ export interface Store {
   /** The data directory (readiness checks its free space). */
   dataDir: string;
   meta: MetadataStore;
-  chunks: LocalChunkStore;
+  chunks: MaintainedChunkStore;
   blobs: BlobStore;
   uploads: UploadSessions;
   /** Chunks GC must keep whatever its grace (open upload and push sessions): chunk-pins.ts. */

@@ -60,23 +60,23 @@ describe('snapyard gc', () => {
       const b = Buffer.concat([a.subarray(0, 1_000_000), prng(1_000_000, 12)]);
       const ma = await oci.pushImage('gc/r', 'a', a);
       const mb = await oci.pushImage('gc/r', 'b', b);
-      const before = s.store.chunks.stats();
+      const before = s.store.chunks.statsNow();
       expect((await fetch(`${s.url}/v2/gc/r/manifests/${ma.digest}`, { method: 'DELETE' })).status).toBe(202);
 
       const dry = await gcCli(s, '--dry-run', '--grace', '0s');
       expect(dry.dryRun).toBe(true);
       expect(dry.chunks).toBeGreaterThan(3);
       expect(dry.storedBytes).toBeGreaterThan(500_000);
-      expect(s.store.chunks.stats()).toEqual(before);
+      expect(s.store.chunks.statsNow()).toEqual(before);
 
       const graced = await gcCli(s, '--grace', '1h');
       expect(graced.chunks).toBe(0);
-      expect(s.store.chunks.stats().chunks).toBe(before.chunks);
+      expect(s.store.chunks.statsNow().chunks).toBe(before.chunks);
       expect(await getBlob(s.url, 'gc/r', ma.layerDigest)).toEqual(a); // still linked: within the grace
 
       const { stdout } = await cli(['gc', '--registry', s.url, '--grace', '0s']);
       expect(stdout).toMatch(/^gc freed \d+ chunks/);
-      const after = s.store.chunks.stats();
+      const after = s.store.chunks.statsNow();
       expect(after.chunks).toBe(before.chunks - dry.chunks);
       expect(after.stored).toBe(before.stored - dry.storedBytes);
       expect(await getBlob(s.url, 'gc/r', ma.layerDigest)).toBe(404);
@@ -100,11 +100,11 @@ describe('snapyard gc', () => {
       const push = async (tag: string, file: string) => JSON.parse((await cli(['push', `gc/img:${tag}`, file, '--registry', s.url, '--cache', join(dir, `cache-${tag}`), '--json'])).stdout) as { manifestDigest: string };
       await push('v1', base);
       const p2 = await push('v2', v2);
-      const before = s.store.chunks.stats();
+      const before = s.store.chunks.statsNow();
       expect((await fetch(`${s.url}/v2/gc/img/manifests/${p2.manifestDigest}`, { method: 'DELETE' })).status).toBe(202);
       const r = await gcCli(s, '--grace', '0s');
       expect(r.chunks).toBeGreaterThan(0);
-      expect(s.store.chunks.stats().stored).toBeLessThan(before.stored);
+      expect(s.store.chunks.statsNow().stored).toBeLessThan(before.stored);
       const out = join(dir, 'out.qcow2');
       await cli(['pull', 'gc/img:v1', '-o', out, '--registry', s.url, '--cache', join(dir, 'cache-pull')]);
       expect((await runTool('qemu-img', ['compare', out, base])).stdout).toContain('Images are identical');
@@ -126,12 +126,12 @@ describe('snapyard gc', () => {
       const loose = await gcCli(s, '--grace', '0s', '--max-unused', '100%');
       expect(loose.chunks).toBeGreaterThan(0);
       expect(loose.packsRewritten).toBe(0);
-      expect(onDisk()).toBeGreaterThan(1.2 * s.store.chunks.stats().stored);
+      expect(onDisk()).toBeGreaterThan(1.2 * s.store.chunks.statsNow().stored);
       // The default (10%) rewrites them: what the disk holds is within 1.1x the live bytes.
       const r = await gcCli(s, '--grace', '0s');
       expect(r.packsRewritten).toBeGreaterThan(0);
       expect(r.packBytesFreed).toBeGreaterThan(800_000);
-      expect(onDisk()).toBeLessThanOrEqual(1.1 * s.store.chunks.stats().stored);
+      expect(onDisk()).toBeLessThanOrEqual(1.1 * s.store.chunks.statsNow().stored);
       expect(await getBlob(s.url, 'gc/space', kept.layerDigest)).toEqual(prng(200_000, 33));
       const { stdout: v } = await cli(['verify', '--registry', s.url]);
       expect(v).toContain('ok');
@@ -190,7 +190,7 @@ describe('snapyard gc', () => {
       await new Promise((r) => setTimeout(r, 20));
       freed += (await gcApi(server.url, { graceSeconds: 0 })).chunks;
       expect(freed).toBeGreaterThan(3);
-      expect(store.chunks.stats().chunks).toBe(0);
+      expect((await store.chunks.stats()).chunks).toBe(0);
     } finally {
       await server.close();
       await store.close();

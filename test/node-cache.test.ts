@@ -48,7 +48,7 @@ function packBytes(cache: string): number {
 function storedBytes(cache: string): number {
   const st = new LocalChunkStore({ root: join(cache, 'chunks'), workers: 0 });
   try {
-    return st.stats().stored;
+    return st.statsNow().stored;
   } finally {
     void st.close();
   }

@@ -108,7 +108,7 @@ describe('local chunk store', () => {
     expect(await store.has(a.digest)).toBe(true);
     expect((await store.get(a.digest)).equals(data)).toBe(true);
     await store.flush();
-    expect(store.stats().chunks).toBe(1);
+    expect(store.statsNow().chunks).toBe(1);
   });
 
   test('concurrent adds of the same new chunk store it once', async () => {

@@ -48,7 +48,7 @@ export async function imageFacts(store: Store, m: ManifestSummary): Promise<Imag
 export async function storedSizes(store: Store, keys: Iterable<string>): Promise<Map<string, number>> {
   await store.chunks.flushIfRoom();
   const list = [...keys];
-  const lens = store.chunks.storedLengths(list.map((k) => Buffer.from(k, 'hex')));
+  const lens = await store.chunks.storedLengths(list.map((k) => Buffer.from(k, 'hex')));
   const out = new Map<string, number>();
   list.forEach((k, i) => out.set(k, lens[i] ?? 0));
   return out;

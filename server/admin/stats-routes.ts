@@ -98,7 +98,7 @@ async function registryStats(ctx: RequestContext): Promise<Response> {
     repositories.push({ repository: repo, ...s });
   }
   const storedBytes = sumOf(union, union.keys());
-  const st = ctx.store.chunks.stats();
+  const st = await ctx.store.chunks.stats();
   return json(200, {
     logicalBytes,
     storedBytes,

@@ -12,6 +12,9 @@ import type { ChunkTask, ChunkTaskResult } from './chunk-worker.js';
 import { workerDigester } from './worker-digester.js';
 import { encodeSketch, sketch } from '../delta/resemblance.js';
 import { batchWriter, type AddedRow, type Pending } from './batch-writer.js';
+import type { ChunkStoreStats, CompactOptions, CompactReport, MaintainedChunkStore, VerifyChunksReport } from './maintained-chunk-store.js';
+import { compactPacks } from './pack-compactor.js';
+import { verifyPacks } from './local-verify.js';
 
 export interface LocalChunkStoreOptions {
   /** Directory of the store (layout: pack-files.ts). */
@@ -44,7 +47,7 @@ export const DEFAULT_LEVEL = 1;
  * chunk already held costs a hash and a lookup); worker threads compress,
  * append, read and verify.
  */
-export class LocalChunkStore implements ChunkStore, PrunableChunkStore {
+export class LocalChunkStore implements MaintainedChunkStore {
   readonly root: string;
   private readonly codec: ChunkCodec;
   private readonly index: PackIndex;
@@ -371,7 +374,12 @@ export class LocalChunkStore implements ChunkStore, PrunableChunkStore {
   }
 
   /** Stored bytes (records, as in stats()) of committed chunks given by raw digest; null for ones not held. */
-  storedLengths(raws: Uint8Array[]): Array<number | null> {
+  async storedLengths(raws: Uint8Array[]): Promise<Array<number | null>> {
+    return this.storedLengthsNow(raws);
+  }
+
+  /** storedLengths, synchronously (callers in this process that need it in one step: the client cache's eviction). */
+  storedLengthsNow(raws: Uint8Array[]): Array<number | null> {
     return this.index.storedLengths(raws).map((n) => (n === null ? null : n + RECORD_HEADER_SIZE));
   }
 
@@ -395,11 +403,16 @@ export class LocalChunkStore implements ChunkStore, PrunableChunkStore {
   }
 
   /**
-   * GC's delete step (synchronous, so nothing interleaves): removes the index
+   * GC's delete step (one synchronous pass, so nothing interleaves): removes the index
    * rows of chunks last added before `cutoffMs` that `keep` does not claim,
    * that no writer is storing and that no writer found during the mark.
    */
-  sweep(cutoffMs: number, keep: (digest: Digest) => boolean, dryRun: boolean): { chunks: number; storedBytes: number; digests: Digest[] } {
+  async sweep(cutoffMs: number, keep: (digest: Digest) => boolean, dryRun: boolean): Promise<{ chunks: number; storedBytes: number; digests: Digest[] }> {
+    return this.sweepNow(cutoffMs, keep, dryRun);
+  }
+
+  /** sweep, synchronously (the client cache's eviction runs it inside its state lock). */
+  sweepNow(cutoffMs: number, keep: (digest: Digest) => boolean, dryRun: boolean): { chunks: number; storedBytes: number; digests: Digest[] } {
     const r = this.index.sweep(cutoffMs, (d) => keep(d) || this.pending.has(d) || this.seen?.has(d) === true, dryRun);
     return { chunks: r.chunks, storedBytes: r.stored + r.chunks * RECORD_HEADER_SIZE, digests: r.digests };
   }
@@ -497,7 +510,7 @@ export class LocalChunkStore implements ChunkStore, PrunableChunkStore {
    * is deleted, so the store no longer claims it and the next push of a blob
    * that needs it writes it again.
    */
-  quarantine(digest: Digest): string | null {
+  async quarantine(digest: Digest): Promise<string | null> {
     const row = this.index.get(digest);
     if (!row) return null;
     const dir = join(this.root, 'quarantine');
@@ -519,13 +532,31 @@ export class LocalChunkStore implements ChunkStore, PrunableChunkStore {
     return file;
   }
 
+  /** Where sketches.db lives: the store's root. */
+  get sketchDir(): string {
+    return this.root;
+  }
+
+  compact(opts: CompactOptions): Promise<CompactReport> {
+    return compactPacks(this, opts);
+  }
+
+  verifyChunks(opts: { lanes: number }): Promise<VerifyChunksReport> {
+    return verifyPacks(this, opts);
+  }
+
   /** Tasks queued on the chunk workers (0 without workers). */
   queueDepth(): number {
     return this.pool?.queued ?? 0;
   }
 
   /** Chunks, stored bytes (records) and raw bytes held (committed ones). */
-  stats(): { chunks: number; stored: number; raw: number } {
+  async stats(): Promise<ChunkStoreStats> {
+    return this.statsNow();
+  }
+
+  /** stats, synchronously. */
+  statsNow(): ChunkStoreStats {
     const s = this.index.stats();
     return { chunks: s.chunks, stored: s.stored + s.chunks * RECORD_HEADER_SIZE, raw: s.raw };
   }

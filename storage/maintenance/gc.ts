@@ -26,13 +26,12 @@ import type { BlobStore } from '../blobs/blob-store.js';
 import type { ChunkPins } from '../coord/chunk-pins.js';
 import type { AsyncLock } from '../coord/commit-lock.js';
 import type { Digest } from '../digest.js';
-import type { LocalChunkStore } from '../chunks/local-chunk-store.js';
+import type { MaintainedChunkStore } from '../chunks/maintained-chunk-store.js';
 import type { MetadataStore } from '../meta/metadata-store.js';
-import { compactPacks } from './pack-compactor.js';
 
 export interface GcStore {
   meta: MetadataStore;
-  chunks: LocalChunkStore;
+  chunks: MaintainedChunkStore;
   blobs: BlobStore;
   pins: ChunkPins;
   lock: AsyncLock;
@@ -108,7 +107,7 @@ export async function collectGarbage(store: GcStore, opts: GcOptions = {}): Prom
       const blobs = await store.meta.gcBlobs(cutoff, dryRun);
       for (const d of blobs.deleted) store.blobs.forget(d);
       const keep = (d: Digest) => marked.has(d.slice(7)) || store.pins.has(d);
-      const chunks = store.chunks.sweep(cutoff, keep, dryRun);
+      const chunks = await store.chunks.sweep(cutoff, keep, dryRun);
       return { blobs, chunks };
     };
     const { blobs, chunks } = dryRun ? await sweep() : await store.lock.run(sweep);
@@ -116,7 +115,7 @@ export async function collectGarbage(store: GcStore, opts: GcOptions = {}): Prom
     let packs = { rewritten: 0, deleted: 0, freedBytes: 0 };
     const minLive = opts.minLive ?? 0.5;
     const maxUnused = opts.maxUnused ?? DEFAULT_MAX_UNUSED;
-    if (!dryRun && (minLive > 0 || Number.isFinite(maxUnused))) packs = await compactPacks(store.chunks, { minLive, maxUnused });
+    if (!dryRun && (minLive > 0 || Number.isFinite(maxUnused))) packs = await store.chunks.compact({ minLive, maxUnused });
     return {
       dryRun,
       graceSeconds: graceMs / 1000,

@@ -15,13 +15,12 @@ import { decodeBlobIndex } from '../blobs/blob-index.js';
 import type { BlobStore } from '../blobs/blob-store.js';
 import type { AsyncLock } from '../coord/commit-lock.js';
 import { digestFromRaw, type Digest } from '../digest.js';
-import type { LocalChunkStore } from '../chunks/local-chunk-store.js';
+import type { MaintainedChunkStore } from '../chunks/maintained-chunk-store.js';
 import type { MetadataStore } from '../meta/metadata-store.js';
-import type { RecordLocation } from '../chunks/pack-files.js';
 
 export interface VerifyStore {
   meta: MetadataStore;
-  chunks: LocalChunkStore;
+  chunks: MaintainedChunkStore;
   blobs: BlobStore;
   lock: AsyncLock;
 }
@@ -50,35 +49,11 @@ export interface VerifyReport {
   seconds: number;
 }
 
-const BATCH_BYTES = 4 * 1024 * 1024;
 
 export async function verifyStore(store: VerifyStore, opts: { repair?: boolean; lanes?: number } = {}): Promise<VerifyReport> {
   const t0 = performance.now();
   await store.chunks.flushIfRoom(); // verify reads what is committed: it works on a full disk
-  const all = store.chunks.committed();
-  const batches: Array<{ digests: Digest[]; locs: RecordLocation[] }> = [];
-  let storedBytes = 0;
-  for (let i = 0; i < all.length; ) {
-    const b = { digests: [] as Digest[], locs: [] as RecordLocation[] };
-    let bytes = 0;
-    while (i < all.length && (b.digests.length === 0 || bytes + all[i]!.loc.length <= BATCH_BYTES)) {
-      bytes += all[i]!.loc.length;
-      b.digests.push(all[i]!.digest);
-      b.locs.push(all[i]!.loc);
-      i++;
-    }
-    storedBytes += bytes;
-    batches.push(b);
-  }
-  const corrupt = new Map<Digest, string>();
-  const lanes = opts.lanes ?? 4;
-  await Promise.all(
-    Array.from({ length: Math.min(lanes, batches.length) }, async () => {
-      for (let b = batches.shift(); b; b = batches.shift()) {
-        for (const bad of await store.chunks.verifyRecords(b.digests, b.locs)) corrupt.set(bad.digest, bad.message);
-      }
-    }),
-  );
+  const { corrupt, storedBytes, chunks: chunkCount } = await store.chunks.verifyChunks({ lanes: opts.lanes ?? 4 });
   // Every blob's index resolves to held, sound chunks.
   const problems: VerifyProblem[] = [];
   const byChunk = new Map<Digest, VerifyProblem>();
@@ -141,7 +116,7 @@ export async function verifyStore(store: VerifyStore, opts: { repair?: boolean; 
     repaired = await store.lock.run(async () => {
       let quarantined = 0;
       let blobsUnlinked = 0;
-      for (const d of corrupt.keys()) if (store.chunks.quarantine(d)) quarantined++;
+      for (const d of corrupt.keys()) if (await store.chunks.quarantine(d)) quarantined++;
       for (const b of brokenBlobs) {
         if ((await store.meta.unlinkEverywhere(b)).length > 0) blobsUnlinked++;
         store.blobs.forget(b);
@@ -151,7 +126,7 @@ export async function verifyStore(store: VerifyStore, opts: { repair?: boolean; 
   }
   return {
     ok: problems.length === 0,
-    chunks: all.length,
+    chunks: chunkCount,
     storedBytes,
     rawBytes,
     blobs: blobs.length,

@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openStore, type Store } from '../../storage/open-store.js';
+import type { LocalChunkStore } from '../../storage/chunks/local-chunk-store.js';
 import type { Limits } from '../../storage/limits.js';
 import { startServer, type ServerOptions } from '../../server/serve.js';
 import { Oci } from './oci.js';
@@ -13,7 +14,8 @@ export interface TestServer {
   /** e.g. 127.0.0.1:40123 (for skopeo's docker:// references) */
   host: string;
   dataDir: string;
-  store: Store;
+  /** The test server's store: the embedded one, so its chunk store is the local one. */
+  store: Store & { chunks: LocalChunkStore };
   stop(): Promise<void>;
 }
 
@@ -29,7 +31,7 @@ export async function startTestServer(
     url: server.url,
     host: server.url.replace(/^https?:\/\//, ''),
     dataDir,
-    store,
+    store: store as Store & { chunks: LocalChunkStore },
     async stop() {
       await server.close();
       await store.close();

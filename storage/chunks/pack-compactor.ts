@@ -11,16 +11,11 @@
  * the old pack before the move reads it through a descriptor it already has
  * open, or fails to open the pack and retries at the new place.
  */
-import type { LocalChunkStore } from '../chunks/local-chunk-store.js';
+import type { LocalChunkStore } from './local-chunk-store.js';
+import type { CompactOptions, CompactReport } from './maintained-chunk-store.js';
 
-export interface CompactOptions {
-  /** Packs whose live bytes are below this fraction of their size are rewritten (0 = none for this reason). */
-  minLive: number;
-  /** Unused pack bytes allowed, as a fraction of the live bytes (Infinity = no such bound). */
-  maxUnused: number;
-}
 
-export async function compactPacks(chunks: LocalChunkStore, opts: CompactOptions): Promise<{ rewritten: number; deleted: number; freedBytes: number }> {
+export async function compactPacks(chunks: LocalChunkStore, opts: CompactOptions): Promise<CompactReport> {
   // Only packs that exist before the seal: the packs writers open after it are being written (their rows are not committed yet).
   const names = chunks.packNames();
   await chunks.sealPacks();
