@@ -10,7 +10,7 @@ import { jsonBody } from '../http-util.js';
 import { commitRequest } from '../../storage/protocol/api.js';
 import { respond, type RequestContext } from '../context.js';
 import { checkDigest } from '../names.js';
-import { decodeBlobIndex, type BlobIndex } from '../../storage/blobs/blob-index.js';
+import { decodeBlobIndex, distinctChunks, type BlobIndex } from '../../storage/blobs/blob-index.js';
 import { readBlob } from '../../storage/blobs/blob-reader.js';
 import { digestFromRaw, localDigester, type Digest } from '../../storage/digest.js';
 import { isSnapyardError, SnapyardError } from '../../storage/errors.js';
@@ -33,26 +33,37 @@ async function* unzstd(source: AsyncIterable<Uint8Array>, limit: number, what: s
   }
 }
 
+/** Prefixes resolved per call of the chunk store. */
+const RESOLVE_BATCH = 4096;
+
 /**
- * Decodes a compact index, each prefix looked up in the store; `missing` collects the entries it cannot resolve.
- * With `lease`, every chunk found is pinned in the same step (GC keeps what the client was told exists).
+ * Decodes a compact index, its prefixes looked up in the store in batches
+ * (a first pass collects them, one lookup per RESOLVE_BATCH distinct
+ * prefixes, then the index is decoded with the answers); `missing` collects
+ * the entries it cannot resolve. With `lease`, every chunk found is pinned
+ * (GC keeps what the client was told exists).
  */
-function expand(svc: DeltaService, compact: Buffer, width: number, missing: number[] | null, lease?: PinLease): BlobIndex {
+async function expand(svc: DeltaService, compact: Buffer, width: number, missing: number[] | null, lease?: PinLease): Promise<BlobIndex> {
   const chunks = svc.store.chunks;
-  // A prefix repeated (zero chunks, or a hostile index) is looked up once.
-  const memo = new Map<string, Buffer | null | 'ambiguous'>();
-  const lookup = (prefix: Buffer): Buffer | null | 'ambiguous' => {
-    const key = prefix.toString('latin1');
-    let hit = memo.get(key);
-    if (hit === undefined) {
-      hit = width === 32 ? (chunks.rawLength(digestFromRaw(prefix)) !== null ? Buffer.from(prefix) : null) : chunks.resolvePrefix(prefix);
-      memo.set(key, hit);
-    }
-    return hit;
-  };
   try {
+    // A prefix repeated (zero chunks, or a hostile index) is looked up once.
+    const prefixes = new Map<string, Buffer>();
+    decodeBlobIndex(compact, width, (prefix) => {
+      prefixes.set(prefix.toString('latin1'), prefix);
+      return ZERO;
+    });
+    const found = new Map<string, Buffer | null | 'ambiguous'>();
+    const keys = [...prefixes.keys()];
+    for (let i = 0; i < keys.length; i += RESOLVE_BATCH) {
+      const part = keys.slice(i, i + RESOLVE_BATCH).map((k) => prefixes.get(k)!);
+      const hits =
+        width === 32
+          ? (await chunks.rawLengths(part)).map((len, j) => (len !== null ? Buffer.from(part[j]!) : null))
+          : await chunks.resolvePrefixes(part);
+      hits.forEach((h, j) => found.set(keys[i + j]!, h));
+    }
     return decodeBlobIndex(compact, width, (prefix, entry) => {
-      const full = lookup(prefix);
+      const full = found.get(prefix.toString('latin1'));
       if (full instanceof Buffer) {
         lease?.pin(digestFromRaw(full));
         return full;
@@ -69,6 +80,17 @@ function expand(svc: DeltaService, compact: Buffer, width: number, missing: numb
   }
 }
 
+/** The stored raw length of every distinct chunk an index names (one lookup per RESOLVE_BATCH chunks). */
+async function rawLengthsOf(svc: DeltaService, index: BlobIndex): Promise<Map<Digest, number | null>> {
+  const out = new Map<Digest, number | null>();
+  const raws = [...distinctChunks([index]).values()].map((c) => c.raw);
+  for (let i = 0; i < raws.length; i += RESOLVE_BATCH) {
+    const part = raws.slice(i, i + RESOLVE_BATCH);
+    (await svc.store.chunks.rawLengths(part)).forEach((len, j) => out.set(digestFromRaw(part[j]!), len));
+  }
+  return out;
+}
+
 /** POST _missing: opens a push session (429 past the open-session caps) holding the compact index. */
 export async function missingChunks(ctx: RequestContext, svc: DeltaService, name: string): Promise<Response> {
   const ticket = svc.store.sessions.take(ctx.user); // LIMIT_EXCEEDED: 429 with Retry-After
@@ -82,7 +104,7 @@ export async function missingChunks(ctx: RequestContext, svc: DeltaService, name
     if (width < 8 || width > 32) throw new OciError(400, 'UNSUPPORTED', `digest prefix width ${width} (8 to 32)`);
     const compact = body.subarray(8);
     const missing: number[] = [];
-    const index = expand(svc, compact, width, missing, lease);
+    const index = await expand(svc, compact, width, missing, lease);
     if (index.size > svc.store.limits.maxBlobBytes) {
       throw new OciError(413, 'SIZE_INVALID', `the index claims a blob of ${index.size} bytes; the limit is ${svc.store.limits.maxBlobBytes}`);
     }
@@ -137,10 +159,11 @@ export async function commitPush(ctx: RequestContext, svc: DeltaService, name: s
   const req = await jsonBody(ctx.incoming, commitRequest, 64 * 1024);
   const s = svc.session(req.session, name);
   if (!s) throw new OciError(404, 'BLOB_UPLOAD_UNKNOWN', `push session ${req.session} is not open`);
-  const index = expand(svc, s.compact, s.width, null);
+  const index = await expand(svc, s.compact, s.width, null);
   if (index.blobDigest !== req.digest) throw new OciError(400, 'DIGEST_INVALID', `the index describes ${index.blobDigest}, not ${req.digest}`);
   try {
-    checkClaimedIndex(index, (d) => svc.store.chunks.rawLength(d), svc.store.limits);
+    const lengths = await rawLengthsOf(svc, index);
+    checkClaimedIndex(index, (d) => lengths.get(d) ?? null, svc.store.limits);
   } catch (e) {
     svc.closeSession(s.id);
     if (isSnapyardError(e, 'INDEX_INVALID')) throw new OciError(400, 'MANIFEST_INVALID', e.message);

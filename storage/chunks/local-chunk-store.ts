@@ -367,6 +367,28 @@ export class LocalChunkStore implements MaintainedChunkStore {
     return this.index.rawLength(digest);
   }
 
+  /**
+   * Batched lookups for the compact index of a push. A chunk found while gc
+   * marks is remembered by its write barrier (as a writer's dedup hit is), so
+   * the sweep keeps what a client was just told the store holds.
+   */
+  async rawLengths(raws: Uint8Array[]): Promise<Array<number | null>> {
+    return raws.map((r) => {
+      const d = digestFromRaw(r);
+      const n = this.index.rawLength(d);
+      if (n !== null) this.seen?.add(d);
+      return n;
+    });
+  }
+
+  async resolvePrefixes(prefixes: Uint8Array[]): Promise<Array<Buffer | null | 'ambiguous'>> {
+    return prefixes.map((p) => {
+      const hit = this.index.resolvePrefix(Buffer.from(p.buffer, p.byteOffset, p.byteLength));
+      if (hit instanceof Buffer) this.seen?.add(digestFromRaw(hit));
+      return hit;
+    });
+  }
+
   /** Where a committed chunk's stored bytes are on disk (for verify, repair and tests). */
   where(digest: Digest): { path: string; offset: number; length: number } | null {
     const row = this.index.get(digest);

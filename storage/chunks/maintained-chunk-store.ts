@@ -41,14 +41,10 @@ export interface MaintainedChunkStore extends ChunkStore, PrunableChunkStore {
   flushIfRoom(): Promise<void>;
   /** Stored bytes of each chunk given by raw digest (record header included); null for ones not held. */
   storedLengths(raws: Uint8Array[]): Promise<Array<number | null>>;
-  /**
-   * Uncompressed length of a held chunk, null when not held. Synchronous for
-   * now (the compact index decoder calls it per entry); a remote store needs
-   * the prefixes of a compact index resolved in one batch first.
-   */
-  rawLength(digest: Digest): number | null;
-  /** The one held digest starting with `prefix` (the compact wire form), null when none, 'ambiguous' when several. Synchronous: see rawLength. */
-  resolvePrefix(prefix: Buffer): Buffer | null | 'ambiguous';
+  /** Uncompressed lengths of chunks given by raw digest, null for ones not held; one lookup per call. */
+  rawLengths(raws: Uint8Array[]): Promise<Array<number | null>>;
+  /** For each prefix (the compact wire form): the one held digest starting with it, null when none, 'ambiguous' when several. */
+  resolvePrefixes(prefixes: Uint8Array[]): Promise<Array<Buffer | null | 'ambiguous'>>;
   stats(): Promise<ChunkStoreStats>;
   /** Tasks queued on worker threads (a gauge). */
   queueDepth(): number;

@@ -50,6 +50,9 @@ export interface VerifyReport {
 }
 
 
+/** Chunks looked up per call of the chunk store. */
+const LOOKUP_BATCH = 4096;
+
 export async function verifyStore(store: VerifyStore, opts: { repair?: boolean; lanes?: number } = {}): Promise<VerifyReport> {
   const t0 = performance.now();
   await store.chunks.flushIfRoom(); // verify reads what is committed: it works on a full disk
@@ -88,10 +91,16 @@ export async function verifyStore(store: VerifyStore, opts: { repair?: boolean; 
       if (index.blobDigest !== blob.digest || index.size !== blob.size) throw new Error(`index ${blob.indexDigest} does not describe blob ${blob.digest}`);
       rawBytes += index.size;
       for (const list of index.lists()) {
-        for (let i = 0; i < list.count; i++) {
-          const d = digestFromRaw(list.rawDigestAt(i));
-          if (corrupt.has(d)) problem('chunk-corrupt', d, corrupt.get(d)!);
-          else if (store.chunks.rawLength(d) === null) problem('chunk-missing', d, `chunk ${d} is missing`);
+        // Held or not: one lookup per batch of entries.
+        for (let from = 0; from < list.count; from += LOOKUP_BATCH) {
+          const raws: Uint8Array[] = [];
+          for (let i = from; i < Math.min(list.count, from + LOOKUP_BATCH); i++) raws.push(list.rawDigestAt(i));
+          const lens = await store.chunks.rawLengths(raws);
+          raws.forEach((raw, j) => {
+            const d = digestFromRaw(raw);
+            if (corrupt.has(d)) problem('chunk-corrupt', d, corrupt.get(d)!);
+            else if (lens[j] === null) problem('chunk-missing', d, `chunk ${d} is missing`);
+          });
         }
       }
     } catch (e) {
