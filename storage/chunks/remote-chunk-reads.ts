@@ -1,0 +1,147 @@
+/**
+ * The read side of a RemoteChunkStore: records fetched from packs through a
+ * PackDriver, one ranged GET per run of records that lie end to end in one
+ * pack (a run is capped at `runBytes`), each record's header checked against
+ * the chunk it should hold (pack-files.ts format). A small LRU keeps recently
+ * fetched stored forms (bounded by bytes), so a chunk a blob repeats, or that
+ * several readers want at once, is fetched once.
+ */
+import { ChunkCorruptError, isSnapyardError } from '../errors.js';
+import { hexOf, type Digest } from '../digest.js';
+import type { PackDriver } from './pack-driver.js';
+import { RECORD_HEADER_SIZE, RECORD_MAGIC } from './pack-files.js';
+
+/** A record in a pack: `offset` of its header, `length` of the stored chunk after it. */
+export interface RemoteLocation {
+  pack: string;
+  offset: number;
+  length: number;
+}
+
+export const DEFAULT_RUN_BYTES = 8 * 1024 * 1024;
+export const DEFAULT_READ_CACHE_BYTES = 64 * 1024 * 1024;
+
+/** The stored chunk of a record read at `at` of `buf`, after checking its header names `digest` and `length`. */
+export function storedOfRecord(buf: Buffer, at: number, digest: Digest, loc: RemoteLocation): Buffer {
+  const end = at + RECORD_HEADER_SIZE + loc.length;
+  if (
+    end > buf.byteLength ||
+    buf.readUInt32LE(at) !== RECORD_MAGIC ||
+    buf.toString('hex', at + 4, at + 36) !== hexOf(digest) ||
+    buf.readUInt32LE(at + 36) !== loc.length
+  ) {
+    throw new ChunkCorruptError(digest, `record header at ${loc.pack}:${loc.offset} does not match`);
+  }
+  return buf.subarray(at + RECORD_HEADER_SIZE, end);
+}
+
+/** Least recently used stored forms, bounded by their total bytes. */
+class StoredCache {
+  private readonly map = new Map<Digest, Buffer>();
+  private bytes = 0;
+
+  constructor(private readonly max: number) {}
+
+  get(d: Digest): Buffer | undefined {
+    const b = this.map.get(d);
+    if (b) {
+      this.map.delete(d);
+      this.map.set(d, b);
+    }
+    return b;
+  }
+
+  set(d: Digest, b: Buffer): void {
+    if (b.byteLength > this.max / 8 || this.map.has(d)) return;
+    // A copy of its own: a view would keep the whole run's buffer alive.
+    this.map.set(d, Buffer.from(b));
+    this.bytes += b.byteLength;
+    for (const [k, v] of this.map) {
+      if (this.bytes <= this.max) break;
+      this.map.delete(k);
+      this.bytes -= v.byteLength;
+    }
+  }
+
+  delete(d: Digest): void {
+    const b = this.map.get(d);
+    if (!b) return;
+    this.map.delete(d);
+    this.bytes -= b.byteLength;
+  }
+}
+
+export class RemoteRecordReader {
+  private readonly cache: StoredCache;
+
+  constructor(
+    private readonly driver: PackDriver,
+    opts: { cacheBytes?: number; runBytes?: number } = {},
+    private readonly runBytes = opts.runBytes ?? DEFAULT_RUN_BYTES,
+  ) {
+    this.cache = new StoredCache(opts.cacheBytes ?? DEFAULT_READ_CACHE_BYTES);
+  }
+
+  /** Forgets a chunk (its record turned out corrupt: the next read fetches it again). */
+  forget(d: Digest): void {
+    this.cache.delete(d);
+  }
+
+  /**
+   * The stored forms of chunks (headers checked, payload not verified), in
+   * the order asked. A pack that is not there fails with NOT_FOUND (the
+   * caller may locate again: compaction moves records).
+   */
+  async fetch(digests: Digest[], locs: RemoteLocation[]): Promise<Buffer[]> {
+    const out: Buffer[] = new Array(digests.length);
+    const want = new Map<Digest, { loc: RemoteLocation; at: number[] }>();
+    digests.forEach((d, i) => {
+      const hit = this.cache.get(d);
+      if (hit) out[i] = hit;
+      else {
+        const w = want.get(d);
+        if (w) w.at.push(i);
+        else want.set(d, { loc: locs[i]!, at: [i] });
+      }
+    });
+    const items = [...want].sort(([, a], [, b]) => (a.loc.pack < b.loc.pack ? -1 : a.loc.pack > b.loc.pack ? 1 : a.loc.offset - b.loc.offset));
+    const runs: Array<typeof items> = [];
+    let run: typeof items = [];
+    let runStart = 0;
+    let runEnd = 0;
+    for (const item of items) {
+      const { loc } = item[1];
+      const end = loc.offset + RECORD_HEADER_SIZE + loc.length;
+      const joins = run.length > 0 && run[0]![1].loc.pack === loc.pack && loc.offset === runEnd && end - runStart <= this.runBytes;
+      if (!joins) {
+        if (run.length > 0) runs.push(run);
+        run = [];
+        runStart = loc.offset;
+      }
+      run.push(item);
+      runEnd = end;
+    }
+    if (run.length > 0) runs.push(run);
+    await Promise.all(
+      runs.map(async (r) => {
+        const first = r[0]![1].loc;
+        const last = r[r.length - 1]![1].loc;
+        const length = last.offset + RECORD_HEADER_SIZE + last.length - first.offset;
+        let buf: Buffer;
+        try {
+          buf = await this.driver.get(first.pack, first.offset, length);
+        } catch (e) {
+          // A pack shorter than its rows say: its bytes are not what the catalog recorded.
+          if (isSnapyardError(e, 'RANGE_INVALID')) throw new ChunkCorruptError(r[0]![0], `pack ${first.pack} ends before ${first.offset + length}`);
+          throw e;
+        }
+        for (const [d, { loc, at }] of r) {
+          const stored = storedOfRecord(buf, loc.offset - first.offset, d, loc);
+          this.cache.set(d, stored);
+          for (const i of at) out[i] = stored;
+        }
+      }),
+    );
+    return out;
+  }
+}

@@ -1,0 +1,253 @@
+/**
+ * The spool of a RemoteChunkStore: segment files in a local directory where
+ * new chunk records are appended (the record format of pack-files.ts, so a
+ * segment is a pack as it is) until the segment is sealed and put whole to the
+ * pack driver. A segment is `<spoolDir>/<name>.seg`, `name` being the pack name
+ * it will have: `r-<writerId>-<time>-<sequence>`, unique per writer.
+ *
+ * Records are written with positioned writes, a batch at a time (no segment
+ * is held in memory). Until its rows are committed to the catalog, a chunk is
+ * read from its segment file; a segment removed while a read is under way
+ * stays readable through the descriptor, which closes when the last read is
+ * done.
+ *
+ * The directory belongs to one store: files left by a crash hold chunks that
+ * were never recorded (a catalog row is committed only after its pack is put),
+ * so opening the spool deletes every segment in it.
+ */
+import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readSync, unlinkSync, writeSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { isSnapyardError, SnapyardError } from '../errors.js';
+import type { PackDriver } from './pack-driver.js';
+import type { Digest } from '../digest.js';
+import type { NewCatalogEntry } from './chunk-catalog.js';
+import { ChunkCodec } from './chunk-codec.js';
+import { RECORD_HEADER_SIZE, writeRecordHeader } from './pack-files.js';
+
+export const SEGMENT_SUFFIX = '.seg';
+
+/** What a writer id may be: it goes into pack names (pack-files.ts PACK_NAME and pack-driver.ts PACK_DRIVER_NAME). */
+export const WRITER_ID = /^[a-z0-9][a-z0-9-]{0,31}$/;
+
+export function defaultWriterId(): string {
+  return `${process.pid.toString(36)}${randomBytes(4).toString('hex')}`;
+}
+
+/** A segment file being written or waiting to be put. */
+export class SpoolSegment {
+  /** Rows of the records appended (what the catalog commit records once the segment is put). */
+  readonly rows: NewCatalogEntry[] = [];
+  size = 0;
+  sealed = false;
+  private fd: number;
+  private readers = 0;
+  private removed = false;
+
+  constructor(
+    /** The pack name it is put under (changed if the driver already holds one of that name). */
+    public name: string,
+    readonly path: string,
+  ) {
+    this.fd = openSync(path, 'wx+');
+  }
+
+  /** Appends records laid end to end in `buf`; answers the offset of the first. */
+  append(buf: Uint8Array): number {
+    if (this.sealed) throw new SnapyardError('INTERNAL', `segment ${this.name} is sealed`);
+    const at = this.size;
+    let off = 0;
+    while (off < buf.byteLength) off += writeSync(this.fd, buf, off, buf.byteLength - off, at + off);
+    this.size += buf.byteLength;
+    return at;
+  }
+
+  /** fsyncs; nothing is appended after this. */
+  seal(): void {
+    if (this.sealed) return;
+    fsyncSync(this.fd);
+    this.sealed = true;
+  }
+
+  /** `length` bytes at `offset` (a record, header included). */
+  read(offset: number, length: number): Buffer {
+    if (this.fd < 0) throw new SnapyardError('INTERNAL', `segment ${this.name} is closed`);
+    this.readers++;
+    try {
+      const out = Buffer.allocUnsafe(length);
+      let got = 0;
+      while (got < length) {
+        const n = readSync(this.fd, out, got, length - got, offset + got);
+        if (n === 0) throw new SnapyardError('INTERNAL', `segment ${this.name} ends before ${offset + length}`);
+        got += n;
+      }
+      return out;
+    } finally {
+      this.readers--;
+      this.closeIfDone();
+    }
+  }
+
+  /** Deletes the file (its chunks are in the catalog now, or it is abandoned). */
+  remove(): void {
+    if (this.removed) return;
+    this.removed = true;
+    try {
+      unlinkSync(this.path);
+    } catch {
+      /* already gone */
+    }
+    this.closeIfDone();
+  }
+
+  private closeIfDone(): void {
+    if (this.removed && this.readers === 0 && this.fd >= 0) {
+      closeSync(this.fd);
+      this.fd = -1;
+    }
+  }
+}
+
+/** Names and opens segments in one directory. */
+export class Spool {
+  private seq = 0;
+  private readonly started = Date.now().toString(36);
+
+  constructor(
+    readonly dir: string,
+    readonly writerId: string,
+  ) {
+    if (!WRITER_ID.test(writerId)) throw new SnapyardError('INVALID_ARGUMENT', `bad writer id ${JSON.stringify(writerId)} (lower-case letters, digits and '-', at most 32)`);
+    mkdirSync(dir, { recursive: true });
+  }
+
+  /** Deletes the segments a previous run left (chunks never recorded); answers how many. */
+  clean(): number {
+    let n = 0;
+    for (const f of readdirSync(this.dir)) {
+      if (!f.endsWith(SEGMENT_SUFFIX)) continue;
+      unlinkSync(join(this.dir, f));
+      n++;
+    }
+    return n;
+  }
+
+  open(): SpoolSegment {
+    const name = this.nextName();
+    return new SpoolSegment(name, join(this.dir, name + SEGMENT_SUFFIX));
+  }
+
+  /** A fresh pack name (also used when the driver already holds a pack of the name a segment had). */
+  nextName(): string {
+    return `r-${this.writerId}-${this.started}-${(this.seq++).toString(36)}`;
+  }
+}
+
+/** Records laid end to end (headers written) and the stored length of each. */
+export interface Records {
+  buf: Buffer;
+  lengths: number[];
+}
+
+/** Chunks encoded (chunk-codec.ts) into records, end to end in one buffer. */
+export function encodeRecords(codec: ChunkCodec, chunks: Array<{ digest: Digest; raw: Buffer }>): Records {
+  let bound = 0;
+  for (const c of chunks) bound += RECORD_HEADER_SIZE + ChunkCodec.bound(c.raw.byteLength);
+  const buf = Buffer.allocUnsafeSlow(bound);
+  const lengths: number[] = [];
+  let at = 0;
+  for (const c of chunks) {
+    const n = codec.encodeInto(c.raw, buf, at + RECORD_HEADER_SIZE);
+    writeRecordHeader(buf, at, c.digest, n);
+    lengths.push(n);
+    at += RECORD_HEADER_SIZE + n;
+  }
+  return { buf: buf.subarray(0, at), lengths };
+}
+
+/** Stored forms (already encoded) as records, end to end. */
+export function storedRecords(chunks: Array<{ digest: Digest; stored: Buffer }>): Records {
+  const parts = chunks.map(({ digest, stored }) => {
+    const rec = Buffer.allocUnsafe(RECORD_HEADER_SIZE + stored.byteLength);
+    writeRecordHeader(rec, 0, digest, stored.byteLength);
+    stored.copy(rec, RECORD_HEADER_SIZE);
+    return rec;
+  });
+  return { buf: Buffer.concat(parts), lengths: chunks.map((c) => c.stored.byteLength) };
+}
+
+/** The open segment and the sealed ones waiting for their put and commit. */
+export class Segments {
+  open: SpoolSegment | null = null;
+  /** Oldest first; `put` once the driver holds it. */
+  readonly sealed: Array<SpoolSegment & { put?: boolean }> = [];
+
+  constructor(
+    private readonly spool: Spool,
+    private readonly segmentBytes: number,
+  ) {}
+
+  /**
+   * Puts the oldest sealed segment to the driver (once). A pack of its name
+   * there already is someone else's (a writer id reused): ours goes under
+   * another name.
+   */
+  async putOldest(driver: PackDriver): Promise<SpoolSegment> {
+    const seg = this.sealed[0]!;
+    if (seg.put) return seg;
+    try {
+      await driver.put(seg.name, seg.path);
+    } catch (e) {
+      if (!isSnapyardError(e, 'CONFLICT')) throw e;
+      seg.name = this.spool.nextName();
+      await driver.put(seg.name, seg.path);
+    }
+    seg.put = true;
+    return seg;
+  }
+
+  /**
+   * Appends records to the open segment, sealing it and starting the next
+   * when it would pass segmentBytes (a record larger than that gets a segment
+   * of its own); `placed` hears where each record went.
+   */
+  append(items: Array<{ raw32: Buffer; rawLength: number }>, recs: Records, placed: (i: number, seg: SpoolSegment, offset: number, length: number) => void): void {
+    const { buf, lengths } = recs;
+    let i = 0;
+    let at = 0;
+    while (i < items.length) {
+      if (this.open && this.open.size > 0 && this.open.size + RECORD_HEADER_SIZE + lengths[i]! > this.segmentBytes) this.sealOpen();
+      const seg = (this.open ??= this.spool.open());
+      let j = i;
+      let bytes = 0;
+      do bytes += RECORD_HEADER_SIZE + lengths[j++]!;
+      while (j < items.length && seg.size + bytes + RECORD_HEADER_SIZE + lengths[j]! <= this.segmentBytes);
+      let offset = seg.append(buf.subarray(at, at + bytes));
+      for (let k = i; k < j; k++) {
+        const length = lengths[k]!;
+        seg.rows.push({ raw: items[k]!.raw32, pack: '', offset, length, rawLength: items[k]!.rawLength });
+        placed(k, seg, offset, length);
+        offset += RECORD_HEADER_SIZE + length;
+      }
+      at += bytes;
+      i = j;
+    }
+  }
+
+  /** Seals the open segment (fsync) into the queue; an empty one is deleted. */
+  sealOpen(): void {
+    const seg = this.open;
+    this.open = null;
+    if (!seg) return;
+    if (seg.size === 0) return seg.remove();
+    seg.seal();
+    this.sealed.push(seg);
+  }
+
+  /** Deletes every segment file (close: what was not put is never recorded). */
+  discard(): void {
+    for (const seg of this.sealed.splice(0)) seg.remove();
+    this.open?.remove();
+    this.open = null;
+  }
+}
