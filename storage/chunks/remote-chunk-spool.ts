@@ -2,8 +2,10 @@
  * The spool of a RemoteChunkStore: segment files in a local directory where
  * new chunk records are appended (the record format of pack-files.ts, so a
  * segment is a pack as it is) until the segment is sealed and put whole to the
- * pack driver. A segment is `<spoolDir>/<name>.seg`, `name` being the pack name
- * it will have: `r-<writerId>-<time>-<sequence>`, unique per writer.
+ * pack driver. A segment is `<spoolDir>/<name>.seg`; its pack name is given when
+ * it is sealed: `r-<writerId>-<time>-<sequence>` (time in ms, base 36: when the
+ * segment was sealed, so compaction can tell a pack just put by another
+ * replica, whose rows may not be committed yet), unique per writer.
  *
  * Records are written with positioned writes, a batch at a time (no segment
  * is held in memory). Until its rows are committed to the catalog, a chunk is
@@ -111,7 +113,6 @@ export class SpoolSegment {
 /** Names and opens segments in one directory. */
 export class Spool {
   private seq = 0;
-  private readonly started = Date.now().toString(36);
 
   constructor(
     readonly dir: string,
@@ -139,8 +140,14 @@ export class Spool {
 
   /** A fresh pack name (also used when the driver already holds a pack of the name a segment had). */
   nextName(): string {
-    return `r-${this.writerId}-${this.started}-${(this.seq++).toString(36)}`;
+    return `r-${this.writerId}-${Date.now().toString(36)}-${(this.seq++).toString(36)}`;
   }
+}
+
+/** The writer id and the time (ms) in a pack name nextName() gave; null for other names. */
+export function packNameParts(name: string): { writerId: string; timeMs: number } | null {
+  const m = /^r-([a-z0-9][a-z0-9-]*)-([0-9a-z]+)-([0-9a-z]+)$/.exec(name);
+  return m ? { writerId: m[1]!, timeMs: parseInt(m[2]!, 36) } : null;
 }
 
 /** Records laid end to end (headers written) and the stored length of each. */
@@ -241,6 +248,7 @@ export class Segments {
     if (!seg) return;
     if (seg.size === 0) return seg.remove();
     seg.seal();
+    seg.name = this.spool.nextName();
     this.sealed.push(seg);
   }
 

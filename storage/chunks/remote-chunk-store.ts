@@ -83,13 +83,15 @@ function slices<T>(xs: T[], n = CALL_BATCH): T[][] {
 export class RemoteChunkStore implements ChunkStore, PrunableChunkStore {
   readonly driver: PackDriver;
   readonly catalog: ChunkCatalog;
-  private readonly codec: ChunkCodec;
-  private readonly reader: RemoteRecordReader;
-  private readonly now: () => number;
-  private readonly pending = new Map<Digest, PendingChunk>();
+  protected readonly codec: ChunkCodec;
+  protected readonly reader: RemoteRecordReader;
+  protected readonly now: () => number;
+  protected readonly pending = new Map<Digest, PendingChunk>();
   /** Chunks found held since the last flush (refreshed then), with where the lookup found them. */
-  private touched = new Map<string, { raw: Buffer; entry: CatalogEntry }>();
-  private readonly segments: Segments;
+  protected touched = new Map<string, { raw: Buffer; entry: CatalogEntry }>();
+  protected readonly segments: Segments;
+  protected readonly spool: Spool;
+  protected readonly segmentBytes: number;
   /** Segments left by a previous run that opening the spool deleted. */
   readonly cleanedSegments: number;
 
@@ -98,9 +100,10 @@ export class RemoteChunkStore implements ChunkStore, PrunableChunkStore {
     this.catalog = opts.catalog;
     this.codec = new ChunkCodec(opts.level ?? DEFAULT_LEVEL);
     this.now = opts.now ?? Date.now;
-    const spool = new Spool(opts.spoolDir, opts.writerId ?? defaultWriterId());
+    const spool = (this.spool = new Spool(opts.spoolDir, opts.writerId ?? defaultWriterId()));
     this.cleanedSegments = spool.clean();
-    this.segments = new Segments(spool, opts.segmentBytes ?? 64 * 1024 * 1024);
+    this.segmentBytes = opts.segmentBytes ?? 64 * 1024 * 1024;
+    this.segments = new Segments(spool, this.segmentBytes);
     this.reader = new RemoteRecordReader(this.driver, { cacheBytes: opts.readCacheBytes, runBytes: opts.readRunBytes });
   }
 

@@ -14,7 +14,7 @@ import type { ChunkCatalog } from '../../storage/chunks/chunk-catalog.js';
 import { LocalPackDriver } from '../../storage/chunks/local-pack-driver.js';
 import type { PackDriver } from '../../storage/chunks/pack-driver.js';
 import { openPostgresChunkCatalog } from '../../storage/chunks/postgres-chunk-catalog.js';
-import { RemoteChunkStore, type RemoteChunkStoreOptions } from '../../storage/chunks/remote-chunk-store.js';
+import { MaintainedRemoteChunkStore, type MaintainedRemoteChunkStoreOptions } from '../../storage/chunks/remote-chunk-maintenance.js';
 import { S3PackDriver } from '../../storage/chunks/s3-pack-driver.js';
 import { SqliteChunkCatalog } from '../../storage/chunks/sqlite-chunk-catalog.js';
 import { freshPostgresUrl } from './metadata-stores.js';
@@ -41,7 +41,7 @@ export function counted(catalog: ChunkCatalog, counts: CallCounts): ChunkCatalog
 }
 
 export interface Replica {
-  store: RemoteChunkStore;
+  store: MaintainedRemoteChunkStore;
   spoolDir: string;
   calls: CallCounts;
 }
@@ -49,7 +49,7 @@ export interface Replica {
 export interface Site {
   name: 's3+postgres' | 'local+sqlite';
   /** A store on the site (a replica). local+sqlite: one at a time (SQLite's index is one process's). */
-  replica(o?: Partial<RemoteChunkStoreOptions>): Promise<Replica>;
+  replica(o?: Partial<MaintainedRemoteChunkStoreOptions>): Promise<Replica>;
   /** A driver and catalog of the site for looking under the stores (closed after the test). */
   driver(): Promise<PackDriver>;
   catalog(): Promise<ChunkCatalog>;
@@ -76,10 +76,10 @@ function track<T extends { close(): Promise<void> }>(x: T): T {
   return x;
 }
 
-async function replicaOf(site: Pick<Site, 'driver' | 'catalog'>, o: Partial<RemoteChunkStoreOptions>): Promise<Replica> {
+async function replicaOf(site: Pick<Site, 'driver' | 'catalog'>, o: Partial<MaintainedRemoteChunkStoreOptions>): Promise<Replica> {
   const calls: CallCounts = {};
   const spoolDir = o.spoolDir ?? join(newDir(), 'spool');
-  const store = track(new RemoteChunkStore({ driver: await site.driver(), catalog: counted(await site.catalog(), calls), spoolDir, ...o }));
+  const store = track(new MaintainedRemoteChunkStore({ driver: await site.driver(), catalog: counted(await site.catalog(), calls), spoolDir, ...o }));
   return { store, spoolDir, calls };
 }
 

@@ -1,0 +1,165 @@
+/**
+ * RemoteChunkStore's maintenance (MaintainedRemoteChunkStore, issue 11): gc's
+ * sweep with its keep function and write barrier, compaction of the packs in
+ * the bucket (rewrite and delete, bytes left <= 1.1x live), verify finding a
+ * corrupted byte of an object, quarantine. On real S3 (Ceph RGW) +
+ * PostgreSQL and on a local pack directory + SQLite.
+ */
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, test } from 'vitest';
+import { CHUNK_HEADER_SIZE } from '../storage/chunks/chunk-codec.js';
+import { RECORD_HEADER_SIZE } from '../storage/chunks/pack-files.js';
+import type { PackDriver } from '../storage/chunks/pack-driver.js';
+import { rawOf, sha256, type Digest } from '../storage/digest.js';
+import { randomBytes } from './helpers/qcow2-fixtures.js';
+import { localSqliteSite, newDir, s3PostgresSite, type Site } from './helpers/remote-stores.js';
+
+const SITES: Array<{ name: string; make(): Promise<Site> }> = [
+  { name: 's3+postgres', make: s3PostgresSite },
+  { name: 'local+sqlite', make: async () => localSqliteSite() },
+];
+
+async function bucketBytes(d: PackDriver): Promise<{ packs: number; bytes: number }> {
+  let packs = 0;
+  let bytes = 0;
+  for await (const p of d.list()) {
+    packs++;
+    bytes += p.size;
+  }
+  return { packs, bytes };
+}
+
+/** Far in the future: every row is older than this. */
+const ALL = () => Date.now() + 3_600_000;
+
+describe.each(SITES)('RemoteChunkStore maintenance on $name', ({ make }) => {
+  test('sweep deletes what keep rejects, but not what a lookup found during the mark; dry run only counts', async () => {
+    const site = await make();
+    const { store } = await site.replica();
+    const chunks = [0, 1, 2, 3].map((i) => randomBytes(100 + i, 50_000));
+    const ds: Digest[] = [];
+    for (const c of chunks) ds.push((await store.add(c)).digest);
+    await store.flush();
+    const keep = (d: Digest) => d === ds[0];
+
+    const dry = await store.sweep(ALL(), keep, true);
+    expect(dry.chunks).toBe(3);
+    expect(dry.storedBytes).toBe(3 * (50_000 + CHUNK_HEADER_SIZE + RECORD_HEADER_SIZE)); // incompressible: stored raw after the chunk header
+    expect((await store.stats()).chunks).toBe(4);
+
+    store.beginMark();
+    expect(await store.rawLengths([rawOf(ds[1]!), rawOf(sha256(Buffer.from('none')))])).toEqual([50_000, null]);
+    const [hit] = await store.resolvePrefixes([rawOf(ds[2]!).subarray(0, 6)]);
+    expect(Buffer.isBuffer(hit) && hit.equals(rawOf(ds[2]!))).toBe(true);
+    const r = await store.sweep(ALL(), keep, false);
+    store.endMark();
+    expect(r.chunks).toBe(1); // ds[3] only: ds[1] and ds[2] were found during the mark
+    expect(await store.has(ds[3]!)).toBe(false);
+    expect((await store.get(ds[1]!)).equals(chunks[1]!)).toBe(true);
+
+    // Outside a mark, lookups are not remembered.
+    await store.storedLengths([rawOf(ds[1]!)]);
+    expect((await store.sweep(ALL(), keep, false)).chunks).toBe(2);
+    const s = await store.stats();
+    expect(s).toEqual({ chunks: 1, stored: 50_000 + CHUNK_HEADER_SIZE + RECORD_HEADER_SIZE, raw: 50_000 });
+  });
+
+  test('compact deletes dead packs and rewrites mixed ones: the bucket holds <= 1.1x the live bytes, the live chunks read back from a fresh store', async () => {
+    const site = await make();
+    const { store } = await site.replica({ segmentBytes: 256 * 1024 });
+    // 0..9 live only, 10..19 dead only, 20..39 alternating: pure live packs, pure dead packs, mixed packs.
+    const chunks = Array.from({ length: 40 }, (_, i) => randomBytes(1000 + i, 64 * 1024));
+    const live = (i: number) => i < 10 || (i >= 20 && i % 2 === 0);
+    const ds: Digest[] = [];
+    for (const c of chunks) ds.push((await store.add(c)).digest);
+    await store.flush();
+    const driver = await site.driver();
+    const before = await bucketBytes(driver);
+    expect(before.packs).toBeGreaterThanOrEqual(10);
+    const keepSet = new Set(ds.filter((_, i) => live(i)));
+    expect((await store.sweep(ALL(), (d) => keepSet.has(d), false)).chunks).toBe(20);
+
+    const report = await store.compact({ minLive: 0.5, maxUnused: 0.05 });
+    expect(report.deleted).toBeGreaterThanOrEqual(2);
+    expect(report.rewritten).toBeGreaterThanOrEqual(1);
+    const after = await bucketBytes(driver);
+    const liveBytes = (await store.stats()).stored;
+    expect(liveBytes).toBe(20 * (64 * 1024 + CHUNK_HEADER_SIZE + RECORD_HEADER_SIZE));
+    expect(after.bytes).toBeLessThanOrEqual(1.1 * liveBytes);
+    expect(report.freedBytes).toBe(before.bytes - after.bytes);
+    expect((await store.verifyChunks({ lanes: 2 })).corrupt.size).toBe(0);
+    await store.close();
+
+    const fresh = await site.replica();
+    for (let i = 0; i < chunks.length; i++) {
+      expect(await fresh.store.has(ds[i]!)).toBe(live(i));
+      if (live(i)) expect((await fresh.store.get(ds[i]!)).equals(chunks[i]!)).toBe(true);
+    }
+    // Nothing left to do.
+    expect(await fresh.store.compact({ minLive: 0.5, maxUnused: 0.05 })).toEqual({ rewritten: 0, deleted: 0, freedBytes: 0 });
+  });
+
+  test('verifyChunks names the chunk whose object byte was flipped; quarantine copies its record aside and forgets it', async () => {
+    const site = await make();
+    const { store, spoolDir } = await site.replica();
+    const chunks = [0, 1, 2, 3, 4].map((i) => randomBytes(200 + i, 30_000));
+    const ds: Digest[] = [];
+    for (const c of chunks) ds.push((await store.add(c)).digest);
+    await store.flush();
+    const clean = await store.verifyChunks({ lanes: 2 });
+    expect(clean.corrupt.size).toBe(0);
+    expect(clean.chunks).toBe(5);
+
+    // Flip one payload byte of the third record in the object (delete + put: packs are immutable).
+    const driver = store.driver;
+    const listed: Array<{ name: string; size: number }> = [];
+    for await (const p of driver.list()) listed.push(p);
+    expect(listed.length).toBe(1);
+    const { name, size } = listed[0]!;
+    const bytes = await driver.get(name, 0, size);
+    const recSize = RECORD_HEADER_SIZE + CHUNK_HEADER_SIZE + 30_000;
+    bytes[2 * recSize + RECORD_HEADER_SIZE + CHUNK_HEADER_SIZE + 100]! ^= 0xff;
+    const file = join(newDir(), 'bad.pack');
+    writeFileSync(file, bytes);
+    await driver.delete([name]);
+    await driver.put(name, file);
+
+    const bad = await store.verifyChunks({ lanes: 2 });
+    expect([...bad.corrupt.keys()]).toEqual([ds[2]]);
+    expect(bad.chunks).toBe(5);
+
+    const where = await store.quarantine(ds[2]!);
+    expect(where).toBe(join(spoolDir, '..', 'quarantine', `${ds[2]!.slice(7)}.${name}.${2 * recSize}.rec`));
+    expect(existsSync(where!)).toBe(true);
+    expect(readFileSync(where!).equals(bytes.subarray(2 * recSize, 3 * recSize))).toBe(true);
+    expect(await store.has(ds[2]!)).toBe(false);
+    expect(await store.quarantine(ds[2]!)).toBe(null);
+    const again = await store.verifyChunks({ lanes: 1 });
+    expect(again.corrupt.size).toBe(0);
+    expect(again.chunks).toBe(4);
+    // Pushed again, it is written anew and reads back.
+    expect((await store.add(chunks[2]!)).written).toBe(true);
+    await store.flush();
+    expect((await store.get(ds[2]!)).equals(chunks[2]!)).toBe(true);
+  });
+});
+
+describe('RemoteChunkStore compaction beside another replica (s3+postgres)', () => {
+  test("another writer's packs are left alone while recent (their rows may not be committed yet), compacted after the grace", async () => {
+    const site = await s3PostgresSite();
+    const a = await site.replica();
+    const b = await site.replica();
+    const c = randomBytes(77, 40_000);
+    const d = (await b.store.add(c)).digest;
+    await b.store.flush();
+    expect((await a.store.sweep(ALL(), () => false, false)).chunks).toBe(1);
+    const driver = await site.driver();
+    expect((await a.store.compact({ minLive: 0.5, maxUnused: 0 })).deleted).toBe(0);
+    expect((await bucketBytes(driver)).packs).toBe(1);
+    const late = await site.replica({ compactGraceMs: 0 });
+    expect(await late.store.compact({ minLive: 0.5, maxUnused: 0 })).toMatchObject({ deleted: 1, rewritten: 0 });
+    expect((await bucketBytes(driver)).packs).toBe(0);
+    expect(await b.store.has(d)).toBe(false);
+  });
+});
