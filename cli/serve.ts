@@ -13,6 +13,8 @@ export interface ServeOptions {
   data: string;
   /** postgres:// URL of the metadata store (default: SQLite in the data directory). */
   metadata?: string;
+  /** s3:// URL of the chunk packs (default: the data directory); needs `metadata`. */
+  store?: string;
   host: string;
   port: number;
   workers?: number;
@@ -69,6 +71,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
   const store = await openStore({
     dataDir,
     ...(opts.metadata !== undefined ? { metadata: opts.metadata } : {}),
+    ...(opts.store !== undefined ? { store: opts.store } : {}),
     ...(opts.workers !== undefined ? { workers: opts.workers } : {}),
     ...(opts.level !== undefined ? { level: opts.level } : {}),
     ...(opts.uploadTtlMs !== undefined ? { uploadTtlMs: opts.uploadTtlMs } : {}),
@@ -92,7 +95,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
       ...(opts.maxConnections !== undefined ? { maxConnections: opts.maxConnections } : {}),
     },
   });
-  logger.info({ data: dataDir, metadata: store.meta.location, host: opts.host, port: server.port, tls: opts.tlsCert !== undefined, auth: auth.enabled, ...(server.metricsUrl ? { metrics: `${server.metricsUrl}/metrics` } : {}) }, `snapyard serving on ${opts.tlsCert ? "https" : "http"}://${opts.host}:${server.port}`);
+  logger.info({ data: dataDir, metadata: store.meta.location, chunks: String(store.chunks), host: opts.host, port: server.port, tls: opts.tlsCert !== undefined, auth: auth.enabled, ...(server.metricsUrl ? { metrics: `${server.metricsUrl}/metrics` } : {}) }, `snapyard serving on ${opts.tlsCert ? "https" : "http"}://${opts.host}:${server.port}`);
   if (!auth.enabled && !LOOPBACK.test(opts.host)) {
     const msg = `WARNING: no --htpasswd: anyone who can reach ${opts.host}:${server.port} may push, delete, move tags, run gc and verify --repair. Use --htpasswd (docs/auth.md) before exposing this port.`;
     logger.warn(msg);

@@ -6,6 +6,9 @@ import type { MaintainedChunkStore } from './chunks/maintained-chunk-store.js';
 import type { MetadataStore } from './meta/metadata-store.js';
 import { SqliteMetadataStore } from './meta/sqlite-metadata-store.js';
 import { openPostgresMetadata } from './meta/postgres-metadata-store.js';
+import { openPostgresChunkCatalog } from './chunks/postgres-chunk-catalog.js';
+import { MaintainedRemoteChunkStore } from './chunks/remote-chunk-maintenance.js';
+import { parseS3Url, S3PackDriver } from './chunks/s3-pack-driver.js';
 import { SnapyardError } from './errors.js';
 import { UploadSessions } from './coord/upload-sessions.js';
 import type { FastCDCParams } from './blobs/fastcdc.js';
@@ -32,6 +35,12 @@ import { DiskReserve } from './maintenance/disk-reserve.js';
  * replicas. Upload records then carry the process that holds the session;
  * at start a replica clears its own and those idle past the upload TTL
  * (expired wherever they were), never another replica's live ones.
+ *
+ * With `store: s3://...` as well, chunk packs are objects in the bucket and
+ * their catalog is in the same PostgreSQL database
+ * (chunks/remote-chunk-store.ts); the data directory then keeps only what is
+ * this process's: <data>/remote/spool (segments being written),
+ * <data>/remote/sketches (delta sketches), <data>/remote/quarantine.
  */
 export interface StoreConfig {
   dataDir: string;
@@ -46,13 +55,52 @@ export interface StoreConfig {
   limits?: Partial<Limits>;
   /** Where the metadata lives: a postgres:// (postgresql://) URL; default SQLite at <data>/meta.db. */
   metadata?: string;
+  /**
+   * Where the chunks live: `s3://BUCKET[/PREFIX]?endpoint=URL&region=R` puts
+   * their packs in S3 and their catalog in the metadata's PostgreSQL database
+   * (so it needs `metadata: postgres://...`); credentials from the AWS SDK's
+   * usual chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, profile files).
+   * Default: packs on local disk in <data>/store.
+   */
+  store?: string;
 }
+
+const POSTGRES_URL = /^postgres(ql)?:\/\//;
 
 /** The metadata store `cfg` names. */
 async function openMetadata(cfg: StoreConfig, uploadTtlMs: number, onFull: () => boolean): Promise<MetadataStore> {
   if (cfg.metadata === undefined) return new SqliteMetadataStore(join(cfg.dataDir, 'meta.db'), { onFull });
-  if (/^postgres(ql)?:\/\//.test(cfg.metadata)) return openPostgresMetadata(cfg.metadata, { uploadStaleMs: uploadTtlMs });
+  if (POSTGRES_URL.test(cfg.metadata)) return openPostgresMetadata(cfg.metadata, { uploadStaleMs: uploadTtlMs });
   throw new SnapyardError('INVALID_ARGUMENT', `metadata ${JSON.stringify(cfg.metadata.replace(/\/\/[^@/]*@/, '//…@'))}: expected a postgres://USER@HOST:PORT/DB URL (or nothing, for SQLite in the data directory)`);
+}
+
+/** The chunk store `cfg` names (checked before anything is opened). */
+async function openChunks(cfg: StoreConfig): Promise<MaintainedChunkStore> {
+  const level = cfg.level !== undefined ? { level: cfg.level } : {};
+  if (cfg.store === undefined) {
+    return new LocalChunkStore({ root: join(cfg.dataDir, 'store'), ...level, ...(cfg.workers !== undefined ? { workers: cfg.workers } : {}) });
+  }
+  const driver = new S3PackDriver({ location: cfg.store });
+  try {
+    const catalog = await openPostgresChunkCatalog(cfg.metadata!);
+    const root = join(cfg.dataDir, 'remote');
+    return new MaintainedRemoteChunkStore({ driver, catalog, spoolDir: join(root, 'spool'), sketchDir: join(root, 'sketches'), ...level });
+  } catch (e) {
+    await driver.close();
+    throw e;
+  }
+}
+
+/** Refuses a store / metadata pair that cannot work, before anything is opened. */
+function checkLocations(cfg: StoreConfig): void {
+  if (cfg.store === undefined) return;
+  if (!cfg.store.startsWith('s3://')) {
+    throw new SnapyardError('INVALID_ARGUMENT', `store ${JSON.stringify(cfg.store)}: expected s3://BUCKET[/PREFIX]?endpoint=URL&region=R (or nothing, for packs in the data directory)`);
+  }
+  parseS3Url(cfg.store);
+  if (cfg.metadata === undefined || !POSTGRES_URL.test(cfg.metadata)) {
+    throw new SnapyardError('INVALID_ARGUMENT', `store ${cfg.store.replace(/\?.*$/, '')} keeps its chunk catalog in PostgreSQL: give metadata postgres://USER@HOST:PORT/DB as well`);
+  }
 }
 
 export interface Store {
@@ -82,6 +130,7 @@ export interface Store {
 }
 
 export async function openStore(cfg: StoreConfig): Promise<Store> {
+  checkLocations(cfg);
   const limits = resolveLimits(cfg.limits);
   const closing: Array<() => void | Promise<void>> = [];
   mkdirSync(cfg.dataDir, { recursive: true });
@@ -89,11 +138,13 @@ export async function openStore(cfg: StoreConfig): Promise<Store> {
   reserve.refill();
   const uploadTtlMs = cfg.uploadTtlMs ?? 60 * 60 * 1000;
   const meta = await openMetadata(cfg, uploadTtlMs, () => reserve.release());
-  const chunks = new LocalChunkStore({
-    root: join(cfg.dataDir, 'store'),
-    ...(cfg.level !== undefined ? { level: cfg.level } : {}),
-    ...(cfg.workers !== undefined ? { workers: cfg.workers } : {}),
-  });
+  let chunks: MaintainedChunkStore;
+  try {
+    chunks = await openChunks(cfg);
+  } catch (e) {
+    await meta.close();
+    throw e;
+  }
   const spoolDir = join(cfg.dataDir, 'spool');
   rmSync(spoolDir, { recursive: true, force: true }); // leftovers of a crash: uploads that never finished
   const pins = new ChunkPins();

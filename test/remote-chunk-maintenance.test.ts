@@ -10,25 +10,14 @@ import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { CHUNK_HEADER_SIZE } from '../storage/chunks/chunk-codec.js';
 import { RECORD_HEADER_SIZE } from '../storage/chunks/pack-files.js';
-import type { PackDriver } from '../storage/chunks/pack-driver.js';
 import { rawOf, sha256, type Digest } from '../storage/digest.js';
 import { randomBytes } from './helpers/qcow2-fixtures.js';
-import { localSqliteSite, newDir, s3PostgresSite, type Site } from './helpers/remote-stores.js';
+import { bucketBytes, localSqliteSite, newDir, s3PostgresSite, type Site } from './helpers/remote-stores.js';
 
 const SITES: Array<{ name: string; make(): Promise<Site> }> = [
   { name: 's3+postgres', make: s3PostgresSite },
   { name: 'local+sqlite', make: async () => localSqliteSite() },
 ];
-
-async function bucketBytes(d: PackDriver): Promise<{ packs: number; bytes: number }> {
-  let packs = 0;
-  let bytes = 0;
-  for await (const p of d.list()) {
-    packs++;
-    bytes += p.size;
-  }
-  return { packs, bytes };
-}
 
 /** Far in the future: every row is older than this. */
 const ALL = () => Date.now() + 3_600_000;

@@ -117,3 +117,14 @@ export function localSqliteSite(): Site {
   };
   return site;
 }
+
+/** Packs and their bytes in a driver's bucket prefix or directory. */
+export async function bucketBytes(d: PackDriver): Promise<{ packs: number; bytes: number }> {
+  let packs = 0;
+  let bytes = 0;
+  for await (const p of d.list()) {
+    packs++;
+    bytes += p.size;
+  }
+  return { packs, bytes };
+}
