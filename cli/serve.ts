@@ -2,6 +2,7 @@ import { resolve } from 'node:path';
 import { readFileSync } from 'node:fs';
 import pino from 'pino';
 import { openStore } from '../storage/open-store.js';
+import { MaintainedRemoteChunkStore } from '../storage/chunks/remote-chunk-maintenance.js';
 import { SnapyardError } from '../storage/errors.js';
 import { startServer } from '../server/serve.js';
 import { Authenticator } from '../server/auth/authenticator.js';
@@ -118,7 +119,9 @@ export async function serve(opts: ServeOptions): Promise<void> {
     logger.info({ signal }, 'shutting down');
     await server.close();
     await store.close();
-    logger.info('stopped');
+    // Requests to the pack store since start (S3: PUT/GET/DELETE/LIST and payload bytes).
+    const packRequests = store.chunks instanceof MaintainedRemoteChunkStore ? store.chunks.driver.stats() : undefined;
+    logger.info(packRequests ? { packRequests } : {}, 'stopped');
     logger.flush();
     process.exit(0);
   };

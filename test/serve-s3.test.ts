@@ -30,6 +30,8 @@ function serve(data: string, store: string, metadata: string, viaEnv = false): P
   return spawnServe(args, { AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey, ...(viaEnv ? { SNAPYARD_STORE: store } : {}) });
 }
 
+/** A client cache of its own for each pull: every byte comes from the server. */
+const freshCache = () => join(tmp(), 'cache');
 const sha256File = (p: string) => createHash('sha256').update(readFileSync(p)).digest('hex');
 
 let dir: string;
@@ -88,11 +90,11 @@ describe('snapyard serve --store s3:// --metadata postgres://', () => {
 
     for (const [tag, file] of [['base', img.base], ['v2', img.v2]] as const) {
       const out = join(dir, `pulled-${tag}.qcow2`);
-      await cli(['pull', `s3/img:${tag}`, '-o', out]);
+      await cli(['pull', `s3/img:${tag}`, '-o', out, '--cache', freshCache()]);
       expect(sha256File(out), tag).toBe(sha256File(file));
     }
     const overlay = join(dir, 'v2-overlay.qcow2');
-    await cli(['pull', 's3/img:v2', '-o', overlay, '--base', img.base, '--overlay']);
+    await cli(['pull', 's3/img:v2', '-o', overlay, '--base', img.base, '--overlay', '--cache', freshCache()]);
     expect((await runTool('qemu-img', ['check', overlay])).stdout).toContain('No errors were found');
     expect(await guestContentEqual(overlay, img.v2)).toBe(true);
 
@@ -127,17 +129,32 @@ describe('snapyard serve --store s3:// --metadata postgres://', () => {
     const verify = await runCli(['verify', '--registry', a.url, '--json']);
     expect(verify.code, verify.stdout + verify.stderr).toBe(0);
     const out = join(dir, 'base-after-gc.qcow2');
-    await cli(['pull', 's3/img:base', '-o', out]);
+    await cli(['pull', 's3/img:base', '-o', out, '--cache', freshCache()]);
     expect(sha256File(out)).toBe(sha256File(img.base));
-    const gone = await runCli(['pull', 's3/img:v2', '-o', join(dir, 'gone.qcow2'), '--registry', a.url]);
+    const gone = await runCli(['pull', 's3/img:v2', '-o', join(dir, 'gone.qcow2'), '--cache', freshCache(), '--registry', a.url]);
     expect(gone.code).not.toBe(0);
 
     // A replica: another process, another data directory, the same bucket prefix and schema (the store through SNAPYARD_STORE).
     const b = await serve(join(dir, 'data-b'), storeUrl, pgUrl, true);
     servers.push(b);
     const out2 = join(dir, 'base-from-replica.qcow2');
-    await cli(['pull', 's3/img:base', '-o', out2], b.url);
+    await cli(['pull', 's3/img:base', '-o', out2, '--cache', freshCache()], b.url);
     expect(sha256File(out2)).toBe(sha256File(img.base));
+
+    // Each replica logs its S3 requests when it stops: the writer put its packs whole (one PUT each), the replica only read.
+    type Stats = { puts: number; gets: number; bytesPut: number; bytesGot: number };
+    const requests = async (s: ServeProcess) => {
+      expect(await s.stop()).toBe(0);
+      const line = s.log().split('\n').find((l) => l.includes('"stopped"'));
+      return (JSON.parse(line!) as { packRequests: Stats }).packRequests;
+    };
+    const ra = await requests(a);
+    const rb = await requests(b);
+    expect(ra.puts).toBe(afterPush.packs);
+    expect(ra.bytesPut).toBe(afterPush.bytes);
+    expect(rb.puts).toBe(0);
+    expect(rb.gets).toBeGreaterThan(0);
+    expect(rb.bytesGot).toBeGreaterThanOrEqual(0.9 * afterGc.bytes); // the base's chunks, read from the bucket
   });
 
   test('--store s3:// without --metadata postgres:// stops serve with a clear error; so does a store URL that is not s3://', async () => {
