@@ -7,7 +7,7 @@
  * several readers want at once, is fetched once.
  */
 import { ChunkCorruptError, isSnapyardError } from '../errors.js';
-import { hexOf, type Digest } from '../digest.js';
+import { digestFromHex, hexOf, type Digest } from '../digest.js';
 import type { PackDriver } from './pack-driver.js';
 import { RECORD_HEADER_SIZE, RECORD_MAGIC } from './pack-files.js';
 
@@ -20,6 +20,8 @@ export interface RemoteLocation {
 
 export const DEFAULT_RUN_BYTES = 8 * 1024 * 1024;
 export const DEFAULT_READ_CACHE_BYTES = 64 * 1024 * 1024;
+/** A GET reads at least this much from its first record on: the records after the ones asked go to the cache (a blob's records lie in its order, and pulls ask for them a few at a time). */
+export const DEFAULT_READ_AHEAD_BYTES = 1024 * 1024;
 
 /** The stored chunk of a record read at `at` of `buf`, after checking its header names `digest` and `length`. */
 export function storedOfRecord(buf: Buffer, at: number, digest: Digest, loc: RemoteLocation): Buffer {
@@ -76,8 +78,9 @@ export class RemoteRecordReader {
 
   constructor(
     private readonly driver: PackDriver,
-    opts: { cacheBytes?: number; runBytes?: number } = {},
+    opts: { cacheBytes?: number; runBytes?: number; readAheadBytes?: number } = {},
     private readonly runBytes = opts.runBytes ?? DEFAULT_RUN_BYTES,
+    private readonly readAheadBytes = opts.readAheadBytes ?? DEFAULT_READ_AHEAD_BYTES,
   ) {
     this.cache = new StoredCache(opts.cacheBytes ?? DEFAULT_READ_CACHE_BYTES);
   }
@@ -127,21 +130,51 @@ export class RemoteRecordReader {
         const first = r[0]![1].loc;
         const last = r[r.length - 1]![1].loc;
         const length = last.offset + RECORD_HEADER_SIZE + last.length - first.offset;
-        let buf: Buffer;
-        try {
-          buf = await this.driver.get(first.pack, first.offset, length);
-        } catch (e) {
-          // A pack shorter than its rows say: its bytes are not what the catalog recorded.
-          if (isSnapyardError(e, 'RANGE_INVALID')) throw new ChunkCorruptError(r[0]![0], `pack ${first.pack} ends before ${first.offset + length}`);
-          throw e;
-        }
+        const buf = await this.getRun(first.pack, first.offset, length, r[0]![0]);
         for (const [d, { loc, at }] of r) {
           const stored = storedOfRecord(buf, loc.offset - first.offset, d, loc);
           this.cache.set(d, stored);
           for (const i of at) out[i] = stored;
         }
+        this.cacheAhead(buf, length);
       }),
     );
     return out;
+  }
+
+  /**
+   * `length` bytes at `offset` of `pack`, read ahead to readAheadBytes when
+   * the run is shorter (less past the pack's end). A pack shorter than the
+   * run itself: its bytes are not what the catalog recorded.
+   */
+  private async getRun(pack: string, offset: number, length: number, first: Digest): Promise<Buffer> {
+    const want = Math.max(length, this.readAheadBytes);
+    try {
+      return await this.driver.get(pack, offset, want);
+    } catch (e) {
+      if (!isSnapyardError(e, 'RANGE_INVALID')) throw e;
+      if (want > length) {
+        const size = (e.detail as { size?: number } | undefined)?.size;
+        const upTo = size !== undefined && size >= offset + length ? size - offset : length;
+        try {
+          return await this.driver.get(pack, offset, upTo);
+        } catch (e2) {
+          if (!isSnapyardError(e2, 'RANGE_INVALID')) throw e2;
+        }
+      }
+      throw new ChunkCorruptError(first, `pack ${pack} ends before ${offset + length}`);
+    }
+  }
+
+  /** Caches the whole records read ahead after `from` (unverified: decoding checks each chunk's hash, and a chunk that fails is forgotten). */
+  private cacheAhead(buf: Buffer, from: number): void {
+    let at = from;
+    while (at + RECORD_HEADER_SIZE <= buf.byteLength && buf.readUInt32LE(at) === RECORD_MAGIC) {
+      const length = buf.readUInt32LE(at + 36);
+      const end = at + RECORD_HEADER_SIZE + length;
+      if (end > buf.byteLength) break;
+      this.cache.set(digestFromHex(buf.toString('hex', at + 4, at + 36)), buf.subarray(at + RECORD_HEADER_SIZE, end));
+      at = end;
+    }
   }
 }

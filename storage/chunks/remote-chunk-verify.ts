@@ -21,7 +21,7 @@ export async function verifyRemote(driver: PackDriver, catalog: ChunkCatalog, co
   const all: Array<{ digest: Digest; loc: RemoteLocation }> = [];
   for await (const c of catalog.all()) all.push({ digest: digestFromRaw(c.raw), loc: { pack: c.pack, offset: c.offset, length: c.length } });
   all.sort((a, b) => (a.loc.pack < b.loc.pack ? -1 : a.loc.pack > b.loc.pack ? 1 : a.loc.offset - b.loc.offset));
-  const reader = new RemoteRecordReader(driver, { cacheBytes: 0, runBytes: BATCH_BYTES });
+  const reader = new RemoteRecordReader(driver, { cacheBytes: 0, runBytes: BATCH_BYTES, readAheadBytes: 0 });
   const batches: Array<typeof all> = [];
   let storedBytes = 0;
   for (let i = 0; i < all.length; ) {
