@@ -107,6 +107,21 @@ export class RemoteRecordReader {
         else want.set(d, { loc: locs[i]!, at: [i] });
       }
     });
+    // Records a GET in flight (another call's, read ahead) will bring: wait for it rather than read them again.
+    const riding: Array<Promise<void>> = [];
+    for (const [d, w] of want) {
+      const ride = this.inFlight.get(w.loc.pack)?.find((f) => f.start <= w.loc.offset && w.loc.offset + RECORD_HEADER_SIZE + w.loc.length <= f.end);
+      if (!ride) continue;
+      want.delete(d);
+      riding.push(
+        ride.buf
+          .then((buf) => storedOfRecord(buf, w.loc.offset - ride.start, d, w.loc))
+          .catch(async () => (await this.fetch([d], [w.loc]))[0]!) // that GET failed or came back short: read it alone
+          .then((stored) => {
+            for (const i of w.at) out[i] = stored;
+          }),
+      );
+    }
     const items = [...want].sort(([, a], [, b]) => (a.loc.pack < b.loc.pack ? -1 : a.loc.pack > b.loc.pack ? 1 : a.loc.offset - b.loc.offset));
     const runs: Array<typeof items> = [];
     let run: typeof items = [];
@@ -125,12 +140,13 @@ export class RemoteRecordReader {
       runEnd = end;
     }
     if (run.length > 0) runs.push(run);
-    await Promise.all(
-      runs.map(async (r) => {
+    await Promise.all([
+      ...riding,
+      ...runs.map(async (r) => {
         const first = r[0]![1].loc;
         const last = r[r.length - 1]![1].loc;
         const length = last.offset + RECORD_HEADER_SIZE + last.length - first.offset;
-        const buf = await this.getRun(first.pack, first.offset, length, r[0]![0]);
+        const buf = await this.tracked(first.pack, first.offset, Math.max(length, this.readAheadBytes), this.getRun(first.pack, first.offset, length, r[0]![0]));
         for (const [d, { loc, at }] of r) {
           const stored = storedOfRecord(buf, loc.offset - first.offset, d, loc);
           this.cache.set(d, stored);
@@ -138,7 +154,7 @@ export class RemoteRecordReader {
         }
         this.cacheAhead(buf, length);
       }),
-    );
+    ]);
     return out;
   }
 
@@ -163,6 +179,23 @@ export class RemoteRecordReader {
         }
       }
       throw new ChunkCorruptError(first, `pack ${pack} ends before ${offset + length}`);
+    }
+  }
+
+  /** GETs under way, by pack: what they will bring (end: as asked; the pack may end sooner). */
+  private readonly inFlight = new Map<string, Array<{ start: number; end: number; buf: Promise<Buffer> }>>();
+
+  /** Makes `buf` (a GET of `pack` from `start`, up to `length` bytes) visible to other reads until it settles. */
+  private async tracked(pack: string, start: number, length: number, buf: Promise<Buffer>): Promise<Buffer> {
+    const entry = { start, end: start + length, buf };
+    let list = this.inFlight.get(pack);
+    if (!list) this.inFlight.set(pack, (list = []));
+    list.push(entry);
+    try {
+      return await buf;
+    } finally {
+      list.splice(list.indexOf(entry), 1);
+      if (list.length === 0 && this.inFlight.get(pack) === list) this.inFlight.delete(pack);
     }
   }
 
