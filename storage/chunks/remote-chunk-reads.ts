@@ -20,7 +20,12 @@ export interface RemoteLocation {
 
 export const DEFAULT_RUN_BYTES = 8 * 1024 * 1024;
 export const DEFAULT_READ_CACHE_BYTES = 64 * 1024 * 1024;
-/** A GET reads at least this much from its first record on: the records after the ones asked go to the cache (a blob's records lie in its order, and pulls ask for them a few at a time). */
+/**
+ * A GET that goes on from the last one started in its pack (reads going
+ * through a pack in order: a blob's records lie in its order, and pulls ask
+ * for them a few at a time) reads at least this much: the records after the
+ * ones asked go to the cache. Other GETs read only what they are asked.
+ */
 export const DEFAULT_READ_AHEAD_BYTES = 1024 * 1024;
 
 /** The stored chunk of a record read at `at` of `buf`, after checking its header names `digest` and `length`. */
@@ -146,7 +151,8 @@ export class RemoteRecordReader {
         const first = r[0]![1].loc;
         const last = r[r.length - 1]![1].loc;
         const length = last.offset + RECORD_HEADER_SIZE + last.length - first.offset;
-        const buf = await this.tracked(first.pack, first.offset, Math.max(length, this.readAheadBytes), this.getRun(first.pack, first.offset, length, r[0]![0]));
+        const ahead = this.sequential(first.pack, first.offset, length) ? this.readAheadBytes : 0;
+        const buf = await this.tracked(first.pack, first.offset, Math.max(length, ahead), this.getRun(first.pack, first.offset, length, ahead, r[0]![0]));
         for (const [d, { loc, at }] of r) {
           const stored = storedOfRecord(buf, loc.offset - first.offset, d, loc);
           this.cache.set(d, stored);
@@ -159,12 +165,12 @@ export class RemoteRecordReader {
   }
 
   /**
-   * `length` bytes at `offset` of `pack`, read ahead to readAheadBytes when
+   * `length` bytes at `offset` of `pack`, read ahead to `ahead` bytes when
    * the run is shorter (less past the pack's end). A pack shorter than the
    * run itself: its bytes are not what the catalog recorded.
    */
-  private async getRun(pack: string, offset: number, length: number, first: Digest): Promise<Buffer> {
-    const want = Math.max(length, this.readAheadBytes);
+  private async getRun(pack: string, offset: number, length: number, ahead: number, first: Digest): Promise<Buffer> {
+    const want = Math.max(length, ahead);
     try {
       return await this.driver.get(pack, offset, want);
     } catch (e) {
@@ -209,5 +215,23 @@ export class RemoteRecordReader {
       this.cache.set(digestFromHex(buf.toString('hex', at + 4, at + 36)), buf.subarray(at + RECORD_HEADER_SIZE, end));
       at = end;
     }
+  }
+
+  /** The range the last GET started in each pack (the most recent packs) asks for. */
+  private readonly lastGet = new Map<string, { start: number; end: number }>();
+
+  /**
+   * Whether a GET at `offset` goes on from the last one started in its pack
+   * (starts within it or at most readAheadBytes after it: reads in order,
+   * several at once); notes it as the last one.
+   */
+  private sequential(pack: string, offset: number, length: number): boolean {
+    if (this.readAheadBytes <= 0) return false;
+    const last = this.lastGet.get(pack);
+    const on = last !== undefined && offset >= last.start && offset <= last.end + this.readAheadBytes;
+    this.lastGet.delete(pack);
+    this.lastGet.set(pack, { start: offset, end: offset + Math.max(length, on ? this.readAheadBytes : 0) });
+    if (this.lastGet.size > 1024) this.lastGet.delete(this.lastGet.keys().next().value as string);
+    return on;
   }
 }
