@@ -32,6 +32,8 @@ let proxy: RoundRobinProxy;
 const replicas: ServeProcess[] = [];
 /** Every snapshot committed so far: ref -> the file pushed. */
 const committed = new Map<string, string>();
+/** ref -> its manifest digest. */
+const digests = new Map<string, string>();
 
 /** A replica: `snapyard serve --store S3 --metadata PG` on data directory `name`. */
 async function replica(name: string): Promise<ServeProcess> {
@@ -52,7 +54,8 @@ let turn = 0;
  * on the other replica (404). Everything else goes through the proxy.
  */
 async function push(ref: string, file: string, to: ServeProcess = live()[turn++ % live().length]!): Promise<void> {
-  await cliOk(['push', ref, file, '--cache', join(tmp(), 'cache'), '--registry', to.url]);
+  const out = await cliOk(['push', ref, file, '--cache', join(tmp(), 'cache'), '--registry', to.url, '--json']);
+  digests.set(ref, (JSON.parse(out) as { manifestDigest: string }).manifestDigest);
   committed.set(ref, file);
 }
 
@@ -150,7 +153,7 @@ describe('two replicas behind a round-robin proxy', () => {
     await allIntact();
 
     // A gc on A2 with something to collect, killed while it runs.
-    await cliOk(viaProxy(['rm', 'rep/img:v2']));
+    await cliOk(viaProxy(['rm', `rep/img@${digests.get('rep/img:v2')!}`]));
     committed.delete('rep/img:v2');
     const collecting = runCli(['gc', '--grace', '0s', '--json', '--registry', a2.url]);
     await new Promise((r) => setTimeout(r, 300));
