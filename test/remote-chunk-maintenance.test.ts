@@ -54,6 +54,27 @@ describe.each(SITES)('RemoteChunkStore maintenance on $name', ({ make }) => {
     expect(s).toEqual({ chunks: 1, stored: 50_000 + CHUNK_HEADER_SIZE + RECORD_HEADER_SIZE, raw: 50_000 });
   });
 
+  test('lookups for a push (touch) refresh the chunks they find, so a later sweep past their old time keeps them; plain lookups do not', async () => {
+    const site = await make();
+    let t = Date.now() - 600_000;
+    const { store } = await site.replica({ now: () => t });
+    const chunks = [0, 1, 2].map((i) => randomBytes(300 + i, 20_000));
+    const ds: Digest[] = [];
+    for (const c of chunks) ds.push((await store.add(c)).digest);
+    await store.flush(); // all three recorded at t
+    t += 300_000;
+    expect(await store.rawLengths([rawOf(ds[0]!), rawOf(sha256(Buffer.from('none')))], { touch: true })).toEqual([20_000, null]);
+    const [hit] = await store.resolvePrefixes([rawOf(ds[1]!).subarray(0, 6)], { touch: true });
+    expect(Buffer.isBuffer(hit) && hit.equals(rawOf(ds[1]!))).toBe(true);
+    await store.rawLengths([rawOf(ds[2]!)]); // no touch
+    // A gc whose cutoff lies between the first time and the touch keeps the touched chunks only.
+    const r = await store.sweep(t - 1000, () => false, false);
+    expect(r.chunks).toBe(1);
+    expect(await store.has(ds[2]!)).toBe(false);
+    expect((await store.get(ds[0]!)).equals(chunks[0]!)).toBe(true);
+    expect((await store.get(ds[1]!)).equals(chunks[1]!)).toBe(true);
+  });
+
   test('compact deletes dead packs and rewrites mixed ones: the bucket holds <= 1.1x the live bytes, the live chunks read back from a fresh store', async () => {
     const site = await make();
     const { store } = await site.replica({ segmentBytes: 256 * 1024 });

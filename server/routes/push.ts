@@ -58,8 +58,8 @@ async function expand(svc: DeltaService, compact: Buffer, width: number, missing
       const part = keys.slice(i, i + RESOLVE_BATCH).map((k) => prefixes.get(k)!);
       const hits =
         width === 32
-          ? (await chunks.rawLengths(part)).map((len, j) => (len !== null ? Buffer.from(part[j]!) : null))
-          : await chunks.resolvePrefixes(part);
+          ? (await chunks.rawLengths(part, { touch: true })).map((len, j) => (len !== null ? Buffer.from(part[j]!) : null))
+          : await chunks.resolvePrefixes(part, { touch: true });
       hits.forEach((h, j) => found.set(keys[i + j]!, h));
     }
     return decodeBlobIndex(compact, width, (prefix, entry) => {

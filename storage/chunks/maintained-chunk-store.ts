@@ -41,10 +41,15 @@ export interface MaintainedChunkStore extends ChunkStore, PrunableChunkStore {
   flushIfRoom(): Promise<void>;
   /** Stored bytes of each chunk given by raw digest (record header included); null for ones not held. */
   storedLengths(raws: Uint8Array[]): Promise<Array<number | null>>;
-  /** Uncompressed lengths of chunks given by raw digest, null for ones not held; one lookup per call. */
-  rawLengths(raws: Uint8Array[]): Promise<Array<number | null>>;
-  /** For each prefix (the compact wire form): the one held digest starting with it, null when none, 'ambiguous' when several. */
-  resolvePrefixes(prefixes: Uint8Array[]): Promise<Array<Buffer | null | 'ambiguous'>>;
+  /**
+   * Uncompressed lengths of chunks given by raw digest, null for ones not
+   * held; one lookup per call. With `touch` (a push being told what the store
+   * holds), found chunks count as just added, so gc's grace keeps them for
+   * the push on every replica (a chunk gc removed meanwhile answers null).
+   */
+  rawLengths(raws: Uint8Array[], opts?: { touch?: boolean }): Promise<Array<number | null>>;
+  /** For each prefix (the compact wire form): the one held digest starting with it, null when none, 'ambiguous' when several; `touch` as for rawLengths. */
+  resolvePrefixes(prefixes: Uint8Array[], opts?: { touch?: boolean }): Promise<Array<Buffer | null | 'ambiguous'>>;
   stats(): Promise<ChunkStoreStats>;
   /** Tasks queued on worker threads (a gauge). */
   queueDepth(): number;

@@ -90,11 +90,40 @@ export class MaintainedRemoteChunkStore extends RemoteChunkStore implements Main
     return (await this.lookupSeen(raws)).map((e) => (e == null ? null : e.length + RECORD_HEADER_SIZE));
   }
 
-  async rawLengths(raws: Uint8Array[]): Promise<Array<number | null>> {
-    return (await this.lookupSeen(raws)).map((e) => (e == null ? null : e.rawLength));
+  async rawLengths(raws: Uint8Array[], opts: { touch?: boolean } = {}): Promise<Array<number | null>> {
+    const out = (await this.lookupSeen(raws)).map((e) => (e == null ? null : e.rawLength));
+    if (opts.touch) await this.touchFound(raws, out);
+    return out;
   }
 
-  async resolvePrefixes(prefixes: Uint8Array[]): Promise<Array<Buffer | null | 'ambiguous'>> {
+  /**
+   * Refreshes the catalog time of the chunks found (`found[i]` not null), so
+   * gc's grace keeps them for the push that was told they are held, whichever
+   * replica runs the gc (pins are this process's only). One commit per
+   * CALL_BATCH; a chunk a sweep removed meanwhile is answered null.
+   */
+  private async touchFound<T>(raws: Uint8Array[], found: Array<T | null>): Promise<void> {
+    const at: number[] = [];
+    found.forEach((f, i) => {
+      if (f !== null && f !== 'ambiguous') at.push(i);
+    });
+    for (let i = 0; i < at.length; i += CALL_BATCH) {
+      const part = at.slice(i, i + CALL_BATCH);
+      const { absent } = await this.catalog.commit([], part.map((j) => raws[j]!), this.now());
+      for (const k of absent) found[part[k]!] = null;
+    }
+  }
+
+  async resolvePrefixes(prefixes: Uint8Array[], opts: { touch?: boolean } = {}): Promise<Array<Buffer | null | 'ambiguous'>> {
+    const hits = await this.resolveEach(prefixes);
+    if (opts.touch) {
+      const raws = hits.map((h) => (h instanceof Buffer ? h : new Uint8Array(32)));
+      await this.touchFound(raws, hits);
+    }
+    return hits;
+  }
+
+  private async resolveEach(prefixes: Uint8Array[]): Promise<Array<Buffer | null | 'ambiguous'>> {
     const lanes = new Semaphore(PREFIX_LANES);
     return Promise.all(
       prefixes.map((p) =>
