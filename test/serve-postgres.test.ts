@@ -7,59 +7,29 @@
  * PostgreSQL (its tables hold the manifests; no meta.db in the data directory),
  * and survives a restart of the server.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { BIN, cleanEnv, cliOk, runCli } from './helpers/cli.js';
+import { cliOk, runCli } from './helpers/cli.js';
+import { spawnServe, type ServeProcess } from './helpers/serve-process.js';
 import { freshPostgresUrl } from './helpers/metadata-stores.js';
 import { makeBaseImage, makeVariant } from './helpers/qcow2-fixtures.js';
 import { tempDirs } from './helpers/tmp.js';
 
 const tmp = tempDirs('snapyard-serve-pg-');
 
-interface Served {
-  child: ChildProcess;
-  url: string;
-  log: () => string;
-  stop: () => Promise<number | null>;
-}
-
 /** `snapyard serve --metadata URL` (through SNAPYARD_METADATA when `viaEnv`), once it says it is serving. */
-async function serve(data: string, metadata: string, viaEnv = false): Promise<Served> {
-  const args = ['serve', '--data', data, '--host', '127.0.0.1', '--port', '0', '--workers', '1', ...(viaEnv ? [] : ['--metadata', metadata])];
-  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv(viaEnv ? { SNAPYARD_METADATA: metadata } : {}) });
-  let out = '';
-  child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
-  child.stderr!.on('data', (b: Buffer) => (out += b.toString()));
-  const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
-  const up = await Promise.race([
-    (async () => {
-      while (!/serving[^\n]*\n/.test(out)) await new Promise((r) => setTimeout(r, 100));
-      return true;
-    })(),
-    exited.then(() => false),
-  ]);
-  if (!up) throw new Error(`snapyard serve exited: ${out}`);
-  const port = (JSON.parse(out.split('\n').find((l) => l.includes('serving'))!) as { port: number }).port;
-  return {
-    child,
-    url: `http://127.0.0.1:${port}`,
-    log: () => out,
-    stop: async () => {
-      child.kill('SIGTERM');
-      return exited;
-    },
-  };
+function serve(data: string, metadata: string, viaEnv = false): Promise<ServeProcess> {
+  return spawnServe(['--data', data, '--workers', '1', ...(viaEnv ? [] : ['--metadata', metadata])], viaEnv ? { SNAPYARD_METADATA: metadata } : {});
 }
 
 const sha256File = (p: string) => createHash('sha256').update(readFileSync(p)).digest('hex');
 
 let dir: string;
 let pgUrl: string;
-let s: Served;
+let s: ServeProcess;
 const img = { base: '', v2: '' };
 const cli = (args: string[]) => cliOk([...args, '--registry', s.url]);
 async function cliJson<T>(args: string[]): Promise<T> {

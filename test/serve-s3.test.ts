@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { S3PackDriver } from '../storage/chunks/s3-pack-driver.js';
+import { emptyS3Prefix } from './helpers/s3-prefix.js';
 import { cliOk, runCli } from './helpers/cli.js';
 import { bucketBytes } from './helpers/remote-stores.js';
 import { spawnServe, type ServeProcess } from './helpers/serve-process.js';
@@ -62,13 +63,7 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const s of servers) await s.stop();
   // Leave nothing in the bucket (RGW's memstore keeps objects in RAM).
-  if (storeUrl) {
-    const d = new S3PackDriver({ location: storeUrl, credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey } });
-    const names: string[] = [];
-    for await (const p of d.list()) names.push(p.name);
-    await d.delete(names);
-    await d.close();
-  }
+  if (storeUrl) await emptyS3Prefix(s3, storeUrl);
 });
 
 describe('snapyard serve --store s3:// --metadata postgres://', () => {

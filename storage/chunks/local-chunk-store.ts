@@ -357,16 +357,6 @@ export class LocalChunkStore implements MaintainedChunkStore {
     return Buffer.from(r.data.buffer, r.data.byteOffset, r.data.byteLength);
   }
 
-  /** The committed chunk whose digest starts with `prefix` (see PackIndex.resolvePrefix). */
-  resolvePrefix(prefix: Buffer): Buffer | null | 'ambiguous' {
-    return this.index.resolvePrefix(prefix);
-  }
-
-  /** Uncompressed length of a committed chunk, or null. */
-  rawLength(digest: Digest): number | null {
-    return this.index.rawLength(digest);
-  }
-
   /**
    * Batched lookups for the compact index of a push. A chunk found while gc
    * marks is remembered by its write barrier (as a writer's dedup hit is), so

@@ -30,7 +30,6 @@
  * again on a deadlock or serialization failure; digests are sent sorted so
  * concurrent commits lock rows in one order.
  */
-import { hostname } from 'node:os';
 import { lockKey, PgDatabase, type PgOptions } from '../meta/postgres-db.js';
 import { CATALOG_PAGE, hexKey, type CatalogEntry, type CatalogMove, type ChunkCatalog, type NewCatalogEntry } from './chunk-catalog.js';
 
@@ -110,28 +109,13 @@ function sortedUnique<T>(items: T[], raw: (t: T) => Uint8Array): T[] {
 export async function openPostgresChunkCatalog(url: string, opts: PostgresChunkCatalogOptions = {}): Promise<PostgresChunkCatalog> {
   const db = new PgDatabase(url, { label: 'chunk catalog', ...opts });
   try {
-    const schema = ((await db.query('SELECT current_schema() AS s')).rows[0] as { s: string | null }).s;
-    if (!schema) throw new Error(`${db.location}: no schema on the search_path to create the chunk catalog in`);
-    await migrate(db, lockKey(schema, 'chunk-catalog-migrate'));
+    const schema = await db.currentSchema();
+    await db.migrate({ table: 'snapyard_chunk_schema', lock: lockKey(schema, 'chunk-catalog-migrate'), steps: MIGRATIONS, what: 'chunk catalog schema', now: Date.now() });
     return new PostgresChunkCatalog(db, opts);
   } catch (e) {
     await db.close().catch(() => {});
     throw e;
   }
-}
-
-/** Applies the missing steps in one transaction under the migration lock (replicas starting at once migrate once). */
-async function migrate(db: PgDatabase, lock: string): Promise<void> {
-  await db.tx([`pg_advisory_xact_lock(${lock})`], async (q) => {
-    await q('CREATE TABLE IF NOT EXISTS snapyard_chunk_schema (version integer PRIMARY KEY, applied_ms bigint NOT NULL, applied_by text NOT NULL)');
-    const have = ((await q('SELECT COALESCE(MAX(version), 0) AS v FROM snapyard_chunk_schema')).rows[0] as { v: number }).v;
-    if (have > MIGRATIONS.length) throw new Error(`chunk catalog schema version ${have} is newer than this snapyard (${MIGRATIONS.length})`);
-    for (const [i, step] of MIGRATIONS.entries()) {
-      if (i < have) continue;
-      await q(step);
-      await q('INSERT INTO snapyard_chunk_schema VALUES ($1, $2, $3)', [i + 1, Date.now(), `${hostname()}:${process.pid}`]);
-    }
-  });
 }
 
 type Row = { digest: Buffer; pack: string; offset: number; length: number; rawLength: number; mtimeMs: number };

@@ -14,6 +14,7 @@
  * The global lock is always taken before a repository's (no lock cycles).
  */
 import { createHash } from 'node:crypto';
+import { hostname } from 'node:os';
 import pg from 'pg';
 import { SnapyardError } from '../errors.js';
 
@@ -192,6 +193,35 @@ export class PgDatabase {
         client.release(broken instanceof Error ? broken : broken !== undefined);
       }
     }
+  }
+
+  /** The first schema of the connection's search_path, where the tables go. */
+  async currentSchema(): Promise<string> {
+    const schema = ((await this.query('SELECT current_schema() AS s')).rows[0] as { s: string | null }).s;
+    if (!schema) throw new Error(`${this.location}: no schema on the search_path to create the ${this.label ?? 'metadata store'} tables in`);
+    return schema;
+  }
+
+  /**
+   * Brings a versioned schema up to date: the missing `steps` in one
+   * transaction under the advisory lock `lock`, the version read again under
+   * it (replicas starting at once migrate once; the others wait and find it
+   * done); one row per applied step in `table` (when, by whom). Steps are
+   * only ever appended. Returns the versions this call applied.
+   */
+  async migrate(opts: { table: string; lock: string; steps: string[]; what: string; now: number }): Promise<number[]> {
+    return this.tx([`pg_advisory_xact_lock(${opts.lock})`], async (q) => {
+      await q(`CREATE TABLE IF NOT EXISTS ${opts.table} (version integer PRIMARY KEY, applied_ms bigint NOT NULL, applied_by text NOT NULL)`);
+      const current = ((await q(`SELECT COALESCE(MAX(version), 0) AS v FROM ${opts.table}`)).rows[0] as { v: number }).v;
+      if (current > opts.steps.length) throw new Error(`${opts.what} version ${current} is newer than this snapyard (${opts.steps.length})`);
+      const applied: number[] = [];
+      for (let v = current; v < opts.steps.length; v++) {
+        await q(opts.steps[v]!);
+        await q(`INSERT INTO ${opts.table} (version, applied_ms, applied_by) VALUES ($1, $2, $3)`, [v + 1, opts.now, `${hostname()}:${process.pid}`]);
+        applied.push(v + 1);
+      }
+      return applied;
+    });
   }
 
   async close(): Promise<void> {

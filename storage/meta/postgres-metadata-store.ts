@@ -24,7 +24,7 @@ import type { LifecycleTx, MetadataStore } from './metadata-store.js';
 import type { BlobRecord, ManifestRef, ManifestSummary, NewManifest, RepoSummary, UploadRecord } from './metadata-types.js';
 import { lockKey, PgDatabase, type PgOptions, type Query } from './postgres-db.js';
 import * as sql from './postgres-queries.js';
-import { migratePostgres } from './postgres-schema.js';
+import { PG_MIGRATIONS } from './postgres-schema.js';
 
 export interface PostgresMetadataOptions extends PgOptions {
   now?: () => number;
@@ -38,10 +38,9 @@ export interface PostgresMetadataOptions extends PgOptions {
 export async function openPostgresMetadata(url: string, opts: PostgresMetadataOptions = {}): Promise<PostgresMetadataStore> {
   const db = new PgDatabase(url, opts);
   try {
-    const schema = ((await db.query('SELECT current_schema() AS s')).rows[0] as { s: string | null }).s;
-    if (!schema) throw new Error(`${db.location}: no schema on the search_path to create the metadata tables in`);
+    const schema = await db.currentSchema();
     const now = opts.now ?? Date.now;
-    await migratePostgres((locks, fn) => db.tx(locks, fn), lockKey(schema, 'migrate'), now());
+    await db.migrate({ table: 'snapyard_schema', lock: lockKey(schema, 'migrate'), steps: PG_MIGRATIONS, what: 'metadata schema', now: now() });
     return new PostgresMetadataStore(db, schema, opts);
   } catch (e) {
     await db.close().catch(() => {});

@@ -4,23 +4,19 @@
  * the connection's search_path (`?options=-c%20search_path%3DNAME` in the URL
  * puts a registry in a schema of its own).
  *
- * Versioned in `snapyard_schema` (one row per applied step: when, by whom).
- * Every replica migrates at start, all steps in one transaction under an
- * advisory lock (lockKey(schema, 'migrate')), reading the version again
- * under it: replicas starting at once migrate once, the others wait and
- * find it done. A new version appends a step, never edits an old one.
+ * Versioned in `snapyard_schema`, migrated at start by PgDatabase.migrate
+ * under the advisory lock lockKey(schema, 'migrate'): replicas starting at
+ * once migrate once. A new version appends a step, never edits an old one.
  *
  * Keys and names are `text COLLATE "C"`, so listings sort bytewise as
  * SQLite's do (and as the OCI tag list wants) whatever the database's
  * locale. Times are ms since the epoch (bigint); manifest bytes are bytea;
  * annotations the JSON text they were given as.
  */
-import { hostname } from 'node:os';
-import type { Query } from './postgres-db.js';
 
 const T = 'text COLLATE "C"';
 
-const MIGRATIONS: string[] = [
+export const PG_MIGRATIONS: string[] = [
   `
   CREATE TABLE repositories (
     name ${T} PRIMARY KEY,
@@ -98,30 +94,4 @@ const MIGRATIONS: string[] = [
   `,
 ];
 
-export const PG_SCHEMA_VERSION = MIGRATIONS.length;
-
-/**
- * Brings the schema to PG_SCHEMA_VERSION in one transaction under the
- * migration lock; `tx` is PgDatabase.tx with the lock taken. Returns the
- * versions this call applied (none when another replica had).
- */
-export async function migratePostgres(tx: <R>(locks: string[], fn: (q: Query) => Promise<R>) => Promise<R>, migrateLock: string, now: number): Promise<number[]> {
-  return tx([`pg_advisory_xact_lock(${migrateLock})`], async (q) => {
-    await q(`CREATE TABLE IF NOT EXISTS snapyard_schema (
-      version integer PRIMARY KEY,
-      applied_ms bigint NOT NULL,
-      applied_by text NOT NULL
-    )`);
-    const current = ((await q('SELECT COALESCE(MAX(version), 0) AS v FROM snapyard_schema')).rows[0] as { v: number }).v;
-    if (current > PG_SCHEMA_VERSION) {
-      throw new Error(`metadata schema version ${current} is newer than this snapyard (${PG_SCHEMA_VERSION})`);
-    }
-    const applied: number[] = [];
-    for (let v = current; v < PG_SCHEMA_VERSION; v++) {
-      await q(MIGRATIONS[v]!);
-      await q('INSERT INTO snapyard_schema (version, applied_ms, applied_by) VALUES ($1, $2, $3)', [v + 1, now, `${hostname()}:${process.pid}`]);
-      applied.push(v + 1);
-    }
-    return applied;
-  });
-}
+export const PG_SCHEMA_VERSION = PG_MIGRATIONS.length;
