@@ -168,6 +168,22 @@ describe.each(SITES)('RemoteChunkStore on $name', ({ make }) => {
     expect(await codeOf(store.get(sha256(chunks[0]!)))).toBe('CHUNK_MISSING');
   });
 
+  test("a writer whose chunks wait in a stalled writer's unsent batch finishes: it sends that batch", async () => {
+    const site = await make();
+    const { store } = await site.replica();
+    const shared = Array.from({ length: 20 }, (_, i) => randomBytes(300 + i, 20_000));
+    // A stalls with its chunks queued (a batch sends at 1024 chunks or 8 MiB): an OCI upload session between PATCHes.
+    const a = store.writer();
+    for (const c of shared) await a.add(c);
+    const b = store.writer();
+    for (const c of [...shared, randomBytes(399, 20_000)]) await b.add(c);
+    const finished = await Promise.race([b.finish().then(() => 'finished'), new Promise((r) => setTimeout(() => r('still waiting on the stalled writer'), 10_000))]);
+    expect(finished).toBe('finished');
+    await store.flush();
+    expect(await store.missingDurable(shared.map((c) => rawOf(sha256(c))))).toEqual([]);
+    expect(await a.finish()).toMatchObject({ newChunks: 20 });
+  });
+
   test('a corrupt byte in a pack is ChunkCorruptError, in a payload and in a record header', async () => {
     const site = await make();
     const { store } = await site.replica();

@@ -49,7 +49,8 @@ export function remoteWriter(host: RemoteWriterHost): ChunkWriter {
   let batch: QueuedChunk[] = [];
   let bytes = 0;
   const inFlight: Array<Promise<void>> = [];
-  const borrowed: Array<Promise<void>> = [];
+  /** Chunks this blob needs that another batch (maybe another writer's) is storing. */
+  const borrowed: QueuedChunk[] = [];
   let newChunks = 0;
   let newStoredBytes = 0;
   let failure: unknown = null;
@@ -93,7 +94,7 @@ export function remoteWriter(host: RemoteWriterHost): ChunkWriter {
         // Another batch (maybe another writer's) is storing it: this blob needs it stored before it commits.
         if (known.state === 'queued') {
           const q = known as QueuedChunk;
-          if (!batch.includes(q)) borrowed.push(q.done);
+          if (!batch.includes(q)) borrowed.push(q);
         }
         return { digest, written: false };
       }
@@ -112,7 +113,10 @@ export function remoteWriter(host: RemoteWriterHost): ChunkWriter {
       send();
       await Promise.all(inFlight.splice(0));
       if (failure) throw failure;
-      await Promise.all(borrowed.splice(0)); // rejects if another batch failed to store one of ours
+      // Their batches are sent now (a stalled writer's would wait for its next chunk); rejects if one failed to store one of ours.
+      const others = borrowed.splice(0);
+      for (const q of others) q.kick();
+      await Promise.all(others.map((q) => q.done));
       return { newChunks, newStoredBytes };
     },
   };
