@@ -9,8 +9,9 @@
  */
 import { describe, expect, test } from 'vitest';
 import Database from 'better-sqlite3';
+import pg from 'pg';
 import { join } from 'node:path';
-import { startTestServer, type TestServer } from './helpers/server.js';
+import { startTestServer, testLocal, type TestServer } from './helpers/server.js';
 import { Oci, OCI_INDEX, OCI_MANIFEST, prng } from './helpers/oci.js';
 import { tempDirs } from './helpers/tmp.js';
 
@@ -50,6 +51,26 @@ async function listing(s: TestServer): Promise<{ snapshots: unknown; stats: unkn
   return { snapshots: await snap.json(), stats: await stats.json() };
 }
 
+/** Every manifest's stored bytes replaced by `garbage`, in the metadata database itself (SQLite meta.db or the PostgreSQL schema). */
+async function replaceManifestBytes(s: TestServer, garbage: Buffer): Promise<void> {
+  if (s.remote) {
+    const c = new pg.Client(s.remote.metadata);
+    await c.connect();
+    try {
+      await c.query('UPDATE manifests SET content = $1', [garbage]);
+    } finally {
+      await c.end();
+    }
+    return;
+  }
+  const db = new Database(join(s.dataDir, 'meta.db'));
+  try {
+    db.prepare('UPDATE manifests SET content = ?').run(garbage);
+  } finally {
+    db.close();
+  }
+}
+
 describe('listings read stored metadata, never manifests (defect 7)', () => {
   test('with every manifest\'s bytes replaced by garbage, _snapshots, _stats and rm\'s dependency check answer as before', async () => {
     const dataDir = tmp();
@@ -64,12 +85,7 @@ describe('listings read stored metadata, never manifests (defect 7)', () => {
       expect(byDigest.get(d.overlay)!.base).toEqual({ subject: d.base, blob: d.baseLayer, backingFile: 'base.qcow2' });
       expect(byDigest.get(d.index)!.blob).toBeNull();
       // Garbage where every manifest's bytes were: a listing that parsed them would lose the facts above.
-      const db = new Database(join(dataDir, 'meta.db'));
-      try {
-        db.prepare('UPDATE manifests SET content = ?').run(Buffer.from('\u0000 not json {{{'));
-      } finally {
-        db.close();
-      }
+      await replaceManifestBytes(s, Buffer.from('\u0000 not json {{{'));
       expect(await listing(s)).toEqual(before);
       // rm of the base: the overlay (base blob, subject) and the index (child) depend on it.
       const rm = await fetch(`${s.url}/snapyard/v1/lst/r/_manifests/${d.base}`, { method: 'DELETE' });
@@ -81,7 +97,7 @@ describe('listings read stored metadata, never manifests (defect 7)', () => {
     }
   });
 
-  test('a store of the previous schema gets the listing metadata of its manifests when opened', async () => {
+  testLocal('a store of the previous schema gets the listing metadata of its manifests when opened', 'rewinds the SQLite schema in meta.db', async () => {
     const dataDir = tmp();
     let s = await startTestServer({ dataDir });
     let before: Awaited<ReturnType<typeof listing>>;

@@ -10,8 +10,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { errorCode, Oci, sha } from './helpers/oci.js';
-import { openStore, type Store } from '../storage/open-store.js';
-import { startServer, type RunningServer } from '../server/serve.js';
 import { Authenticator } from '../server/auth/authenticator.js';
 import { AccessPolicy } from '../server/auth/access.js';
 import { Htpasswd, setPassword } from '../server/auth/htpasswd.js';
@@ -98,8 +96,7 @@ describe('GET /v2/_catalog (open registry)', () => {
 
 describe('GET /v2/_catalog with auth: only what the caller may pull', () => {
   let dir: string;
-  let store: Store;
-  let server: RunningServer;
+  let server: TestServer;
   const basic = (u: string) => ({ Authorization: `Basic ${Buffer.from(`${u}:pw-${u}`).toString('base64')}` });
 
   beforeAll(async () => {
@@ -112,8 +109,7 @@ describe('GET /v2/_catalog with auth: only what the caller may pull', () => {
         { users: ['bob'], repositories: ['team/*', 'zeta'], actions: ['pull'] },
       ],
     });
-    store = await openStore({ dataDir: join(dir, 'data'), workers: 1 });
-    server = await startServer({ store, host: '127.0.0.1', port: 0, auth: new Authenticator({ htpasswd: new Htpasswd(htpasswd), policy }) });
+    server = await startTestServer({ auth: new Authenticator({ htpasswd: new Htpasswd(htpasswd), policy }) });
     for (const r of REPOS) {
       const body = `blob of ${r}`;
       const res = await fetch(`${server.url}/v2/${r}/blobs/uploads/?digest=${sha(body)}`, { method: 'POST', body, headers: basic('alice') });
@@ -121,8 +117,7 @@ describe('GET /v2/_catalog with auth: only what the caller may pull', () => {
     }
   });
   afterAll(async () => {
-    await server.close();
-    await store.close();
+    await server.stop();
     rmSync(dir, { recursive: true, force: true });
   });
 

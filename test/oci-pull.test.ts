@@ -1,5 +1,5 @@
 import { beforeAll, describe, expect, test } from 'vitest';
-import { useRegistry, type TestServer } from './helpers/server.js';
+import { testLocal, useRegistry, type TestServer } from './helpers/server.js';
 import { OCI_MANIFEST, Oci, errorCode, prng, sha } from './helpers/oci.js';
 
 let s: TestServer;
@@ -106,13 +106,13 @@ describe('blobs', () => {
     expect(await h.text()).toBe('');
   });
 
-  test('a chunk corrupted on disk is detected, never served as good data', async () => {
+  testLocal('a chunk corrupted on disk is detected, never served as good data', 'flips a byte in a local pack file', async () => {
     const data = prng(300_000, 32);
     const d = await oci.pushBlob('pull/corrupt', data);
     const blob = (await s.store.meta.getBlob(d as `sha256:${string}`))!;
     const index = (await s.store.blobs.index(blob)).lists()[0]!;
     const { readFileSync, writeFileSync } = await import('node:fs');
-    const at = s.store.chunks.where(index.digestAt(1))!;
+    const at = s.localChunks.where(index.digestAt(1))!;
     const pack = readFileSync(at.path);
     const i = at.offset + at.length - 5;
     pack.writeUInt8(pack.readUInt8(i) ^ 0x40, i);

@@ -71,19 +71,19 @@ async function expectServed(s: TestServer, layer: Buffer): Promise<void> {
 
 describe('uncompressed tar layers whose member is a qcow2', () => {
   test('the second image grows the store at most 1.5x what snapyard push of it adds; served byte-exact', async () => {
-    const stored = (s: TestServer) => s.store.chunks.statsNow().stored;
+    const stored = async (s: TestServer) => (await s.store.chunks.stats()).stored;
     const l1 = await skopeoLayer(viaSkopeo, 'v1', [{ name: 'snapshot.qcow2', data: base }]);
-    const mid = stored(viaSkopeo);
+    const mid = await stored(viaSkopeo);
     const l2 = await skopeoLayer(viaSkopeo, 'v2', [{ name: 'snapshot.qcow2', data: variant }]);
-    const tarGrowth = stored(viaSkopeo) - mid;
+    const tarGrowth = (await stored(viaSkopeo)) - mid;
 
     const env = cleanEnv({ SNAPYARD_CACHE: join(work, 'cache') });
     for (const [tag, file] of [['v1', basePath], ['v2', variantPath]] as const) {
-      if (tag === 'v2') var before = stored(viaPush);
+      if (tag === 'v2') var before = await stored(viaPush);
       const r = await runCli(['push', `seed/win98:${tag}`, file, '--registry', viaPush.url], { env });
       expect(r.code, r.stderr).toBe(0);
     }
-    const pushGrowth = stored(viaPush) - before!;
+    const pushGrowth = (await stored(viaPush)) - before!;
     console.log(`store growth of v2: skopeo tar layer ${tarGrowth} bytes, snapyard push ${pushGrowth} bytes (${(tarGrowth / pushGrowth).toFixed(2)}x); layer ${l2.length} bytes`);
     expect(pushGrowth).toBeGreaterThan(0);
     expect(tarGrowth).toBeLessThanOrEqual(1.5 * pushGrowth);
@@ -93,7 +93,7 @@ describe('uncompressed tar layers whose member is a qcow2', () => {
 
   test('a layer with directory entries, a pax long path and a small file before the image dedups by guest view too; byte-exact', async () => {
     // After the first test the store holds the variant's guest data: only the tar's own bytes and the image's metadata are new.
-    const before = viaSkopeo.store.chunks.statsNow().stored;
+    const before = (await viaSkopeo.store.chunks.stats()).stored;
     const long = `emulator-snapshot/${'win98-games-'.repeat(10)}v2.qcow2`;
     const layer = await skopeoLayer(viaSkopeo, 'built', [
       { name: 'emulator-snapshot/', data: Buffer.alloc(0), directory: true },
@@ -101,7 +101,7 @@ describe('uncompressed tar layers whose member is a qcow2', () => {
       { name: long, data: variant },
     ]);
     expect(layer.subarray(0, 4096).includes(Buffer.from('path='))).toBe(true);
-    const growth = viaSkopeo.store.chunks.statsNow().stored - before;
+    const growth = (await viaSkopeo.store.chunks.stats()).stored - before;
     console.log(`store growth of the builder-style layer: ${growth} bytes for a ${layer.length}-byte layer`);
     expect(growth).toBeLessThan(layer.length / 20);
     await expectServed(viaSkopeo, layer);

@@ -62,7 +62,7 @@ describe('snapyard verify', () => {
         // A random chunk of a's layer (round 3: a's index chunk), a random byte of its record (header included).
         const digest = (round === 3 ? (await s.store.meta.getBlob(ma.layerDigest as Digest))!.indexDigest : `sha256:${list.rawDigestAt(Math.floor(rnd() * list.count)).toString('hex')}`) as Digest;
         await s.store.chunks.flush();
-        const w = s.store.chunks.where(digest);
+        const w = s.localChunks.where(digest);
         if (!w) throw new Error(`round ${round}: ${digest} not held (${String(await s.store.chunks.has(digest))})`);
         const recordStart = w.offset - 40;
         flipByte(w.path, recordStart + Math.floor(rnd() * (40 + w.length)));

@@ -28,16 +28,18 @@ export function clock(start = 1_700_000_000_000): Clock {
 
 const newDir = tempDirs('snapyard-meta-');
 const schemas: string[] = [];
-afterAll(async () => {
-  if (schemas.length === 0) return;
+afterAll(() => dropSchemas(schemas.splice(0)));
+
+async function dropSchemas(names: string[]): Promise<void> {
+  if (names.length === 0) return;
   const c = new pg.Client(await testPostgres());
   await c.connect();
   try {
-    for (const s of schemas.splice(0)) await c.query(`DROP SCHEMA IF EXISTS ${s} CASCADE`);
+    for (const s of names) await c.query(`DROP SCHEMA IF EXISTS ${s} CASCADE`);
   } finally {
     await c.end();
   }
-});
+}
 
 /** A URL of the run's PostgreSQL whose search_path is a new, empty schema (dropped after the file). */
 export async function freshPostgresUrl(): Promise<string> {
@@ -52,6 +54,14 @@ export async function freshPostgresUrl(): Promise<string> {
   }
   schemas.push(schema);
   return withSearchPath(base, schema);
+}
+
+/** Drops the schema of a URL freshPostgresUrl gave, now rather than after the file. */
+export async function dropPostgresSchema(url: string): Promise<void> {
+  const schema = /search_path=(t_[0-9a-f]+)/.exec(new URL(url).searchParams.get('options') ?? '')?.[1];
+  const at = schema ? schemas.indexOf(schema) : -1;
+  if (!schema || at < 0) throw new Error(`${url}: not a schema freshPostgresUrl made`);
+  await dropSchemas(schemas.splice(at, 1));
 }
 
 export function withSearchPath(url: string, schema: string): string {

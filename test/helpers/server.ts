@@ -1,12 +1,54 @@
-import { afterAll, beforeAll } from 'vitest';
+/**
+ * Test registries: a real server on a loopback port over a real store.
+ *
+ * The backend of every test server comes from SNAPYARD_TEST_BACKEND:
+ * - `local` (default): the embedded store, packs and SQLite under the data directory.
+ * - `s3`: metadata and chunk catalog in a fresh schema of the run's PostgreSQL,
+ *   chunk packs under a fresh prefix of the run's S3 (Ceph RGW) bucket
+ *   (test/helpers/services.ts): `openStore({ metadata: 'postgres://...', store: 's3://...' })`.
+ *   The prefix is emptied and the schema dropped when the server stops; a
+ *   server started again on the same `dataDir` (a restart) opens the same
+ *   prefix and schema, cleaned after the test file.
+ *
+ * scripts/test.sh runs the files listed in test/s3-suites.txt a second time
+ * with SNAPYARD_TEST_BACKEND=s3. Assertions about the local store's own
+ * layout (pack files, `store/index.db`, `meta.db`) use `localChunks` and
+ * `testLocal`: they exist on the local backend only.
+ */
+import { afterAll, beforeAll, test } from 'vitest';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { openStore, type Store } from '../../storage/open-store.js';
-import type { LocalChunkStore } from '../../storage/chunks/local-chunk-store.js';
+import { openStore, type Store, type StoreConfig } from '../../storage/open-store.js';
+import { LocalChunkStore } from '../../storage/chunks/local-chunk-store.js';
 import type { Limits } from '../../storage/limits.js';
 import { startServer, type ServerOptions } from '../../server/serve.js';
+import { dropPostgresSchema, freshPostgresUrl } from './metadata-stores.js';
 import { Oci } from './oci.js';
+import { emptyS3Prefix } from './s3-prefix.js';
+import { testS3 } from './services.js';
+
+export type TestBackend = 'local' | 's3';
+
+function backendFromEnv(): TestBackend {
+  const v = process.env.SNAPYARD_TEST_BACKEND ?? 'local';
+  if (v !== 'local' && v !== 's3') throw new Error(`SNAPYARD_TEST_BACKEND=${v}: expected local or s3`);
+  return v;
+}
+
+/** The backend test servers of this run use (SNAPYARD_TEST_BACKEND). */
+export const TEST_BACKEND: TestBackend = backendFromEnv();
+
+/**
+ * A test that needs the local store's own files (pack files, SQLite): defined
+ * on the local backend only (not registered at all on s3, so it is neither
+ * run nor counted there). `why` says what it needs.
+ */
+export function testLocal(name: string, why: string, fn: () => Promise<void>, timeout?: number): void {
+  if (TEST_BACKEND === 'local') test(name, fn, timeout);
+  else void why;
+}
 
 export interface TestServer {
   /** e.g. http://127.0.0.1:40123 */
@@ -14,28 +56,75 @@ export interface TestServer {
   /** e.g. 127.0.0.1:40123 (for skopeo's docker:// references) */
   host: string;
   dataDir: string;
-  /** The test server's store: the embedded one, so its chunk store is the local one. */
-  store: Store & { chunks: LocalChunkStore };
+  backend: TestBackend;
+  /** s3 backend: the PostgreSQL URL (its schema) and the s3:// store URL (its prefix) of the store; null on local. */
+  remote: RemoteLocation | null;
+  store: Store;
+  /** The local chunk store (its packs on disk); throws on the s3 backend. */
+  readonly localChunks: LocalChunkStore;
   stop(): Promise<void>;
+}
+
+export interface RemoteLocation {
+  metadata: string;
+  store: string;
+}
+
+/** Remote locations of servers started on a data directory the test gave (kept for a restart, cleaned after the file). */
+const remoteOfDataDir = new Map<string, RemoteLocation>();
+afterAll(async () => {
+  const all = [...remoteOfDataDir.values()];
+  remoteOfDataDir.clear();
+  for (const r of all) await dropRemote(r);
+});
+
+async function newRemote(): Promise<RemoteLocation> {
+  const s3 = await testS3();
+  return { metadata: await freshPostgresUrl(), store: s3.withPrefix(`srv-${process.pid}-${randomBytes(4).toString('hex')}`) };
+}
+
+async function dropRemote(r: RemoteLocation): Promise<void> {
+  await emptyS3Prefix(await testS3(), r.store);
+  await dropPostgresSchema(r.metadata);
+}
+
+/** Where the store of a server on `dataDir` lives (`owned`: the data directory is the helper's, so nothing restarts on it). */
+async function locationFor(dataDir: string, owned: boolean): Promise<Pick<StoreConfig, 'metadata' | 'store'>> {
+  if (TEST_BACKEND === 'local') return {};
+  if (owned) return newRemote();
+  let r = remoteOfDataDir.get(dataDir);
+  if (!r) remoteOfDataDir.set(dataDir, (r = await newRemote()));
+  return r;
 }
 
 /** A real registry on a loopback port, with its own temporary data directory. */
 export async function startTestServer(
-  opts: { dataDir?: string; workers?: number; storeLimits?: Partial<Limits> } & Pick<ServerOptions, 'auth' | 'tls' | 'limits' | 'connections' | 'logger' | 'readiness' | 'metricsAddr'> = {},
+  opts: { dataDir?: string; workers?: number; storeLimits?: Partial<Limits>; uploadTtlMs?: number } & Pick<ServerOptions, 'auth' | 'tls' | 'limits' | 'connections' | 'logger' | 'readiness' | 'metricsAddr'> = {},
 ): Promise<TestServer> {
+  const owned = !opts.dataDir;
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'snapyard-test-'));
-  const store = await openStore({ dataDir, workers: opts.workers ?? 1, ...(opts.storeLimits ? { limits: opts.storeLimits } : {}) });
-  const { dataDir: _d, workers: _w, storeLimits: _l, ...serverOpts } = opts;
+  const location = await locationFor(dataDir, owned);
+  const { dataDir: _d, workers, storeLimits, uploadTtlMs, ...serverOpts } = opts;
+  const store = await openStore({ dataDir, workers: workers ?? 1, ...location, ...(storeLimits ? { limits: storeLimits } : {}), ...(uploadTtlMs !== undefined ? { uploadTtlMs } : {}) });
   const server = await startServer({ store, host: '127.0.0.1', port: 0, ...serverOpts });
   return {
     url: server.url,
     host: server.url.replace(/^https?:\/\//, ''),
     dataDir,
-    store: store as Store & { chunks: LocalChunkStore },
+    backend: TEST_BACKEND,
+    remote: location.store ? (location as RemoteLocation) : null,
+    store,
+    get localChunks(): LocalChunkStore {
+      if (!(store.chunks instanceof LocalChunkStore)) throw new Error(`the test server's chunk store is ${String(store.chunks)}, not the local one (SNAPYARD_TEST_BACKEND=${TEST_BACKEND}): this test belongs to the local pass only`);
+      return store.chunks;
+    },
     async stop() {
       await server.close();
       await store.close();
-      if (!opts.dataDir) rmSync(dataDir, { recursive: true, force: true });
+      if (owned) {
+        rmSync(dataDir, { recursive: true, force: true });
+        if (location.store) await dropRemote(location as RemoteLocation);
+      }
     },
   };
 }
