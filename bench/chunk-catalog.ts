@@ -24,6 +24,7 @@ import { chunkStream } from '../storage/blobs/fastcdc.js';
 import { openPostgresChunkCatalog, type PostgresChunkCatalog } from '../storage/chunks/postgres-chunk-catalog.js';
 import { SqliteChunkCatalog } from '../storage/chunks/sqlite-chunk-catalog.js';
 import { SERVICES, startService, stopService } from '../test/helpers/service-scripts.js';
+import { freshSchema } from './lib.js';
 
 const { values: opts, positionals: images } = parseArgs({
   allowPositionals: true,
@@ -88,23 +89,6 @@ async function run(c: ChunkCatalog, rows: NewCatalogEntry[], missing: Buffer[]):
   for (const b of batches(rows.map((r) => r.raw))) await time('commit touches', () => c.commit([], b, t + 1));
   for (const k of KINDS) trips[k] /= ms[k].length;
   return { ms, trips };
-}
-
-async function freshSchema(base: string): Promise<{ url: string; drop: () => Promise<void> }> {
-  const schema = `bench_${randomBytes(6).toString('hex')}`;
-  const sql = async (q: string) => {
-    const c = new pg.Client(base);
-    await c.connect();
-    try {
-      await c.query(q);
-    } finally {
-      await c.end();
-    }
-  };
-  await sql(`CREATE SCHEMA ${schema}`);
-  const u = new URL(base);
-  u.searchParams.set('options', `-c search_path=${schema}`);
-  return { url: u.toString(), drop: () => sql(`DROP SCHEMA ${schema} CASCADE`) };
 }
 
 async function main(): Promise<void> {

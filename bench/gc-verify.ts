@@ -13,12 +13,12 @@
  */
 import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { createReadStream, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { createReadStream, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { basename, join } from 'node:path';
+import { join } from 'node:path';
 import { runGc, runVerify } from '../client/maintenance.js';
 import { Registry } from '../client/registry.js';
-import { BIN, MB, duBytes, rssOf, startServer } from './lib.js';
+import { BIN, MB, corpusImages, duBytes, packDirBytes, removeByDigest, rssOf, startServer, tagOf } from './lib.js';
 
 const args = process.argv.slice(2);
 const dir = args.find((a, i) => !a.startsWith('--') && !['--remove', '--probes'].includes(args[i - 1] ?? ''));
@@ -30,13 +30,12 @@ if (!dir) {
 const REMOVE = (opt('--remove') ?? 'games-v1,games-v2').split(',');
 const PROBES = Number(opt('--probes') ?? 40);
 const REPO = 'win98';
-const tagOf = (f: string) => basename(f, '.qcow2').replace(/^win98-/, '').replace(/\./g, '-');
 
 const work = mkdtempSync(join(tmpdir(), 'snapyard-gcv-'));
 const server = await startServer(join(work, 'data'));
 const log = (s: string) => process.stderr.write(`${s}\n`);
 try {
-  const images = readdirSync(dir).filter((f) => f.endsWith('.qcow2')).sort((a, b) => (a.includes('base-v1.qcow2') ? -1 : b.includes('base-v1.qcow2') ? 1 : a.localeCompare(b)));
+  const images = corpusImages(dir);
   let logical = 0;
   for (const f of images) {
     const out = execFileSync(process.execPath, [BIN, 'push', `${REPO}:${tagOf(f)}`, join(dir, f), '--json', '--registry', server.url, '--cache', join(work, 'cache')], { encoding: 'utf8' });
@@ -59,11 +58,7 @@ try {
   };
   const idle: number[] = [];
   for (let i = 0; i < PROBES; i++) idle.push(await probe());
-  for (const tag of REMOVE) {
-    const d = (await fetch(`${server.url}/v2/${REPO}/manifests/${tag}`)).headers.get('docker-content-digest');
-    const r = await fetch(`${server.url}/v2/${REPO}/manifests/${d}`, { method: 'DELETE' });
-    log(`removed ${tag} (${d}): ${r.status}`);
-  }
+  for (const [tag, d] of await removeByDigest(server.url, REPO, REMOVE)) log(`removed ${tag} (${d})`);
   const during: number[] = [];
   let gcDone = false;
   const prober = (async () => {
@@ -98,9 +93,8 @@ try {
   console.log(`Probe (manifest GET + 4 MiB ranged blob GET of base-v1): idle ${fmt(idle)}; during gc ${fmt(during)}.`);
   console.log(`verify: ${verify.chunks} chunks, ${(verify.storedBytes / MB).toFixed(1)} MB stored in ${verify.seconds.toFixed(2)} s = ${(verify.storedBytes / MB / verify.seconds).toFixed(0)} MB/s (ok: ${verify.ok}); sha256 over the pack files (${(hashed / MB).toFixed(1)} MB) ${(hashed / MB / shaSeconds).toFixed(0)} MB/s: ratio ${((verify.storedBytes / verify.seconds) / (hashed / shaSeconds)).toFixed(2)}x.`);
   // Space back (issue 11): pack bytes on disk against the live chunk bytes verify read.
-  let packBytes = 0;
-  for (const f of readdirSync(packs)) packBytes += statSync(join(packs, f)).size;
-  console.log(`Packs on disk after gc: ${(packBytes / MB).toFixed(1)} MB for ${(verify.storedBytes / MB).toFixed(1)} MB of live chunks = ${(packBytes / verify.storedBytes).toFixed(3)}x (${readdirSync(packs).length} packs).`);
+  const { packs: packCount, bytes: packBytes } = packDirBytes(packs);
+  console.log(`Packs on disk after gc: ${(packBytes / MB).toFixed(1)} MB for ${(verify.storedBytes / MB).toFixed(1)} MB of live chunks = ${(packBytes / verify.storedBytes).toFixed(3)}x (${packCount} packs).`);
   console.log(`Server peak RSS ${(rssOf(server.pid).peak / MB).toFixed(0)} MB (before gc ${(rss0 / MB).toFixed(0)} MB).`);
 } finally {
   await server.stop();

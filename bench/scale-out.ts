@@ -1,0 +1,271 @@
+/**
+ * Issue 11's figures in one run: the local backend (pack files + SQLite) and
+ * S3 (Ceph RGW) + PostgreSQL side by side.
+ *
+ *   npx tsx bench/scale-out.ts CORPUS_DIR [--pulls 20] [--rounds 1] [--json]
+ *
+ * CORPUS_DIR: a corpus directory (bash ../shared/corpus/make-corpus.sh);
+ * win98-base-v1.qcow2 and win98-games-v2.qcow2 are needed, every *.qcow2 in it
+ * is pushed for the space-back figure. RGW and PostgreSQL: SNAPYARD_TEST_S3
+ * (+ AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) and SNAPYARD_TEST_POSTGRES,
+ * else throwaway ones from scripts/services/{rgw,pg}-up.sh (stopped at the
+ * end). Each server is `bin/snapyard.js serve` (dist/: `npm run build` first).
+ *
+ * 1. Push and pull, local vs S3, interleaved, through bench/wire-proxy.ts, a
+ *    fresh client cache each: `snapyard push` of base-v1 into an empty
+ *    registry, push of games-v2 (for the pull, and a second PostgreSQL
+ *    sample), `snapyard pull --overlay` of games-v2 over base-v1 (qemu-img
+ *    compare with the original), and one plain GET of base-v1's blob. Times are
+ *    the `seconds` the CLI reports (its work, not node's start-up). The S3
+ *    server's store endpoint is bench/s3-counting-proxy.ts (requests RGW
+ *    receives, by kind, and payload bytes) and its PostgreSQL URL
+ *    bench/pg-counting-proxy.ts (Sync + Query messages: round trips).
+ * 2. Space back, on both servers: push every other corpus image, remove every
+ *    form of games-v2 and productivity-v1 by digest, `gc --grace 0s` (no
+ *    session open), verify; stored bytes (pack files / bucket objects) against
+ *    the live chunk bytes verify read, goal <= 1.1x live + one pack per writer.
+ * 3. Replicas: two new serve processes on the S3 bucket prefix and schema
+ *    (RGW and PostgreSQL directly, no counting proxies). --pulls concurrent
+ *    plain OCI GETs of base-v1's blob (bench/concurrent-gets.ts, a process of
+ *    its own, each GET on its own connection, bodies read and discarded)
+ *    through a round-robin proxy in front of one replica, then of both:
+ *    aggregate MB/s, ratio (goal >= 1.5x); --rounds alternates them.
+ * Every serve process's peak RSS (VmHWM) is read before it stops (goal < 300 MB).
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { runGc, runVerify } from '../client/maintenance.js';
+import { Registry } from '../client/registry.js';
+import { PACK_MAX } from '../storage/chunks/pack-files.js';
+import { S3PackDriver } from '../storage/chunks/s3-pack-driver.js';
+import { cliBuildNote, runCli, type CliRun } from './delta-cli.js';
+import { ROOT, benchServices, corpusImages, cpuSeconds, freshSchema, machineCpu, need, packDirBytes, removeByDigest, rssOf, startServer, tagOf, type ServerProc } from './lib.js';
+import { startPgCountingProxy } from './pg-counting-proxy.js';
+import { startS3CountingProxy, type S3Counts } from './s3-counting-proxy.js';
+import { printReport, type Backend, type PushPullStep, type Report, type SpaceBack } from './scale-out-report.js';
+import { startWireProxy, type WireProxy } from './wire-proxy.js';
+
+const { values: opts, positionals } = parseArgs({
+  allowPositionals: true,
+  options: { pulls: { type: 'string', default: '20' }, rounds: { type: 'string', default: '1' }, json: { type: 'boolean', default: false } },
+});
+const dir = positionals[0];
+if (!dir) {
+  console.error('usage: npx tsx bench/scale-out.ts CORPUS_DIR [--pulls 20] [--rounds 1] [--json]');
+  process.exit(2);
+}
+const PULLS = Number(opts.pulls);
+const ROUNDS = Number(opts.rounds);
+const REPO = 'win98';
+/** The S3 store's segment size (RemoteChunkStore's default): its "one pack per writer". */
+const S3_SEGMENT = 64 * 1024 * 1024;
+const REMOVE = ['games-v2', 'productivity-v1'];
+const log = (s: string) => process.stderr.write(`${s}\n`);
+need('qemu-img', 'qemu-utils');
+const build = cliBuildNote();
+if (build.warning) log(`WARNING: ${build.warning}`);
+
+const img = { base: join(dir, 'win98-base-v1.qcow2'), g2: join(dir, 'win98-games-v2.qcow2') };
+const work = mkdtempSync(join(tmpdir(), 'snapyard-scale-out-'));
+let n = 0;
+const fresh = (name: string) => {
+  const d = join(work, `${name}-${n++}`);
+  mkdirSync(d, { recursive: true });
+  return d;
+};
+
+/** s3://BUCKET/PREFIX?endpoint=ENDPOINT&region=R from the services' s3://BUCKET?endpoint=...&region=R. */
+function storeUrl(s3: string, prefix: string, endpoint?: string): string {
+  const u = new URL(s3.replace(/^s3:/, 'http:'));
+  const q = new URLSearchParams({ endpoint: endpoint ?? u.searchParams.get('endpoint')!, region: u.searchParams.get('region') ?? 'us-east-1' });
+  return `s3://${u.hostname}/${prefix}?${q}`;
+}
+
+/** Peak RSS (VmHWM) of a serve process, read before it stops. */
+const peaks: Record<string, number> = {};
+async function stopServer(name: string, s: ServerProc): Promise<void> {
+  try {
+    peaks[name] = rssOf(s.pid).peak;
+  } catch { /* already gone */ }
+  await s.stop();
+}
+
+/** A plain GET of a blob through the wire proxy, body read and discarded; seconds. */
+async function getBlob(proxy: WireProxy, digest: string, size: number): Promise<number> {
+  proxy.reset();
+  const t0 = performance.now();
+  const r = await fetch(`http://127.0.0.1:${proxy.port}/v2/${REPO}/blobs/${digest}`);
+  let bytes = 0;
+  for await (const piece of r.body!) bytes += (piece as Uint8Array).byteLength;
+  if (bytes !== size) throw new Error(`GET of ${digest}: ${bytes} bytes, expected ${size}`);
+  return (performance.now() - t0) / 1000;
+}
+
+/** base-v1's layer (the qcow2 blob) and its size. */
+async function baseLayer(url: string): Promise<{ digest: string; size: number }> {
+  const m = (await (await fetch(`${url}/v2/${REPO}/manifests/base-v1`, { headers: { Accept: 'application/vnd.oci.image.manifest.v1+json' } })).json()) as { layers: Array<{ digest: string; size: number }> };
+  return m.layers[0]!;
+}
+
+/** What bench/concurrent-gets.ts prints. */
+interface Gets {
+  bytes: number;
+  seconds: number;
+  each: number[];
+  cpuSeconds: number;
+}
+
+/** --pulls concurrent GETs of the blob through a round-robin proxy over `ports` (bench/concurrent-gets.ts): bytes and seconds. */
+async function concurrentGets(ports: number[], layer: { digest: string; size: number }): Promise<Gets> {
+  const proxy = await startWireProxy(ports);
+  try {
+    const child = spawn(process.execPath, [...process.execArgv, join(ROOT, 'bench', 'concurrent-gets.ts'), `http://127.0.0.1:${proxy.port}/v2/${REPO}/blobs/${layer.digest}`, String(PULLS), String(layer.size)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => { out += d; });
+    const code = await new Promise<number | null>((res) => child.once('close', res));
+    if (code !== 0) throw new Error(`bench/concurrent-gets.ts exited ${code}`);
+    return JSON.parse(out) as Gets;
+  } finally {
+    await proxy.close();
+  }
+}
+
+const services = await benchServices(log);
+const schema = await freshSchema(services.postgres, 'bench_scale');
+const prefix = `scale-out-${process.pid}-${randomBytes(4).toString('hex')}`;
+const credsEnv = { AWS_ACCESS_KEY_ID: services.s3Credentials.accessKeyId, AWS_SECRET_ACCESS_KEY: services.s3Credentials.secretAccessKey };
+const s3Proxy = await startS3CountingProxy(new URL(services.s3.replace(/^s3:/, 'http:')).searchParams.get('endpoint')!);
+const pgProxy = await startPgCountingProxy(schema.url);
+const servers: Array<[string, ServerProc]> = [];
+const report: Report = { corpus: dir, cli: build.runs, pulls: PULLS, steps: [], spaceBack: [], replicas: [], rss: {} };
+try {
+  const local = await startServer(join(work, 'local-data'));
+  servers.push(['local', local]);
+  const s3 = await startServer(join(work, 's3-data'), ['--store', storeUrl(services.s3, prefix, s3Proxy.endpoint), '--metadata', pgProxy.urlFor(schema.url)], credsEnv);
+  servers.push(['s3', s3]);
+  const wire: Record<Backend, WireProxy> = { local: await startWireProxy(local.port), s3: await startWireProxy(s3.port) };
+  const srv: Record<Backend, ServerProc> = { local, s3 };
+
+  /** Runs a CLI step on each backend in turn; S3 requests and PostgreSQL round trips counted on the S3 one. */
+  const step = async (name: string, args: () => string[], check?: string): Promise<Record<Backend, CliRun>> => {
+    const out = {} as Record<Backend, CliRun>;
+    for (const b of ['local', 's3'] as const) {
+      s3Proxy.reset();
+      pgProxy.reset();
+      const a = args();
+      const r = await runCli(a, wire[b]);
+      const s: PushPullStep = { step: name, backend: b, seconds: Number(r.json?.seconds ?? r.seconds), wallSeconds: r.seconds, wireUp: r.wire.up, wireDown: r.wire.down, chunks: r.json?.chunks as number | undefined, newChunks: r.json?.newChunks as number | undefined, size: r.json?.size as number | undefined };
+      if (b === 's3') {
+        const pgc = pgProxy.counts();
+        const top = Object.entries(pgc.statements).sort((x, y) => y[1] - x[1]).slice(0, 6);
+        Object.assign(s, { s3: s3Proxy.counts(), pgRoundTrips: pgc.roundTrips, pgStatements: Object.fromEntries(top) });
+      }
+      if (check) {
+        const o = a[a.indexOf('-o') + 1]!;
+        execFileSync('qemu-img', ['compare', '-q', o, check], { stdio: 'inherit' });
+        rmSync(o, { force: true });
+      }
+      report.steps.push(s);
+      log(`${name} on ${b}: ${s.seconds.toFixed(2)} s, wire ${(r.wire.up / 1e6).toFixed(2)} MB up ${(r.wire.down / 1e6).toFixed(2)} MB down${s.s3 ? `, S3 ${JSON.stringify(s.s3.requests)}, PostgreSQL ${s.pgRoundTrips} round trips` : ''}`);
+      out[b] = r;
+    }
+    return out;
+  };
+
+  // 1. Push and pull.
+  await step('push base-v1', () => ['push', `${REPO}:base-v1`, img.base, '--json', '--cache', fresh('cache')]);
+  await step('push games-v2', () => ['push', `${REPO}:games-v2`, img.g2, '--json', '--cache', fresh('cache')]);
+  await step('overlay pull games-v2', () => ['pull', `${REPO}:games-v2`, '-o', join(fresh('out'), 'g2.qcow2'), '--overlay', '--base', img.base, '--cache', fresh('cache'), '--json'], img.g2);
+  const layer = await baseLayer(local.url);
+  for (const b of ['local', 's3'] as const) {
+    s3Proxy.reset();
+    const seconds = await getBlob(wire[b], layer.digest, layer.size);
+    const w = wire[b].counts();
+    report.steps.push({ step: 'GET base-v1 blob', backend: b, seconds, wallSeconds: seconds, wireUp: w.up, wireDown: w.down, size: layer.size, ...(b === 's3' ? { s3: s3Proxy.counts() } : {}) });
+    log(`GET base-v1 blob on ${b}: ${seconds.toFixed(2)} s`);
+  }
+
+  // 2. Space back on both (before the replicas: one writer per store, so compaction may rewrite every pack).
+  const done = new Set(['base-v1', 'games-v2']);
+  const rest = corpusImages(dir).filter((f) => !done.has(tagOf(f)));
+  for (const b of ['local', 's3'] as const) {
+    for (const f of rest) await runCli(['push', `${REPO}:${tagOf(f)}`, join(dir, f), '--json', '--cache', fresh('cache')], wire[b]);
+    const gone = corpusImages(dir).map(tagOf).filter((t) => REMOVE.some((r) => t === r || t.startsWith(`${r}-`)));
+    await removeByDigest(srv[b].url, REPO, gone);
+    s3Proxy.reset();
+    const admin = new Registry(srv[b].url, { connections: 1 });
+    const gc = await runGc(admin, { graceSeconds: 0 });
+    const verify = await runVerify(admin, {});
+    await admin.close();
+    let stored: { packs: number; bytes: number };
+    if (b === 'local') stored = packDirBytes(join(work, 'local-data', 'store', 'packs'));
+    else {
+      const d = new S3PackDriver({ location: storeUrl(services.s3, prefix), credentials: services.s3Credentials });
+      stored = { packs: 0, bytes: 0 };
+      for await (const p of d.list()) {
+        stored.packs++;
+        stored.bytes += p.size;
+      }
+      await d.close();
+    }
+    const sb: SpaceBack = {
+      backend: b, images: rest.length + done.size, removed: gone, gcSeconds: gc.seconds, chunksFreed: gc.chunks, packsRewritten: gc.packsRewritten, packsDeleted: gc.packsDeleted,
+      storedBytes: stored.bytes, packs: stored.packs, liveBytes: verify.storedBytes, verifyOk: verify.ok, packAllowance: b === 'local' ? PACK_MAX : S3_SEGMENT,
+      ...(b === 's3' ? { gcS3: s3Proxy.counts() as S3Counts } : {}),
+    };
+    report.spaceBack.push(sb);
+    log(`space back on ${b}: ${rest.length} more images pushed, removed ${gone.join(', ')}, gc ${gc.seconds.toFixed(1)} s; ${(stored.bytes / 1e6).toFixed(1)} MB stored in ${stored.packs} packs for ${(verify.storedBytes / 1e6).toFixed(1)} MB live (verify ok: ${verify.ok})`);
+  }
+  for (const b of ['local', 's3'] as const) {
+    await wire[b].close();
+    await stopServer(b, srv[b]);
+  }
+
+  // 3. Replicas on the S3 store, straight to RGW and PostgreSQL.
+  const replicaArgs = ['--store', storeUrl(services.s3, prefix), '--metadata', schema.url];
+  const r1 = await startServer(join(work, 'replica-1'), replicaArgs, credsEnv);
+  servers.push(['replica-1', r1]);
+  const r2 = await startServer(join(work, 'replica-2'), replicaArgs, credsEnv);
+  servers.push(['replica-2', r2]);
+  // Not timed: one GET on each, so neither meets the blob's index for the first time during the figure.
+  for (const r of [r1, r2]) {
+    const p = await startWireProxy(r.port);
+    await getBlob(p, layer.digest, layer.size);
+    await p.close();
+  }
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const [replicas, ports] of [[1, [r1.port]], [2, [r1.port, r2.port]]] as const) {
+      const cpu0 = [cpuSeconds(r1.pid), cpuSeconds(r2.pid)];
+      const m0 = machineCpu();
+      const self0 = process.cpuUsage();
+      const g = await concurrentGets([...ports], layer);
+      const self = process.cpuUsage(self0);
+      const m1 = machineCpu();
+      const cpu = [cpuSeconds(r1.pid) - cpu0[0]!, cpuSeconds(r2.pid) - cpu0[1]!];
+      const busy = (m1.busy - m0.busy) / (m1.total - m0.total);
+      const cpuOf = { replicas: cpu, proxy: (self.user + self.system) / 1e6, client: g.cpuSeconds, machine: m1.busy - m0.busy };
+      report.replicas.push({ round, replicas, pulls: PULLS, bytes: g.bytes, seconds: g.seconds, slowest: Math.max(...g.each), cpu: cpuOf, machineBusy: busy });
+      log(`round ${round}: ${PULLS} concurrent GETs of base-v1's blob over ${replicas} replica(s): ${(g.bytes / 1e6 / g.seconds).toFixed(1)} MB/s (${g.seconds.toFixed(2)} s; replica CPU ${cpu.map((x) => x.toFixed(1)).join(' + ')} s, proxy ${cpuOf.proxy.toFixed(1)} s, client ${cpuOf.client.toFixed(1)} s, machine ${cpuOf.machine.toFixed(1)} s = ${(busy * 100).toFixed(0)}% busy)`);
+    }
+  }
+  for (const [name, s] of [['replica-1', r1], ['replica-2', r2]] as const) await stopServer(name, s);
+  report.rss = peaks;
+  printReport(report, opts.json === true);
+} finally {
+  for (const [, s] of servers) await s.stop();
+  await s3Proxy.close();
+  await pgProxy.close();
+  // Leave nothing in the bucket (RGW's memstore keeps objects in RAM) nor in PostgreSQL.
+  const d = new S3PackDriver({ location: storeUrl(services.s3, prefix), credentials: services.s3Credentials });
+  const names: string[] = [];
+  for await (const p of d.list()) names.push(p.name);
+  await d.delete(names).catch(() => {});
+  await d.close();
+  await schema.drop().catch(() => {});
+  await services.stop();
+  rmSync(work, { recursive: true, force: true });
+}
