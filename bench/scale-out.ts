@@ -143,13 +143,23 @@ const pgProxy = await startPgCountingProxy(schema.url);
 const servers: Array<[string, ServerProc]> = [];
 const report: Report = { corpus: dir, cli: build.runs, pulls: PULLS, steps: [], spaceBack: [], replicas: [], rss: {} };
 try {
-  const local = await startServer(join(work, 'local-data'));
-  servers.push(['local', local]);
-  const s3 = await startServer(join(work, 's3-data'), ['--store', storeUrl(services.s3, prefix, s3Proxy.endpoint), '--metadata', pgProxy.urlFor(schema.url)], credsEnv);
-  servers.push(['s3', s3]);
-  const wire: Record<Backend, WireProxy> = { local: await startWireProxy(local.port), s3: await startWireProxy(s3.port) };
-  const srv: Record<Backend, ServerProc> = { local, s3 };
-
+  const srv = {} as Record<Backend, ServerProc>;
+  const wire = {} as Record<Backend, WireProxy>;
+  /** Starts both servers (or again after the pushes: same data directories, empty in-process caches) behind wire proxies; the S3 one on the counting proxies. */
+  const startBoth = async () => {
+    for (const b of ['local', 's3'] as const) {
+      if (srv[b]) {
+        await wire[b].close();
+        await stopServer(`${b} (push)`, srv[b]);
+      }
+      srv[b] = b === 'local'
+        ? await startServer(join(work, 'local-data'))
+        : await startServer(join(work, 's3-data'), ['--store', storeUrl(services.s3, prefix, s3Proxy.endpoint), '--metadata', pgProxy.urlFor(schema.url)], credsEnv);
+      servers.push([b, srv[b]]);
+      wire[b] = await startWireProxy(srv[b].port);
+    }
+  };
+  await startBoth();
   /** Runs a CLI step on each backend in turn; S3 requests and PostgreSQL round trips counted on the S3 one. */
   const step = async (name: string, args: () => string[], check?: string): Promise<Record<Backend, CliRun>> => {
     const out = {} as Record<Backend, CliRun>;
@@ -179,8 +189,10 @@ try {
   // 1. Push and pull.
   await step('push base-v1', () => ['push', `${REPO}:base-v1`, img.base, '--json', '--cache', fresh('cache')]);
   await step('push games-v2', () => ['push', `${REPO}:games-v2`, img.g2, '--json', '--cache', fresh('cache')]);
+  // Pulls from servers started again: what they read comes from the store, not from what the push left in memory.
+  await startBoth();
   await step('overlay pull games-v2', () => ['pull', `${REPO}:games-v2`, '-o', join(fresh('out'), 'g2.qcow2'), '--overlay', '--base', img.base, '--cache', fresh('cache'), '--json'], img.g2);
-  const layer = await baseLayer(local.url);
+  const layer = await baseLayer(srv.local.url);
   for (const b of ['local', 's3'] as const) {
     s3Proxy.reset();
     const seconds = await getBlob(wire[b], layer.digest, layer.size);
@@ -222,7 +234,7 @@ try {
   }
   for (const b of ['local', 's3'] as const) {
     await wire[b].close();
-    await stopServer(b, srv[b]);
+    await stopServer(`${b} (pull, space back)`, srv[b]);
   }
 
   // 3. Replicas on the S3 store, straight to RGW and PostgreSQL.
