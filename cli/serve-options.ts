@@ -26,6 +26,7 @@ interface Setting {
 export const SETTINGS: Setting[] = [
   { key: 'data', flag: '--data <dir>', env: 'SNAPYARD_DATA', kind: 'string', default: './data', help: 'data directory' },
   { key: 'metadata', flag: '--metadata <url>', env: 'SNAPYARD_METADATA', kind: 'string', help: 'registry metadata in PostgreSQL (postgres://USER[:PASSWORD]@HOST:PORT/DB; shared by replicas) instead of SQLite in the data directory' },
+  { key: 'advertiseUrl', flag: '--advertise-url <url>', env: 'SNAPYARD_ADVERTISE_URL', kind: 'string', help: 'where the other replicas reach this one (e.g. http://POD_IP:5000): an OCI upload session is held by the replica that opened it, and the others relay its requests there (with --metadata postgres://)' },
   { key: 'store', flag: '--store <url>', env: 'SNAPYARD_STORE', kind: 'string', help: 'chunk packs in S3 (s3://BUCKET[/PREFIX]?endpoint=URL&region=R; credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the AWS config files; needs --metadata postgres://, which holds the chunk catalog) instead of the data directory' },
   { key: 'host', flag: '--host <host>', env: 'SNAPYARD_HOST', kind: 'string', default: '0.0.0.0', help: 'address to listen on' },
   { key: 'port', flag: '--port <n>', env: 'SNAPYARD_PORT', kind: 'int', default: '5000', help: 'port' },
@@ -165,6 +166,7 @@ export function resolveServeOptions(cmd: Command): ServeOptions {
   };
   set('metadata', str('metadata'));
   set('store', str('store'));
+  set('advertiseUrl', str('advertiseUrl'));
   set('workers', num('workers'));
   set('level', num('level'));
   set('uploadTtlMs', v.uploadTtl === undefined ? undefined : (v.uploadTtl as number) * 1000);

@@ -16,6 +16,8 @@ export interface ServeOptions {
   metadata?: string;
   /** s3:// URL of the chunk packs (default: the data directory); needs `metadata`. */
   store?: string;
+  /** Where the other replicas reach this one (relayed upload-session requests). */
+  advertiseUrl?: string;
   host: string;
   port: number;
   workers?: number;
@@ -73,6 +75,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
     dataDir,
     ...(opts.metadata !== undefined ? { metadata: opts.metadata } : {}),
     ...(opts.store !== undefined ? { store: opts.store } : {}),
+    ...(opts.advertiseUrl !== undefined ? { advertiseUrl: opts.advertiseUrl } : {}),
     ...(opts.workers !== undefined ? { workers: opts.workers } : {}),
     ...(opts.level !== undefined ? { level: opts.level } : {}),
     ...(opts.uploadTtlMs !== undefined ? { uploadTtlMs: opts.uploadTtlMs } : {}),

@@ -5,6 +5,7 @@ import { randomUUID } from 'node:crypto';
 import { OciError, toOciError } from './oci-error.js';
 import { respond, type RequestContext } from './context.js';
 import type { Store } from '../storage/open-store.js';
+import { Forwarder } from './forward.js';
 import { DeltaService } from './delta-service.js';
 import { matchRoute, type RouteDef, type Services } from './route-table.js';
 import { routeTable, type RouteLimits } from './routes/table.js';
@@ -23,6 +24,8 @@ export interface AppConfig {
   /** false: GET /metrics is served by a listener of its own (--metrics-addr), not on this port. */
   metricsRoute?: boolean;
   readiness?: ReadinessOptions;
+  /** Relays requests of upload sessions another replica holds (forward.ts); default: one of the app's own. */
+  forwarder?: Forwarder;
 }
 
 export const DEFAULT_ROUTE_LIMITS: RouteLimits = {
@@ -66,6 +69,8 @@ export function createApp(cfg: AppConfig): Hono<Env> {
   const auth = cfg.auth ?? new Authenticator({ htpasswd: null });
   const metrics = cfg.metrics ?? new Metrics(cfg.store);
   const svc: Services = { delta: new DeltaService(cfg.store), auth, metrics, readiness: cfg.readiness ?? {} };
+  const forwarder = cfg.forwarder ?? new Forwarder();
+  cfg.store.onClose(() => forwarder.close());
   const table = routeTable({ ...DEFAULT_ROUTE_LIMITS, ...cfg.limits }, { metricsRoute: cfg.metricsRoute !== false });
 
   app.use('*', async (c, next) => {
@@ -133,6 +138,7 @@ export function createApp(cfg: AppConfig): Hono<Env> {
         user: principal.user,
         can: (repo, action) => auth.can(principal, repo, action),
         mayPull: (repo) => auth.mayPull(principal, repo),
+        forward: (base) => forwarder.forward(ctx!, base),
         onStreamError: (e) => {
           if (!clientGone(ctx)) cfg.logger?.error({ err: e, route: route.name }, 'response cut short');
         },

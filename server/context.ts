@@ -16,6 +16,8 @@ export interface RequestContext {
   can(repo: string, action: 'pull' | 'push' | 'delete'): boolean;
   /** May the caller pull `repo`? Listings show only those. */
   mayPull(repo: string): boolean;
+  /** Relays this request to the replica at `base` (an upload session it holds: forward.ts) and answers what it answers. */
+  forward?: (base: string) => Promise<Response>;
   /** Reports a failure after the response has started (it can only be cut short then). */
   onStreamError?: (e: unknown) => void;
 }

@@ -6,41 +6,44 @@ import type { Store } from '../storage/open-store.js';
 import { compressWithPrefix } from '../storage/protocol/wire.js';
 import { ChunkEncoder } from './chunk-encoder.js';
 import type { PinLease } from '../storage/coord/chunk-pins.js';
-import { SnapyardError } from '../storage/errors.js';
-import { RETRY_AFTER_SECONDS, type QuotaTicket } from '../storage/coord/session-quota.js';
+import type { QuotaTicket } from '../storage/coord/session-quota.js';
 
 
 export interface PushSession {
   id: string;
   repo: string;
-  /** The compact index as the client sent it (decompressed). */
-  compact: Buffer;
   width: number;
   createdMs: number;
-  /** Last request of the session: idle longer than the store's upload TTL, it expires. */
-  activeMs: number;
-  /** Chunks resolved by `_missing` and written by `_upload`: GC keeps them until commit or expiry. */
+  /** The compact index as the client sent it (decompressed); only when asked for. */
+  compact: Buffer | null;
+  /** Chunks this replica resolved or was sent for the session: its gc keeps them until commit or expiry. */
   lease: PinLease;
-  /** Its place in the open-session caps (storage/coord/session-quota.ts). */
-  ticket: QuotaTicket;
+}
+
+/** What this replica holds for a session: its pins, and its place in the open-session caps if it opened it. */
+interface Held {
+  lease: PinLease;
+  ticket: QuotaTicket | null;
 }
 
 /**
  * State the delta endpoints keep between requests, per server: chunk sets of
  * recently used blobs, compressed index differences, and push sessions.
  * Everything here is a cache or short-lived; the store stays the truth.
+ * Push sessions are the coordinator's (storage/coord/coordinator.ts: in
+ * memory, or rows every replica reads): any replica continues one.
  */
 export class DeltaService {
   private readonly sets = new Map<Digest, Map<string, number>>();
   private readonly indexBytes = new Map<Digest, Buffer>();
   private readonly diffs = new Map<string, Buffer>();
-  private readonly sessions = new Map<string, PushSession>();
+  private readonly held = new Map<string, Held>();
   readonly encoder: ChunkEncoder;
 
   constructor(readonly store: Store) {
     this.encoder = new ChunkEncoder(store, (b) => this.indexOfDigest(b));
     store.blobs.onCommit((d) => this.encoder.warm(d));
-    const timer = setInterval(() => this.expire(), Math.max(50, Math.min(60_000, store.uploadTtlMs / 4)));
+    const timer = setInterval(() => void this.expire().catch(() => {}), Math.max(50, Math.min(60_000, store.uploadTtlMs / 4)));
     timer.unref();
     // The encoder's sketch cache is a database in the store: closed with it.
     store.onClose(() => {
@@ -89,49 +92,46 @@ export class DeltaService {
    * compact indexes all sessions hold are capped too (maxSessionIndexBytes):
    * past it LIMIT_EXCEEDED (429), never another caller's session closed.
    */
-  openSession(repo: string, compact: Buffer, width: number, lease: PinLease, ticket: QuotaTicket): PushSession {
-    this.expire();
-    let held = compact.byteLength;
-    for (const x of this.sessions.values()) held += x.compact.byteLength;
-    const limit = this.store.limits.maxSessionIndexBytes;
-    if (held > limit) {
-      throw new SnapyardError('LIMIT_EXCEEDED', `open push sessions hold ${held - compact.byteLength} bytes of indexes (the limit is ${limit}): retry later`, {
-        detail: { limit, retryAfter: RETRY_AFTER_SECONDS },
-      });
-    }
-    const now = Date.now();
-    const s = { id: randomUUID(), repo, compact, width, createdMs: now, activeMs: now, lease, ticket };
-    this.sessions.set(s.id, s);
-    return s;
+  async openSession(repo: string, compact: Buffer, width: number, lease: PinLease, ticket: QuotaTicket): Promise<string> {
+    const id = randomUUID();
+    await this.store.coord.createPushSession({ id, repo, compact, width }, this.store.limits.maxSessionIndexBytes);
+    this.held.set(id, { lease, ticket });
+    return id;
   }
 
-  session(id: string, repo: string): PushSession | null {
-    this.expire();
-    const s = this.sessions.get(id);
+  /** An open session of `repo` (opened here or on another replica), its idle time reset; null when unknown or expired. */
+  async session(id: string, repo: string, withIndex = false): Promise<PushSession | null> {
+    const s = await this.store.coord.getPushSession(id, withIndex);
     if (!s || s.repo !== repo) return null;
-    s.activeMs = Date.now();
-    return s;
+    let h = this.held.get(id);
+    if (!h) this.held.set(id, (h = { lease: this.store.pins.lease(), ticket: null }));
+    return { id, repo, width: s.width, createdMs: s.createdMs, compact: s.compact, lease: h.lease };
   }
 
-  /** Ends a session (committed, failed or expired) and releases its pins. */
-  closeSession(id: string): void {
-    const s = this.sessions.get(id);
-    s?.lease.release();
-    s?.ticket.release();
-    this.sessions.delete(id);
+  /** Ends a session (committed, failed or expired) and releases what this replica held for it. */
+  async closeSession(id: string): Promise<void> {
+    this.release(id);
+    await this.store.coord.deletePushSession(id);
   }
 
-  /** Push sessions idle longer than the store's upload TTL are closed; returns how many. */
-  expire(): number {
-    const limit = Date.now() - this.store.uploadTtlMs;
-    let n = 0;
-    for (const [id, s] of this.sessions) {
-      if (s.activeMs < limit) {
-        this.closeSession(id);
-        n++;
-      }
-    }
-    return n;
+  private release(id: string): void {
+    const h = this.held.get(id);
+    h?.lease.release();
+    h?.ticket?.release();
+    this.held.delete(id);
+  }
+
+  /**
+   * Push sessions idle longer than the store's upload TTL are closed, and
+   * what this replica held for sessions closed elsewhere is released; returns
+   * how many sessions expired.
+   */
+  async expire(): Promise<number> {
+    const gone = await this.store.coord.expirePushSessions(Date.now() - this.store.uploadTtlMs);
+    for (const id of gone) this.release(id);
+    const open = await this.store.coord.openPushSessions([...this.held.keys()]);
+    for (const id of [...this.held.keys()]) if (!open.has(id)) this.release(id);
+    return gone.length;
   }
 }
 

@@ -5,7 +5,7 @@ import { LocalChunkStore } from './chunks/local-chunk-store.js';
 import type { MaintainedChunkStore } from './chunks/maintained-chunk-store.js';
 import type { MetadataStore } from './meta/metadata-store.js';
 import { SqliteMetadataStore } from './meta/sqlite-metadata-store.js';
-import { openPostgresMetadata } from './meta/postgres-metadata-store.js';
+import { openPostgresMetadata, PostgresMetadataStore } from './meta/postgres-metadata-store.js';
 import { openPostgresChunkCatalog } from './chunks/postgres-chunk-catalog.js';
 import { MaintainedRemoteChunkStore } from './chunks/remote-chunk-maintenance.js';
 import { parseS3Url, S3PackDriver } from './chunks/s3-pack-driver.js';
@@ -16,6 +16,8 @@ import { ChunkPins } from './coord/chunk-pins.js';
 import { AsyncLock } from './coord/commit-lock.js';
 import { resolveLimits, type Limits } from './limits.js';
 import { SessionQuota } from './coord/session-quota.js';
+import { LocalCoordinator, type Coordinator } from './coord/coordinator.js';
+import { PostgresCoordinator } from './coord/postgres-coordinator.js';
 import { DiskReserve } from './maintenance/disk-reserve.js';
 
 /**
@@ -63,6 +65,12 @@ export interface StoreConfig {
    * Default: packs on local disk in <data>/store.
    */
   store?: string;
+  /**
+   * Where other replicas reach this one (`serve --advertise-url`, e.g. the
+   * pod's address): recorded with its OCI upload sessions, so a replica that
+   * gets a request of one forwards it here. PostgreSQL metadata only.
+   */
+  advertiseUrl?: string;
 }
 
 const POSTGRES_URL = /^postgres(ql)?:\/\//;
@@ -70,7 +78,7 @@ const POSTGRES_URL = /^postgres(ql)?:\/\//;
 /** The metadata store `cfg` names. */
 async function openMetadata(cfg: StoreConfig, uploadTtlMs: number, onFull: () => boolean): Promise<MetadataStore> {
   if (cfg.metadata === undefined) return new SqliteMetadataStore(join(cfg.dataDir, 'meta.db'), { onFull });
-  if (POSTGRES_URL.test(cfg.metadata)) return openPostgresMetadata(cfg.metadata, { uploadStaleMs: uploadTtlMs });
+  if (POSTGRES_URL.test(cfg.metadata)) return openPostgresMetadata(cfg.metadata, { uploadStaleMs: uploadTtlMs, ownerUrl: cfg.advertiseUrl ?? null });
   throw new SnapyardError('INVALID_ARGUMENT', `metadata ${JSON.stringify(cfg.metadata.replace(/\/\/[^@/]*@/, '//…@'))}: expected a postgres://USER@HOST:PORT/DB URL (or nothing, for SQLite in the data directory)`);
 }
 
@@ -93,6 +101,9 @@ async function openChunks(cfg: StoreConfig): Promise<MaintainedChunkStore> {
 
 /** Refuses a store / metadata pair that cannot work, before anything is opened. */
 function checkLocations(cfg: StoreConfig): void {
+  if (cfg.advertiseUrl !== undefined && !/^https?:\/\/[^/?#]+\/?$/.test(cfg.advertiseUrl)) {
+    throw new SnapyardError('INVALID_ARGUMENT', `advertise URL ${JSON.stringify(cfg.advertiseUrl)}: expected http(s)://HOST:PORT, where the other replicas reach this one`);
+  }
   if (cfg.store === undefined) return;
   if (!cfg.store.startsWith('s3://')) {
     throw new SnapyardError('INVALID_ARGUMENT', `store ${JSON.stringify(cfg.store)}: expected s3://BUCKET[/PREFIX]?endpoint=URL&region=R (or nothing, for packs in the data directory)`);
@@ -114,8 +125,8 @@ export interface Store {
   pins: ChunkPins;
   /** The commit lock (commit-lock.ts): blob, push and manifest commits, and GC's delete step. */
   lock: AsyncLock;
-  /** One maintenance job (gc, verify) at a time. */
-  maintenance: AsyncLock;
+  /** What replicas agree on (coord/coordinator.ts): push sessions, upload holders, the maintenance lease (one gc or verify at a time). */
+  coord: Coordinator;
   /** Idle upload / push sessions expire after this. */
   uploadTtlMs: number;
   /** Resource limits (limits.ts). */
@@ -147,6 +158,10 @@ export async function openStore(cfg: StoreConfig): Promise<Store> {
   }
   const spoolDir = join(cfg.dataDir, 'spool');
   rmSync(spoolDir, { recursive: true, force: true }); // leftovers of a crash: uploads that never finished
+  const coord: Coordinator =
+    meta instanceof PostgresMetadataStore
+      ? new PostgresCoordinator(meta.db, { owner: meta.owner, schema: meta.schema, selfUrl: cfg.advertiseUrl ?? null, sessionTtlMs: uploadTtlMs, now: () => meta.now() })
+      : new LocalCoordinator(() => meta.now());
   const pins = new ChunkPins();
   const lock = new AsyncLock();
   const blobs = new BlobStore(meta, chunks, cfg.params, spoolDir, undefined, pins, lock);
@@ -160,7 +175,7 @@ export async function openStore(cfg: StoreConfig): Promise<Store> {
     uploads,
     pins,
     lock,
-    maintenance: new AsyncLock(),
+    coord,
     uploadTtlMs,
     limits,
     sessions: new SessionQuota(limits.maxSessionsPerUser, limits.maxSessionsTotal),
@@ -169,6 +184,7 @@ export async function openStore(cfg: StoreConfig): Promise<Store> {
     async close() {
       for (const fn of closing.splice(0)) await fn();
       uploads.close();
+      await coord.close();
       await chunks.close();
       await meta.close();
     },

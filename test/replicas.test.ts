@@ -2,9 +2,9 @@
  * Replicas (issue 11): two `snapyard serve` processes (bin/snapyard.js, own
  * data directories) over one S3 (Ceph RGW) bucket prefix and one PostgreSQL
  * schema, behind a round-robin TCP proxy (each client connection to the next
- * replica). The CLI pulls, removes, collects and verifies through the proxy;
- * `snapyard push` goes to one replica at a time (its session is held in that
- * replica's memory: see push()). gc runs during concurrent pushes to both;
+ * replica). The CLI pushes, pulls, removes, collects and verifies through
+ * the proxy (a push's requests land on both replicas: its session is shared,
+ * storage/coord/coordinator.ts). gc --grace 0s runs during concurrent pushes;
  * one replica is killed with SIGKILL during a push and during a gc.
  * Afterwards verify passes and every committed snapshot pulls byte-exact.
  */
@@ -17,7 +17,7 @@ import { freshPostgresUrl } from './helpers/metadata-stores.js';
 import { makeBaseImage, makeVariant, standardVariantEdits } from './helpers/qcow2-fixtures.js';
 import { startRoundRobinProxy, type RoundRobinProxy } from './helpers/round-robin-proxy.js';
 import { emptyS3Prefix } from './helpers/s3-prefix.js';
-import { spawnServe, type ServeProcess } from './helpers/serve-process.js';
+import { freePort, spawnServe, type ServeProcess } from './helpers/serve-process.js';
 import { testS3, type TestS3 } from './helpers/services.js';
 import { tempDirs } from './helpers/tmp.js';
 
@@ -35,10 +35,11 @@ const committed = new Map<string, string>();
 /** ref -> its manifest digest. */
 const digests = new Map<string, string>();
 
-/** A replica: `snapyard serve --store S3 --metadata PG` on data directory `name`. */
+/** A replica: `snapyard serve --store S3 --metadata PG --advertise-url` on data directory `name`. */
 async function replica(name: string): Promise<ServeProcess> {
-  const args = ['--data', join(dir, name), '--workers', '1', '--store', storeUrl, '--metadata', pgUrl];
-  const s = await spawnServe(args, { AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey });
+  const port = await freePort();
+  const args = ['--data', join(dir, name), '--workers', '1', '--store', storeUrl, '--metadata', pgUrl, '--advertise-url', `http://127.0.0.1:${port}`];
+  const s = await spawnServe(args, { AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey }, port);
   replicas.push(s);
   return s;
 }
@@ -46,15 +47,9 @@ const portOf = (s: ServeProcess) => Number(new URL(s.url).port);
 
 const viaProxy = (args: string[]) => [...args, '--registry', proxy.url];
 const live = () => replicas.filter((s) => s.child.exitCode === null && s.child.signalCode === null);
-let turn = 0;
-/**
- * `snapyard push` to one replica directly, the replicas in turn: a push
- * session lives in the memory of the replica that opened it and the client
- * opens several connections, so through the proxy its _upload requests land
- * on the other replica (404). Everything else goes through the proxy.
- */
-async function push(ref: string, file: string, to: ServeProcess = live()[turn++ % live().length]!): Promise<void> {
-  const out = await cliOk(['push', ref, file, '--cache', join(tmp(), 'cache'), '--registry', to.url, '--json']);
+/** `snapyard push` through the proxy (or to one replica): its requests land on either replica. */
+async function push(ref: string, file: string, to: string = proxy.url): Promise<void> {
+  const out = await cliOk(['push', ref, file, '--cache', join(tmp(), 'cache'), '--registry', to, '--json']);
   digests.set(ref, (JSON.parse(out) as { manifestDigest: string }).manifestDigest);
   committed.set(ref, file);
 }
@@ -87,7 +82,7 @@ afterAll(async () => {
 });
 
 describe('two replicas behind a round-robin proxy', () => {
-  test('push of a base and a variant (one to each replica), pull of both byte-exact and verify ok through the proxy', async () => {
+  test('push of a base and a variant, pull of both byte-exact and verify ok, all through the proxy', async () => {
     const base = await makeBaseImage(dir, { scale: 0.25, sizeMiB: 32 });
     const v2 = await makeVariant(dir, base, 'v2');
     await push('rep/img:base', base);
@@ -98,11 +93,9 @@ describe('two replicas behind a round-robin proxy', () => {
     for (const s of replicas) expect(counts.get(portOf(s)) ?? 0, s.url).toBeGreaterThan(0);
   });
 
-  // With --grace 0s this fails today: a chunk replica A answered as held to a
-  // push session (pinned in A's memory only) is swept by a gc on replica B
-  // before A's _commit, which then answers CHUNK_MISSING (500). The grace
-  // here outlasts the test, so the sweep spares what the pushes wrote.
-  test('concurrent pushes to both replicas while two gc --grace 10m loops run through the proxy lose nothing', async () => {
+  // A gc on either replica keeps what any replica's open sessions rely on
+  // (chunks touched since the oldest session started), whatever the grace.
+  test('concurrent pushes through the proxy while two gc --grace 0s loops run through it lose nothing', async () => {
     const images: string[] = [];
     for (const seed of [11, 12]) {
       const b = await makeBaseImage(dir, { seed, scale: 0.1, sizeMiB: 16, name: `small-${seed}` });
@@ -112,7 +105,7 @@ describe('two replicas behind a round-robin proxy', () => {
     const gcs: string[] = [];
     const gcLoop = async () => {
       while (!stop || gcs.length < 4) {
-        const r = await runCli(viaProxy(['gc', '--grace', '10m', '--json']));
+        const r = await runCli(viaProxy(['gc', '--grace', '0s', '--json']));
         expect(r.code, r.stdout + r.stderr).toBe(0);
         gcs.push(r.stdout.trim());
       }
@@ -143,7 +136,7 @@ describe('two replicas behind a round-robin proxy', () => {
     const first = await pushing;
     console.log(`push killed mid-way: ${midway}, exit ${first.code} ${first.stderr.trim()}`);
     proxy.setBackends([portOf(b)]);
-    await push('rep/big:1', big, b);
+    await push('rep/big:1', big, b.url);
     await allIntact();
 
     // A restarted (same data directory: its spool leftovers are dropped), back behind the proxy.

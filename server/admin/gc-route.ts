@@ -2,7 +2,8 @@
  * Admin endpoints for maintenance (docs/admin-api.md, "gc / verify"):
  *   POST /snapyard/v1/_admin/gc      {"dryRun": bool, "graceSeconds": n, "minLive": f, "maxUnused": f}  -> GcReport
  *   POST /snapyard/v1/_admin/verify  {"repair": bool}                                   -> VerifyReport (200 whether or not ok)
- * One maintenance job runs at a time (store.maintenance); pushes and pulls go on.
+ * One maintenance job runs at a time, on any replica (store.coord.withMaintenance: the
+ * maintenance lease; gc checks its fence before each destructive step); pushes and pulls go on.
  */
 import { JSON_BODY, needsAdmin } from '../route-table.js';
 import { collectGarbage, DEFAULT_GRACE_MS } from '../../storage/maintenance/gc.js';
@@ -21,9 +22,10 @@ export const gcRoute: AdminRoute = {
     const req = await readBody(ctx, gcRequest);
     const store = ctx.store;
     // On a full disk the reserve is given up and gc runs again (disk-reserve.ts); it is made again once gc freed room.
-    const report = await store.maintenance.run(() =>
+    const report = await store.coord.withMaintenance((lease) =>
       store.reserve.relieving(() =>
         collectGarbage(store, {
+          fence: () => lease.check(),
           dryRun: req.dryRun === true,
           graceMs: req.graceSeconds !== undefined ? req.graceSeconds * 1000 : DEFAULT_GRACE_MS,
           ...(req.minLive !== undefined ? { minLive: req.minLive } : {}),
@@ -45,7 +47,7 @@ export const verifyRoute: AdminRoute = {
   async handle(ctx, _m, svc) {
     const req = await readBody(ctx, verifyRequest);
     const store = ctx.store;
-    const report = await store.maintenance.run(() => verifyStore(store, { repair: req.repair === true }));
+    const report = await store.coord.withMaintenance(() => verifyStore(store, { repair: req.repair === true }));
     svc.metrics.verify(report.ok, report.problems.length);
     return json(200, report);
   },

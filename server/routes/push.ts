@@ -95,6 +95,7 @@ async function rawLengthsOf(svc: DeltaService, index: BlobIndex): Promise<Map<Di
 export async function missingChunks(ctx: RequestContext, svc: DeltaService, name: string): Promise<Response> {
   const ticket = svc.store.sessions.take(ctx.user); // LIMIT_EXCEEDED: 429 with Retry-After
   const lease = svc.store.pins.lease();
+  let session: string | null = null;
   try {
     const parts: Buffer[] = [];
     for await (const p of unzstd(ctx.incoming, svc.store.limits.maxCompactIndexBytes + 8, 'compact index')) parts.push(p);
@@ -103,15 +104,18 @@ export async function missingChunks(ctx: RequestContext, svc: DeltaService, name
     const width = body[0]!;
     if (width < 8 || width > 32) throw new OciError(400, 'UNSUPPORTED', `digest prefix width ${width} (8 to 32)`);
     const compact = body.subarray(8);
+    // The session is recorded before its lookups touch what they find: a gc on any replica
+    // that starts after a touch sees the session open, and keeps what it touched (gc.ts).
+    session = await svc.openSession(name, compact, width, lease, ticket);
     const missing: number[] = [];
     const index = await expand(svc, compact, width, missing, lease);
     if (index.size > svc.store.limits.maxBlobBytes) {
       throw new OciError(413, 'SIZE_INVALID', `the index claims a blob of ${index.size} bytes; the limit is ${svc.store.limits.maxBlobBytes}`);
     }
-    const s = svc.openSession(name, compact, width, lease, ticket);
-    const out = { session: s.id, entries: index.count, missing };
+    const out = { session, entries: index.count, missing };
     return respond(200, { 'Content-Type': 'application/json' }, JSON.stringify(out));
   } catch (e) {
+    if (session !== null) await svc.closeSession(session).catch(() => {});
     lease.release();
     ticket.release();
     throw e;
@@ -121,7 +125,7 @@ export async function missingChunks(ctx: RequestContext, svc: DeltaService, name
 /** POST _upload: chunks of the session, one zstd stream of frames (each hashed; at most maxBlobBytes decompressed). */
 export async function uploadChunks(ctx: RequestContext, svc: DeltaService, name: string): Promise<Response> {
   const session = ctx.url.searchParams.get('session') ?? '';
-  const s = svc.session(session, name);
+  const s = await svc.session(session, name);
   if (!s) throw new OciError(404, 'BLOB_UPLOAD_UNKNOWN', `push session ${session.slice(0, 64)} is not open`);
   const writer = pinningWriter(svc.store.chunks.writer(), s.lease);
   let chunks = 0;
@@ -134,7 +138,6 @@ export async function uploadChunks(ctx: RequestContext, svc: DeltaService, name:
       if (r.digest !== claimed) throw new OciError(400, 'DIGEST_INVALID', `uploaded chunk hashes to ${r.digest}, not ${claimed}`, { expected: claimed, actual: r.digest });
       chunks++;
       bytes += f.raw.byteLength;
-      s.activeMs = Date.now();
     }
     failed = false;
   } catch (e) {
@@ -157,15 +160,15 @@ export async function uploadChunks(ctx: RequestContext, svc: DeltaService, name:
  */
 export async function commitPush(ctx: RequestContext, svc: DeltaService, name: string): Promise<Response> {
   const req = await jsonBody(ctx.incoming, commitRequest, 64 * 1024);
-  const s = svc.session(req.session, name);
+  const s = await svc.session(req.session, name, true);
   if (!s) throw new OciError(404, 'BLOB_UPLOAD_UNKNOWN', `push session ${req.session} is not open`);
-  const index = await expand(svc, s.compact, s.width, null);
+  const index = await expand(svc, s.compact!, s.width, null);
   if (index.blobDigest !== req.digest) throw new OciError(400, 'DIGEST_INVALID', `the index describes ${index.blobDigest}, not ${req.digest}`);
   try {
     const lengths = await rawLengthsOf(svc, index);
     checkClaimedIndex(index, (d) => lengths.get(d) ?? null, svc.store.limits);
   } catch (e) {
-    svc.closeSession(s.id);
+    await svc.closeSession(s.id);
     if (isSnapyardError(e, 'INDEX_INVALID')) throw new OciError(400, 'MANIFEST_INVALID', e.message);
     if (isSnapyardError(e, 'CHUNK_MISSING')) throw new OciError(409, 'BLOB_UNKNOWN', e.message);
     throw e;
@@ -180,7 +183,7 @@ export async function commitPush(ctx: RequestContext, svc: DeltaService, name: s
   }
   const actual = await d.digest();
   if (actual !== index.blobDigest || d.size !== index.size) {
-    svc.closeSession(s.id);
+    await svc.closeSession(s.id);
     throw new OciError(400, 'DIGEST_INVALID', `the chunks rebuild ${actual}, not ${index.blobDigest}`, { expected: index.blobDigest, actual });
   }
   const stored = await svc.store.chunks.add(index.encode());
@@ -193,7 +196,7 @@ export async function commitPush(ctx: RequestContext, svc: DeltaService, name: s
       chunks: index.count, newChunks: 0, newStoredBytes: 0, layout: index.kind === 1 ? 'qcow2' : 'bytes',
     });
   } finally {
-    svc.closeSession(s.id);
+    await svc.closeSession(s.id);
   }
   const out = { digest: index.blobDigest, size: index.size, indexDigest: stored.digest, layout: index.kind === 1 ? 'qcow2' : 'bytes' };
   return respond(201, { 'Content-Type': 'application/json', 'Docker-Content-Digest': index.blobDigest }, JSON.stringify(out));

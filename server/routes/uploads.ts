@@ -5,6 +5,7 @@ import { bodyOf, drain, parseContentRange } from '../http-util.js';
 import { header, respond, type RequestContext } from '../context.js';
 import type { UploadRecord } from '../../storage/meta/metadata.js';
 import { isSha512Digest, type AnyDigest } from '../../storage/digest.js';
+import { Forwarder } from '../forward.js';
 import { acceptSha512, canonicalDigest, ingestUnderSha512 } from '../aliases.js';
 
 function created(name: string, digest: AnyDigest): Response {
@@ -84,8 +85,21 @@ export async function startUpload(ctx: RequestContext, name: string): Promise<Re
   return progress(name, (await ctx.store.meta.getUpload(id))!, 202);
 }
 
+const UPLOAD_ID = /^[a-zA-Z0-9-]{8,64}$/;
+
+/**
+ * When another replica holds upload `id` (its bytes are being chunked in
+ * that replica's memory), the request relayed there and its answer; null
+ * when it is handled here (held here, unknown, or relayed to us already).
+ */
+async function relayed(ctx: RequestContext, id: string): Promise<Response | null> {
+  if (!ctx.forward || !UPLOAD_ID.test(id) || ctx.store.uploads.has(id) || Forwarder.wasForwarded(ctx)) return null;
+  const holder = await ctx.store.coord.uploadHolder(id);
+  return holder ? ctx.forward(holder) : null;
+}
+
 async function sessionOrThrow(ctx: RequestContext, name: string, id: string): Promise<UploadRecord> {
-  const up = /^[a-zA-Z0-9-]{8,64}$/.test(id) ? await ctx.store.meta.getUpload(id) : null;
+  const up = UPLOAD_ID.test(id) ? await ctx.store.meta.getUpload(id) : null;
   if (!up || up.repo !== name || !ctx.store.uploads.has(up.id)) {
     throw new OciError(404, 'BLOB_UPLOAD_UNKNOWN', `upload ${id.slice(0, 80)} is not open in ${name}`);
   }
@@ -132,6 +146,8 @@ async function appendBody(ctx: RequestContext, up: UploadRecord, required: boole
 
 /** PATCH /v2/<name>/blobs/uploads/<id>: append a chunk (416 when out of order). */
 export async function patchUpload(ctx: RequestContext, name: string, id: string): Promise<Response> {
+  const there = await relayed(ctx, id);
+  if (there) return there;
   const up0 = await sessionOrThrow(ctx, name, id);
   return ctx.store.uploads.locked(up0.id, async () => {
     const up = await appendBody(ctx, await sessionOrThrow(ctx, name, id), true);
@@ -141,11 +157,15 @@ export async function patchUpload(ctx: RequestContext, name: string, id: string)
 
 /** GET /v2/<name>/blobs/uploads/<id>: how much the session holds. */
 export async function uploadStatus(ctx: RequestContext, name: string, id: string): Promise<Response> {
+  const there = await relayed(ctx, id);
+  if (there) return there;
   return progress(name, await sessionOrThrow(ctx, name, id), 204);
 }
 
 /** PUT /v2/<name>/blobs/uploads/<id>?digest=: last chunk (optional), then verify and commit. */
 export async function finishUpload(ctx: RequestContext, name: string, id: string): Promise<Response> {
+  const there = await relayed(ctx, id);
+  if (there) return there;
   const up0 = await sessionOrThrow(ctx, name, id);
   const digestParam = ctx.url.searchParams.get('digest');
   if (digestParam === null) {
@@ -170,6 +190,8 @@ export async function finishUpload(ctx: RequestContext, name: string, id: string
 
 /** DELETE /v2/<name>/blobs/uploads/<id>: cancel. */
 export async function cancelUpload(ctx: RequestContext, name: string, id: string): Promise<Response> {
+  const there = await relayed(ctx, id);
+  if (there) return there;
   const up = await sessionOrThrow(ctx, name, id);
   await ctx.store.meta.deleteUpload(up.id);
   ctx.store.uploads.cancel(up.id);

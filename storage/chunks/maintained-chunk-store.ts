@@ -21,6 +21,8 @@ export interface CompactOptions {
   minLive: number;
   /** Unused pack bytes allowed, as a fraction of the live bytes (Infinity = no such bound). */
   maxUnused: number;
+  /** Called before each destructive step (the maintenance lease's fence): throws to stop. */
+  fence?: () => Promise<void>;
 }
 
 export interface CompactReport {

@@ -194,11 +194,11 @@ export class MaintainedRemoteChunkStore extends RemoteChunkStore implements Main
       unused -= Math.max(0, p.size - p.live);
       chosen.push(p);
     }
-    return this.rewrite(chosen);
+    return this.rewrite(chosen, opts.fence ?? (async () => {}));
   }
 
   /** Copies the live records of `packs` into new packs, moves their rows, deletes the old packs that no row names any more. */
-  private async rewrite(packs: Array<{ pack: string; size: number }>): Promise<CompactReport> {
+  private async rewrite(packs: Array<{ pack: string; size: number }>, fence: () => Promise<void>): Promise<CompactReport> {
     const segs = new Segments(this.spool, this.segmentBytes);
     const moved = new Map<string, Array<{ raw: Uint8Array; from: { pack: string; offset: number }; toOffset: number }>>();
     let written = 0;
@@ -206,6 +206,7 @@ export class MaintainedRemoteChunkStore extends RemoteChunkStore implements Main
       while (segs.sealed.length > 0) {
         const seg = await segs.putOldest(this.driver);
         const moves = moved.get(seg.path) ?? [];
+        await fence();
         for (let i = 0; i < moves.length; i += CALL_BATCH) {
           await this.catalog.move(moves.slice(i, i + CALL_BATCH).map((m) => ({ raw: m.raw, from: m.from, to: { pack: seg.name, offset: m.toOffset } })));
         }
@@ -251,6 +252,7 @@ export class MaintainedRemoteChunkStore extends RemoteChunkStore implements Main
     let freed = 0;
     for (const { pack, size } of packs) {
       if ((await this.catalog.inPack(pack)).length > 0) continue; // a row still names it (moved meanwhile or not copied): keep it
+      await fence();
       await this.driver.delete([pack]);
       freed += size;
       const hadLive = [...moved.values()].some((l) => l.some((m) => m.from.pack === pack));

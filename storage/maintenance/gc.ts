@@ -28,6 +28,7 @@ import type { AsyncLock } from '../coord/commit-lock.js';
 import type { Digest } from '../digest.js';
 import type { MaintainedChunkStore } from '../chunks/maintained-chunk-store.js';
 import type { MetadataStore } from '../meta/metadata-store.js';
+import type { Coordinator } from '../coord/coordinator.js';
 
 export interface GcStore {
   meta: MetadataStore;
@@ -35,7 +36,16 @@ export interface GcStore {
   blobs: BlobStore;
   pins: ChunkPins;
   lock: AsyncLock;
+  coord: Pick<Coordinator, 'oldestSessionMs'>;
+  /** Sessions idle longer than this are expired (they protect nothing). */
+  uploadTtlMs: number;
 }
+
+/**
+ * How far replicas' clocks may disagree: the cutoff is moved this much
+ * before the oldest open session's start (docs/deploy-replicas.md).
+ */
+export const CLOCK_SKEW_MS = 60_000;
 
 export interface GcOptions {
   dryRun?: boolean;
@@ -49,6 +59,8 @@ export interface GcOptions {
    * rewritten until the rest is within it. Infinity: only minLive decides.
    */
   maxUnused?: number;
+  /** The maintenance lease's fence (coord/coordinator.ts), checked before each destructive step: throws to stop. */
+  fence?: () => Promise<void>;
 }
 
 export const DEFAULT_MAX_UNUSED = 0.1;
@@ -77,7 +89,11 @@ export async function collectGarbage(store: GcStore, opts: GcOptions = {}): Prom
   const t0 = performance.now();
   const dryRun = opts.dryRun === true;
   const graceMs = opts.graceMs ?? DEFAULT_GRACE_MS;
-  const cutoff = store.meta.now() - graceMs;
+  const fence = opts.fence ?? (async () => {});
+  const now = store.meta.now();
+  // Sessions open on other replicas touched what they rely on since they started: keep all that too.
+  const oldest = await store.coord.oldestSessionMs(now - store.uploadTtlMs);
+  const cutoff = Math.min(now - graceMs, oldest === null ? Infinity : oldest - CLOCK_SKEW_MS);
   const marked = new Set<string>(); // hex digests
   const markedBlobs = new Set<Digest>();
   const unreadable: Digest[] = [];
@@ -104,9 +120,11 @@ export async function collectGarbage(store: GcStore, opts: GcOptions = {}): Prom
       for (const d of await store.meta.gcLiveBlobs(cutoff)) await markBlob(d);
       await store.chunks.flush(); // rows of chunks written so far, and refreshed times
       // Under the commit lock: no manifest put, mount or blob commit interleaves from here on (pins are checked in the sweep itself).
+      if (!dryRun) await fence();
       const blobs = await store.meta.gcBlobs(cutoff, dryRun);
       for (const d of blobs.deleted) store.blobs.forget(d);
       const keep = (d: Digest) => marked.has(d.slice(7)) || store.pins.has(d);
+      if (!dryRun) await fence();
       const chunks = await store.chunks.sweep(cutoff, keep, dryRun);
       return { blobs, chunks };
     };
@@ -115,7 +133,7 @@ export async function collectGarbage(store: GcStore, opts: GcOptions = {}): Prom
     let packs = { rewritten: 0, deleted: 0, freedBytes: 0 };
     const minLive = opts.minLive ?? 0.5;
     const maxUnused = opts.maxUnused ?? DEFAULT_MAX_UNUSED;
-    if (!dryRun && (minLive > 0 || Number.isFinite(maxUnused))) packs = await store.chunks.compact({ minLive, maxUnused });
+    if (!dryRun && (minLive > 0 || Number.isFinite(maxUnused))) packs = await store.chunks.compact({ minLive, maxUnused, fence });
     return {
       dryRun,
       graceSeconds: graceMs / 1000,

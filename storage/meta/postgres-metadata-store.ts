@@ -11,7 +11,7 @@
  * has (they go as arrays).
  *
  * Upload records carry their owner (this process: upload sessions live in
- * its memory). `clearUploads()` at start removes this owner's records and
+ * its memory) and its advertised URL, where other replicas forward them. `clearUploads()` at start removes this owner's records and
  * those idle past `uploadStaleMs` (expired wherever they were), never the
  * live sessions of other replicas.
  */
@@ -32,6 +32,8 @@ export interface PostgresMetadataOptions extends PgOptions {
   uploadStaleMs?: number;
   /** The owner recorded with this process's upload records (default HOST:PID:random). */
   owner?: string;
+  /** Where other replicas reach this one (`serve --advertise-url`), recorded with its upload records. */
+  ownerUrl?: string | null;
 }
 
 /** Opens (and migrates) the store at a postgres:// URL; STORE_UNAVAILABLE when the server does not answer. */
@@ -64,12 +66,14 @@ export class PostgresMetadataStore implements MetadataStore {
   private readonly gcShared: string;
   private readonly gcExclusive: string;
   private readonly uploadStaleMs: number;
+  private readonly ownerUrl: string | null;
 
-  constructor(private readonly db: PgDatabase, private readonly schema: string, opts: PostgresMetadataOptions) {
+  constructor(readonly db: PgDatabase, readonly schema: string, opts: PostgresMetadataOptions) {
     this.location = db.location;
     this.now = opts.now ?? Date.now;
     this.owner = opts.owner ?? `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
     this.uploadStaleMs = opts.uploadStaleMs ?? 24 * 3600_000;
+    this.ownerUrl = opts.ownerUrl ?? null;
     this.q = db.query;
     const gc = lockKey(schema, 'gc');
     this.gcShared = `pg_advisory_xact_lock_shared(${gc})`;
@@ -314,7 +318,7 @@ export class PostgresMetadataStore implements MetadataStore {
   async createUpload(id: string, repo: string): Promise<void> {
     const t = this.now();
     await this.q(`WITH r AS (INSERT INTO repositories (name, created_ms) VALUES ($2, $3) ON CONFLICT DO NOTHING)
-      INSERT INTO uploads (id, repo, size, created_ms, updated_ms, owner) VALUES ($1, $2, 0, $3, $3, $4)`, [id, repo, t, this.owner]);
+      INSERT INTO uploads (id, repo, size, created_ms, updated_ms, owner, owner_url) VALUES ($1, $2, 0, $3, $3, $4, $5)`, [id, repo, t, this.owner, this.ownerUrl]);
   }
 
   async getUpload(id: string): Promise<UploadRecord | null> {

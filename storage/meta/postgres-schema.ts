@@ -92,6 +92,28 @@ export const PG_MIGRATIONS: string[] = [
     digest ${T} NOT NULL
   );
   `,
+  // 2: coordination of replicas (storage/coord/postgres-coordinator.ts).
+  // owner_url: where other replicas forward an upload session's requests.
+  // push_sessions: delta push sessions (any replica continues one).
+  // maintenance_lease: who holds the maintenance lock (one gc or verify at a time); token is the fence.
+  `
+  ALTER TABLE uploads ADD COLUMN owner_url text;
+  CREATE TABLE push_sessions (
+    id ${T} PRIMARY KEY,
+    repo ${T} NOT NULL,
+    width integer NOT NULL,
+    compact bytea NOT NULL,
+    created_ms bigint NOT NULL,
+    active_ms bigint NOT NULL,
+    owner text NOT NULL
+  );
+  CREATE TABLE maintenance_lease (
+    name text PRIMARY KEY,
+    holder text NOT NULL,
+    token bigint NOT NULL,
+    since_ms bigint NOT NULL
+  );
+  `,
 ];
 
 export const PG_SCHEMA_VERSION = PG_MIGRATIONS.length;

@@ -4,6 +4,7 @@
  * its own choosing, answered once its start log line says it is serving.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer, type AddressInfo } from 'node:net';
 import { BIN, cleanEnv } from './cli.js';
 
 export interface ServeProcess {
@@ -17,9 +18,9 @@ export interface ServeProcess {
   stop: () => Promise<number | null>;
 }
 
-/** `snapyard serve ARGS --host 127.0.0.1 --port 0` with `env` added to a clean environment; rejects with its output if it exits first. */
-export async function spawnServe(args: string[], env: Record<string, string> = {}): Promise<ServeProcess> {
-  const child = spawn(process.execPath, [BIN, 'serve', ...args, '--host', '127.0.0.1', '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv(env) });
+/** `snapyard serve ARGS --host 127.0.0.1 --port PORT` (default 0: any) with `env` added to a clean environment; rejects with its output if it exits first. */
+export async function spawnServe(args: string[], env: Record<string, string> = {}, port = 0): Promise<ServeProcess> {
+  const child = spawn(process.execPath, [BIN, 'serve', ...args, '--host', '127.0.0.1', '--port', String(port)], { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv(env) });
   let out = '';
   child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
   child.stderr!.on('data', (b: Buffer) => (out += b.toString()));
@@ -43,4 +44,13 @@ export async function spawnServe(args: string[], env: Record<string, string> = {
       return exited;
     },
   };
+}
+
+/** A loopback port free right now (for a server that must know its own address before it starts). */
+export async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+  const port = (srv.address() as AddressInfo).port;
+  await new Promise<void>((r) => srv.close(() => r()));
+  return port;
 }
