@@ -92,7 +92,7 @@ async function openChunks(cfg: StoreConfig): Promise<MaintainedChunkStore> {
   try {
     const catalog = await openPostgresChunkCatalog(cfg.metadata!);
     const root = join(cfg.dataDir, 'remote');
-    return new MaintainedRemoteChunkStore({ driver, catalog, spoolDir: join(root, 'spool'), sketchDir: join(root, 'sketches'), ...level });
+    return new MaintainedRemoteChunkStore({ driver, catalog, spoolDir: join(root, 'spool'), sketchDir: join(root, 'sketches'), ...level, ...(cfg.workers !== undefined ? { workers: cfg.workers } : {}) });
   } catch (e) {
     await driver.close();
     throw e;

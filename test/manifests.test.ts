@@ -88,6 +88,7 @@ describe('deploy/ manifests', () => {
       'deploy/kubernetes/examples/emulator',
       'deploy/kubernetes/examples/node-cache',
       'deploy/kubernetes/examples/pull-credentials',
+      'deploy/kubernetes/overlays/replicas',
       'deploy/kubernetes/overlays/tls-ingress',
     ]);
   });
@@ -158,7 +159,7 @@ describe('deploy/ manifests', () => {
   });
 
   it("the registry's config file passes serve's own check, and every file it names is mounted from an object that has it", () => {
-    for (const dir of ['base', 'overlays/tls-ingress']) {
+    for (const dir of ['base', 'overlays/tls-ingress', 'overlays/replicas']) {
       const objs = resolveKustomization(join(K8S, dir));
       const sts = find(objs, 'StatefulSet', 'snapyard')!;
       const c = sts.spec.template.spec.containers[0];
@@ -186,6 +187,25 @@ describe('deploy/ manifests', () => {
       expect(c.ports.find((p: { name: string }) => p.name === 'metrics').containerPort).toBe(metricsPort);
       expect(c.ports.find((p: { name: string }) => p.name === 'http').containerPort).toBe(config.port);
     }
+  });
+
+  it('the replicas overlay runs three pods on the shared backends, each advertising its own address, two kept through drains', () => {
+    const objs = resolveKustomization(join(K8S, 'overlays/replicas'));
+    const sts = find(objs, 'StatefulSet', 'snapyard')!;
+    expect(sts.spec.replicas).toBe(3);
+    const c = sts.spec.template.spec.containers[0];
+    const secretName = c.envFrom[0].secretRef.name;
+    const secret = find(objs, 'Secret', secretName)!;
+    expect(Object.keys(secret.stringData).sort()).toEqual(['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'SNAPYARD_METADATA', 'SNAPYARD_STORE']);
+    expect(secret.stringData.SNAPYARD_METADATA).toMatch(/^postgres:\/\//);
+    expect(secret.stringData.SNAPYARD_STORE).toMatch(/^s3:\/\/[^/?]+\/?[^?]*\?endpoint=/);
+    const env = Object.fromEntries(c.env.map((e: { name: string; value?: string; valueFrom?: unknown }) => [e.name, e.value ?? e.valueFrom]));
+    expect(env.POD_IP).toEqual({ fieldRef: { fieldPath: 'status.podIP' } });
+    // $(POD_IP) expands only for a variable defined before it in the list.
+    expect(c.env.findIndex((e: { name: string }) => e.name === 'POD_IP')).toBeLessThan(c.env.findIndex((e: { name: string }) => e.name === 'SNAPYARD_ADVERTISE_URL'));
+    const port = c.ports.find((p: { name: string }) => p.name === 'http').containerPort;
+    expect(env.SNAPYARD_ADVERTISE_URL).toBe(`http://$(POD_IP):${port}`);
+    expect(find(objs, 'PodDisruptionBudget', 'snapyard')!.spec.minAvailable).toBe(2);
   });
 
   it('the TLS overlay adds an Ingress to the Service and points token challenges at the public https URL', () => {

@@ -113,3 +113,22 @@ export class ChunkCodec {
     return out;
   }
 }
+
+/**
+ * Stored forms laid end to end in `buf` (`lengths` bytes each), decoded into
+ * one buffer, each checked against its digest and its expected raw length.
+ */
+export function decodeConcat(c: ChunkCodec, buf: Uint8Array, lengths: number[], digests: Digest[], rawLengths: number[]): Buffer {
+  let total = 0;
+  for (const l of rawLengths) total += l;
+  const out = Buffer.allocUnsafeSlow(total);
+  let src = 0;
+  let at = 0;
+  digests.forEach((d, i) => {
+    const raw = c.decode(buf.subarray(src, src + lengths[i]!), d, out, at);
+    if (raw.byteLength !== rawLengths[i]) throw new ChunkCorruptError(d, `has ${raw.byteLength} bytes, the index says ${rawLengths[i]}`);
+    src += lengths[i]!;
+    at += raw.byteLength;
+  });
+  return out;
+}

@@ -7,7 +7,8 @@ import { digestFromRaw, localDigester, rawOf, sha256Raw, type Digest, type Strea
 import { ChunkCorruptError, ChunkMissingError, isDiskFull, SnapyardError, storageFailure } from '../errors.js';
 import { ensureLayout, packPath, PackReader, PackWriter, readConcat, RECORD_HEADER_SIZE, type RecordLocation } from './pack-files.js';
 import { PackIndex } from './pack-index.js';
-import { WorkerPool, type WorkerError } from '../worker-pool.js';
+import { WorkerPool } from '../worker-pool.js';
+import { reviveChunkError } from './codec-pool.js';
 import type { ChunkTask, ChunkTaskResult } from './chunk-worker.js';
 import { workerDigester } from './worker-digester.js';
 import { encodeSketch, sketch } from '../delta/resemblance.js';
@@ -28,15 +29,6 @@ export interface LocalChunkStoreOptions {
   /** Worker threads for compression and reads (default 2; 0 = inline on the caller's thread). */
   workers?: number;
   now?: () => number;
-}
-
-function reviveError(e: WorkerError): Error {
-  const full = storageFailure(e);
-  if (full) return full;
-  if (e.code === 'CHUNK_CORRUPT' && e.digest) {
-    return new ChunkCorruptError(e.digest as Digest, e.message.replace(/^chunk \S+ is corrupt: /, ''));
-  }
-  return new SnapyardError('INTERNAL', e.message);
 }
 
 export const DEFAULT_LEVEL = 1;
@@ -75,7 +67,7 @@ export class LocalChunkStore implements MaintainedChunkStore {
     const workers = opts.workers ?? 2;
     if (workers > 0) {
       const url = new URL(import.meta.url.endsWith('.ts') ? './chunk-worker.ts' : './chunk-worker.js', import.meta.url);
-      this.pool = new WorkerPool(url, workers, { root: this.root, level }, reviveError);
+      this.pool = new WorkerPool(url, workers, { root: this.root, level }, reviveChunkError);
       this.inlineWriter = null;
     } else {
       this.pool = null;

@@ -32,6 +32,7 @@
  * each decoded and verified.
  */
 import { ChunkCodec } from './chunk-codec.js';
+import { CodecPool } from './codec-pool.js';
 import type { AddResult, ChunkStore, ChunkWriter, PrunableChunkStore } from './chunk-store.js';
 import { hexKey, type CatalogEntry, type ChunkCatalog, type NewCatalogEntry } from './chunk-catalog.js';
 import type { PackDriver } from './pack-driver.js';
@@ -40,7 +41,7 @@ import { digestFromRaw, rawOf, sha256Raw, type Digest } from '../digest.js';
 import { ChunkCorruptError, ChunkMissingError, isSnapyardError, SnapyardError } from '../errors.js';
 import { DEFAULT_LEVEL } from './local-chunk-store.js';
 import { RemoteRecordReader, storedOfRecord, type RemoteLocation } from './remote-chunk-reads.js';
-import { defaultWriterId, encodeRecords, Segments, Spool, storedRecords, type Records, type SpoolSegment } from './remote-chunk-spool.js';
+import { defaultWriterId, Segments, Spool, storedRecords, type Records, type SpoolSegment } from './remote-chunk-spool.js';
 import { remoteWriter, type QueuedChunk } from './remote-chunk-writer.js';
 
 export interface RemoteChunkStoreOptions {
@@ -57,6 +58,8 @@ export interface RemoteChunkStoreOptions {
   /** Largest ranged GET a run of adjacent records is read with (default 8 MiB). */
   readRunBytes?: number;
   now?: () => number;
+  /** Worker threads that compress new chunks and decompress and verify reads (default 2; 0 = inline). */
+  workers?: number;
   /** Goes into pack names (lower-case letters, digits, '-'; default: pid and random). Unique per live store. */
   writerId?: string;
 }
@@ -84,6 +87,8 @@ export class RemoteChunkStore implements ChunkStore, PrunableChunkStore {
   readonly driver: PackDriver;
   readonly catalog: ChunkCatalog;
   protected readonly codec: ChunkCodec;
+  /** Encoding of new chunks and decoding of reads on worker threads. */
+  private readonly codecs: CodecPool;
   protected readonly reader: RemoteRecordReader;
   protected readonly now: () => number;
   protected readonly pending = new Map<Digest, PendingChunk>();
@@ -99,6 +104,7 @@ export class RemoteChunkStore implements ChunkStore, PrunableChunkStore {
     this.driver = opts.driver;
     this.catalog = opts.catalog;
     this.codec = new ChunkCodec(opts.level ?? DEFAULT_LEVEL);
+    this.codecs = new CodecPool(this.codec.level, opts.workers ?? 2);
     this.now = opts.now ?? Date.now;
     const spool = (this.spool = new Spool(opts.spoolDir, opts.writerId ?? defaultWriterId()));
     this.cleanedSegments = spool.clean();
@@ -190,16 +196,12 @@ export class RemoteChunkStore implements ChunkStore, PrunableChunkStore {
 
   async getConcat(digests: Digest[], lengths: number[]): Promise<Buffer> {
     const stored = await this.storedOf(digests);
-    let total = 0;
-    for (const l of lengths) total += l;
-    const out = Buffer.allocUnsafeSlow(total);
-    let at = 0;
-    digests.forEach((d, i) => {
-      const raw = this.decode(stored[i]!, d, out, at);
-      if (raw.byteLength !== lengths[i]) throw new ChunkCorruptError(d, `has ${raw.byteLength} bytes, the index says ${lengths[i]}`);
-      at += raw.byteLength;
-    });
-    return out;
+    try {
+      return await this.codecs.decodeConcat(stored, digests, lengths);
+    } catch (e) {
+      if (e instanceof ChunkCorruptError) this.reader.forget(e.digest as Digest);
+      throw e;
+    }
   }
 
   async getStored(digest: Digest): Promise<Buffer> {
@@ -233,7 +235,7 @@ export class RemoteChunkStore implements ChunkStore, PrunableChunkStore {
     const q = this.queue(digest, raw32, Buffer.from(raw), () => {});
     let sizes: Array<number | null>;
     try {
-      sizes = this.place([q], await this.catalog.lookup([raw32]));
+      sizes = await this.place([q], await this.catalog.lookup([raw32]));
     } catch (e) {
       this.settle([q], e);
       throw e;
@@ -274,7 +276,7 @@ export class RemoteChunkStore implements ChunkStore, PrunableChunkStore {
   }
 
   /** After a batch's lookup: touches the held chunks and spools the others; answers each one's stored bytes, null when held. */
-  private place(batch: QueuedChunk[], entries: Array<CatalogEntry | null>): Array<number | null> {
+  private async place(batch: QueuedChunk[], entries: Array<CatalogEntry | null>): Promise<Array<number | null>> {
     const fresh: QueuedChunk[] = [];
     batch.forEach((q, i) => {
       const e = entries[i];
@@ -282,7 +284,7 @@ export class RemoteChunkStore implements ChunkStore, PrunableChunkStore {
       this.touched.set(hexKey(q.raw32), { raw: q.raw32, entry: e });
       if (this.pending.get(q.digest) === q) this.pending.delete(q.digest);
     });
-    const recs = encodeRecords(this.codec, fresh);
+    const recs = await this.codecs.encodeRecords(fresh);
     this.spoolRecords(fresh.map((q) => ({ digest: q.digest, raw32: q.raw32, rawLength: q.raw.byteLength })), recs);
     const written = new Map(fresh.map((q, i) => [q, RECORD_HEADER_SIZE + recs.lengths[i]!]));
     return batch.map((q) => written.get(q) ?? null);
@@ -420,7 +422,7 @@ export class RemoteChunkStore implements ChunkStore, PrunableChunkStore {
     }
     this.segments.discard();
     this.pending.clear();
-    await Promise.allSettled([this.driver.close(), this.catalog.close()]);
+    await Promise.allSettled([this.driver.close(), this.catalog.close(), this.codecs.close()]);
     if (failure !== undefined) throw failure;
   }
 }

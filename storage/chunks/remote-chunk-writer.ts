@@ -40,7 +40,7 @@ export interface RemoteWriterHost {
   /** Looks the batch up in the catalog (one call). */
   lookup(batch: QueuedChunk[]): Promise<Array<CatalogEntry | null>>;
   /** Touches the held ones, spools the others; answers each one's stored bytes when written, null when held. */
-  place(batch: QueuedChunk[], entries: Array<CatalogEntry | null>): Array<number | null>;
+  place(batch: QueuedChunk[], entries: Array<CatalogEntry | null>): Promise<Array<number | null>>;
   /** Settles a batch's chunks (`error`: storing failed; they are dropped from `pending`). */
   settle(batch: QueuedChunk[], error?: unknown): void;
 }

@@ -1,0 +1,79 @@
+import { ChunkCodec, decodeConcat } from './chunk-codec.js';
+import { ChunkCorruptError, SnapyardError, storageFailure } from '../errors.js';
+import type { Digest } from '../digest.js';
+import { WorkerPool, type WorkerError } from '../worker-pool.js';
+import { encodeRecords, type Records } from './remote-chunk-spool.js';
+import type { CodecResult, CodecTask } from './codec-worker.js';
+
+/** A worker's error as the typed error it was (a full disk, a corrupt chunk), else INTERNAL. */
+export function reviveChunkError(e: WorkerError): Error {
+  const full = storageFailure(e);
+  if (full) return full;
+  if (e.code === 'CHUNK_CORRUPT' && e.digest) {
+    return new ChunkCorruptError(e.digest as Digest, e.message.replace(/^chunk \S+ is corrupt: /, ''));
+  }
+  return new SnapyardError('INTERNAL', e.message);
+}
+
+/** Below this many bytes a task runs inline: a worker's round trip would cost more than it saves. */
+const INLINE_BYTES = 256 * 1024;
+
+/**
+ * Chunk encoding and decoding for a RemoteChunkStore on worker threads (the
+ * local store's workers do the same in chunk-worker.ts): compressing new
+ * chunks and decompressing and re-hashing chunks read back keep the event
+ * loop free for hashing, chunking and I/O. workers = 0: inline.
+ */
+export class CodecPool {
+  private readonly codec: ChunkCodec;
+  private readonly pool: WorkerPool<CodecTask, CodecResult> | null;
+
+  constructor(level: number, workers: number) {
+    this.codec = new ChunkCodec(level);
+    this.pool = workers > 0 ? new WorkerPool(new URL(`./codec-worker.${import.meta.url.endsWith('.ts') ? 'ts' : 'js'}`, import.meta.url), workers, { level }, reviveChunkError) : null;
+  }
+
+  /** Chunks encoded into records, end to end. */
+  async encodeRecords(chunks: Array<{ digest: Digest; raw: Buffer }>): Promise<Records> {
+    let total = 0;
+    for (const c of chunks) total += c.raw.byteLength;
+    if (!this.pool || total < INLINE_BYTES) return encodeRecords(this.codec, chunks);
+    const buf = new Uint8Array(total);
+    let at = 0;
+    for (const c of chunks) {
+      buf.set(c.raw, at);
+      at += c.raw.byteLength;
+    }
+    const r = (await this.pool.run({ op: 'encode', buf, lengths: chunks.map((c) => c.raw.byteLength), digests: chunks.map((c) => c.digest) }, [buf.buffer])) as { buf: Uint8Array; lengths: number[] };
+    return { buf: Buffer.from(r.buf.buffer, r.buf.byteOffset, r.buf.byteLength), lengths: r.lengths };
+  }
+
+  /** Stored forms decoded, verified against their digests and lengths, end to end in one buffer. */
+  async decodeConcat(stored: Buffer[], digests: Digest[], rawLengths: number[]): Promise<Buffer> {
+    let total = 0;
+    for (const s of stored) total += s.byteLength;
+    if (!this.pool || total < INLINE_BYTES) return decodeConcat(this.codec, Buffer.concat(stored, total), stored.map((s) => s.byteLength), digests, rawLengths);
+    const buf = new Uint8Array(total);
+    let at = 0;
+    for (const s of stored) {
+      buf.set(s, at);
+      at += s.byteLength;
+    }
+    const lengths = stored.map((s) => s.byteLength);
+    const r = (await this.pool.run({ op: 'decode', buf, lengths, digests, rawLengths }, [buf.buffer])) as { buf: Uint8Array };
+    return Buffer.from(r.buf.buffer, r.buf.byteOffset, r.buf.byteLength);
+  }
+
+  /** One chunk, inline. */
+  decode(stored: Buffer, digest: Digest): Buffer {
+    return this.codec.decode(stored, digest);
+  }
+
+  encode(raw: Uint8Array): Buffer {
+    return this.codec.encode(raw);
+  }
+
+  async close(): Promise<void> {
+    await this.pool?.close();
+  }
+}

@@ -1,0 +1,50 @@
+import { parentPort, workerData } from 'node:worker_threads';
+import { ChunkCodec, decodeConcat } from './chunk-codec.js';
+import type { Digest } from '../digest.js';
+import { encodeRecords } from './remote-chunk-spool.js';
+
+/**
+ * Worker thread of a CodecPool (codec-pool.ts): encodes chunks into records
+ * and decodes (and verifies) stored forms, off the event loop (zstd-napi and
+ * sha256 are synchronous).
+ */
+export type CodecTask =
+  /** Raw chunks laid end to end: their records (headers written), end to end. */
+  | { op: 'encode'; buf: Uint8Array; lengths: number[]; digests: Digest[] }
+  /** Stored forms laid end to end: the raw bytes, end to end, each checked against its digest and length. */
+  | { op: 'decode'; buf: Uint8Array; lengths: number[]; digests: Digest[]; rawLengths: number[] };
+export type CodecResult = { buf: Uint8Array; lengths: number[] } | { buf: Uint8Array };
+
+const { level } = workerData as { level: number };
+const codec = new ChunkCodec(level);
+
+/** A view that owns its whole ArrayBuffer (transferable). */
+function owned(b: Buffer): Uint8Array {
+  return b.byteOffset === 0 && b.byteLength === b.buffer.byteLength ? new Uint8Array(b.buffer, 0, b.byteLength) : new Uint8Array(b);
+}
+
+function handle(t: CodecTask): { result: CodecResult; transfer: ArrayBuffer[] } {
+  if (t.op === 'encode') {
+    const raws: Array<{ digest: Digest; raw: Buffer }> = [];
+    let at = 0;
+    t.digests.forEach((digest, i) => {
+      raws.push({ digest, raw: Buffer.from(t.buf.buffer, t.buf.byteOffset + at, t.lengths[i]!) });
+      at += t.lengths[i]!;
+    });
+    const recs = encodeRecords(codec, raws);
+    const buf = owned(recs.buf);
+    return { result: { buf, lengths: recs.lengths }, transfer: [buf.buffer as ArrayBuffer] };
+  }
+  const buf = owned(decodeConcat(codec, t.buf, t.lengths, t.digests, t.rawLengths));
+  return { result: { buf }, transfer: [buf.buffer as ArrayBuffer] };
+}
+
+parentPort!.on('message', ({ id, req }: { id: number; req: CodecTask }) => {
+  try {
+    const { result, transfer } = handle(req);
+    parentPort!.postMessage({ id, result }, transfer);
+  } catch (e) {
+    const err = e as Error & { code?: string; digest?: string };
+    parentPort!.postMessage({ id, error: { name: err.name, message: err.message, code: err.code, digest: err.digest } });
+  }
+});
