@@ -161,7 +161,7 @@ export async function openStore(cfg: StoreConfig): Promise<Store> {
   const coord: Coordinator =
     meta instanceof PostgresMetadataStore
       ? new PostgresCoordinator(meta.db, { owner: meta.owner, schema: meta.schema, selfUrl: cfg.advertiseUrl ?? null, sessionTtlMs: uploadTtlMs, now: () => meta.now() })
-      : new LocalCoordinator(() => meta.now());
+      : new LocalCoordinator(() => meta.now(), uploadTtlMs);
   const pins = new ChunkPins();
   const lock = new AsyncLock();
   const blobs = new BlobStore(meta, chunks, cfg.params, spoolDir, undefined, pins, lock);

@@ -27,7 +27,7 @@ async function pgReplica(url: string, c: Clock, o: { leaseWaitMs?: number; selfU
 }
 
 const impls: Array<{ name: string; make(c: Clock): Promise<Coordinator> }> = [
-  { name: 'local', make: async (c) => new LocalCoordinator(c.now) },
+  { name: 'local', make: async (c) => new LocalCoordinator(c.now, TTL) },
   { name: 'postgres', make: async (c) => (await pgReplica(await freshPostgresUrl(), c)).coord },
 ];
 
@@ -45,6 +45,7 @@ describe.each(impls)('coordinator contract: $name', ({ make }) => {
     c.t += TTL / 2;
     await co.getPushSession('s1', false); // s1 active again
     c.t += TTL / 2 + 1;
+    expect(await co.getPushSession('s2', false)).toBeNull(); // idle past the TTL: not answered, even before it is expired
     expect(await co.expirePushSessions(c.now() - TTL)).toEqual(['s2']);
     expect([...(await co.openPushSessions(['s1', 's2', 'x']))]).toEqual(['s1']);
     expect(await co.deletePushSession('s1')).toBe(true);

@@ -74,7 +74,11 @@ export class LocalCoordinator implements Coordinator {
   private readonly push = new Map<string, PushSessionRecord & { compact: Buffer }>();
   private readonly lock = new AsyncLock();
 
-  constructor(private readonly now: () => number = Date.now) {}
+  constructor(
+    private readonly now: () => number = Date.now,
+    /** Sessions idle longer than this are not answered (the store's upload TTL). */
+    private readonly sessionTtlMs = Infinity,
+  ) {}
 
   async createPushSession(s: { id: string; repo: string; width: number; compact: Buffer }, maxIndexBytes: number): Promise<void> {
     let held = 0;
@@ -86,7 +90,7 @@ export class LocalCoordinator implements Coordinator {
 
   async getPushSession(id: string, withIndex: boolean): Promise<PushSessionRecord | null> {
     const s = this.push.get(id);
-    if (!s) return null;
+    if (!s || s.activeMs < this.now() - this.sessionTtlMs) return null;
     s.activeMs = this.now();
     return { ...s, compact: withIndex ? s.compact : null };
   }
