@@ -1,5 +1,5 @@
 /** Shared helpers for the benchmarks (not tests: run on demand with `npx tsx bench/<name>.ts`). */
-import { spawn, execFile, execFileSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, execFile, execFileSync, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
@@ -193,6 +193,11 @@ export async function benchServices(log: (s: string) => void = () => {}): Promis
   const stop = async () => {
     for (const s of started.splice(0)) await runScript(s.down, { [s.dirVar]: s.dir });
   };
+  // A bench that dies or is interrupted still stops them (nothing asynchronous runs in an 'exit' handler).
+  process.once('exit', () => {
+    for (const s of started) spawnSync('bash', [join(ROOT, 'scripts', 'services', s.down), s.dir], { stdio: 'ignore' });
+  });
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => process.exit(130));
   const up = async (name: 'rgw' | 'pg', dirVar: string): Promise<Record<string, string>> => {
     const dir = join('/var/tmp', `snapyard-bench-${name}-${process.pid}`);
     started.push({ down: `${name}-down.sh`, dirVar, dir });

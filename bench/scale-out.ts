@@ -44,8 +44,8 @@ import { PACK_MAX } from '../storage/chunks/pack-files.js';
 import { S3PackDriver } from '../storage/chunks/s3-pack-driver.js';
 import { cliBuildNote, runCli, type CliRun } from './delta-cli.js';
 import { ROOT, benchServices, corpusImages, cpuSeconds, freshSchema, machineCpu, need, packDirBytes, removeByDigest, rssOf, startServer, tagOf, type ServerProc } from './lib.js';
-import { startPgCountingProxy } from './pg-counting-proxy.js';
-import { startS3CountingProxy, type S3Counts } from './s3-counting-proxy.js';
+import { startPgCountingProxy, type PgCountingProxy } from './pg-counting-proxy.js';
+import { startS3CountingProxy, type S3Counts, type S3CountingProxy } from './s3-counting-proxy.js';
 import { printReport, type Backend, type PushPullStep, type Report, type SpaceBack } from './scale-out-report.js';
 import { startWireProxy, type WireProxy } from './wire-proxy.js';
 
@@ -71,6 +71,7 @@ if (build.warning) log(`WARNING: ${build.warning}`);
 
 const img = { base: join(dir, 'win98-base-v1.qcow2'), g2: join(dir, 'win98-games-v2.qcow2') };
 const work = mkdtempSync(join(tmpdir(), 'snapyard-scale-out-'));
+process.once('exit', () => rmSync(work, { recursive: true, force: true }));
 let n = 0;
 const fresh = (name: string) => {
   const d = join(work, `${name}-${n++}`);
@@ -135,14 +136,18 @@ async function concurrentGets(ports: number[], layer: { digest: string; size: nu
 }
 
 const services = await benchServices(log);
-const schema = await freshSchema(services.postgres, 'bench_scale');
 const prefix = `scale-out-${process.pid}-${randomBytes(4).toString('hex')}`;
 const credsEnv = { AWS_ACCESS_KEY_ID: services.s3Credentials.accessKeyId, AWS_SECRET_ACCESS_KEY: services.s3Credentials.secretAccessKey };
-const s3Proxy = await startS3CountingProxy(new URL(services.s3.replace(/^s3:/, 'http:')).searchParams.get('endpoint')!);
-const pgProxy = await startPgCountingProxy(schema.url);
 const servers: Array<[string, ServerProc]> = [];
 const report: Report = { corpus: dir, cli: build.runs, pulls: PULLS, steps: [], spaceBack: [], replicas: [], rss: {} };
+let schema: Awaited<ReturnType<typeof freshSchema>> | undefined;
+let s3Proxy: S3CountingProxy | undefined;
+let pgProxy: PgCountingProxy | undefined;
 try {
+  schema = await freshSchema(services.postgres, 'bench_scale');
+  s3Proxy = await startS3CountingProxy(new URL(services.s3.replace(/^s3:/, 'http:')).searchParams.get('endpoint')!);
+  pgProxy = await startPgCountingProxy(schema.url);
+  const [s3p, pgp, sch] = [s3Proxy, pgProxy, schema];
   const srv = {} as Record<Backend, ServerProc>;
   const wire = {} as Record<Backend, WireProxy>;
   /** Starts both servers (or again after the pushes: same data directories, empty in-process caches) behind wire proxies; the S3 one on the counting proxies. */
@@ -154,7 +159,7 @@ try {
       }
       srv[b] = b === 'local'
         ? await startServer(join(work, 'local-data'))
-        : await startServer(join(work, 's3-data'), ['--store', storeUrl(services.s3, prefix, s3Proxy.endpoint), '--metadata', pgProxy.urlFor(schema.url)], credsEnv);
+        : await startServer(join(work, 's3-data'), ['--store', storeUrl(services.s3, prefix, s3p.endpoint), '--metadata', pgp.urlFor(sch.url)], credsEnv);
       servers.push([b, srv[b]]);
       wire[b] = await startWireProxy(srv[b].port);
     }
@@ -164,15 +169,15 @@ try {
   const step = async (name: string, args: () => string[], check?: string): Promise<Record<Backend, CliRun>> => {
     const out = {} as Record<Backend, CliRun>;
     for (const b of ['local', 's3'] as const) {
-      s3Proxy.reset();
-      pgProxy.reset();
+      s3p.reset();
+      pgp.reset();
       const a = args();
       const r = await runCli(a, wire[b]);
       const s: PushPullStep = { step: name, backend: b, seconds: Number(r.json?.seconds ?? r.seconds), wallSeconds: r.seconds, wireUp: r.wire.up, wireDown: r.wire.down, chunks: r.json?.chunks as number | undefined, newChunks: r.json?.newChunks as number | undefined, size: r.json?.size as number | undefined };
       if (b === 's3') {
-        const pgc = pgProxy.counts();
+        const pgc = pgp.counts();
         const top = Object.entries(pgc.statements).sort((x, y) => y[1] - x[1]).slice(0, 6);
-        Object.assign(s, { s3: s3Proxy.counts(), pgRoundTrips: pgc.roundTrips, pgStatements: Object.fromEntries(top) });
+        Object.assign(s, { s3: s3p.counts(), pgRoundTrips: pgc.roundTrips, pgStatements: Object.fromEntries(top) });
       }
       if (check) {
         const o = a[a.indexOf('-o') + 1]!;
@@ -194,10 +199,10 @@ try {
   await step('overlay pull games-v2', () => ['pull', `${REPO}:games-v2`, '-o', join(fresh('out'), 'g2.qcow2'), '--overlay', '--base', img.base, '--cache', fresh('cache'), '--json'], img.g2);
   const layer = await baseLayer(srv.local.url);
   for (const b of ['local', 's3'] as const) {
-    s3Proxy.reset();
+    s3p.reset();
     const seconds = await getBlob(wire[b], layer.digest, layer.size);
     const w = wire[b].counts();
-    report.steps.push({ step: 'GET base-v1 blob', backend: b, seconds, wallSeconds: seconds, wireUp: w.up, wireDown: w.down, size: layer.size, ...(b === 's3' ? { s3: s3Proxy.counts() } : {}) });
+    report.steps.push({ step: 'GET base-v1 blob', backend: b, seconds, wallSeconds: seconds, wireUp: w.up, wireDown: w.down, size: layer.size, ...(b === 's3' ? { s3: s3p.counts() } : {}) });
     log(`GET base-v1 blob on ${b}: ${seconds.toFixed(2)} s`);
   }
 
@@ -208,7 +213,7 @@ try {
     for (const f of rest) await runCli(['push', `${REPO}:${tagOf(f)}`, join(dir, f), '--json', '--cache', fresh('cache')], wire[b]);
     const gone = corpusImages(dir).map(tagOf).filter((t) => REMOVE.some((r) => t === r || t.startsWith(`${r}-`)));
     await removeByDigest(srv[b].url, REPO, gone);
-    s3Proxy.reset();
+    s3p.reset();
     const admin = new Registry(srv[b].url, { connections: 1 });
     const gc = await runGc(admin, { graceSeconds: 0 });
     const verify = await runVerify(admin, {});
@@ -227,7 +232,7 @@ try {
     const sb: SpaceBack = {
       backend: b, images: rest.length + done.size, removed: gone, gcSeconds: gc.seconds, chunksFreed: gc.chunks, packsRewritten: gc.packsRewritten, packsDeleted: gc.packsDeleted,
       storedBytes: stored.bytes, packs: stored.packs, liveBytes: verify.storedBytes, verifyOk: verify.ok, packAllowance: b === 'local' ? PACK_MAX : S3_SEGMENT,
-      ...(b === 's3' ? { gcS3: s3Proxy.counts() as S3Counts } : {}),
+      ...(b === 's3' ? { gcS3: s3p.counts() as S3Counts } : {}),
     };
     report.spaceBack.push(sb);
     log(`space back on ${b}: ${rest.length} more images pushed, removed ${gone.join(', ')}, gc ${gc.seconds.toFixed(1)} s; ${(stored.bytes / 1e6).toFixed(1)} MB stored in ${stored.packs} packs for ${(verify.storedBytes / 1e6).toFixed(1)} MB live (verify ok: ${verify.ok})`);
@@ -238,7 +243,7 @@ try {
   }
 
   // 3. Replicas on the S3 store, straight to RGW and PostgreSQL.
-  const replicaArgs = ['--store', storeUrl(services.s3, prefix), '--metadata', schema.url];
+  const replicaArgs = ['--store', storeUrl(services.s3, prefix), '--metadata', sch.url];
   const r1 = await startServer(join(work, 'replica-1'), replicaArgs, credsEnv);
   servers.push(['replica-1', r1]);
   const r2 = await startServer(join(work, 'replica-2'), replicaArgs, credsEnv);
@@ -269,15 +274,15 @@ try {
   printReport(report, opts.json === true);
 } finally {
   for (const [, s] of servers) await s.stop();
-  await s3Proxy.close();
-  await pgProxy.close();
+  await s3Proxy?.close();
+  await pgProxy?.close();
   // Leave nothing in the bucket (RGW's memstore keeps objects in RAM) nor in PostgreSQL.
   const d = new S3PackDriver({ location: storeUrl(services.s3, prefix), credentials: services.s3Credentials });
   const names: string[] = [];
   for await (const p of d.list()) names.push(p.name);
   await d.delete(names).catch(() => {});
   await d.close();
-  await schema.drop().catch(() => {});
+  await schema?.drop().catch(() => {});
   await services.stop();
   rmSync(work, { recursive: true, force: true });
 }
