@@ -36,6 +36,8 @@ export interface PgCountingProxy {
   urlFor(postgresUrl: string): string;
   reset(): void;
   counts(): PgCounts;
+  /** Round trips since the proxy started (reset() leaves it). */
+  roundTripsSoFar(): number;
   close(): Promise<void>;
 }
 
@@ -70,11 +72,15 @@ function frontendMessages(onMessage: (type: string, body: Buffer) => void): (d: 
 export async function startPgCountingProxy(postgresUrl: string): Promise<PgCountingProxy> {
   const target = new URL(postgresUrl);
   let c = zero();
+  let total = 0;
   const proxy = await startPipeProxy(() => connect({ host: target.hostname, port: Number(target.port || 5432), noDelay: true }), (client) => {
     c.connections++;
     client.on('data', frontendMessages((type, body) => {
       c.messages[type] = (c.messages[type] ?? 0) + 1;
-      if (type === 'S' || type === 'Q') c.roundTrips++;
+      if (type === 'S' || type === 'Q') {
+        c.roundTrips++;
+        total++;
+      }
       const sql = statementOf(type, body);
       if (sql !== undefined) c.statements[sql] = (c.statements[sql] ?? 0) + 1;
     }));
@@ -89,6 +95,7 @@ export async function startPgCountingProxy(postgresUrl: string): Promise<PgCount
     },
     reset: () => { c = { ...zero(), connections: c.connections }; },
     counts: () => ({ ...c, messages: { ...c.messages }, statements: { ...c.statements } }),
+    roundTripsSoFar: () => total,
     close: proxy.close,
   };
 }

@@ -47,6 +47,7 @@ import { ROOT, benchServices, corpusImages, cpuSeconds, freshSchema, machineCpu,
 import { startPgCountingProxy, type PgCountingProxy } from './pg-counting-proxy.js';
 import { startS3CountingProxy, type S3Counts, type S3CountingProxy } from './s3-counting-proxy.js';
 import { printReport, type Backend, type PushPullStep, type Report, type SpaceBack } from './scale-out-report.js';
+import { startHttpProxy, type HttpProxy } from './http-proxy.js';
 import { startWireProxy, type WireProxy } from './wire-proxy.js';
 
 const { values: opts, positionals } = parseArgs({
@@ -84,6 +85,16 @@ function storeUrl(s3: string, prefix: string, endpoint?: string): string {
   const u = new URL(s3.replace(/^s3:/, 'http:'));
   const q = new URLSearchParams({ endpoint: endpoint ?? u.searchParams.get('endpoint')!, region: u.searchParams.get('region') ?? 'us-east-1' });
   return `s3://${u.hostname}/${prefix}?${q}`;
+}
+
+/** A request's route with the repository, digests and upload ids taken out: "POST /snapyard/v1/R/_commit". */
+function routeOf(method: string, url: string): string {
+  const path = url.split('?')[0]!
+    .replace(/^\/v2\/.+?\/(blobs|manifests)\//, '/v2/R/$1/')
+    .replace(/^\/snapyard\/v1\/.+?\/_/, '/snapyard/v1/R/_')
+    .replace(/sha256:[0-9a-f]{64}/, 'DIGEST')
+    .replace(/uploads\/[^/]+$/, 'uploads/ID');
+  return `${method} ${path}`;
 }
 
 /** Peak RSS (VmHWM) of a serve process, read before it stops. */
@@ -149,6 +160,9 @@ try {
   pgProxy = await startPgCountingProxy(schema.url);
   const [s3p, pgp, sch] = [s3Proxy, pgProxy, schema];
   const srv = {} as Record<Backend, ServerProc>;
+  let routes: HttpProxy | undefined;
+  /** S3 server: requests and PostgreSQL round trips during them, by route, since the last step began. */
+  let routeTrips: Record<string, { requests: number; pgRoundTrips: number }> = {};
   const wire = {} as Record<Backend, WireProxy>;
   /** Starts both servers (or again after the pushes: same data directories, empty in-process caches) behind wire proxies; the S3 one on the counting proxies. */
   const startBoth = async () => {
@@ -161,7 +175,20 @@ try {
         ? await startServer(join(work, 'local-data'))
         : await startServer(join(work, 's3-data'), ['--store', storeUrl(services.s3, prefix, s3p.endpoint), '--metadata', pgp.urlFor(sch.url)], credsEnv);
       servers.push([b, srv[b]]);
-      wire[b] = await startWireProxy(srv[b].port);
+      if (b === 'local') wire[b] = await startWireProxy(srv[b].port);
+      else {
+        // client -> wire proxy -> HTTP proxy (which request the PostgreSQL round trips happen in) -> server
+        await routes?.close();
+        routes = await startHttpProxy(srv[b].url, (method, url) => {
+          const t0 = pgp.roundTripsSoFar();
+          return () => {
+            const r = (routeTrips[routeOf(method, url)] ??= { requests: 0, pgRoundTrips: 0 });
+            r.requests++;
+            r.pgRoundTrips += pgp.roundTripsSoFar() - t0;
+          };
+        });
+        wire[b] = await startWireProxy(routes.port);
+      }
     }
   };
   await startBoth();
@@ -171,13 +198,14 @@ try {
     for (const b of ['local', 's3'] as const) {
       s3p.reset();
       pgp.reset();
+      routeTrips = {};
       const a = args();
       const r = await runCli(a, wire[b]);
       const s: PushPullStep = { step: name, backend: b, seconds: Number(r.json?.seconds ?? r.seconds), wallSeconds: r.seconds, wireUp: r.wire.up, wireDown: r.wire.down, chunks: r.json?.chunks as number | undefined, newChunks: r.json?.newChunks as number | undefined, size: r.json?.size as number | undefined };
       if (b === 's3') {
         const pgc = pgp.counts();
         const top = Object.entries(pgc.statements).sort((x, y) => y[1] - x[1]).slice(0, 6);
-        Object.assign(s, { s3: s3p.counts(), pgRoundTrips: pgc.roundTrips, pgStatements: Object.fromEntries(top) });
+        Object.assign(s, { s3: s3p.counts(), pgRoundTrips: pgc.roundTrips, pgStatements: Object.fromEntries(top), routes: structuredClone(routeTrips) });
       }
       if (check) {
         const o = a[a.indexOf('-o') + 1]!;
@@ -239,6 +267,7 @@ try {
   }
   for (const b of ['local', 's3'] as const) {
     await wire[b].close();
+    if (b === 's3') await routes?.close();
     await stopServer(`${b} (pull, space back)`, srv[b]);
   }
 
