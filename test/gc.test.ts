@@ -44,6 +44,11 @@ async function getBlob(base: string, repo: string, digest: string): Promise<Buff
   return Buffer.from(await r.arrayBuffer());
 }
 
+/** What a GET answered, as its sha256 (or `status N`): compared as digests, not byte by byte (vitest's deep equality of megabytes takes seconds). */
+function shaOrStatus(got: Buffer | number): string {
+  return Buffer.isBuffer(got) ? sha(got) : `status ${got}`;
+}
+
 /** A layer made of 96 KiB segments of a shared pool (so blobs share chunks), plus a unique tail. */
 function layerOf(picks: number[], tailSeed: number): Buffer {
   return Buffer.concat([...picks.map((p) => prng(96 * 1024, 1000 + p)), prng(50_000 + (tailSeed % 7) * 10_000, tailSeed)]);
@@ -70,7 +75,7 @@ describe('snapyard gc', () => {
       const graced = await gcCli(s, '--grace', '1h');
       expect(graced.chunks).toBe(0);
       expect((await s.store.chunks.stats()).chunks).toBe(before.chunks);
-      expect(await getBlob(s.url, 'gc/r', ma.layerDigest)).toEqual(a); // still linked: within the grace
+      expect(shaOrStatus(await getBlob(s.url, 'gc/r', ma.layerDigest))).toBe(sha(a)); // still linked: within the grace
 
       const { stdout } = await cli(['gc', '--registry', s.url, '--grace', '0s']);
       expect(stdout).toMatch(/^gc freed \d+ chunks/);
@@ -78,7 +83,7 @@ describe('snapyard gc', () => {
       expect(after.chunks).toBe(before.chunks - dry.chunks);
       expect(after.stored).toBe(before.stored - dry.storedBytes);
       expect(await getBlob(s.url, 'gc/r', ma.layerDigest)).toBe(404);
-      expect(await getBlob(s.url, 'gc/r', mb.layerDigest)).toEqual(b);
+      expect(shaOrStatus(await getBlob(s.url, 'gc/r', mb.layerDigest))).toBe(sha(b));
       expect((await fetch(`${s.url}/v2/gc/r/manifests/b`)).status).toBe(200);
       // Nothing left to free; the packs shrank on disk.
       expect((await gcCli(s, '--grace', '0s')).chunks).toBe(0);
@@ -111,7 +116,7 @@ describe('snapyard gc', () => {
     }
   });
 
-  testLocal('space comes back: packs mostly live are rewritten until unused bytes are within --max-unused of the live ones', 'the three pushes share one local pack file; on S3 each flush puts a pack of its own (compaction there: test/remote-chunk-maintenance.test.ts)', async () => {
+  testLocal('space comes back: packs mostly live are rewritten until unused bytes are within --max-unused of the live ones', 'all three pushes go into one local pack file, so the removed image leaves a pack mostly live; on S3 each flush puts a pack of its own, the first gc deletes the removed image\'s whole (bucket = live bytes) and nothing is left to rewrite (compaction on S3: test/remote-chunk-maintenance.test.ts)', async () => {
     const s = await startTestServer();
     try {
       const chunks = s.localChunks;
@@ -131,7 +136,7 @@ describe('snapyard gc', () => {
       expect(r.packsRewritten).toBeGreaterThan(0);
       expect(r.packBytesFreed).toBeGreaterThan(800_000);
       expect(onDisk()).toBeLessThanOrEqual(1.1 * chunks.statsNow().stored);
-      expect(await getBlob(s.url, 'gc/space', kept.layerDigest)).toEqual(prng(200_000, 33));
+      expect(shaOrStatus(await getBlob(s.url, 'gc/space', kept.layerDigest))).toBe(sha(prng(200_000, 33)));
       const { stdout: v } = await cli(['verify', '--registry', s.url]);
       expect(v).toContain('ok');
       // A bad percentage is refused by the CLI.
@@ -156,13 +161,15 @@ describe('snapyard gc', () => {
       expect(p1.status).toBe(202);
       expect(s.store.pins.size).toBeGreaterThan(3);
       const r = await gcApi(s.url, { graceSeconds: 0 });
-      expect(r.chunks).toBeGreaterThan(0); // the second half of x (not pinned) went
+      // Local: the second half of x (not pinned) went. With PostgreSQL coordination an open session holds
+      // gc's cutoff back to before its start (the sessions of every replica), so nothing of x goes yet.
+      if (s.backend === 'local') expect(r.chunks).toBeGreaterThan(0);
       const p2 = await oci.req('PATCH', loc, { body: x.subarray(half), headers: { 'Content-Range': `${half}-${x.byteLength - 1}` } });
       expect(p2.status).toBe(202);
       const fin = await oci.req('PUT', `${loc}?digest=${sha(x)}`);
       expect(fin.status).toBe(201);
       expect(s.store.pins.size).toBe(0);
-      expect(await getBlob(s.url, 'gc/up', sha(x))).toEqual(x);
+      expect(shaOrStatus(await getBlob(s.url, 'gc/up', sha(x)))).toBe(sha(x));
       const { stdout } = await cli(['verify', '--registry', s.url, '--json']);
       expect((JSON.parse(stdout) as { ok: boolean }).ok).toBe(true);
     } finally {
@@ -292,7 +299,7 @@ describe('snapyard gc', () => {
       expect(freed).toBeGreaterThan(0);
       for (const [tag, e] of live) {
         const got = await getBlob(s.url, e.repo, sha(e.layer));
-        expect(got instanceof Buffer ? sha(got) : `status ${String(got)}`, tag).toBe(sha(e.layer));
+        expect(shaOrStatus(got), tag).toBe(sha(e.layer));
         expect((await fetch(`${s.url}/v2/${e.repo}/manifests/${tag}`)).status).toBe(200);
       }
       const { stdout } = await cli(['verify', '--registry', s.url, '--json']);
