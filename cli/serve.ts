@@ -38,6 +38,8 @@ export interface ServeOptions {
   idleTimeoutMs?: number;
   maxConnections?: number;
   maxBlobBytes?: number;
+  /** The caches' memory budget (default 128 MiB). */
+  cacheMemoryBytes?: number;
   maxSessionsPerUser?: number;
   maxSessionsTotal?: number;
   /** host:port of a listener of its own for GET /metrics. */
@@ -76,6 +78,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
     ...(opts.metadata !== undefined ? { metadata: opts.metadata } : {}),
     ...(opts.store !== undefined ? { store: opts.store } : {}),
     ...(opts.advertiseUrl !== undefined ? { advertiseUrl: opts.advertiseUrl } : {}),
+    ...(opts.cacheMemoryBytes !== undefined ? { cacheMemoryBytes: opts.cacheMemoryBytes } : {}),
     ...(opts.workers !== undefined ? { workers: opts.workers } : {}),
     ...(opts.level !== undefined ? { level: opts.level } : {}),
     ...(opts.uploadTtlMs !== undefined ? { uploadTtlMs: opts.uploadTtlMs } : {}),

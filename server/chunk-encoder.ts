@@ -7,6 +7,7 @@
  * (storage/delta/dict-codec.ts), and sent that way when it is smaller. Results are
  * cached per chunk and held set, so repeated pulls cost nothing.
  */
+import type { BudgetCache } from '../storage/memory-budget.js';
 import { distinctChunks, type BlobIndex } from '../storage/blobs/blob-index.js';
 import { digestFromRaw, type Digest } from '../storage/digest.js';
 import { isSnapyardError } from '../storage/errors.js';
@@ -34,17 +35,14 @@ export interface Frame {
 export interface EncoderOptions {
   /** zstd level for dictionary compression (default 6). */
   level?: number;
-  /** Cached dictionary-compressed frames, in bytes (default 64 MiB; stored frames are re-read, not cached). */
-  cacheBytes?: number;
 }
 
 export class ChunkEncoder {
   private sketchStore: SketchStore | null = null;
   private readonly tables = new Map<string, Promise<HaveContext>>();
-  private readonly frames = new Map<string, Frame>();
-  private cachedBytes = 0;
+  /** Dictionary-compressed frames (stored ones are re-read, not cached), in the store's memory budget. */
+  private readonly frames: BudgetCache<string, Frame>;
   private readonly level: number;
-  private readonly cacheBytes: number;
 
   constructor(
     private readonly store: Store,
@@ -52,7 +50,7 @@ export class ChunkEncoder {
     opts: EncoderOptions = {},
   ) {
     this.level = opts.level ?? 6;
-    this.cacheBytes = opts.cacheBytes ?? 64 * 1024 * 1024;
+    this.frames = store.memory.cache('frames', (f: Frame, k: string) => f.payload.byteLength + f.header.byteLength + k.length * 2 + 64);
   }
 
   private warming: Promise<void> = Promise.resolve();
@@ -130,18 +128,8 @@ export class ChunkEncoder {
         }
       }
     }
-    if (frame.header[32] === ENC_DICT) this.remember(cacheKey, frame);
+    if (frame.header[32] === ENC_DICT) this.frames.set(cacheKey, frame);
     return frame;
-  }
-
-  private remember(key: string, f: Frame): void {
-    this.frames.set(key, f);
-    this.cachedBytes += f.payload.byteLength;
-    while (this.cachedBytes > this.cacheBytes && this.frames.size > 0) {
-      const k = this.frames.keys().next().value as string;
-      this.cachedBytes -= this.frames.get(k)!.payload.byteLength;
-      this.frames.delete(k);
-    }
   }
 
   close(): void {

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { chunkSet, type BlobIndex } from '../storage/blobs/blob-index.js';
+import { chunkSet, chunkSetMemoryBytes, type BlobIndex } from '../storage/blobs/blob-index.js';
+import type { BudgetCache } from '../storage/memory-budget.js';
 import type { Digest } from '../storage/digest.js';
 import type { BlobRecord } from '../storage/meta/metadata.js';
 import type { Store } from '../storage/open-store.js';
@@ -34,13 +35,16 @@ interface Held {
  * memory, or rows every replica reads): any replica continues one.
  */
 export class DeltaService {
-  private readonly sets = new Map<Digest, Map<string, number>>();
-  private readonly indexBytes = new Map<Digest, Buffer>();
-  private readonly diffs = new Map<string, Buffer>();
+  private readonly sets: BudgetCache<Digest, Map<string, number>>;
+  private readonly indexBytes: BudgetCache<Digest, Buffer>;
+  private readonly diffs: BudgetCache<string, Buffer>;
   private readonly held = new Map<string, Held>();
   readonly encoder: ChunkEncoder;
 
   constructor(readonly store: Store) {
+    this.sets = store.memory.cache('chunk-sets', chunkSetMemoryBytes);
+    this.indexBytes = store.memory.cache('index-bytes', (b: Buffer) => b.byteLength + 64);
+    this.diffs = store.memory.cache('index-diffs', (b: Buffer, k: string) => b.byteLength + k.length * 2 + 64);
     this.encoder = new ChunkEncoder(store, (b) => this.indexOfDigest(b));
     store.blobs.onCommit((d) => this.encoder.warm(d));
     const timer = setInterval(() => void this.expire().catch(() => {}), Math.max(50, Math.min(60_000, store.uploadTtlMs / 4)));
@@ -62,7 +66,7 @@ export class DeltaService {
     const hit = this.indexBytes.get(blob.digest);
     if (hit) return hit;
     const b = await this.store.chunks.get(blob.indexDigest);
-    remember(this.indexBytes, blob.digest, b, 8);
+    this.indexBytes.set(blob.digest, b);
     return b;
   }
 
@@ -71,7 +75,7 @@ export class DeltaService {
     const hit = this.sets.get(blob.digest);
     if (hit) return hit;
     const set = chunkSet(await this.store.blobs.index(blob));
-    remember(this.sets, blob.digest, set, 8);
+    this.sets.set(blob.digest, set);
     return set;
   }
 
@@ -83,7 +87,7 @@ export class DeltaService {
     const data = await this.encodedIndex(target);
     const prefix = base ? await this.encodedIndex(base) : null;
     const out = compressWithPrefix(data, prefix, 12);
-    remember(this.diffs, key, out, 32);
+    this.diffs.set(key, out);
     return out;
   }
 
@@ -133,10 +137,4 @@ export class DeltaService {
     for (const id of [...this.held.keys()]) if (!open.has(id)) this.release(id);
     return gone.length;
   }
-}
-
-function remember<K, V>(m: Map<K, V>, k: K, v: V, max: number): void {
-  m.delete(k);
-  m.set(k, v);
-  while (m.size > max) m.delete(m.keys().next().value as K);
 }

@@ -58,6 +58,16 @@ export class Metrics {
     };
     const gauge = (name: string, help: string, read: () => number | Promise<number>) =>
       new Gauge({ name, help, registers: [r], async collect() { this.set(await read()); } });
+    new Gauge({
+      name: 'snapyard_cache_bytes',
+      help: 'Estimated bytes each cache holds; together at most snapyard_cache_limit_bytes (serve --cache-memory)',
+      labelNames: ['cache'],
+      registers: [r],
+      collect() {
+        for (const u of store.memory.usage()) this.set({ cache: u.name }, u.bytes);
+      },
+    });
+    gauge('snapyard_cache_limit_bytes', 'The memory budget of the caches (serve --cache-memory)', () => store.memory.limitBytes);
     gauge('snapyard_blobs', 'Blobs stored', async () => (await snap()).blobs);
     gauge('snapyard_chunks', 'Chunks stored', async () => (await snap()).chunks);
     gauge('snapyard_logical_bytes', 'Sum of the sizes of the blobs stored', async () => (await snap()).logical);

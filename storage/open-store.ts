@@ -15,6 +15,8 @@ import type { FastCDCParams } from './blobs/fastcdc.js';
 import { ChunkPins } from './coord/chunk-pins.js';
 import { AsyncLock } from './coord/commit-lock.js';
 import { resolveLimits, type Limits } from './limits.js';
+import { DEFAULT_CACHE_MEMORY, MemoryBudget } from './memory-budget.js';
+import { indexMemoryBytes } from './blobs/blob-index.js';
 import { SessionQuota } from './coord/session-quota.js';
 import { LocalCoordinator, type Coordinator } from './coord/coordinator.js';
 import { PostgresCoordinator } from './coord/postgres-coordinator.js';
@@ -71,6 +73,8 @@ export interface StoreConfig {
    * gets a request of one forwards it here. PostgreSQL metadata only.
    */
   advertiseUrl?: string;
+  /** One budget for the caches' memory (memory-budget.ts; default 128 MiB; `serve --cache-memory`). */
+  cacheMemoryBytes?: number;
 }
 
 const POSTGRES_URL = /^postgres(ql)?:\/\//;
@@ -83,7 +87,7 @@ async function openMetadata(cfg: StoreConfig, uploadTtlMs: number, onFull: () =>
 }
 
 /** The chunk store `cfg` names (checked before anything is opened). */
-async function openChunks(cfg: StoreConfig): Promise<MaintainedChunkStore> {
+async function openChunks(cfg: StoreConfig, memory: MemoryBudget): Promise<MaintainedChunkStore> {
   const level = cfg.level !== undefined ? { level: cfg.level } : {};
   if (cfg.store === undefined) {
     return new LocalChunkStore({ root: join(cfg.dataDir, 'store'), ...level, ...(cfg.workers !== undefined ? { workers: cfg.workers } : {}) });
@@ -92,7 +96,7 @@ async function openChunks(cfg: StoreConfig): Promise<MaintainedChunkStore> {
   try {
     const catalog = await openPostgresChunkCatalog(cfg.metadata!);
     const root = join(cfg.dataDir, 'remote');
-    return new MaintainedRemoteChunkStore({ driver, catalog, spoolDir: join(root, 'spool'), sketchDir: join(root, 'sketches'), ...level, ...(cfg.workers !== undefined ? { workers: cfg.workers } : {}) });
+    return new MaintainedRemoteChunkStore({ driver, catalog, spoolDir: join(root, 'spool'), sketchDir: join(root, 'sketches'), ...level, ...(cfg.workers !== undefined ? { workers: cfg.workers } : {}), readCache: memory.cache('remote-reads', (b: Buffer) => b.byteLength + 64) });
   } catch (e) {
     await driver.close();
     throw e;
@@ -125,6 +129,8 @@ export interface Store {
   pins: ChunkPins;
   /** The commit lock (commit-lock.ts): blob, push and manifest commits, and GC's delete step. */
   lock: AsyncLock;
+  /** The caches' one memory budget (memory-budget.ts): blob indexes, delta caches, frames, remote reads. */
+  memory: MemoryBudget;
   /** What replicas agree on (coord/coordinator.ts): push sessions, upload holders, the maintenance lease (one gc or verify at a time). */
   coord: Coordinator;
   /** Idle upload / push sessions expire after this. */
@@ -148,10 +154,11 @@ export async function openStore(cfg: StoreConfig): Promise<Store> {
   const reserve = new DiskReserve(join(cfg.dataDir, 'reserve'), limits.reserveBytes);
   reserve.refill();
   const uploadTtlMs = cfg.uploadTtlMs ?? 60 * 60 * 1000;
+  const memory = new MemoryBudget(cfg.cacheMemoryBytes ?? DEFAULT_CACHE_MEMORY);
   const meta = await openMetadata(cfg, uploadTtlMs, () => reserve.release());
   let chunks: MaintainedChunkStore;
   try {
-    chunks = await openChunks(cfg);
+    chunks = await openChunks(cfg, memory);
   } catch (e) {
     await meta.close();
     throw e;
@@ -164,7 +171,7 @@ export async function openStore(cfg: StoreConfig): Promise<Store> {
       : new LocalCoordinator(() => meta.now(), uploadTtlMs);
   const pins = new ChunkPins();
   const lock = new AsyncLock();
-  const blobs = new BlobStore(meta, chunks, cfg.params, spoolDir, undefined, pins, lock);
+  const blobs = new BlobStore(meta, chunks, cfg.params, spoolDir, memory.cache('blob-indexes', indexMemoryBytes), pins, lock);
   const uploads = new UploadSessions(blobs, { ttlMs: uploadTtlMs, onExpire: (id) => void meta.deleteUpload(id).catch(() => {}) });
   await meta.clearUploads(); // sessions of an earlier process cannot be resumed (PostgreSQL: this process's and stale ones)
   return {
@@ -176,6 +183,7 @@ export async function openStore(cfg: StoreConfig): Promise<Store> {
     pins,
     lock,
     coord,
+    memory,
     uploadTtlMs,
     limits,
     sessions: new SessionQuota(limits.maxSessionsPerUser, limits.maxSessionsTotal),

@@ -30,6 +30,18 @@ export function distinctChunks(indexes: BlobIndex[], into = new Map<string, { ra
   return into;
 }
 
+/** An estimate of the memory an index holds (per chunk: digest, length, start), for the cache budget. */
+export function indexMemoryBytes(index: BlobIndex): number {
+  let n = 512;
+  for (const list of index.lists()) n += 256 + list.count * 44;
+  return n;
+}
+
+/** An estimate of the memory a chunkSet holds (a hex key and a number per chunk), for the cache budget. */
+export function chunkSetMemoryBytes(set: Map<string, number>): number {
+  return 256 + set.size * 160;
+}
+
 /** Every distinct chunk digest (hex) the index references, with its length. */
 export function chunkSet(index: BlobIndex): Map<string, number> {
   const out = new Map<string, number>();

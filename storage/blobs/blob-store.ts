@@ -1,4 +1,5 @@
-import { decodeBlobIndex, type BlobIndex } from './blob-index.js';
+import { decodeBlobIndex, indexMemoryBytes, type BlobIndex } from './blob-index.js';
+import { MemoryBudget, type BudgetCache } from '../memory-budget.js';
 import type { ChunkStore } from '../chunks/chunk-store.js';
 import type { Digest } from '../digest.js';
 import { SnapyardError } from '../errors.js';
@@ -19,7 +20,6 @@ const COMMIT_CHECK_BATCH = 4096;
  * up per repository, read back byte-exact.
  */
 export class BlobStore {
-  private readonly indexCache = new Map<Digest, BlobIndex>();
   private readonly committedHooks: Array<(digest: Digest) => void> = [];
 
   constructor(
@@ -28,7 +28,8 @@ export class BlobStore {
     private readonly params?: FastCDCParams,
     /** Where qcow2 uploads are spooled for guest-view chunking (without it they are byte-chunked). */
     private readonly spoolDir?: string,
-    private readonly indexCacheSize = 32,
+    /** Decoded indexes of recently used blobs (a cache in the store's memory budget). */
+    private readonly indexCache: BudgetCache<Digest, BlobIndex> = new MemoryBudget(32 * 1024 * 1024).cache('blob-indexes', indexMemoryBytes),
     /** Chunks GC must keep (owned by the Store: open-store.ts). */
     readonly pins: ChunkPins = new ChunkPins(),
     /** The commit lock (commit-lock.ts), shared with manifest commits and GC's delete step. */
@@ -80,7 +81,7 @@ export class BlobStore {
       await check();
       await this.meta.commitBlob(repo, { digest: r.digest, size: r.size, indexDigest: r.indexDigest });
     });
-    this.remember(r.digest, r.index);
+    this.indexCache.set(r.digest, r.index);
     for (const h of this.committedHooks) h(r.digest);
   }
 
@@ -113,27 +114,16 @@ export class BlobStore {
 
   async index(blob: BlobRecord): Promise<BlobIndex> {
     const hit = this.indexCache.get(blob.digest);
-    if (hit) {
-      this.indexCache.delete(blob.digest);
-      this.indexCache.set(blob.digest, hit);
-      return hit;
-    }
+    if (hit) return hit;
     const idx = decodeBlobIndex(await this.chunks.get(blob.indexDigest));
     if (idx.blobDigest !== blob.digest || idx.size !== blob.size) {
       throw new SnapyardError('INDEX_INVALID', `index ${blob.indexDigest} does not describe blob ${blob.digest}`);
     }
-    this.remember(blob.digest, idx);
+    this.indexCache.set(blob.digest, idx);
     return idx;
   }
 
   read(index: BlobIndex, start?: number, end?: number): AsyncGenerator<Buffer> {
     return readBlob(this.chunks, index, start, end);
-  }
-
-  private remember(digest: Digest, index: BlobIndex): void {
-    this.indexCache.set(digest, index);
-    while (this.indexCache.size > this.indexCacheSize) {
-      this.indexCache.delete(this.indexCache.keys().next().value as Digest);
-    }
   }
 }

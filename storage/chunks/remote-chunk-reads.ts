@@ -6,6 +6,7 @@
  * fetched stored forms (bounded by bytes), so a chunk a blob repeats, or that
  * several readers want at once, is fetched once.
  */
+import { MemoryBudget, type BudgetCache } from '../memory-budget.js';
 import { ChunkCorruptError, isSnapyardError } from '../errors.js';
 import { digestFromHex, hexOf, type Digest } from '../digest.js';
 import type { PackDriver } from './pack-driver.js';
@@ -42,39 +43,20 @@ export function storedOfRecord(buf: Buffer, at: number, digest: Digest, loc: Rem
   return buf.subarray(at + RECORD_HEADER_SIZE, end);
 }
 
-/** Least recently used stored forms, bounded by their total bytes. */
+/** Least recently used stored forms, in a memory budget: a copy of each (a view would keep a whole run's buffer alive). */
 class StoredCache {
-  private readonly map = new Map<Digest, Buffer>();
-  private bytes = 0;
-
-  constructor(private readonly max: number) {}
+  constructor(private readonly cache: BudgetCache<Digest, Buffer>) {}
 
   get(d: Digest): Buffer | undefined {
-    const b = this.map.get(d);
-    if (b) {
-      this.map.delete(d);
-      this.map.set(d, b);
-    }
-    return b;
+    return this.cache.get(d);
   }
 
   set(d: Digest, b: Buffer): void {
-    if (b.byteLength > this.max / 8 || this.map.has(d)) return;
-    // A copy of its own: a view would keep the whole run's buffer alive.
-    this.map.set(d, Buffer.from(b));
-    this.bytes += b.byteLength;
-    for (const [k, v] of this.map) {
-      if (this.bytes <= this.max) break;
-      this.map.delete(k);
-      this.bytes -= v.byteLength;
-    }
+    if (!this.cache.has(d)) this.cache.set(d, Buffer.from(b));
   }
 
   delete(d: Digest): void {
-    const b = this.map.get(d);
-    if (!b) return;
-    this.map.delete(d);
-    this.bytes -= b.byteLength;
+    this.cache.delete(d);
   }
 }
 
@@ -83,11 +65,11 @@ export class RemoteRecordReader {
 
   constructor(
     private readonly driver: PackDriver,
-    opts: { cacheBytes?: number; runBytes?: number; readAheadBytes?: number } = {},
+    opts: { cacheBytes?: number; cache?: BudgetCache<Digest, Buffer> | undefined; runBytes?: number; readAheadBytes?: number } = {},
     private readonly runBytes = opts.runBytes ?? DEFAULT_RUN_BYTES,
     private readonly readAheadBytes = opts.readAheadBytes ?? DEFAULT_READ_AHEAD_BYTES,
   ) {
-    this.cache = new StoredCache(opts.cacheBytes ?? DEFAULT_READ_CACHE_BYTES);
+    this.cache = new StoredCache(opts.cache ?? new MemoryBudget(opts.cacheBytes ?? DEFAULT_READ_CACHE_BYTES).cache('remote-reads', (b: Buffer) => b.byteLength));
   }
 
   /** Forgets a chunk (its record turned out corrupt: the next read fetches it again). */

@@ -33,6 +33,7 @@
  */
 import { ChunkCodec } from './chunk-codec.js';
 import { CodecPool } from './codec-pool.js';
+import type { BudgetCache } from '../memory-budget.js';
 import type { AddResult, ChunkStore, ChunkWriter, PrunableChunkStore } from './chunk-store.js';
 import { hexKey, type CatalogEntry, type ChunkCatalog, type NewCatalogEntry } from './chunk-catalog.js';
 import type { PackDriver } from './pack-driver.js';
@@ -55,6 +56,8 @@ export interface RemoteChunkStoreOptions {
   segmentBytes?: number;
   /** Stored forms kept in memory for reads (default 64 MiB). */
   readCacheBytes?: number;
+  /** Or: the read cache, in a shared memory budget (memory-budget.ts); readCacheBytes is then ignored. */
+  readCache?: BudgetCache<Digest, Buffer>;
   /** Largest ranged GET a run of adjacent records is read with (default 8 MiB). */
   readRunBytes?: number;
   now?: () => number;
@@ -110,7 +113,7 @@ export class RemoteChunkStore implements ChunkStore, PrunableChunkStore {
     this.cleanedSegments = spool.clean();
     this.segmentBytes = opts.segmentBytes ?? 64 * 1024 * 1024;
     this.segments = new Segments(spool, this.segmentBytes);
-    this.reader = new RemoteRecordReader(this.driver, { cacheBytes: opts.readCacheBytes, runBytes: opts.readRunBytes });
+    this.reader = new RemoteRecordReader(this.driver, { cacheBytes: opts.readCacheBytes, cache: opts.readCache, runBytes: opts.readRunBytes });
   }
 
   toString(): string {
