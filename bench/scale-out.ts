@@ -29,7 +29,8 @@
  *    plain OCI GETs of base-v1's blob (bench/concurrent-gets.ts, a process of
  *    its own, each GET on its own connection, bodies read and discarded)
  *    through a round-robin proxy in front of one replica, then of both:
- *    aggregate MB/s, ratio (goal >= 1.5x); --rounds alternates them.
+ *    aggregate MB/s, ratio (goal >= 1.5x); --rounds alternates them. The same
+ *    load on the local server (after its blob GET) is printed for reference.
  * Every serve process's peak RSS (VmHWM) is read before it stops (goal < 300 MB).
  */
 import { execFileSync, spawn } from 'node:child_process';
@@ -46,7 +47,7 @@ import { cliBuildNote, runCli, type CliRun } from './delta-cli.js';
 import { ROOT, benchServices, corpusImages, cpuSeconds, freshSchema, machineCpu, need, packDirBytes, removeByDigest, rssOf, startServer, tagOf, type ServerProc } from './lib.js';
 import { startPgCountingProxy, type PgCountingProxy } from './pg-counting-proxy.js';
 import { startS3CountingProxy, type S3Counts, type S3CountingProxy } from './s3-counting-proxy.js';
-import { printReport, type Backend, type PushPullStep, type Report, type SpaceBack } from './scale-out-report.js';
+import { printReport, type Backend, type PushPullStep, type ReplicaRun, type Report, type SpaceBack } from './scale-out-report.js';
 import { startHttpProxy, type HttpProxy } from './http-proxy.js';
 import { startWireProxy, type WireProxy } from './wire-proxy.js';
 
@@ -131,16 +132,29 @@ interface Gets {
   cpuSeconds: number;
 }
 
-/** --pulls concurrent GETs of the blob through a round-robin proxy over `ports` (bench/concurrent-gets.ts): bytes and seconds. */
-async function concurrentGets(ports: number[], layer: { digest: string; size: number }): Promise<Gets> {
-  const proxy = await startWireProxy(ports);
+/**
+ * --pulls concurrent GETs of the blob through a round-robin proxy in front of
+ * `servers` (bench/concurrent-gets.ts), with the CPU seconds the servers, this
+ * process (the proxy), the GETs' process and the machine used meanwhile.
+ */
+async function concurrentGets(backend: Backend, servers: ServerProc[], round: number, layer: { digest: string; size: number }): Promise<ReplicaRun> {
+  const proxy = await startWireProxy(servers.map((x) => x.port));
   try {
+    const cpu0 = servers.map((x) => cpuSeconds(x.pid));
+    const m0 = machineCpu();
+    const self0 = process.cpuUsage();
     const child = spawn(process.execPath, [...process.execArgv, join(ROOT, 'bench', 'concurrent-gets.ts'), `http://127.0.0.1:${proxy.port}/v2/${REPO}/blobs/${layer.digest}`, String(PULLS), String(layer.size)], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => { out += d; });
     const code = await new Promise<number | null>((res) => child.once('close', res));
     if (code !== 0) throw new Error(`bench/concurrent-gets.ts exited ${code}`);
-    return JSON.parse(out) as Gets;
+    const g = JSON.parse(out) as Gets;
+    const self = process.cpuUsage(self0);
+    const m1 = machineCpu();
+    const cpu = { servers: servers.map((x, i) => cpuSeconds(x.pid) - cpu0[i]!), proxy: (self.user + self.system) / 1e6, client: g.cpuSeconds, machine: m1.busy - m0.busy };
+    const run: ReplicaRun = { backend, round, replicas: servers.length, pulls: PULLS, bytes: g.bytes, seconds: g.seconds, slowest: Math.max(...g.each), cpu, machineBusy: cpu.machine / (m1.total - m0.total) };
+    log(`round ${round}: ${PULLS} concurrent GETs of base-v1's blob, ${backend}, ${servers.length} server(s): ${(g.bytes / 1e6 / g.seconds).toFixed(1)} MB/s (${g.seconds.toFixed(2)} s; server CPU ${cpu.servers.map((x) => x.toFixed(1)).join(' + ')} s, proxy ${cpu.proxy.toFixed(1)} s, client ${cpu.client.toFixed(1)} s, machine ${cpu.machine.toFixed(1)} s = ${(run.machineBusy * 100).toFixed(0)}% busy)`);
+    return run;
   } finally {
     await proxy.close();
   }
@@ -233,6 +247,9 @@ try {
     report.steps.push({ step: 'GET base-v1 blob', backend: b, seconds, wallSeconds: seconds, wireUp: w.up, wireDown: w.down, size: layer.size, ...(b === 's3' ? { s3: s3p.counts() } : {}) });
     log(`GET base-v1 blob on ${b}: ${seconds.toFixed(2)} s`);
   }
+  // The same load on the local server, for reference (its RSS then counts in "local (pull, space back)").
+  await getBlob(wire.local, layer.digest, layer.size);
+  report.replicas.push(await concurrentGets('local', [srv.local], 0, layer));
 
   // 2. Space back on both (before the replicas: one writer per store, so compaction may rewrite every pack).
   const done = new Set(['base-v1', 'games-v2']);
@@ -284,19 +301,8 @@ try {
     await p.close();
   }
   for (let round = 0; round < ROUNDS; round++) {
-    for (const [replicas, ports] of [[1, [r1.port]], [2, [r1.port, r2.port]]] as const) {
-      const cpu0 = [cpuSeconds(r1.pid), cpuSeconds(r2.pid)];
-      const m0 = machineCpu();
-      const self0 = process.cpuUsage();
-      const g = await concurrentGets([...ports], layer);
-      const self = process.cpuUsage(self0);
-      const m1 = machineCpu();
-      const cpu = [cpuSeconds(r1.pid) - cpu0[0]!, cpuSeconds(r2.pid) - cpu0[1]!];
-      const busy = (m1.busy - m0.busy) / (m1.total - m0.total);
-      const cpuOf = { replicas: cpu, proxy: (self.user + self.system) / 1e6, client: g.cpuSeconds, machine: m1.busy - m0.busy };
-      report.replicas.push({ round, replicas, pulls: PULLS, bytes: g.bytes, seconds: g.seconds, slowest: Math.max(...g.each), cpu: cpuOf, machineBusy: busy });
-      log(`round ${round}: ${PULLS} concurrent GETs of base-v1's blob over ${replicas} replica(s): ${(g.bytes / 1e6 / g.seconds).toFixed(1)} MB/s (${g.seconds.toFixed(2)} s; replica CPU ${cpu.map((x) => x.toFixed(1)).join(' + ')} s, proxy ${cpuOf.proxy.toFixed(1)} s, client ${cpuOf.client.toFixed(1)} s, machine ${cpuOf.machine.toFixed(1)} s = ${(busy * 100).toFixed(0)}% busy)`);
-    }
+    report.replicas.push(await concurrentGets('s3', [r1], round, layer));
+    report.replicas.push(await concurrentGets('s3', [r1, r2], round, layer));
   }
   for (const [name, s] of [['replica-1', r1], ['replica-2', r2]] as const) await stopServer(name, s);
   report.rss = peaks;
