@@ -38,6 +38,8 @@ export class DeltaService {
   private readonly sets: BudgetCache<Digest, Map<string, number>>;
   private readonly indexBytes: BudgetCache<Digest, Buffer>;
   private readonly diffs: BudgetCache<string, Buffer>;
+  /** Answers of `_delta` (JSON), by target manifest, blob and held blobs. */
+  readonly plans: BudgetCache<string, Buffer>;
   private readonly held = new Map<string, Held>();
   readonly encoder: ChunkEncoder;
 
@@ -45,6 +47,7 @@ export class DeltaService {
     this.sets = store.memory.cache('chunk-sets', chunkSetMemoryBytes);
     this.indexBytes = store.memory.cache('index-bytes', (b: Buffer) => b.byteLength + 64);
     this.diffs = store.memory.cache('index-diffs', (b: Buffer, k: string) => b.byteLength + k.length * 2 + 64);
+    this.plans = store.memory.cache('delta-plans', (b: Buffer, k: string) => b.byteLength + k.length * 2 + 64);
     this.encoder = new ChunkEncoder(store, (b) => this.indexOfDigest(b));
     store.blobs.onCommit((d) => this.encoder.warm(d));
     const timer = setInterval(() => void this.expire().catch(() => {}), Math.max(50, Math.min(60_000, store.uploadTtlMs / 4)));

@@ -39,22 +39,32 @@ export async function deltaPlan(ctx: RequestContext, svc: DeltaService, name: st
   const manifest = await resolveManifest(ctx, name, req.target);
   const layer = diskLayer(manifest);
   const blob = await linkedBlob(ctx, name, layer.digest);
+  // The same target over the same held blobs is planned once (pods pull the same few pairs).
+  const key = `${manifest.digest}/${blob.digest}/${[...new Set(req.have)].sort().join(',')}`;
+  let body = svc.plans.get(key);
+  if (!body) {
+    body = Buffer.from(JSON.stringify(await plan(ctx, svc, manifest, layer.mediaType, blob, req.have)));
+    svc.plans.set(key, body);
+  }
+  onPlanned?.(blob.size);
+  return respond(200, { 'Content-Type': 'application/json' }, body);
+}
+
+/** What a client holding `have` lacks of `blob`, and the blob's index as a difference from the held index sharing the most chunks. */
+async function plan(ctx: RequestContext, svc: DeltaService, manifest: ManifestRecord, mediaType: string, blob: BlobRecord, have: string[]) {
   const target = await svc.chunksOf(blob);
-  // The held blob sharing the most chunks is the base of the index difference.
-  const held = new Set<string>();
+  const sets: Array<Map<string, number>> = [];
   const known: Digest[] = [];
   let base: BlobRecord | null = null;
   let best = -1;
-  for (const h of req.have) {
+  for (const h of have) {
     const rec = await ctx.store.meta.getBlob(h as Digest);
     if (!rec) continue;
     known.push(rec.digest);
     const set = await svc.chunksOf(rec);
+    sets.push(set);
     let shared = 0;
-    for (const k of set.keys()) {
-      held.add(k);
-      if (target.has(k)) shared++;
-    }
+    for (const k of target.keys()) if (set.has(k)) shared++;
     if (shared > best) {
       best = shared;
       base = rec;
@@ -63,21 +73,19 @@ export async function deltaPlan(ctx: RequestContext, svc: DeltaService, name: st
   let missing = 0;
   let missingBytes = 0;
   for (const [k, len] of target) {
-    if (!held.has(k)) {
+    if (!sets.some((set) => set.has(k))) {
       missing++;
       missingBytes += len;
     }
   }
   const diff = await svc.indexDiff(blob, base);
-  const out = {
+  return {
     manifest: { digest: manifest.digest, mediaType: manifest.mediaType, size: manifest.size },
-    blob: { digest: blob.digest, size: blob.size, mediaType: layer.mediaType },
+    blob: { digest: blob.digest, size: blob.size, mediaType },
     index: { digest: blob.indexDigest, base: base?.digest ?? null, encoding: 'zstd', data: diff.toString('base64') },
     have: known,
     missing: { chunks: missing, bytes: missingBytes },
   };
-  onPlanned?.(blob.size);
-  return respond(200, { 'Content-Type': 'application/json' }, JSON.stringify(out));
 }
 
 export async function sendChunks(ctx: RequestContext, svc: DeltaService, name: string): Promise<Response> {
