@@ -8,6 +8,7 @@ import { SqliteMetadataStore } from './meta/sqlite-metadata-store.js';
 import { openPostgresMetadata, PostgresMetadataStore } from './meta/postgres-metadata-store.js';
 import { openPostgresChunkCatalog } from './chunks/postgres-chunk-catalog.js';
 import { MaintainedRemoteChunkStore } from './chunks/remote-chunk-maintenance.js';
+import { locationBytes } from './chunks/remote-chunk-store.js';
 import { parseS3Url, S3PackDriver } from './chunks/s3-pack-driver.js';
 import { SnapyardError } from './errors.js';
 import { UploadSessions } from './coord/upload-sessions.js';
@@ -96,7 +97,7 @@ async function openChunks(cfg: StoreConfig, memory: MemoryBudget): Promise<Maint
   try {
     const catalog = await openPostgresChunkCatalog(cfg.metadata!);
     const root = join(cfg.dataDir, 'remote');
-    return new MaintainedRemoteChunkStore({ driver, catalog, spoolDir: join(root, 'spool'), sketchDir: join(root, 'sketches'), ...level, ...(cfg.workers !== undefined ? { workers: cfg.workers } : {}), readCache: memory.cache('remote-reads', (b: Buffer) => b.byteLength + 64) });
+    return new MaintainedRemoteChunkStore({ driver, catalog, spoolDir: join(root, 'spool'), sketchDir: join(root, 'sketches'), ...level, ...(cfg.workers !== undefined ? { workers: cfg.workers } : {}), readCache: memory.cache('remote-reads', (b: Buffer) => b.byteLength + 64), locationCache: memory.cache('remote-locations', locationBytes) });
   } catch (e) {
     await driver.close();
     throw e;

@@ -59,19 +59,25 @@ describe.each(CATALOGS)('ChunkCatalog contract: $name', (impl) => {
     expect((await c.stats()).chunks).toBe(4);
   });
 
-  test('resolvePrefix: the one digest with that prefix, null for none, ambiguous for several', async () => {
+  test('resolvePrefixes: for each prefix the one digest with it, null for none, ambiguous for several, in the order asked', async () => {
     const c = await impl.open();
     const d = (head: number[]) => Buffer.concat([Buffer.from(head), Buffer.alloc(32 - head.length, 0x5a)]);
     const [p, q, s] = [d([0xab, 0xcd, 0x01]), d([0xab, 0xcd, 0x02]), d([0xab, 0xce])];
     await c.commit([row(p, 0), row(q, 1), row(s, 2), row(d([0xff, 0xff, 0xff]), 3)], [], T0);
-    expect(hex(await c.resolvePrefix(Buffer.from([0xab, 0xcd, 0x01])))).toBe(p.toString('hex'));
-    expect(hex(await c.resolvePrefix(Buffer.from([0xab, 0xce])))).toBe(s.toString('hex'));
-    expect(await c.resolvePrefix(Buffer.from([0xab, 0xcd]))).toBe('ambiguous');
-    expect(await c.resolvePrefix(Buffer.from([0xab]))).toBe('ambiguous');
-    expect(await c.resolvePrefix(Buffer.from([0xab, 0xcc]))).toBeNull();
-    expect(await c.resolvePrefix(Buffer.from([0xac]))).toBeNull();
-    expect(await c.resolvePrefix(Buffer.from([0xff, 0xff, 0xff, 0xff]))).toBeNull(); // past the last key
-    expect(hex(await c.resolvePrefix(p))).toBe(p.toString('hex')); // a whole digest
+    const asked = [[0xab, 0xcd, 0x01], [0xab, 0xce], [0xab, 0xcd], [0xab], [0xab, 0xcc], [0xac], [0xff, 0xff, 0xff, 0xff]].map((h) => Buffer.from(h));
+    const got = await c.resolvePrefixes([...asked, p, Buffer.from([0xab, 0xce])]);
+    expect(got.map((x) => (x instanceof Uint8Array ? hex(x) : x))).toEqual([
+      p.toString('hex'),
+      s.toString('hex'),
+      'ambiguous',
+      'ambiguous',
+      null,
+      null,
+      null, // past the last key
+      p.toString('hex'), // a whole digest
+      s.toString('hex'), // a prefix asked twice
+    ]);
+    expect(await c.resolvePrefixes([])).toEqual([]);
   });
 
   test('sweep over 20000 rows in batches of 1000: cutoff, keep and dryRun', async () => {

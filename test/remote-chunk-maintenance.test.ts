@@ -75,9 +75,23 @@ describe.each(SITES)('RemoteChunkStore maintenance on $name', ({ make }) => {
     expect((await store.get(ds[1]!)).equals(chunks[1]!)).toBe(true);
   });
 
+  test("a push's prefix lookups go to the catalog 4096 at a time, not one by one (issue 11: no round trip per chunk)", async () => {
+    const site = await make();
+    const { store, calls } = await site.replica();
+    const ds: Digest[] = [];
+    for (let i = 0; i < 50; i++) ds.push((await store.add(randomBytes(900 + i, 1000))).digest);
+    await store.flush();
+    // 5000 prefixes (the 50 held ones, 100 times over, as a blob's index repeats chunks): 2 catalog calls.
+    const prefixes = Array.from({ length: 5000 }, (_, i) => rawOf(ds[i % 50]!).subarray(0, 10));
+    const before = calls.resolvePrefixes ?? 0;
+    const hits = await store.resolvePrefixes(prefixes, { touch: true });
+    expect((calls.resolvePrefixes ?? 0) - before).toBe(2);
+    expect(hits.every((h, i) => Buffer.isBuffer(h) && h.equals(rawOf(ds[i % 50]!)))).toBe(true);
+  });
+
   test('compact deletes dead packs and rewrites mixed ones: the bucket holds <= 1.1x the live bytes, the live chunks read back from a fresh store', async () => {
     const site = await make();
-    const { store } = await site.replica({ segmentBytes: 256 * 1024 });
+    const { store } = await site.replica({ segmentBytes: 256 * 1024, readCacheBytes: 0 });
     // 0..9 live only, 10..19 dead only, 20..39 alternating: pure live packs, pure dead packs, mixed packs.
     const chunks = Array.from({ length: 40 }, (_, i) => randomBytes(1000 + i, 64 * 1024));
     const live = (i: number) => i < 10 || (i >= 20 && i % 2 === 0);
@@ -89,6 +103,8 @@ describe.each(SITES)('RemoteChunkStore maintenance on $name', ({ make }) => {
     expect(before.packs).toBeGreaterThanOrEqual(10);
     const keepSet = new Set(ds.filter((_, i) => live(i)));
     expect((await store.sweep(ALL(), (d) => keepSet.has(d), false)).chunks).toBe(20);
+    // Read once: the store now remembers where they are (its location cache).
+    for (let i = 0; i < chunks.length; i++) if (live(i)) expect((await store.getConcat([ds[i]!], [64 * 1024])).equals(chunks[i]!)).toBe(true);
 
     const report = await store.compact({ minLive: 0.5, maxUnused: 0.05 });
     expect(report.deleted).toBeGreaterThanOrEqual(2);
@@ -99,6 +115,8 @@ describe.each(SITES)('RemoteChunkStore maintenance on $name', ({ make }) => {
     expect(after.bytes).toBeLessThanOrEqual(1.1 * liveBytes);
     expect(report.freedBytes).toBe(before.bytes - after.bytes);
     expect((await store.verifyChunks({ lanes: 2 })).corrupt.size).toBe(0);
+    // The same store reads them again: the packs it remembered are gone, so it locates them afresh.
+    for (let i = 0; i < chunks.length; i++) if (live(i)) expect((await store.getConcat([ds[i]!], [64 * 1024])).equals(chunks[i]!)).toBe(true);
     await store.close();
 
     const fresh = await site.replica();

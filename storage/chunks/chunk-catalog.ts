@@ -53,8 +53,12 @@ export interface ChunkCatalog {
    * them since the writer looked): the writer must not rely on them.
    */
   commit(added: NewCatalogEntry[], touched: Uint8Array[], nowMs: number): Promise<{ absent: number[] }>;
-  /** The one held digest starting with `prefix` (the compact wire form), null when none, 'ambiguous' when several. */
-  resolvePrefix(prefix: Uint8Array): Promise<Uint8Array | null | 'ambiguous'>;
+  /**
+   * For each prefix (the compact wire form), the one held digest starting
+   * with it, null when none, 'ambiguous' when several: one call for the
+   * batch (PostgreSQL: one statement).
+   */
+  resolvePrefixes(prefixes: Uint8Array[]): Promise<Array<Uint8Array | null | 'ambiguous'>>;
   /**
    * gc: deletes the rows whose time is before `cutoffMs` and whose digest
    * `keep` rejects (dryRun: only counts them), in batches (memory bounded

@@ -9,7 +9,7 @@
  * a pack name is stored once. Pack ids are never deleted, so this process
  * caches them.
  *
- * Round trips: lookup, commit, remove, resolvePrefix, packLive, inPack and
+ * Round trips: lookup, commit, remove, resolvePrefixes, packLive, inPack and
  * stats are one statement each, whatever the batch holds (digests go as
  * arrays: `= ANY($1::bytea[])`, `unnest(...)`); a commit naming packs this
  * process has not seen yet registers them in the same statement. move is
@@ -170,13 +170,21 @@ export class PostgresChunkCatalog implements ChunkCatalog {
     return { absent };
   }
 
-  async resolvePrefix(prefix: Uint8Array): Promise<Uint8Array | null | 'ambiguous'> {
-    const p = buf(prefix);
-    // A range scan of the key from the prefix on: at most two rows to look at.
-    const { rows } = await this.db.query('SELECT digest FROM snapyard_chunks WHERE digest >= $1 ORDER BY digest LIMIT 2', [p]);
-    const hits = (rows as Array<{ digest: Buffer }>).map((r) => r.digest).filter((d) => d.subarray(0, p.byteLength).equals(p));
-    if (hits.length === 0) return null;
-    return hits.length === 1 ? hits[0]! : 'ambiguous';
+  async resolvePrefixes(prefixes: Uint8Array[]): Promise<Array<Uint8Array | null | 'ambiguous'>> {
+    if (prefixes.length === 0) return [];
+    const ps = prefixes.map(buf);
+    // For each prefix, a range scan of the key from it on: at most two rows to look at; one statement for all.
+    const { rows } = await this.db.query(
+      `SELECT p.i, d.digest FROM unnest($1::bytea[]) WITH ORDINALITY AS p(prefix, i)
+       CROSS JOIN LATERAL (SELECT digest FROM snapyard_chunks WHERE digest >= p.prefix ORDER BY digest LIMIT 2) d`,
+      [ps],
+    );
+    const hits: Buffer[][] = ps.map(() => []);
+    for (const r of rows as Array<{ i: number | string; digest: Buffer }>) {
+      const k = Number(r.i) - 1;
+      if (r.digest.subarray(0, ps[k]!.byteLength).equals(ps[k]!)) hits[k]!.push(r.digest);
+    }
+    return hits.map((h) => (h.length === 0 ? null : h.length === 1 ? h[0]! : 'ambiguous'));
   }
 
   async sweep(cutoffMs: number, keep: (raw: Uint8Array) => boolean, dryRun: boolean): Promise<{ chunks: number; storedBytes: number }> {

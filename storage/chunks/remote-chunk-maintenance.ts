@@ -42,8 +42,6 @@ export interface MaintainedRemoteChunkStoreOptions extends RemoteChunkStoreOptio
 const CALL_BATCH = 4096;
 /** Bytes of live records read from an old pack per round of compaction. */
 const COPY_BYTES = 8 * 1024 * 1024;
-/** resolvePrefix calls in flight at once (the catalog answers one prefix per call). */
-const PREFIX_LANES = 8;
 
 export class MaintainedRemoteChunkStore extends RemoteChunkStore implements MaintainedChunkStore {
   readonly sketchDir: string;
@@ -123,18 +121,19 @@ export class MaintainedRemoteChunkStore extends RemoteChunkStore implements Main
     return hits;
   }
 
+  /** Prefixes resolved in the catalog, CALL_BATCH per call (one round trip each). */
   private async resolveEach(prefixes: Uint8Array[]): Promise<Array<Buffer | null | 'ambiguous'>> {
-    const lanes = new Semaphore(PREFIX_LANES);
-    return Promise.all(
-      prefixes.map((p) =>
-        lanes.run(async () => {
-          const hit = await this.catalog.resolvePrefix(p);
-          if (hit === null || hit === 'ambiguous') return hit;
+    const out: Array<Buffer | null | 'ambiguous'> = [];
+    for (let i = 0; i < prefixes.length; i += CALL_BATCH) {
+      for (const hit of await this.catalog.resolvePrefixes(prefixes.slice(i, i + CALL_BATCH))) {
+        if (hit === null || hit === 'ambiguous') out.push(hit);
+        else {
           this.seen?.add(hexKey(hit));
-          return Buffer.from(hit.buffer, hit.byteOffset, hit.byteLength);
-        }),
-      ),
-    );
+          out.push(Buffer.from(hit.buffer, hit.byteOffset, hit.byteLength));
+        }
+      }
+    }
+    return out;
   }
 
   async stats(): Promise<ChunkStoreStats> {
@@ -284,7 +283,7 @@ export class MaintainedRemoteChunkStore extends RemoteChunkStore implements Main
       buf = Buffer.alloc(RECORD_HEADER_SIZE + row.length); // the pack is gone or short: zeros
     }
     writeFileSync(file, buf);
-    this.reader.forget(digest);
+    this.forget(digest);
     await this.catalog.remove([rawOf(digest)]);
     return file;
   }

@@ -38,8 +38,8 @@ export class SqliteChunkCatalog implements ChunkCatalog {
     return { absent: this.index.commitRaw(added, touched, nowMs) };
   }
 
-  async resolvePrefix(prefix: Uint8Array): Promise<Uint8Array | null | 'ambiguous'> {
-    return this.index.resolvePrefix(Buffer.from(prefix));
+  async resolvePrefixes(prefixes: Uint8Array[]): Promise<Array<Uint8Array | null | 'ambiguous'>> {
+    return prefixes.map((p) => this.index.resolvePrefix(Buffer.from(p)));
   }
 
   async sweep(cutoffMs: number, keep: (raw: Uint8Array) => boolean, dryRun: boolean): Promise<{ chunks: number; storedBytes: number }> {
