@@ -140,3 +140,35 @@ export class BudgetCache<K, V> {
     this.budget.unlink(n);
   }
 }
+
+/**
+ * Bytes that readers may hold in flight beyond what each needs to make
+ * progress (blob-reader.ts read-ahead): shared by every concurrent read of a
+ * store, so memory stays bounded however many clients download at once. A
+ * reader that gets nothing here still reads, one batch at a time.
+ */
+/** Read-ahead shared by a store's blob reads (default): 16 batches of 2 MiB. */
+export const DEFAULT_READ_AHEAD_BYTES = 32 * 1024 * 1024;
+
+export class ReadAheadBudget {
+  private free: number;
+
+  constructor(readonly limitBytes: number) {
+    this.free = limitBytes;
+  }
+
+  /** Takes n bytes if that many are free. */
+  tryTake(n: number): boolean {
+    if (n > this.free) return false;
+    this.free -= n;
+    return true;
+  }
+
+  give(n: number): void {
+    this.free = Math.min(this.limitBytes, this.free + n);
+  }
+
+  get inUse(): number {
+    return this.limitBytes - this.free;
+  }
+}

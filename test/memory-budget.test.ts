@@ -8,7 +8,10 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { MemoryBudget } from '../storage/memory-budget.js';
+import { MemoryBudget, ReadAheadBudget } from '../storage/memory-budget.js';
+import { openStore } from '../storage/open-store.js';
+import { readBlob } from '../storage/blobs/blob-reader.js';
+import { randomBytes } from 'node:crypto';
 import { cliOk } from './helpers/cli.js';
 import { makeBaseImage, makeVariant } from './helpers/qcow2-fixtures.js';
 import { spawnServe, type ServeProcess } from './helpers/serve-process.js';
@@ -54,6 +57,39 @@ describe('MemoryBudget', () => {
     expect(budget.usedBytes).toBe(70);
     c.clear();
     expect([c.size, c.bytes, budget.usedBytes]).toEqual([0, 0, 0]);
+  });
+});
+
+describe('ReadAheadBudget', () => {
+  test('concurrent blob reads share it: read-ahead never passes it, and every byte comes back, also from a reader stopped early', async () => {
+    const store = await openStore({ dataDir: tmp(), workers: 1 });
+    try {
+      const blob = randomBytes(24 * 1024 * 1024);
+      const r = await store.blobs.ingest('budget/r', (async function* () {
+        yield blob;
+      })());
+      const index = await store.blobs.index((await store.meta.getBlob(r.digest))!);
+      const budget = new ReadAheadBudget(6 * 1024 * 1024);
+      let peak = 0;
+      const read = async (stopAfter: number) => {
+        const parts: Buffer[] = [];
+        for await (const piece of readBlob(store.chunks, index, 0, index.size, { budget, batchBytes: 1024 * 1024 })) {
+          peak = Math.max(peak, budget.inUse);
+          parts.push(Buffer.from(piece));
+          if (parts.length === stopAfter) break;
+        }
+        return Buffer.concat(parts);
+      };
+      const [a, b, c] = await Promise.all([read(Infinity), read(Infinity), read(3)]);
+      expect(a.equals(blob)).toBe(true);
+      expect(b.equals(blob)).toBe(true);
+      expect(c.equals(blob.subarray(0, c.byteLength))).toBe(true);
+      expect(peak).toBeGreaterThan(0); // read-ahead took from it
+      expect(peak).toBeLessThanOrEqual(budget.limitBytes);
+      expect(budget.inUse).toBe(0);
+    } finally {
+      await store.close();
+    }
   });
 });
 

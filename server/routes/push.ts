@@ -176,7 +176,7 @@ export async function commitPush(ctx: RequestContext, svc: DeltaService, name: s
   // Rebuild the blob from its chunks and hash it: a wrong index never becomes a blob. (Hashed on this
   // thread: the workers are busy decompressing, and a worker digester here doubled peak memory.)
   const d = localDigester();
-  for await (const piece of readBlob(svc.store.chunks, index)) {
+  for await (const piece of readBlob(svc.store.chunks, index, 0, index.size, { budget: svc.store.blobs.readAhead })) {
     const w = d.update(piece);
     if (w) await w;
     svc.store.chunks.release?.(piece);

@@ -3,12 +3,19 @@ import type { BlobIndex } from './blob-index.js';
 import type { ChunkStore } from '../chunks/chunk-store.js';
 import type { Digest } from '../digest.js';
 import { SnapyardError } from '../errors.js';
+import type { ReadAheadBudget } from '../memory-budget.js';
 
 export interface ReadOptions {
   /** Batches read ahead of the consumer (default 6). */
   readAhead?: number;
   /** Largest batch of consecutive chunks fetched at once (default 2 MiB, at least one chunk). */
   batchBytes?: number;
+  /**
+   * Shared by concurrent readers: every batch read ahead beyond the first
+   * takes its bytes from here (and gives them back once consumed); when
+   * none are free the reader reads one batch at a time.
+   */
+  budget?: ReadAheadBudget;
 }
 
 /**
@@ -29,9 +36,13 @@ export async function* readBlob(store: ChunkStore, index: BlobIndex, start = 0, 
   const batchBytes = opts.batchBytes ?? 2 * 1024 * 1024;
   const pieces = index.blobPieces(start, end);
   let carry: Piece | undefined = pieces.next().value as Piece | undefined;
-  const pending: Array<{ batch: Piece[]; data: Promise<Buffer> }> = [];
+  const pending: Array<{ batch: Piece[]; data: Promise<Buffer>; taken: number }> = [];
+  const budget = opts.budget;
   const fill = () => {
     while (pending.length < readAhead && carry) {
+      // The batch being waited for is this reader's own; those read ahead of it are the shared budget's.
+      const taken = pending.length > 0 && budget ? batchBytes : 0;
+      if (taken > 0 && !budget!.tryTake(taken)) break;
       const batch: Piece[] = [];
       const digests: Digest[] = [];
       const lengths: number[] = [];
@@ -52,15 +63,28 @@ export async function* readBlob(store: ChunkStore, index: BlobIndex, start = 0, 
       }
       const data = store.getConcat(digests, lengths);
       data.catch(() => {}); // observed when awaited; no unhandled rejection if the consumer stops early
-      pending.push({ batch, data });
+      pending.push({ batch, data, taken });
     }
   };
-  fill();
-  while (pending.length > 0) {
-    const { batch, data: promised } = pending.shift()!;
-    const data = await promised;
+  /** Budget bytes of the batch being handed out (given back once the consumer asks for more). */
+  let holding = 0;
+  try {
     fill();
-    yield cut(store, batch, data);
+    while (pending.length > 0) {
+      const { batch, data: promised, taken } = pending.shift()!;
+      holding = taken;
+      const data = await promised;
+      fill();
+      yield cut(store, batch, data);
+      budget?.give(holding);
+      holding = 0;
+    }
+  } finally {
+    // A consumer that stopped early (or a failed read): what this reader still holds goes back.
+    if (budget) {
+      budget.give(holding);
+      for (const p of pending.splice(0)) budget.give(p.taken);
+    }
   }
 }
 
