@@ -12,6 +12,7 @@ import { CHUNK_HEADER_SIZE } from '../storage/chunks/chunk-codec.js';
 import { RECORD_HEADER_SIZE } from '../storage/chunks/pack-files.js';
 import { rawOf, sha256, type Digest } from '../storage/digest.js';
 import { randomBytes } from './helpers/qcow2-fixtures.js';
+import { decompressWithDict } from '../storage/delta/dict-codec.js';
 import { bucketBytes, localSqliteSite, newDir, s3PostgresSite, type Site } from './helpers/remote-stores.js';
 
 const SITES: Array<{ name: string; make(): Promise<Site> }> = [
@@ -87,6 +88,23 @@ describe.each(SITES)('RemoteChunkStore maintenance on $name', ({ make }) => {
     const hits = await store.resolvePrefixes(prefixes, { touch: true });
     expect((calls.resolvePrefixes ?? 0) - before).toBe(2);
     expect(hits.every((h, i) => Buffer.isBuffer(h) && h.equals(rawOf(ds[i % 50]!)))).toBe(true);
+  });
+
+  test('delta encoding reads: sketches and dictionary compression on the codec workers match the inline ones', async () => {
+    const site = await make();
+    const base = randomBytes(700, 300_000);
+    const similar = Buffer.concat([base.subarray(0, 150_000), randomBytes(701, 1000), base.subarray(151_000)]);
+    const { store } = await site.replica({ workers: 2 });
+    const ds = [(await store.add(similar)).digest, (await store.add(base)).digest];
+    await store.flush();
+    const inline = (await site.replica({ workers: 0 })).store;
+    const lengths = [similar.byteLength, base.byteLength];
+    const [w, i] = [await store.sketchMany(ds, lengths), await inline.sketchMany(ds, lengths)];
+    expect(w.map((x) => x.toString('hex'))).toEqual(i.map((x) => x.toString('hex')));
+    const packed = await store.compressWithDictOf(ds, lengths, 6);
+    expect(packed.equals(await inline.compressWithDictOf(ds, lengths, 6))).toBe(true);
+    expect(decompressWithDict(packed, base, similar.byteLength).equals(similar)).toBe(true);
+    expect(packed.byteLength).toBeLessThan(20_000); // the held chunk made it small
   });
 
   test('compact deletes dead packs and rewrites mixed ones: the bucket holds <= 1.1x the live bytes, the live chunks read back from a fresh store', async () => {

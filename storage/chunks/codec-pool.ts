@@ -3,6 +3,8 @@ import { ChunkCorruptError, SnapyardError, storageFailure } from '../errors.js';
 import type { Digest } from '../digest.js';
 import { WorkerPool, type WorkerError } from '../worker-pool.js';
 import { encodeRecords, type Records } from './remote-chunk-spool.js';
+import { encodeSketch, sketch } from '../delta/resemblance.js';
+import { compressWithDict } from '../delta/dict-codec.js';
 import type { CodecResult, CodecTask } from './codec-worker.js';
 
 /** A worker's error as the typed error it was (a full disk, a corrupt chunk), else INTERNAL. */
@@ -50,17 +52,46 @@ export class CodecPool {
 
   /** Stored forms decoded, verified against their digests and lengths, end to end in one buffer. */
   async decodeConcat(stored: Buffer[], digests: Digest[], rawLengths: number[]): Promise<Buffer> {
+    const r = await this.onDecoded('decode', stored, digests, rawLengths, 0, (raw) => raw);
+    return r as Buffer;
+  }
+
+  /** Resemblance sketches (encoded) of stored forms, decoded and verified first. */
+  async sketches(stored: Buffer[], digests: Digest[], rawLengths: number[]): Promise<Buffer[]> {
+    return (await this.onDecoded('sketch', stored, digests, rawLengths, 0, (raw) => {
+      let at = 0;
+      return rawLengths.map((len) => encodeSketch(sketch(raw.subarray(at, (at += len)))));
+    })) as Buffer[];
+  }
+
+  /** The first chunk zstd-compressed with the others as its dictionary (dict-codec.ts), all decoded and verified first. */
+  async dictCompress(stored: Buffer[], digests: Digest[], rawLengths: number[], level: number): Promise<Buffer> {
+    return (await this.onDecoded('dictCompress', stored, digests, rawLengths, level, (raw) =>
+      compressWithDict(raw.subarray(0, rawLengths[0]!), raw.subarray(rawLengths[0]!), level),
+    )) as Buffer;
+  }
+
+  /** Decodes and verifies stored forms, then `inline` (or the worker's op of the same meaning) on the raw bytes end to end. */
+  private async onDecoded(
+    op: 'decode' | 'sketch' | 'dictCompress',
+    stored: Buffer[],
+    digests: Digest[],
+    rawLengths: number[],
+    level: number,
+    inline: (raw: Buffer) => Buffer | Buffer[],
+  ): Promise<Buffer | Buffer[]> {
     let total = 0;
     for (const s of stored) total += s.byteLength;
-    if (!this.pool || total < INLINE_BYTES) return decodeConcat(this.codec, Buffer.concat(stored, total), stored.map((s) => s.byteLength), digests, rawLengths);
+    const lengths = stored.map((s) => s.byteLength);
+    if (!this.pool || (op === 'decode' && total < INLINE_BYTES)) return inline(decodeConcat(this.codec, Buffer.concat(stored, total), lengths, digests, rawLengths));
     const buf = new Uint8Array(total);
     let at = 0;
     for (const s of stored) {
       buf.set(s, at);
       at += s.byteLength;
     }
-    const lengths = stored.map((s) => s.byteLength);
-    const r = (await this.pool.run({ op: 'decode', buf, lengths, digests, rawLengths }, [buf.buffer])) as { buf: Uint8Array };
+    const r = await this.pool.run({ op, buf, lengths, digests, rawLengths, level }, [buf.buffer]);
+    if ('sketches' in r) return r.sketches.map((u) => Buffer.from(u.buffer, u.byteOffset, u.byteLength));
     return Buffer.from(r.buf.buffer, r.buf.byteOffset, r.buf.byteLength);
   }
 

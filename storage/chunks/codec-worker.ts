@@ -2,6 +2,8 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { ChunkCodec, decodeConcat } from './chunk-codec.js';
 import type { Digest } from '../digest.js';
 import { encodeRecords } from './remote-chunk-spool.js';
+import { encodeSketch, sketch } from '../delta/resemblance.js';
+import { compressWithDict } from '../delta/dict-codec.js';
 
 /**
  * Worker thread of a CodecPool (codec-pool.ts): encodes chunks into records
@@ -12,8 +14,12 @@ export type CodecTask =
   /** Raw chunks laid end to end: their records (headers written), end to end. */
   | { op: 'encode'; buf: Uint8Array; lengths: number[]; digests: Digest[] }
   /** Stored forms laid end to end: the raw bytes, end to end, each checked against its digest and length. */
-  | { op: 'decode'; buf: Uint8Array; lengths: number[]; digests: Digest[]; rawLengths: number[] };
-export type CodecResult = { buf: Uint8Array; lengths: number[] } | { buf: Uint8Array };
+  | { op: 'decode'; buf: Uint8Array; lengths: number[]; digests: Digest[]; rawLengths: number[] }
+  /** Stored forms decoded and verified, then each one's resemblance sketch (encoded, resemblance.ts). */
+  | { op: 'sketch'; buf: Uint8Array; lengths: number[]; digests: Digest[]; rawLengths: number[] }
+  /** Stored forms decoded and verified, then the first zstd-compressed with the others as its dictionary (dict-codec.ts). */
+  | { op: 'dictCompress'; buf: Uint8Array; lengths: number[]; digests: Digest[]; rawLengths: number[]; level: number };
+export type CodecResult = { buf: Uint8Array; lengths: number[] } | { buf: Uint8Array } | { sketches: Uint8Array[] };
 
 const { level } = workerData as { level: number };
 const codec = new ChunkCodec(level);
@@ -35,7 +41,13 @@ function handle(t: CodecTask): { result: CodecResult; transfer: ArrayBuffer[] } 
     const buf = owned(recs.buf);
     return { result: { buf, lengths: recs.lengths }, transfer: [buf.buffer as ArrayBuffer] };
   }
-  const buf = owned(decodeConcat(codec, t.buf, t.lengths, t.digests, t.rawLengths));
+  const raw = decodeConcat(codec, t.buf, t.lengths, t.digests, t.rawLengths);
+  if (t.op === 'sketch') {
+    let at = 0;
+    const sketches = t.rawLengths.map((len) => new Uint8Array(encodeSketch(sketch(raw.subarray(at, (at += len))))));
+    return { result: { sketches }, transfer: sketches.map((x) => x.buffer as ArrayBuffer) };
+  }
+  const buf = owned(t.op === 'dictCompress' ? compressWithDict(raw.subarray(0, t.rawLengths[0]!), raw.subarray(t.rawLengths[0]!), t.level) : raw);
   return { result: { buf }, transfer: [buf.buffer as ArrayBuffer] };
 }
 

@@ -19,13 +19,10 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { compressWithDict } from '../delta/dict-codec.js';
-import { encodeSketch, sketch } from '../delta/resemblance.js';
 import { digestFromRaw, hexOf, rawOf, type Digest } from '../digest.js';
 import { isDiskFull, isSnapyardError } from '../errors.js';
 import { hexKey } from './chunk-catalog.js';
 import type { ChunkStoreStats, CompactOptions, CompactReport, MaintainedChunkStore, VerifyChunksReport } from './maintained-chunk-store.js';
-import { Semaphore } from './pack-driver.js';
 import { RECORD_HEADER_SIZE } from './pack-files.js';
 import { RemoteChunkStore, type RemoteChunkStoreOptions } from './remote-chunk-store.js';
 import { packNameParts, Segments, storedRecords } from './remote-chunk-spool.js';
@@ -290,14 +287,13 @@ export class MaintainedRemoteChunkStore extends RemoteChunkStore implements Main
 
   // ---- delta encoding ----
 
+  /** Resemblance sketches of stored chunks, read and verified, computed on the codec workers. */
   async sketchMany(digests: Digest[], lengths: number[]): Promise<Buffer[]> {
-    const data = await this.getConcat(digests, lengths);
-    let at = 0;
-    return lengths.map((len) => encodeSketch(sketch(data.subarray(at, (at += len)))));
+    return this.decoded(digests, (stored) => this.codecs.sketches(stored, digests, lengths));
   }
 
+  /** The first chunk compressed with the others as its dictionary, on the codec workers. */
   async compressWithDictOf(digests: Digest[], lengths: number[], level: number): Promise<Buffer> {
-    const data = await this.getConcat(digests, lengths);
-    return compressWithDict(data.subarray(0, lengths[0]!), data.subarray(lengths[0]!), level);
+    return this.decoded(digests, (stored) => this.codecs.dictCompress(stored, digests, lengths, level));
   }
 }

@@ -93,7 +93,7 @@ export class RemoteChunkStore implements ChunkStore, PrunableChunkStore {
   readonly catalog: ChunkCatalog;
   protected readonly codec: ChunkCodec;
   /** Encoding of new chunks and decoding of reads on worker threads. */
-  private readonly codecs: CodecPool;
+  protected readonly codecs: CodecPool;
   /** Where recently read chunks are (stale after a compaction: a read that finds the pack gone locates again). */
   private readonly locations: BudgetCache<Digest, RemoteLocation>;
   protected readonly reader: RemoteRecordReader;
@@ -222,9 +222,14 @@ export class RemoteChunkStore implements ChunkStore, PrunableChunkStore {
   }
 
   async getConcat(digests: Digest[], lengths: number[]): Promise<Buffer> {
+    return this.decoded(digests, (stored) => this.codecs.decodeConcat(stored, digests, lengths));
+  }
+
+  /** Runs `fn` (decoding on the codec workers) on the chunks' stored forms; a chunk found corrupt is forgotten, so the next read fetches it again. */
+  protected async decoded<T>(digests: Digest[], fn: (stored: Buffer[]) => Promise<T>): Promise<T> {
     const stored = await this.storedOf(digests);
     try {
-      return await this.codecs.decodeConcat(stored, digests, lengths);
+      return await fn(stored);
     } catch (e) {
       if (e instanceof ChunkCorruptError) this.forget(e.digest as Digest);
       throw e;
