@@ -90,6 +90,20 @@ describe.each(SITES)('RemoteChunkStore maintenance on $name', ({ make }) => {
     expect(hits.every((h, i) => Buffer.isBuffer(h) && h.equals(rawOf(ds[i % 50]!)))).toBe(true);
   });
 
+  test('chunks read one by one after prepareReads cost one catalog lookup in all (the delta encoder reads that way)', async () => {
+    const site = await make();
+    const { store } = await site.replica();
+    const chunks = Array.from({ length: 100 }, (_, i) => randomBytes(800 + i, 2000));
+    const ds: Digest[] = [];
+    for (const c of chunks) ds.push((await store.add(c)).digest);
+    await store.flush();
+    await store.close();
+    const { store: reader, calls } = await site.replica({ readCacheBytes: 0 });
+    await reader.prepareReads(ds);
+    for (let i = 0; i < ds.length; i++) expect((await reader.get(ds[i]!)).equals(chunks[i]!)).toBe(true);
+    expect(calls.lookup ?? 0).toBe(1);
+  });
+
   test('delta encoding reads: sketches and dictionary compression on the codec workers match the inline ones', async () => {
     const site = await make();
     const base = randomBytes(700, 300_000);

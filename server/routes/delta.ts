@@ -100,6 +100,7 @@ export async function sendChunks(ctx: RequestContext, svc: DeltaService, name: s
     asked.add(c);
   }
   const have = await svc.encoder.prepare(req.have as Digest[]);
+  await ctx.store.chunks.prepareReads?.(req.chunks.map((c) => `sha256:${c}` as Digest));
   if (req.estimate) {
     let wire = 0;
     let raw = 0;

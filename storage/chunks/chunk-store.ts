@@ -45,6 +45,11 @@ export interface ChunkStore {
   release?(buf: Uint8Array): void;
   /** The stored form (see chunk-codec.ts), unverified: for serving chunks as stored. */
   getStored(digest: Digest): Promise<Buffer>;
+  /**
+   * Optional: chunks about to be read one by one (the delta encoder's), so
+   * a remote store locates them all in one catalog call first.
+   */
+  prepareReads?(digests: Digest[]): Promise<void>;
   /** Hashes, dedups and stores bytes; returns their digest. */
   add(raw: Uint8Array): Promise<AddResult>;
   /** Optional: a digester of a whole stream that hashes off this thread. */

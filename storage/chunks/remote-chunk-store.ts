@@ -180,6 +180,16 @@ export class RemoteChunkStore implements ChunkStore, PrunableChunkStore {
    * lookup per CALL_BATCH. `fresh`: the cache is bypassed and refreshed (a
    * pack named there is gone: compaction moved its records).
    */
+  /** Locates chunks about to be read one by one, in one catalog call per CALL_BATCH (remembered in the location cache). */
+  async prepareReads(digests: Digest[]): Promise<void> {
+    const ask = digests.filter((d) => !this.pending.has(d) && !this.locations.has(d));
+    for (const part of slices(ask)) {
+      (await this.catalog.lookup(part.map(rawOf))).forEach((e, i) => {
+        if (e != null) this.locations.set(part[i]!, { pack: e.pack, offset: e.offset, length: e.length });
+      });
+    }
+  }
+
   /** Forgets what is cached of a chunk (its record turned out corrupt, or it was removed). */
   protected forget(d: Digest): void {
     this.reader.forget(d);
