@@ -1,15 +1,16 @@
 /**
  * verify / verify --repair against a real server and the CLI, and crash
  * safety: kill -9 of a server child during a push and during a gc leaves a
- * store that verify passes and that serves every committed snapshot.
+ * store that verify passes and that serves every committed snapshot. On the
+ * test backend (SNAPYARD_TEST_BACKEND): bits flip in a local pack file or an
+ * S3 pack object, the child serves the local store or S3 + PostgreSQL.
  */
 import { describe, expect, test } from 'vitest';
 import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
-import { openSync, readSync, writeSync, closeSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { createServer } from 'node:net';
-import { startTestServer } from './helpers/server.js';
+import { flipChunkBit, serveBackendArgs, startTestServer } from './helpers/server.js';
 import { Oci, prng, sha } from './helpers/oci.js';
 import { tempDirs } from './helpers/tmp.js';
 import { mulberry32 } from './helpers/qcow2-fixtures.js';
@@ -32,18 +33,6 @@ async function verify(url: string, ...args: string[]): Promise<{ r: VerifyReport
   }
 }
 
-function flipByte(path: string, at: number): void {
-  const fd = openSync(path, 'r+');
-  try {
-    const b = Buffer.alloc(1);
-    readSync(fd, b, 0, 1, at);
-    b[0] = b[0]! ^ (1 << (at % 8));
-    writeSync(fd, b, 0, 1, at);
-  } finally {
-    closeSync(fd);
-  }
-}
-
 describe('snapyard verify', () => {
   test('finds a flipped byte anywhere in a pack record and names the snapshot; --repair + re-push heals it', async () => {
     const s = await startTestServer();
@@ -61,11 +50,7 @@ describe('snapyard verify', () => {
       for (let round = 0; round < 4; round++) {
         // A random chunk of a's layer (round 3: a's index chunk), a random byte of its record (header included).
         const digest = (round === 3 ? (await s.store.meta.getBlob(ma.layerDigest as Digest))!.indexDigest : `sha256:${list.rawDigestAt(Math.floor(rnd() * list.count)).toString('hex')}`) as Digest;
-        await s.store.chunks.flush();
-        const w = s.localChunks.where(digest);
-        if (!w) throw new Error(`round ${round}: ${digest} not held (${String(await s.store.chunks.has(digest))})`);
-        const recordStart = w.offset - 40;
-        flipByte(w.path, recordStart + Math.floor(rnd() * (40 + w.length)));
+        await flipChunkBit(s, digest, (n) => Math.floor(rnd() * n));
         const bad = await verify(s.url);
         expect(bad.code, `round ${round}`).toBe(1);
         expect(bad.r.ok).toBe(false);
@@ -98,8 +83,9 @@ async function freePort(): Promise<number> {
   });
 }
 
-function serveChild(data: string, port: number) {
-  const child = spawn(process.execPath, [BIN, 'serve', '--data', data, '--host', '127.0.0.1', '--port', String(port)], { stdio: ['ignore', 'pipe', 'inherit'] });
+/** `snapyard serve` on `data` (and `backend`: serveBackendArgs) as a child process. */
+function serveChild(data: string, port: number, backend: string[]) {
+  const child = spawn(process.execPath, [BIN, 'serve', '--data', data, '--host', '127.0.0.1', '--port', String(port), ...backend], { stdio: ['ignore', 'pipe', 'inherit'] });
   const ready = new Promise<void>((res) => {
     let out = '';
     child.stdout.on('data', (b: Buffer) => {
@@ -118,7 +104,8 @@ describe('crash safety (kill -9)', () => {
     const base = `http://127.0.0.1:${port}`;
     const oci = new Oci(base);
     const committed = new Map<string, Buffer>();
-    let a = serveChild(data, port);
+    const backend = await serveBackendArgs();
+    let a = serveChild(data, port, backend);
     await a.ready;
     for (let i = 0; i < 6; i++) {
       const layer = Buffer.concat([prng(1_000_000, 60), prng(2_000_000, 61 + i)]);
@@ -133,7 +120,7 @@ describe('crash safety (kill -9)', () => {
     a.child.kill('SIGKILL');
     await a.exited;
     await patch;
-    a = serveChild(data, port);
+    a = serveChild(data, port, backend);
     await a.ready;
     let v = await verify(base);
     expect(v.r.problems).toEqual([]);
@@ -149,7 +136,7 @@ describe('crash safety (kill -9)', () => {
       a.child.kill('SIGKILL');
       await a.exited;
       await gc;
-      a = serveChild(data, port);
+      a = serveChild(data, port, backend);
       await a.ready;
       v = await verify(base);
       expect(v.r.problems, `gc killed after ${delay} ms`).toEqual([]);

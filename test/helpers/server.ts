@@ -17,11 +17,14 @@
  */
 import { afterAll, beforeAll, test } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openStore, type Store, type StoreConfig } from '../../storage/open-store.js';
 import { LocalChunkStore } from '../../storage/chunks/local-chunk-store.js';
+import { RECORD_HEADER_SIZE } from '../../storage/chunks/pack-files.js';
+import type { MaintainedRemoteChunkStore } from '../../storage/chunks/remote-chunk-maintenance.js';
+import { rawOf, type Digest } from '../../storage/digest.js';
 import type { Limits } from '../../storage/limits.js';
 import { startServer, type ServerOptions } from '../../server/serve.js';
 import { dropPostgresSchema, freshPostgresUrl } from './metadata-stores.js';
@@ -95,6 +98,57 @@ async function locationFor(dataDir: string, owned: boolean): Promise<Pick<StoreC
   let r = remoteOfDataDir.get(dataDir);
   if (!r) remoteOfDataDir.set(dataDir, (r = await newRemote()));
   return r;
+}
+
+/**
+ * The flags that put a spawned `snapyard serve` on this run's backend: none on
+ * local; on s3, --metadata and --store of a fresh schema and bucket prefix
+ * (cleaned after the test file; credentials from the environment).
+ */
+export async function serveBackendArgs(): Promise<string[]> {
+  if (TEST_BACKEND === 'local') return [];
+  const r = await newRemote();
+  remoteOfDataDir.set(`serve:${r.store}`, r);
+  return ['--metadata', r.metadata, '--store', r.store];
+}
+
+/**
+ * Flips one bit of a committed chunk's record where the store keeps it (bit
+ * rot): `pick(n)` chooses the byte among the record's n bytes (header
+ * included). Local: in its pack file; s3: the pack object is read, deleted and
+ * put again with the bit flipped.
+ */
+export async function flipChunkBit(s: TestServer, digest: Digest, pick: (recordBytes: number) => number): Promise<void> {
+  await s.store.chunks.flush();
+  const bit = (at: number) => 1 << (at % 8);
+  if (s.backend === 'local') {
+    const w = s.localChunks.where(digest);
+    if (!w) throw new Error(`${digest} is not held`);
+    const at = w.offset - RECORD_HEADER_SIZE + pick(RECORD_HEADER_SIZE + w.length);
+    const fd = openSync(w.path, 'r+');
+    try {
+      const b = Buffer.alloc(1);
+      readSync(fd, b, 0, 1, at);
+      b[0] = b[0]! ^ bit(at);
+      writeSync(fd, b, 0, 1, at);
+    } finally {
+      closeSync(fd);
+    }
+    return;
+  }
+  const chunks = s.store.chunks as MaintainedRemoteChunkStore;
+  const [e] = await chunks.catalog.lookup([rawOf(digest)]);
+  if (!e) throw new Error(`${digest} is not in the catalog`);
+  let size = -1;
+  for await (const p of chunks.driver.list()) if (p.name === e.pack) size = p.size;
+  const pack = await chunks.driver.get(e.pack, 0, size);
+  const at = e.offset + pick(RECORD_HEADER_SIZE + e.length);
+  pack[at] = pack[at]! ^ bit(at);
+  const file = join(s.dataDir, `flipped-${e.pack}`);
+  writeFileSync(file, pack);
+  await chunks.driver.delete([e.pack]);
+  await chunks.driver.put(e.pack, file);
+  rmSync(file);
 }
 
 /** A real registry on a loopback port, with its own temporary data directory. */
