@@ -11,6 +11,7 @@ import { registerLifecycleCommands } from './lifecycle.js';
 import { registerMaintenanceCommands } from './maintenance.js';
 import { registerPodInit } from './pod-init.js';
 import { registerImport } from './import.js';
+import { registerNbdServe } from './nbd-serve.js';
 import { addServeOptions, resolveServeOptions } from './serve-options.js';
 import { addRegistryOptions, type RegistryFlags } from './registry-options.js';
 import { passwdCommand } from './passwd.js';
@@ -99,6 +100,7 @@ export function buildProgram(): Command {
 
   registerPodInit(program);
   registerImport(program);
+  registerNbdServe(program);
   registerLifecycleCommands(program);
   registerMaintenanceCommands(program);
   return program;

@@ -1,0 +1,228 @@
+/**
+ * A read-only NBD server (fixed newstyle, NetworkBlockDevice/nbd
+ * doc/proto.md) on a unix socket, serving block sources (source.ts) as
+ * exports: '' is the default export (`nbd+unix:///?socket=PATH`), other
+ * names are named exports (`nbd+unix:///NAME?socket=PATH`).
+ *
+ * Transmission: NBD_CMD_READ (simple or structured replies), NBD_CMD_DISC,
+ * NBD_CMD_FLUSH (nothing to flush), NBD_CMD_BLOCK_STATUS for base:allocation
+ * (zero ranges are NBD_STATE_HOLE|NBD_STATE_ZERO); writes, trims and write
+ * zeroes get EPERM. Several requests of a connection run at once and are
+ * answered as each completes (by handle).
+ *
+ * Bounded: a read longer than maxRead, a zero length or a range past the end
+ * gets EINVAL; at most maxInFlight requests per connection run at once (the
+ * socket is not read meanwhile) and replies queued on a slow client hold the
+ * next request back; option payloads over 64 KiB are skipped, not buffered.
+ * A protocol violation (bad magic, an unknown client flag) closes that
+ * connection only.
+ */
+import { createServer, type Server, type Socket } from 'node:net';
+import { rm } from 'node:fs/promises';
+import { isSnapyardError, SnapyardError } from '../../storage/errors.js';
+import { handshake, ProtocolViolation, type Negotiated } from './handshake.js';
+import {
+  BASE_ALLOCATION_ID,
+  chunkHeader,
+  CMD,
+  CMD_FLAG_REQ_ONE,
+  errorChunk,
+  NBD_EINVAL,
+  NBD_EIO,
+  NBD_EPERM,
+  parseRequest,
+  REPLY_FLAG_DONE,
+  REPLY_TYPE,
+  REQUEST_LENGTH,
+  simpleReply,
+  STATE_HOLE,
+  STATE_ZERO,
+  TFLAG_CAN_MULTI_CONN,
+  TFLAG_HAS_FLAGS,
+  TFLAG_READ_ONLY,
+  TFLAG_SEND_FLUSH,
+  u64,
+  type Request,
+} from './protocol.js';
+import { ConnectionClosed, SocketReader } from './socket-reader.js';
+import { MAX_STATUS_EXTENTS, type BlockSource, type StatusExtent } from './source.js';
+
+export interface NbdServerOptions {
+  /** Export name -> source; '' is the default export. */
+  exports: ReadonlyMap<string, BlockSource>;
+  /** Largest NBD_CMD_READ (default 32 MiB). */
+  maxRead?: number;
+  /** Requests of one connection running at once (default 16). */
+  maxInFlight?: number;
+  /** Reply bytes queued on a connection before it stops taking requests (default 64 MiB). */
+  maxQueuedBytes?: number;
+  /** Told of source failures (answered EIO) and closed connections' reasons. */
+  onError?: (e: unknown) => void;
+}
+
+const MiB = 1024 * 1024;
+const EXPORT_FLAGS = TFLAG_HAS_FLAGS | TFLAG_READ_ONLY | TFLAG_SEND_FLUSH | TFLAG_CAN_MULTI_CONN;
+/** Largest block status length (a u32 descriptor). */
+const U32_MAX = 2 ** 32 - 1;
+
+export class NbdServer {
+  private readonly server: Server;
+  private readonly sockets = new Set<Socket>();
+  private readonly maxRead: number;
+  private readonly maxInFlight: number;
+  private readonly maxQueued: number;
+  private path: string | undefined;
+
+  constructor(private readonly opts: NbdServerOptions) {
+    this.maxRead = opts.maxRead ?? 32 * MiB;
+    this.maxInFlight = opts.maxInFlight ?? 16;
+    this.maxQueued = opts.maxQueuedBytes ?? 64 * MiB;
+    this.server = createServer((socket) => this.connection(socket));
+  }
+
+  /** Listens on a unix socket (a stale socket file at path is replaced). */
+  async listen(path: string): Promise<void> {
+    await rm(path, { force: true });
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(path, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+    this.path = path;
+  }
+
+  /** Stops listening and closes every connection. */
+  async close(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    if (this.path) await rm(this.path, { force: true });
+  }
+
+  private connection(socket: Socket): void {
+    this.sockets.add(socket);
+    socket.on('close', () => this.sockets.delete(socket));
+    socket.on('error', () => {});
+    const reader = new SocketReader(socket);
+    this.run(socket, reader).catch((e) => {
+      if (!(e instanceof ConnectionClosed)) this.opts.onError?.(e);
+      socket.destroy();
+    });
+  }
+
+  private async run(socket: Socket, reader: SocketReader): Promise<void> {
+    const limits = { maxOptionLength: 64 * 1024, maxOptions: 64, maxRead: this.maxRead };
+    const session = await handshake(socket, reader, this.opts.exports, EXPORT_FLAGS, limits);
+    if (!session) {
+      socket.end();
+      return;
+    }
+    let inFlight = 0;
+    let wake: (() => void) | undefined;
+    const done = () => {
+      inFlight--;
+      const w = wake;
+      wake = undefined;
+      w?.();
+    };
+    const busy = () => inFlight >= this.maxInFlight || socket.writableLength > this.maxQueued;
+    for (;;) {
+      while (busy()) {
+        // A request finishing, or the client draining replies, lets the next one in.
+        if (socket.writableLength > this.maxQueued) await new Promise<void>((resolve) => socket.once('drain', resolve));
+        else await new Promise<void>((resolve) => (wake = resolve));
+      }
+      const req = parseRequest(await reader.read(REQUEST_LENGTH));
+      if (!req) throw new ProtocolViolation('bad request magic');
+      if (req.type === CMD.DISC) {
+        while (inFlight > 0) await new Promise<void>((resolve) => (wake = resolve));
+        socket.end();
+        return;
+      }
+      if (req.type === CMD.WRITE) {
+        await reader.skip(req.length);
+        this.fail(socket, session, req, NBD_EPERM, 'the export is read-only');
+        continue;
+      }
+      inFlight++;
+      this.answer(socket, session, req).finally(done);
+    }
+  }
+
+  /** Answers one request (never throws: failures become NBD errors). */
+  private async answer(socket: Socket, s: Negotiated, req: Request): Promise<void> {
+    try {
+      switch (req.type) {
+        case CMD.READ: {
+          const bad = this.checkRange(s.source, req, this.maxRead);
+          if (bad) return this.fail(socket, s, req, NBD_EINVAL, bad);
+          const data = await s.source.read(req.offset, req.length);
+          if (data.byteLength !== req.length) throw new SnapyardError('INTERNAL', `source returned ${data.byteLength} bytes for a read of ${req.length}`);
+          if (socket.destroyed) return;
+          if (!s.structured) socket.write(Buffer.concat([simpleReply(req.handle, 0), data]));
+          else socket.write(Buffer.concat([chunkHeader(req.handle, REPLY_FLAG_DONE, REPLY_TYPE.OFFSET_DATA, 8 + data.byteLength), u64(req.offset), data]));
+          return;
+        }
+        case CMD.FLUSH:
+          socket.write(simpleReply(req.handle, 0));
+          return;
+        case CMD.TRIM:
+        case CMD.WRITE_ZEROES:
+          return this.fail(socket, s, req, NBD_EPERM, 'the export is read-only');
+        case CMD.BLOCK_STATUS: {
+          if (!s.structured || !s.allocation) return this.fail(socket, s, req, NBD_EINVAL, 'base:allocation was not negotiated');
+          const bad = this.checkRange(s.source, req, U32_MAX);
+          if (bad) return this.fail(socket, s, req, NBD_EINVAL, bad);
+          const runs = await status(s.source, req.offset, req.length, (req.flags & CMD_FLAG_REQ_ONE) !== 0);
+          if (socket.destroyed) return;
+          const body = Buffer.alloc(4 + 8 * runs.length);
+          body.writeUInt32BE(BASE_ALLOCATION_ID, 0);
+          runs.forEach((r, i) => {
+            body.writeUInt32BE(r.length, 4 + 8 * i);
+            body.writeUInt32BE(r.zero ? STATE_HOLE | STATE_ZERO : 0, 8 + 8 * i);
+          });
+          socket.write(Buffer.concat([chunkHeader(req.handle, REPLY_FLAG_DONE, REPLY_TYPE.BLOCK_STATUS, body.byteLength), body]));
+          return;
+        }
+        default:
+          return this.fail(socket, s, req, NBD_EINVAL, `command ${req.type} not supported`);
+      }
+    } catch (e) {
+      this.opts.onError?.(e);
+      this.fail(socket, s, req, isSnapyardError(e, 'RANGE_INVALID') ? NBD_EINVAL : NBD_EIO, 'read failed');
+    }
+  }
+
+  /** Why a request's range is refused, or undefined. */
+  private checkRange(source: BlockSource, req: Request, max: number): string | undefined {
+    if (req.length === 0) return 'zero length';
+    if (req.length > max) return `length ${req.length} over the limit of ${max}`;
+    if (req.offset + req.length > source.size) return `range ${req.offset} +${req.length} past the end (${source.size})`;
+    return undefined;
+  }
+
+  private fail(socket: Socket, s: Negotiated, req: Request, error: number, message: string): void {
+    if (socket.destroyed) return;
+    // Structured replies are required for reads once negotiated; an error chunk is valid for every command then.
+    if (s.structured) socket.write(Buffer.concat(errorChunk(req.handle, error, message)));
+    else socket.write(simpleReply(req.handle, error));
+  }
+}
+
+/** base:allocation runs for a request: the source's, or one data run when it has none. */
+async function status(source: BlockSource, offset: number, length: number, one: boolean): Promise<StatusExtent[]> {
+  const runs = source.blockStatus ? await source.blockStatus(offset, length) : [{ length, zero: false }];
+  let total = 0;
+  const out: StatusExtent[] = [];
+  for (const r of runs) {
+    // Never more than asked, never an empty run (a source bug must not reach the client).
+    const len = Math.min(r.length, length - total);
+    if (!(len > 0)) break;
+    out.push({ length: len, zero: r.zero });
+    total += len;
+    if (out.length >= (one ? 1 : MAX_STATUS_EXTENTS) || total >= length) break;
+  }
+  if (out.length === 0) throw new SnapyardError('INTERNAL', `block status of ${offset} +${length} returned no run`);
+  return out;
+}
