@@ -27,78 +27,31 @@
  * names (dead space for compaction); a row is never committed before its
  * bytes are in the driver.
  *
- * Read path: digests are located (pending, else one catalog lookup per call),
- * records adjacent in one pack fetched with one ranged GET (remote-chunk-reads.ts),
- * each decoded and verified.
+ * Read path: remote-chunk-base.ts.
  */
-import { ChunkCodec } from './chunk-codec.js';
-import { CodecPool } from './codec-pool.js';
-import { MemoryBudget, type BudgetCache } from '../memory-budget.js';
 import type { AddResult, ChunkStore, ChunkWriter, PrunableChunkStore } from './chunk-store.js';
-import { hexKey, type CatalogEntry, type ChunkCatalog, type NewCatalogEntry } from './chunk-catalog.js';
-import type { PackDriver } from './pack-driver.js';
+import { hexKey, type CatalogEntry, type NewCatalogEntry } from './chunk-catalog.js';
 import { RECORD_HEADER_SIZE } from './pack-files.js';
 import { digestFromRaw, rawOf, sha256Raw, type Digest } from '../digest.js';
-import { ChunkCorruptError, ChunkMissingError, isSnapyardError, SnapyardError } from '../errors.js';
-import { DEFAULT_LEVEL } from './local-chunk-store.js';
-import { RemoteRecordReader, storedOfRecord, type RemoteLocation } from './remote-chunk-reads.js';
-import { defaultWriterId, Segments, Spool, storedRecords, type Records, type SpoolSegment } from './remote-chunk-spool.js';
+import { isSnapyardError, SnapyardError } from '../errors.js';
+import { defaultWriterId, Segments, Spool, storedRecords, type Records } from './remote-chunk-spool.js';
 import { remoteWriter, type QueuedChunk } from './remote-chunk-writer.js';
+import { CALL_BATCH, RemoteChunkReads, slices, type RemoteReadOptions } from './remote-chunk-base.js';
 
-export interface RemoteChunkStoreOptions {
-  driver: PackDriver;
-  catalog: ChunkCatalog;
+export { locationBytes } from './remote-chunk-base.js';
+
+export interface RemoteChunkStoreOptions extends RemoteReadOptions {
   /** Where open segments are written; owned by this store (leftovers are deleted when it opens). */
   spoolDir: string;
-  /** zstd level of new chunks (default: the local store's). */
-  level?: number;
   /** A segment is sealed and put once it reaches this size (default 64 MiB). */
   segmentBytes?: number;
-  /** Stored forms kept in memory for reads (default 64 MiB). */
-  readCacheBytes?: number;
-  /** Or: the read cache, in a shared memory budget (memory-budget.ts); readCacheBytes is then ignored. */
-  readCache?: BudgetCache<Digest, Buffer>;
-  /** Where recently read chunks are (saves a catalog lookup per read; default: 8 MiB of its own). */
-  locationCache?: BudgetCache<Digest, RemoteLocation>;
-  /** Largest ranged GET a run of adjacent records is read with (default 8 MiB). */
-  readRunBytes?: number;
   now?: () => number;
-  /** Worker threads that compress new chunks and decompress and verify reads (default 2; 0 = inline). */
-  workers?: number;
   /** Goes into pack names (lower-case letters, digits, '-'; default: pid and random). Unique per live store. */
   writerId?: string;
 }
 
-/** A chunk written to a segment whose rows are not committed yet. */
-interface SpooledChunk {
-  state: 'spooled';
-  seg: SpoolSegment;
-  offset: number;
-  length: number;
-}
-
-type PendingChunk = QueuedChunk | SpooledChunk;
-
-/** Digests per catalog call (lookups, durable checks, touches). */
-const CALL_BATCH = 4096;
-
-function slices<T>(xs: T[], n = CALL_BATCH): T[][] {
-  const out: T[][] = [];
-  for (let i = 0; i < xs.length; i += n) out.push(xs.slice(i, i + n));
-  return out;
-}
-
-export class RemoteChunkStore implements ChunkStore, PrunableChunkStore {
-  readonly driver: PackDriver;
-  readonly catalog: ChunkCatalog;
-  protected readonly codec: ChunkCodec;
-  /** Encoding of new chunks and decoding of reads on worker threads. */
-  protected readonly codecs: CodecPool;
-  /** Where recently read chunks are (stale after a compaction: a read that finds the pack gone locates again). */
-  private readonly locations: BudgetCache<Digest, RemoteLocation>;
-  protected readonly reader: RemoteRecordReader;
+export class RemoteChunkStore extends RemoteChunkReads implements ChunkStore, PrunableChunkStore {
   protected readonly now: () => number;
-  protected readonly pending = new Map<Digest, PendingChunk>();
   /** Chunks found held since the last flush (refreshed then), with where the lookup found them. */
   protected touched = new Map<string, { raw: Buffer; entry: CatalogEntry }>();
   protected readonly segments: Segments;
@@ -108,146 +61,12 @@ export class RemoteChunkStore implements ChunkStore, PrunableChunkStore {
   readonly cleanedSegments: number;
 
   constructor(opts: RemoteChunkStoreOptions) {
-    this.driver = opts.driver;
-    this.catalog = opts.catalog;
-    this.codec = new ChunkCodec(opts.level ?? DEFAULT_LEVEL);
-    this.codecs = new CodecPool(this.codec.level, opts.workers ?? 2);
-    this.locations = opts.locationCache ?? new MemoryBudget(8 * 1024 * 1024).cache('remote-locations', locationBytes);
+    super(opts);
     this.now = opts.now ?? Date.now;
     const spool = (this.spool = new Spool(opts.spoolDir, opts.writerId ?? defaultWriterId()));
     this.cleanedSegments = spool.clean();
     this.segmentBytes = opts.segmentBytes ?? 64 * 1024 * 1024;
     this.segments = new Segments(spool, this.segmentBytes);
-    this.reader = new RemoteRecordReader(this.driver, { cacheBytes: opts.readCacheBytes, cache: opts.readCache, runBytes: opts.readRunBytes });
-  }
-
-  toString(): string {
-    return `remote:${this.driver.location}+${this.catalog.location}`;
-  }
-
-  // ---- reads ----
-
-  async has(digest: Digest): Promise<boolean> {
-    if (this.pending.has(digest)) return true;
-    return (await this.catalog.lookup([rawOf(digest)]))[0] != null;
-  }
-
-  async durable(digest: Digest): Promise<boolean> {
-    return (await this.missingDurable([rawOf(digest)])).length === 0;
-  }
-
-  async missingDurable(raws: Uint8Array[]): Promise<number[]> {
-    const out: number[] = [];
-    let base = 0;
-    for (const part of slices(raws)) {
-      (await this.catalog.lookup(part)).forEach((e, i) => {
-        if (e == null) out.push(base + i);
-      });
-      base += part.length;
-    }
-    return out;
-  }
-
-  /**
-   * Stored forms, in the order asked: pending chunks from memory or their
-   * segment, the others from their packs. A pack gone since the lookup
-   * (compaction moved its records) is located again, once.
-   */
-  private async storedOf(digests: Digest[]): Promise<Buffer[]> {
-    const out: Buffer[] = new Array(digests.length);
-    const remote: number[] = [];
-    digests.forEach((d, i) => {
-      const p = this.pending.get(d);
-      if (!p) remote.push(i);
-      else if (p.state === 'queued') out[i] = this.codec.encode(p.raw);
-      else out[i] = storedOfRecord(p.seg.read(p.offset, RECORD_HEADER_SIZE + p.length), 0, d, { pack: p.seg.name, offset: p.offset, length: p.length });
-    });
-    if (remote.length === 0) return out;
-    const ds = remote.map((i) => digests[i]!);
-    let got: Buffer[];
-    try {
-      got = await this.reader.fetch(ds, await this.locate(ds, false));
-    } catch (e) {
-      if (!isSnapyardError(e, 'NOT_FOUND')) throw e;
-      got = await this.reader.fetch(ds, await this.locate(ds, true));
-    }
-    remote.forEach((i, k) => (out[i] = got[k]!));
-    return out;
-  }
-
-  /**
-   * Where chunks are: from the location cache, the rest in one catalog
-   * lookup per CALL_BATCH. `fresh`: the cache is bypassed and refreshed (a
-   * pack named there is gone: compaction moved its records).
-   */
-  /** Locates chunks about to be read one by one, in one catalog call per CALL_BATCH (remembered in the location cache). */
-  async prepareReads(digests: Digest[]): Promise<void> {
-    const ask = digests.filter((d) => !this.pending.has(d) && !this.locations.has(d));
-    for (const part of slices(ask)) {
-      (await this.catalog.lookup(part.map(rawOf))).forEach((e, i) => {
-        if (e != null) this.locations.set(part[i]!, { pack: e.pack, offset: e.offset, length: e.length });
-      });
-    }
-  }
-
-  /** Forgets what is cached of a chunk (its record turned out corrupt, or it was removed). */
-  protected forget(d: Digest): void {
-    this.reader.forget(d);
-    this.locations.delete(d);
-  }
-
-  private async locate(digests: Digest[], fresh: boolean): Promise<RemoteLocation[]> {
-    const out: RemoteLocation[] = new Array(digests.length);
-    const ask: number[] = [];
-    digests.forEach((d, i) => {
-      const hit = fresh ? undefined : this.locations.get(d);
-      if (hit) out[i] = hit;
-      else ask.push(i);
-    });
-    for (const part of slices(ask)) {
-      const entries = await this.catalog.lookup(part.map((i) => rawOf(digests[i]!)));
-      entries.forEach((e, k) => {
-        const d = digests[part[k]!]!;
-        if (e == null) throw new ChunkMissingError(d);
-        const loc = { pack: e.pack, offset: e.offset, length: e.length };
-        this.locations.set(d, loc);
-        out[part[k]!] = loc;
-      });
-    }
-    return out;
-  }
-
-  private decode(stored: Buffer, d: Digest, target?: Buffer, at?: number): Buffer {
-    try {
-      return this.codec.decode(stored, d, target, at);
-    } catch (e) {
-      this.forget(d);
-      throw e;
-    }
-  }
-
-  async get(digest: Digest): Promise<Buffer> {
-    const [stored] = await this.storedOf([digest]);
-    return Buffer.from(this.decode(stored!, digest));
-  }
-
-  async getConcat(digests: Digest[], lengths: number[]): Promise<Buffer> {
-    return this.decoded(digests, (stored) => this.codecs.decodeConcat(stored, digests, lengths));
-  }
-
-  /** Runs `fn` (decoding on the codec workers) on the chunks' stored forms; a chunk found corrupt is forgotten, so the next read fetches it again. */
-  protected async decoded<T>(digests: Digest[], fn: (stored: Buffer[]) => Promise<T>): Promise<T> {
-    const stored = await this.storedOf(digests);
-    try {
-      return await fn(stored);
-    } catch (e) {
-      if (e instanceof ChunkCorruptError) this.forget(e.digest as Digest);
-      throw e;
-    }
-  }
-
-  async getStored(digest: Digest): Promise<Buffer> {
-    return (await this.storedOf([digest]))[0]!;
   }
 
   // ---- writes ----
@@ -467,9 +286,4 @@ export class RemoteChunkStore implements ChunkStore, PrunableChunkStore {
     await Promise.allSettled([this.driver.close(), this.catalog.close(), this.codecs.close()]);
     if (failure !== undefined) throw failure;
   }
-}
-
-/** An estimate of a cached location's memory (key, object, pack name), for the cache budget. */
-export function locationBytes(loc: RemoteLocation, d: Digest): number {
-  return 2 * d.length + 2 * loc.pack.length + 96;
 }

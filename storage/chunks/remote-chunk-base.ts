@@ -1,0 +1,212 @@
+/**
+ * The read side of a RemoteChunkStore (remote-chunk-store.ts): chunks still
+ * pending in this store (queued for a batch, or in a spool segment whose rows
+ * are not committed) are read from there; the others are located in the
+ * catalog (one lookup per call, remembered in a location cache) and their
+ * records fetched from the pack driver (remote-chunk-reads.ts: adjacent
+ * records in one ranged GET), then decoded and verified on the codec workers.
+ */
+import { ChunkCodec } from './chunk-codec.js';
+import { CodecPool } from './codec-pool.js';
+import { MemoryBudget, type BudgetCache } from '../memory-budget.js';
+import type { ChunkCatalog } from './chunk-catalog.js';
+import type { PackDriver } from './pack-driver.js';
+import { RECORD_HEADER_SIZE } from './pack-files.js';
+import { rawOf, type Digest } from '../digest.js';
+import { ChunkCorruptError, ChunkMissingError, isSnapyardError } from '../errors.js';
+import { DEFAULT_LEVEL } from './local-chunk-store.js';
+import { RemoteRecordReader, storedOfRecord, type RemoteLocation } from './remote-chunk-reads.js';
+import type { SpoolSegment } from './remote-chunk-spool.js';
+import type { QueuedChunk } from './remote-chunk-writer.js';
+
+export interface RemoteReadOptions {
+  driver: PackDriver;
+  catalog: ChunkCatalog;
+  /** zstd level of new chunks (default: the local store's). */
+  level?: number;
+  /** Stored forms kept in memory for reads (default 64 MiB). */
+  readCacheBytes?: number;
+  /** Or: the read cache, in a shared memory budget (memory-budget.ts); readCacheBytes is then ignored. */
+  readCache?: BudgetCache<Digest, Buffer>;
+  /** Where recently read chunks are (saves a catalog lookup per read; default: 8 MiB of its own). */
+  locationCache?: BudgetCache<Digest, RemoteLocation>;
+  /** Largest ranged GET a run of adjacent records is read with (default 8 MiB). */
+  readRunBytes?: number;
+  /** Worker threads that compress new chunks and decompress and verify reads (default 2; 0 = inline). */
+  workers?: number;
+}
+
+/** A chunk written to a segment whose rows are not committed yet. */
+export interface SpooledChunk {
+  state: 'spooled';
+  seg: SpoolSegment;
+  offset: number;
+  length: number;
+}
+
+export type PendingChunk = QueuedChunk | SpooledChunk;
+
+/** Digests per catalog call (lookups, durable checks, touches). */
+export const CALL_BATCH = 4096;
+
+export function slices<T>(xs: T[], n = CALL_BATCH): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < xs.length; i += n) out.push(xs.slice(i, i + n));
+  return out;
+}
+
+export class RemoteChunkReads {
+  readonly driver: PackDriver;
+  readonly catalog: ChunkCatalog;
+  protected readonly codec: ChunkCodec;
+  /** Encoding of new chunks and decoding of reads on worker threads. */
+  protected readonly codecs: CodecPool;
+  /** Where recently read chunks are (stale after a compaction: a read that finds the pack gone locates again). */
+  private readonly locations: BudgetCache<Digest, RemoteLocation>;
+  protected readonly reader: RemoteRecordReader;
+  /** Chunks this store holds but has not recorded in the catalog. */
+  protected readonly pending = new Map<Digest, PendingChunk>();
+
+  constructor(opts: RemoteReadOptions) {
+    this.driver = opts.driver;
+    this.catalog = opts.catalog;
+    this.codec = new ChunkCodec(opts.level ?? DEFAULT_LEVEL);
+    this.codecs = new CodecPool(this.codec.level, opts.workers ?? 2);
+    this.locations = opts.locationCache ?? new MemoryBudget(8 * 1024 * 1024).cache('remote-locations', locationBytes);
+    this.reader = new RemoteRecordReader(this.driver, { cacheBytes: opts.readCacheBytes, cache: opts.readCache, runBytes: opts.readRunBytes });
+  }
+
+  toString(): string {
+    return `remote:${this.driver.location}+${this.catalog.location}`;
+  }
+
+  // ---- reads ----
+
+  async has(digest: Digest): Promise<boolean> {
+    if (this.pending.has(digest)) return true;
+    return (await this.catalog.lookup([rawOf(digest)]))[0] != null;
+  }
+
+  async durable(digest: Digest): Promise<boolean> {
+    return (await this.missingDurable([rawOf(digest)])).length === 0;
+  }
+
+  async missingDurable(raws: Uint8Array[]): Promise<number[]> {
+    const out: number[] = [];
+    let base = 0;
+    for (const part of slices(raws)) {
+      (await this.catalog.lookup(part)).forEach((e, i) => {
+        if (e == null) out.push(base + i);
+      });
+      base += part.length;
+    }
+    return out;
+  }
+
+  /**
+   * Stored forms, in the order asked: pending chunks from memory or their
+   * segment, the others from their packs. A pack gone since the lookup
+   * (compaction moved its records) is located again, once.
+   */
+  protected async storedOf(digests: Digest[]): Promise<Buffer[]> {
+    const out: Buffer[] = new Array(digests.length);
+    const remote: number[] = [];
+    digests.forEach((d, i) => {
+      const p = this.pending.get(d);
+      if (!p) remote.push(i);
+      else if (p.state === 'queued') out[i] = this.codec.encode(p.raw);
+      else out[i] = storedOfRecord(p.seg.read(p.offset, RECORD_HEADER_SIZE + p.length), 0, d, { pack: p.seg.name, offset: p.offset, length: p.length });
+    });
+    if (remote.length === 0) return out;
+    const ds = remote.map((i) => digests[i]!);
+    let got: Buffer[];
+    try {
+      got = await this.reader.fetch(ds, await this.locate(ds, false));
+    } catch (e) {
+      if (!isSnapyardError(e, 'NOT_FOUND')) throw e;
+      got = await this.reader.fetch(ds, await this.locate(ds, true));
+    }
+    remote.forEach((i, k) => (out[i] = got[k]!));
+    return out;
+  }
+
+  /**
+   * Where chunks are: from the location cache, the rest in one catalog
+   * lookup per CALL_BATCH. `fresh`: the cache is bypassed and refreshed (a
+   * pack named there is gone: compaction moved its records).
+   */
+  /** Locates chunks about to be read one by one, in one catalog call per CALL_BATCH (remembered in the location cache). */
+  async prepareReads(digests: Digest[]): Promise<void> {
+    const ask = digests.filter((d) => !this.pending.has(d) && !this.locations.has(d));
+    for (const part of slices(ask)) {
+      (await this.catalog.lookup(part.map(rawOf))).forEach((e, i) => {
+        if (e != null) this.locations.set(part[i]!, { pack: e.pack, offset: e.offset, length: e.length });
+      });
+    }
+  }
+
+  /** Forgets what is cached of a chunk (its record turned out corrupt, or it was removed). */
+  protected forget(d: Digest): void {
+    this.reader.forget(d);
+    this.locations.delete(d);
+  }
+
+  private async locate(digests: Digest[], fresh: boolean): Promise<RemoteLocation[]> {
+    const out: RemoteLocation[] = new Array(digests.length);
+    const ask: number[] = [];
+    digests.forEach((d, i) => {
+      const hit = fresh ? undefined : this.locations.get(d);
+      if (hit) out[i] = hit;
+      else ask.push(i);
+    });
+    for (const part of slices(ask)) {
+      const entries = await this.catalog.lookup(part.map((i) => rawOf(digests[i]!)));
+      entries.forEach((e, k) => {
+        const d = digests[part[k]!]!;
+        if (e == null) throw new ChunkMissingError(d);
+        const loc = { pack: e.pack, offset: e.offset, length: e.length };
+        this.locations.set(d, loc);
+        out[part[k]!] = loc;
+      });
+    }
+    return out;
+  }
+
+  private decode(stored: Buffer, d: Digest, target?: Buffer, at?: number): Buffer {
+    try {
+      return this.codec.decode(stored, d, target, at);
+    } catch (e) {
+      this.forget(d);
+      throw e;
+    }
+  }
+
+  async get(digest: Digest): Promise<Buffer> {
+    const [stored] = await this.storedOf([digest]);
+    return Buffer.from(this.decode(stored!, digest));
+  }
+
+  async getConcat(digests: Digest[], lengths: number[]): Promise<Buffer> {
+    return this.decoded(digests, (stored) => this.codecs.decodeConcat(stored, digests, lengths));
+  }
+
+  /** Runs `fn` (decoding on the codec workers) on the chunks' stored forms; a chunk found corrupt is forgotten, so the next read fetches it again. */
+  protected async decoded<T>(digests: Digest[], fn: (stored: Buffer[]) => Promise<T>): Promise<T> {
+    const stored = await this.storedOf(digests);
+    try {
+      return await fn(stored);
+    } catch (e) {
+      if (e instanceof ChunkCorruptError) this.forget(e.digest as Digest);
+      throw e;
+    }
+  }
+
+  async getStored(digest: Digest): Promise<Buffer> {
+    return (await this.storedOf([digest]))[0]!;
+  }
+}
+
+/** An estimate of a cached location's memory (key, object, pack name), for the cache budget. */
+export function locationBytes(loc: RemoteLocation, d: Digest): number {
+  return 2 * d.length + 2 * loc.pack.length + 96;
+}
