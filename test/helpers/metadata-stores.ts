@@ -59,9 +59,10 @@ export async function freshPostgresUrl(): Promise<string> {
 /** Drops the schema of a URL freshPostgresUrl gave, now rather than after the file. */
 export async function dropPostgresSchema(url: string): Promise<void> {
   const schema = /search_path=(t_[0-9a-f]+)/.exec(new URL(url).searchParams.get('options') ?? '')?.[1];
-  const at = schema ? schemas.indexOf(schema) : -1;
-  if (!schema || at < 0) throw new Error(`${url}: not a schema freshPostgresUrl made`);
-  await dropSchemas(schemas.splice(at, 1));
+  if (!schema) throw new Error(`${url}: not a schema freshPostgresUrl made`);
+  const at = schemas.indexOf(schema);
+  if (at >= 0) schemas.splice(at, 1);
+  await dropSchemas([schema]); // IF EXISTS: the file's own cleanup may have dropped it already
 }
 
 export function withSearchPath(url: string, schema: string): string {
