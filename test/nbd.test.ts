@@ -7,6 +7,8 @@ import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { NbdServer } from '../client/nbd/server.js';
+import { openQcow2Source, type BlockSource } from '../client/nbd/source.js';
 import { makeBaseImage, makeOverlay, runTool } from './helpers/qcow2-fixtures.js';
 import { CMD, OPT, RawNbdClient, startNbdServe, type NbdServeProcess } from './helpers/nbd-client.js';
 import { tempDirs } from './helpers/tmp.js';
@@ -127,7 +129,7 @@ describe('snapyard nbd-serve', () => {
     expect(await sha256(base)).toBe(baseHash);
   });
 
-  it('refuses writes: qemu-io cannot open it writable, a raw NBD_CMD.WRITE gets EPERM and the connection goes on', async () => {
+  it('refuses writes: qemu-io cannot open it writable, a raw NBD_CMD_WRITE gets EPERM and the connection goes on', async () => {
     await expect(runTool('qemu-io', ['-f', 'raw', '-c', 'write -P 1 0 4k', srv.url()])).rejects.toThrow(/Permission denied|read-only|read only/i);
     const c = await RawNbdClient.connect(join(dir, 'base.sock'));
     await c.open('');
@@ -208,7 +210,64 @@ describe('snapyard nbd-serve', () => {
     expect(srv.child.exitCode).toBeNull();
   });
 
-  it('answers NBD_CMD.BLOCK_STATUS for base:allocation (hole|zero on unallocated clusters, data on written ones)', async () => {
+  it('serves a raw file as it is', async () => {
+    const raw = join(dir, 'guest.raw');
+    await runTool('qemu-img', ['convert', '-O', 'raw', overlay, raw]);
+    const r = await startNbdServe(raw, join(dir, 'raw.sock'));
+    try {
+      const c = await runTool('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', r.url(), raw]);
+      expect(c.stdout).toContain('Images are identical');
+      await runTool('qemu-io', ['-r', '-f', 'raw', '-c', 'read -P 0xcd 20M 64k', r.url()]);
+    } finally {
+      await r.stop();
+    }
+  });
+
+  it('bounds the reads running at once on a connection (count and bytes), however many a client sends', async () => {
+    const inner = openQcow2Source(overlay);
+    const pending: Array<() => void> = [];
+    let started = 0;
+    let most = 0;
+    const total = 39;
+    // The real source, its reads held until three run at once (or the last one started); more than three at once fails.
+    const gated: BlockSource = {
+      size: inner.size,
+      read: async (offset, length) => {
+        started++;
+        await new Promise<void>((resolve) => {
+          pending.push(resolve);
+          most = Math.max(most, pending.length);
+          // Released a macrotask later: a server taking a fourth meanwhile would be seen.
+          if (pending.length === 3 || started === total) setImmediate(() => pending.splice(0).forEach((p) => p()));
+        });
+        return inner.read(offset, length);
+      },
+    };
+    const server = new NbdServer({ exports: new Map([['', gated]]), maxInFlight: 8, maxInFlightBytes: MiB });
+    const sock = join(dir, 'gated.sock');
+    await server.listen(sock);
+    try {
+      const c = await RawNbdClient.connect(sock);
+      await c.open('');
+      for (let i = 0; i < total; i++) c.request(CMD.READ, BigInt(i), i * 300_000, 300_000);
+      const seen = new Set<bigint>();
+      for (let i = 0; i < total; i++) {
+        const r = await c.reply(300_000);
+        expect(r.error).toBe(0);
+        const at = Number(r.handle) * 300_000;
+        expect(r.payload.equals(guest.subarray(at, at + 300_000))).toBe(true);
+        seen.add(r.handle);
+      }
+      expect(seen.size).toBe(total);
+      expect(most).toBe(3); // 3 x 300 000 bytes fit in 1 MiB, a fourth does not
+      c.close();
+    } finally {
+      await server.close();
+      inner.close?.();
+    }
+  });
+
+  it('answers NBD_CMD_BLOCK_STATUS for base:allocation (hole|zero on unallocated clusters, data on written ones)', async () => {
     const q = Buffer.from('base:allocation');
     const d = Buffer.alloc(4 + 4 + 4 + q.byteLength); // export '' , one query
     d.writeUInt32BE(1, 4);

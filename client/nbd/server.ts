@@ -11,9 +11,9 @@
  * answered as each completes (by handle).
  *
  * Bounded: a read longer than maxRead, a zero length or a range past the end
- * gets EINVAL; at most maxInFlight requests per connection run at once (the
- * socket is not read meanwhile) and replies queued on a slow client hold the
- * next request back; option payloads over 64 KiB are skipped, not buffered.
+ * gets EINVAL; at most maxInFlight requests and maxInFlightBytes of reads per
+ * connection run at once (the socket is not read meanwhile), and replies
+ * queued on a slow client hold the next request back; option payloads over 64 KiB are skipped, not buffered.
  * A protocol violation (bad magic, an unknown client flag) closes that
  * connection only.
  */
@@ -56,6 +56,8 @@ export interface NbdServerOptions {
   maxInFlight?: number;
   /** Reply bytes queued on a connection before it stops taking requests (default 64 MiB). */
   maxQueuedBytes?: number;
+  /** Bytes of reads running at once on a connection (default 64 MiB; a single read up to maxRead always runs). */
+  maxInFlightBytes?: number;
   /** Told of source failures (answered EIO) and closed connections' reasons. */
   onError?: (e: unknown) => void;
 }
@@ -71,12 +73,14 @@ export class NbdServer {
   private readonly maxRead: number;
   private readonly maxInFlight: number;
   private readonly maxQueued: number;
+  private readonly maxInFlightBytes: number;
   private path: string | undefined;
 
   constructor(private readonly opts: NbdServerOptions) {
     this.maxRead = opts.maxRead ?? 32 * MiB;
     this.maxInFlight = opts.maxInFlight ?? 16;
     this.maxQueued = opts.maxQueuedBytes ?? 64 * MiB;
+    this.maxInFlightBytes = opts.maxInFlightBytes ?? 64 * MiB;
     this.server = createServer((socket) => this.connection(socket));
   }
 
@@ -119,9 +123,12 @@ export class NbdServer {
       return;
     }
     let inFlight = 0;
+    let inFlightBytes = 0;
     let wake: (() => void) | undefined;
-    const done = () => {
+    const settled = () => new Promise<void>((resolve) => (wake = resolve));
+    const done = (bytes: number) => {
       inFlight--;
+      inFlightBytes -= bytes;
       const w = wake;
       wake = undefined;
       w?.();
@@ -131,12 +138,12 @@ export class NbdServer {
       while (busy()) {
         // A request finishing, or the client draining replies, lets the next one in.
         if (socket.writableLength > this.maxQueued) await new Promise<void>((resolve) => socket.once('drain', resolve));
-        else await new Promise<void>((resolve) => (wake = resolve));
+        else await settled();
       }
       const req = parseRequest(await reader.read(REQUEST_LENGTH));
       if (!req) throw new ProtocolViolation('bad request magic');
       if (req.type === CMD.DISC) {
-        while (inFlight > 0) await new Promise<void>((resolve) => (wake = resolve));
+        while (inFlight > 0) await settled();
         socket.end();
         return;
       }
@@ -145,8 +152,12 @@ export class NbdServer {
         this.fail(socket, session, req, NBD_EPERM, 'the export is read-only');
         continue;
       }
+      // Reads hold their buffers until answered: their bytes in flight are bounded too.
+      const bytes = req.type === CMD.READ && req.length <= this.maxRead ? req.length : 0;
+      while (inFlight > 0 && inFlightBytes + bytes > this.maxInFlightBytes) await settled();
       inFlight++;
-      this.answer(socket, session, req).finally(done);
+      inFlightBytes += bytes;
+      this.answer(socket, session, req).finally(() => done(bytes));
     }
   }
 
