@@ -150,22 +150,28 @@ describe('snapyard nbd-serve', () => {
     for (const r of await Promise.all(runs)) expect(r.stdout + r.stderr).not.toMatch(/Pattern verification failed|error/i);
     const c = await RawNbdClient.connect(join(dir, 'over.sock'));
     await c.open('', true);
-    const asked = new Map<bigint, number>();
+    const asked = new Map<bigint, { offset: number; length: number }>();
     for (let i = 0; i < 40; i++) {
       const offset = ((i * 7919) % 60) * MiB + i * 513;
-      asked.set(BigInt(1000 + i), offset);
+      asked.set(BigInt(1000 + i), { offset, length: 300_000 });
       c.request(CMD.READ, BigInt(1000 + i), offset, 300_000);
     }
-    for (let i = 0; i < 40; i++) {
-      const r = await c.reply();
-      expect(r.type).toBe(1); // OFFSET_DATA, one chunk with DONE
-      expect(r.flags & 1).toBe(1);
-      const offset = asked.get(r.handle)!;
-      expect(Number(r.payload.readBigUInt64BE(0))).toBe(offset);
-      expect(r.payload.subarray(8).equals(guest.subarray(offset, offset + 300_000))).toBe(true);
-      asked.delete(r.handle);
+    const got = await c.structuredReads(asked);
+    expect(got.size).toBe(40);
+    for (const [handle, { offset }] of asked) {
+      const r = got.get(handle)!;
+      expect(r.covered).toBe(300_000);
+      expect(r.data.equals(guest.subarray(offset, offset + 300_000))).toBe(true);
     }
-    expect(asked.size).toBe(0);
+    // Zeros travel as holes: a read of the zeroed range is one OFFSET_HOLE chunk, a read across data and zeros both kinds.
+    const m = await map(['-f', 'qcow2', overlay]);
+    const edge = m.find((e, i) => i > 0 && !e.data && e.zero && m[i - 1]!.data)!.start; // data ends, zeros begin
+    const ranges = new Map([[1n, { offset: 8 * MiB, length: 128 * 1024 }], [2n, { offset: edge - 4096, length: 8192 }]]);
+    for (const [h, r] of ranges) c.request(CMD.READ, h, r.offset, r.length);
+    const holes = await c.structuredReads(ranges);
+    expect(holes.get(1n)!.types).toEqual([2]);
+    expect(holes.get(2n)!.types).toEqual([1, 2]);
+    expect(holes.get(2n)!.data.equals(guest.subarray(edge - 4096, edge + 4096))).toBe(true);
     c.request(CMD.DISC, 9n, 0, 0);
     await c.closed;
   });
@@ -265,6 +271,45 @@ describe('snapyard nbd-serve', () => {
       await server.close();
       inner.close?.();
     }
+  });
+
+  it('option haggling: INFO (export size, read-only flags, block sizes), meta contexts, unknown export, ABORT, EXPORT_NAME', async () => {
+    const sock = join(dir, 'base.sock');
+    const size = (await readGuestOf(base, dir)).byteLength;
+    const named = (name: string, tail: Buffer) => Buffer.concat([Buffer.from([0, 0, 0, name.length]), Buffer.from(name), tail]);
+    const c = await RawNbdClient.connect(sock);
+    expect(await c.greet()).toBe(3); // FIXED_NEWSTYLE | NO_ZEROES
+    const info = await c.option(OPT.INFO, named('win98:base-v1', Buffer.from([0, 2, 0, 3, 0, 1]))); // BLOCK_SIZE, NAME
+    expect(info.at(-1)!.type).toBe(1);
+    const exp = info.find((r) => r.type === 3 && r.data.readUInt16BE(0) === 0)!.data;
+    expect(Number(exp.readBigUInt64BE(2))).toBe(size);
+    expect(exp.readUInt16BE(10)).toBe(1 | 2 | 4 | 256); // HAS_FLAGS | READ_ONLY | SEND_FLUSH | CAN_MULTI_CONN
+    const bs = info.find((r) => r.type === 3 && r.data.readUInt16BE(0) === 3)!.data;
+    expect([bs.readUInt32BE(2), bs.readUInt32BE(6), bs.readUInt32BE(10)]).toEqual([1, 4096, 32 * MiB]);
+    expect(info.find((r) => r.type === 3 && r.data.readUInt16BE(0) === 1)!.data.subarray(2).toString()).toBe('win98:base-v1');
+    const list = await c.option(OPT.LIST_META_CONTEXT, named('', Buffer.alloc(4)));
+    expect(list.map((r) => [r.type, r.data.subarray(4).toString()])).toEqual([[4, 'base:allocation'], [1, '']]);
+    // SET_META_CONTEXT before STRUCTURED_REPLY is invalid; GO on an unknown export is refused, the connection goes on.
+    expect((await c.option(OPT.SET_META_CONTEXT, named('', Buffer.alloc(4)))).at(-1)!.type).toBe(2 ** 31 + 3);
+    expect((await c.option(OPT.GO, named('nope', Buffer.alloc(2)))).at(-1)!.type).toBe(2 ** 31 + 6); // ERR_UNKNOWN
+    expect((await c.option(OPT.ABORT)).at(-1)!.type).toBe(1);
+    await c.closed;
+    // The oldstyle-in-newstyle NBD_OPT_EXPORT_NAME: size and flags, no zeroes (NO_ZEROES), then transmission.
+    const e = await RawNbdClient.connect(sock);
+    await e.greet();
+    e.sendOption(OPT.EXPORT_NAME, Buffer.from('win98:base-v1'));
+    const r = await e.reader.read(10);
+    expect(Number(r.readBigUInt64BE(0))).toBe(size);
+    e.request(CMD.READ, 7n, 512, 512);
+    const reply = await e.reply(512);
+    expect(reply.handle).toBe(7n);
+    expect(reply.payload.equals((await readGuestOf(base, dir)).subarray(512, 1024))).toBe(true);
+    e.close();
+    // EXPORT_NAME of an unknown export: the server must hang up.
+    const u = await RawNbdClient.connect(sock);
+    await u.greet();
+    u.sendOption(OPT.EXPORT_NAME, Buffer.from('nope'));
+    await u.closed;
   });
 
   it('answers NBD_CMD_BLOCK_STATUS for base:allocation (hole|zero on unallocated clusters, data on written ones)', async () => {

@@ -19,7 +19,7 @@
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import { rm } from 'node:fs/promises';
-import { isSnapyardError, SnapyardError } from '../../storage/errors.js';
+import { isSnapyardError } from '../../storage/errors.js';
 import { handshake, ProtocolViolation, type Negotiated } from './handshake.js';
 import {
   BASE_ALLOCATION_ID,
@@ -41,11 +41,11 @@ import {
   TFLAG_HAS_FLAGS,
   TFLAG_READ_ONLY,
   TFLAG_SEND_FLUSH,
-  u64,
   type Request,
 } from './protocol.js';
 import { ConnectionClosed, SocketReader } from './socket-reader.js';
-import { MAX_STATUS_EXTENTS, type BlockSource, type StatusExtent } from './source.js';
+import { readReply, status } from './replies.js';
+import type { BlockSource } from './source.js';
 
 export interface NbdServerOptions {
   /** Export name -> source; '' is the default export. */
@@ -168,11 +168,12 @@ export class NbdServer {
         case CMD.READ: {
           const bad = this.checkRange(s.source, req, this.maxRead);
           if (bad) return this.fail(socket, s, req, NBD_EINVAL, bad);
-          const data = await s.source.read(req.offset, req.length);
-          if (data.byteLength !== req.length) throw new SnapyardError('INTERNAL', `source returned ${data.byteLength} bytes for a read of ${req.length}`);
+          const parts = await readReply(s.source, req, s.structured);
           if (socket.destroyed) return;
-          if (!s.structured) socket.write(Buffer.concat([simpleReply(req.handle, 0), data]));
-          else socket.write(Buffer.concat([chunkHeader(req.handle, REPLY_FLAG_DONE, REPLY_TYPE.OFFSET_DATA, 8 + data.byteLength), u64(req.offset), data]));
+          // One writev: the reply's pieces go out together, never interleaved with another reply's.
+          socket.cork();
+          for (const p of parts) socket.write(p);
+          socket.uncork();
           return;
         }
         case CMD.FLUSH:
@@ -219,21 +220,4 @@ export class NbdServer {
     if (s.structured) socket.write(Buffer.concat(errorChunk(req.handle, error, message)));
     else socket.write(simpleReply(req.handle, error));
   }
-}
-
-/** base:allocation runs for a request: the source's, or one data run when it has none. */
-async function status(source: BlockSource, offset: number, length: number, one: boolean): Promise<StatusExtent[]> {
-  const runs = source.blockStatus ? await source.blockStatus(offset, length) : [{ length, zero: false }];
-  let total = 0;
-  const out: StatusExtent[] = [];
-  for (const r of runs) {
-    // Never more than asked, never an empty run (a source bug must not reach the client).
-    const len = Math.min(r.length, length - total);
-    if (!(len > 0)) break;
-    out.push({ length: len, zero: r.zero });
-    total += len;
-    if (out.length >= (one ? 1 : MAX_STATUS_EXTENTS) || total >= length) break;
-  }
-  if (out.length === 0) throw new SnapyardError('INTERNAL', `block status of ${offset} +${length} returned no run`);
-  return out;
 }

@@ -62,6 +62,13 @@ export interface Reply {
   payload: Buffer;
 }
 
+export interface StructuredRead {
+  data: Buffer;
+  types: number[];
+  covered: number;
+  error: number;
+}
+
 export class RawNbdClient {
   readonly reader: SocketReader;
   readonly closed: Promise<void>;
@@ -155,6 +162,34 @@ export class RawNbdClient {
     const type = h.readUInt16BE(2);
     const error = type >= 2 ** 15 ? payload.readUInt32BE(0) : 0;
     return { magic, handle: h.readBigUInt64BE(4), error, flags: h.readUInt16BE(0), type, payload };
+  }
+
+  /**
+   * The structured replies to the reads in `asked` (handle -> range), chunks
+   * of different replies possibly interleaved: each read's bytes (holes as
+   * zeros), the chunk types it came in, and the bytes its chunks covered.
+   * Throws on a chunk outside its request.
+   */
+  async structuredReads(asked: ReadonlyMap<bigint, { offset: number; length: number }>): Promise<Map<bigint, StructuredRead>> {
+    const out = new Map<bigint, StructuredRead>();
+    let done = 0;
+    while (done < asked.size) {
+      const r = await this.reply();
+      const want = asked.get(r.handle);
+      if (!want) throw new Error(`reply for unknown handle ${r.handle}`);
+      let got = out.get(r.handle);
+      if (!got) out.set(r.handle, (got = { data: Buffer.alloc(want.length), types: [], covered: 0, error: 0 }));
+      got.types.push(r.type);
+      if (r.type === 1 || r.type === 2) {
+        const at = Number(r.payload.readBigUInt64BE(0));
+        const len = r.type === 1 ? r.payload.byteLength - 8 : r.payload.readUInt32BE(8);
+        if (at < want.offset || at + len > want.offset + want.length || len === 0) throw new Error(`chunk ${at} +${len} outside the read ${want.offset} +${want.length}`);
+        if (r.type === 1) r.payload.copy(got.data, at - want.offset, 8);
+        got.covered += len;
+      } else if (r.error !== 0) got.error = r.error;
+      if (r.flags & 1) done++;
+    }
+    return out;
   }
 
   close(): void {
