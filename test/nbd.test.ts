@@ -4,13 +4,14 @@
  * raw client for what qemu never sends.
  */
 import { createHash } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NbdServer } from '../client/nbd/server.js';
 import { openQcow2Source, type BlockSource } from '../client/nbd/source.js';
 import { makeBaseImage, makeOverlay, runTool } from './helpers/qcow2-fixtures.js';
 import { CMD, OPT, RawNbdClient, startNbdServe, type NbdServeProcess } from './helpers/nbd-client.js';
+import { runCli } from './helpers/cli.js';
 import { tempDirs } from './helpers/tmp.js';
 
 const MiB = 1024 * 1024;
@@ -310,6 +311,29 @@ describe('snapyard nbd-serve', () => {
     await u.greet();
     u.sendOption(OPT.EXPORT_NAME, Buffer.from('nope'));
     await u.closed;
+  });
+
+  it('--socket: a stale socket (server killed -9) is replaced; a live one and a regular file are refused and left alone', async () => {
+    const sock = join(dir, 'stale.sock');
+    const first = await startNbdServe(base, sock);
+    first.child.kill('SIGKILL');
+    await first.stop();
+    const second = await startNbdServe(base, sock);
+    try {
+      const live = await runCli(['nbd-serve', base, '--socket', sock]);
+      expect(live.code).not.toBe(0);
+      expect(live.stderr).toMatch(/another server is listening/);
+      // The live server still serves.
+      expect((await runTool('qemu-img', ['compare', '-f', 'raw', '-F', 'qcow2', second.url(), base])).stdout).toContain('Images are identical');
+    } finally {
+      await second.stop();
+    }
+    const file = join(dir, 'not-a-socket');
+    await writeFile(file, 'keep me');
+    const r = await runCli(['nbd-serve', base, '--socket', file]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/not a socket/);
+    expect(await readFile(file, 'utf8')).toBe('keep me');
   });
 
   it('answers NBD_CMD_BLOCK_STATUS for base:allocation (hole|zero on unallocated clusters, data on written ones)', async () => {

@@ -17,9 +17,9 @@
  * A protocol violation (bad magic, an unknown client flag) closes that
  * connection only.
  */
-import { createServer, type Server, type Socket } from 'node:net';
-import { rm } from 'node:fs/promises';
-import { isSnapyardError } from '../../storage/errors.js';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { lstat, rm } from 'node:fs/promises';
+import { isSnapyardError, SnapyardError } from '../../storage/errors.js';
 import { handshake, ProtocolViolation, type Negotiated } from './handshake.js';
 import {
   BASE_ALLOCATION_ID,
@@ -84,9 +84,13 @@ export class NbdServer {
     this.server = createServer((socket) => this.connection(socket));
   }
 
-  /** Listens on a unix socket (a stale socket file at path is replaced). */
+  /**
+   * Listens on a unix socket. A stale socket at path (nothing answers on it)
+   * is replaced; a live one (CONFLICT) or any other kind of file
+   * (INVALID_ARGUMENT) is left alone and refused.
+   */
   async listen(path: string): Promise<void> {
-    await rm(path, { force: true });
+    await removeStaleSocket(path);
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);
       this.server.listen(path, () => {
@@ -220,4 +224,23 @@ export class NbdServer {
     if (s.structured) socket.write(Buffer.concat(errorChunk(req.handle, error, message)));
     else socket.write(simpleReply(req.handle, error));
   }
+}
+
+async function removeStaleSocket(path: string): Promise<void> {
+  const st = await lstat(path).catch((e: NodeJS.ErrnoException) => {
+    if (e.code === 'ENOENT') return undefined;
+    throw e;
+  });
+  if (!st) return;
+  if (!st.isSocket()) throw new SnapyardError('INVALID_ARGUMENT', `${path} exists and is not a socket: not replacing it`);
+  const live = await new Promise<boolean>((resolve) => {
+    const probe = connect(path);
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+  if (live) throw new SnapyardError('CONFLICT', `${path}: another server is listening on it`);
+  await rm(path, { force: true });
 }
