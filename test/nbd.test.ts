@@ -4,7 +4,7 @@
  * raw client for what qemu never sends.
  */
 import { createHash } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
+import { open, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NbdServer } from '../client/nbd/server.js';
@@ -334,6 +334,45 @@ describe('snapyard nbd-serve', () => {
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/not a socket/);
     expect(await readFile(file, 'utf8')).toBe('keep me');
+  });
+
+  it('a source failure is an I/O error for that read, never zeros, and the export goes on serving', async () => {
+    const img = join(dir, 'corruptible.qcow2');
+    await runTool('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=65536', img, '64M']);
+    await runTool('qemu-io', ['-f', 'qcow2', '-c', 'write -q -P 0x31 1M 64k', '-c', 'write -q -P 0x32 2M 64k', img]);
+    const s = await startNbdServe(img, join(dir, 'corruptible.sock'));
+    try {
+      await runTool('qemu-io', ['-r', '-f', 'raw', '-c', 'read -P 0x31 1M 64k', s.url()]);
+      // Guest cluster 16 (1 MiB): its L2 entry now points one sector off, not cluster aligned (QCOW2_INVALID on read).
+      const fh = await open(img, 'r+');
+      try {
+        const hdr = Buffer.alloc(48);
+        await fh.read(hdr, 0, 48, 0);
+        const l1 = Number(hdr.readBigUInt64BE(40));
+        const e = Buffer.alloc(8);
+        await fh.read(e, 0, 8, l1);
+        const l2 = Number(e.readBigUInt64BE(0) & 0x00fffffffffffe00n);
+        await fh.read(e, 0, 8, l2 + 16 * 8);
+        e.writeBigUInt64BE(e.readBigUInt64BE(0) + 512n);
+        await fh.write(e, 0, 8, l2 + 16 * 8);
+      } finally {
+        await fh.close();
+      }
+      await expect(runTool('qemu-io', ['-r', '-f', 'raw', '-c', 'read 1M 64k', s.url()])).rejects.toThrow(/Input\/output error/);
+      const c = await RawNbdClient.connect(join(dir, 'corruptible.sock'));
+      await c.open('');
+      c.request(CMD.READ, 1n, MiB, 4096);
+      expect((await c.reply(4096)).error).toBe(5); // EIO, simple reply without data
+      c.request(CMD.READ, 2n, 2 * MiB, 4096);
+      const ok = await c.reply(4096);
+      expect(ok.error).toBe(0);
+      expect(ok.payload.equals(Buffer.alloc(4096, 0x32))).toBe(true);
+      c.close();
+      await runTool('qemu-io', ['-r', '-f', 'raw', '-c', 'read -P 0x32 2M 64k', s.url()]);
+      expect(s.stderr()).toMatch(/not cluster aligned/);
+    } finally {
+      await s.stop();
+    }
   });
 
   it('answers NBD_CMD_BLOCK_STATUS for base:allocation (hole|zero on unallocated clusters, data on written ones)', async () => {
