@@ -12,7 +12,7 @@ import { distinctChunks, type BlobIndex } from '../storage/blobs/blob-index.js';
 import { digestFromRaw, type Digest } from '../storage/digest.js';
 import { isSnapyardError } from '../storage/errors.js';
 import type { Store } from '../storage/open-store.js';
-import { decodeSketch, ResemblanceIndex } from '../storage/delta/resemblance.js';
+import { ResemblanceIndex } from '../storage/delta/resemblance.js';
 import { SketchStore } from '../storage/delta/sketch-store.js';
 import { ENC_DICT, ENC_STORED, frameHeader } from '../storage/protocol/wire.js';
 
@@ -42,6 +42,8 @@ export class ChunkEncoder {
   private readonly tables = new Map<string, Promise<HaveContext>>();
   /** Dictionary-compressed frames (stored ones are re-read, not cached), in the store's memory budget. */
   private readonly frames: BudgetCache<string, Frame>;
+  /** Chunks (per held set) found best sent as stored: they are not sketched and compressed again. */
+  private readonly asStored: BudgetCache<string, true>;
   private readonly level: number;
 
   constructor(
@@ -50,6 +52,7 @@ export class ChunkEncoder {
     opts: EncoderOptions = {},
   ) {
     this.level = opts.level ?? 6;
+    this.asStored = store.memory.cache('frames-as-stored', (_v: true, k: string) => k.length * 2 + 64);
     this.frames = store.memory.cache('frames', (f: Frame, k: string) => f.payload.byteLength + f.header.byteLength + k.length * 2 + 64);
   }
 
@@ -109,11 +112,15 @@ export class ChunkEncoder {
     const stored = await this.store.chunks.getStored(digest);
     const rawLength = stored.readUInt32LE(8);
     let frame: Frame = { header: frameHeader(raw32, ENC_STORED, [], stored.byteLength), payload: stored, rawLength };
+    // Decided before for this held set: sent as stored (no sketch, no dictionary compression again).
+    if (this.asStored.has(cacheKey)) return frame;
     if (have.table) {
-      // Sketching, reading and compressing run on the chunk workers: the event loop only looks up the table.
+      // The chunk's sketch from the sketch store (warmed at commit), else computed on the chunk workers;
+      // reading and compressing run there too: the event loop only looks up the table.
       const chunks = this.store.chunks;
-      const [sk] = await chunks.sketchMany([digest], [rawLength]);
-      const similar = have.table.similar(decodeSketch(sk!), 3, 1);
+      this.sketchStore ??= new SketchStore(chunks.sketchDir);
+      const [sk] = await this.sketchStore.sketches(chunks, [{ raw: raw32, length: rawLength }], 1);
+      const similar = have.table.similar(sk!, 3, 1);
       if (similar.length > 0) {
         const digests = [digest, ...similar.map((id) => digestFromRaw(have.ids[id]!))];
         // A held chunk gc has collected since the table was built: send the chunk as stored.
@@ -129,6 +136,7 @@ export class ChunkEncoder {
       }
     }
     if (frame.header[32] === ENC_DICT) this.frames.set(cacheKey, frame);
+    else this.asStored.set(cacheKey, true);
     return frame;
   }
 
