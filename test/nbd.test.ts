@@ -375,6 +375,31 @@ describe('snapyard nbd-serve', () => {
     }
   });
 
+  it('bounds connections: one past maxConnections is closed, a handshake left idle is cut off, a connection in transmission is not', async () => {
+    const source = openQcow2Source(base);
+    const server = new NbdServer({ exports: new Map([['', source]]), maxConnections: 2, handshakeTimeoutMs: 2000 });
+    const sock = join(dir, 'limits.sock');
+    await server.listen(sock);
+    try {
+      const b = await RawNbdClient.connect(sock);
+      await b.open('');
+      const a = await RawNbdClient.connect(sock);
+      await a.greet(); // and then nothing
+      const c = await RawNbdClient.connect(sock);
+      await c.closed; // the third
+      await a.closed; // the idle handshake
+      // b has been idle in transmission longer than the handshake timeout: still served.
+      b.request(CMD.READ, 1n, 0, 4096);
+      const r = await b.reply(4096);
+      expect(r.error).toBe(0);
+      expect(r.payload.equals((await readGuestOf(base, dir)).subarray(0, 4096))).toBe(true);
+      b.close();
+    } finally {
+      await server.close();
+      source.close?.();
+    }
+  });
+
   it('answers NBD_CMD_BLOCK_STATUS for base:allocation (hole|zero on unallocated clusters, data on written ones)', async () => {
     const q = Buffer.from('base:allocation');
     const d = Buffer.alloc(4 + 4 + 4 + q.byteLength); // export '' , one query

@@ -13,7 +13,9 @@
  * Bounded: a read longer than maxRead, a zero length or a range past the end
  * gets EINVAL; at most maxInFlight requests and maxInFlightBytes of reads per
  * connection run at once (the socket is not read meanwhile), and replies
- * queued on a slow client hold the next request back; option payloads over 64 KiB are skipped, not buffered.
+ * queued on a slow client hold the next request back; option payloads over
+ * 64 KiB are skipped, not buffered; at most maxConnections at once, and a
+ * handshake not finished within handshakeTimeoutMs is cut off.
  * A protocol violation (bad magic, an unknown client flag) closes that
  * connection only.
  */
@@ -58,6 +60,10 @@ export interface NbdServerOptions {
   maxQueuedBytes?: number;
   /** Bytes of reads running at once on a connection (default 64 MiB; a single read up to maxRead always runs). */
   maxInFlightBytes?: number;
+  /** Connections open at once; more are closed as they arrive (default 64). */
+  maxConnections?: number;
+  /** A client still haggling options after this long is disconnected (default 30 s). */
+  handshakeTimeoutMs?: number;
   /** Told of source failures (answered EIO) and closed connections' reasons. */
   onError?: (e: unknown) => void;
 }
@@ -82,6 +88,7 @@ export class NbdServer {
     this.maxQueued = opts.maxQueuedBytes ?? 64 * MiB;
     this.maxInFlightBytes = opts.maxInFlightBytes ?? 64 * MiB;
     this.server = createServer((socket) => this.connection(socket));
+    this.server.maxConnections = opts.maxConnections ?? 64;
   }
 
   /**
@@ -121,7 +128,10 @@ export class NbdServer {
 
   private async run(socket: Socket, reader: SocketReader): Promise<void> {
     const limits = { maxOptionLength: 64 * 1024, maxOptions: 64, maxRead: this.maxRead };
+    // A client that never finishes the handshake does not hold its connection for ever.
+    socket.setTimeout(this.opts.handshakeTimeoutMs ?? 30_000, () => socket.destroy());
     const session = await handshake(socket, reader, this.opts.exports, EXPORT_FLAGS, limits);
+    socket.setTimeout(0);
     if (!session) {
       socket.end();
       return;
