@@ -3,7 +3,7 @@
  * data directories) over one S3 (Ceph RGW) bucket prefix and one PostgreSQL
  * schema, behind a round-robin TCP proxy (each client connection to the next
  * replica). The CLI pushes, pulls, removes, collects and verifies through
- * the proxy (a push's requests land on both replicas: its session is shared,
+ * the proxy, and skopeo copies a snapshot out and back in through it (a push's requests land on both replicas: its session is shared,
  * storage/coord/coordinator.ts). gc --grace 0s runs during concurrent pushes;
  * one replica is killed with SIGKILL during a push and during a gc.
  * Afterwards verify passes and every committed snapshot pulls byte-exact.
@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { cliOk, runCli } from './helpers/cli.js';
 import { freshPostgresUrl } from './helpers/metadata-stores.js';
-import { makeBaseImage, makeVariant, standardVariantEdits } from './helpers/qcow2-fixtures.js';
+import { makeBaseImage, makeVariant, runTool, standardVariantEdits } from './helpers/qcow2-fixtures.js';
 import { startRoundRobinProxy, type RoundRobinProxy } from './helpers/round-robin-proxy.js';
 import { emptyS3Prefix } from './helpers/s3-prefix.js';
 import { freePort, spawnServe, type ServeProcess } from './helpers/serve-process.js';
@@ -82,11 +82,19 @@ afterAll(async () => {
 });
 
 describe('two replicas behind a round-robin proxy', () => {
-  test('push of a base and a variant, pull of both byte-exact and verify ok, all through the proxy', async () => {
+  test('push of a base and a variant, a skopeo copy out and back in, pulls byte-exact and verify ok, all through the proxy', async () => {
     const base = await makeBaseImage(dir, { scale: 0.25, sizeMiB: 32 });
     const v2 = await makeVariant(dir, base, 'v2');
     await push('rep/img:base', base);
     await push('rep/img:v2', v2);
+    await allIntact();
+    // skopeo through the proxy too: the snapshot out to an OCI layout and back in under another name
+    // (its blob uploads are OCI upload sessions, whichever replica each request reaches), then pulled.
+    const host = proxy.url.replace(/^https?:\/\//, '');
+    const layout = join(tmp(), 'layout');
+    await runTool('skopeo', ['copy', '--preserve-digests', '--src-tls-verify=false', '--src-no-creds', '--dest-oci-accept-uncompressed-layers', `docker://${host}/rep/img:v2`, `oci:${layout}:v2`]);
+    await runTool('skopeo', ['copy', '--preserve-digests', '--dest-tls-verify=false', '--dest-no-creds', `oci:${layout}:v2`, `docker://${host}/rep/skopeo:v2`]);
+    committed.set('rep/skopeo:v2', v2);
     await allIntact();
     // Both replicas took connections.
     const counts = proxy.counts();
