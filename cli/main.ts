@@ -1,6 +1,6 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { DEFAULT_FASTCDC } from '../storage/blobs/fastcdc.js';
-import { isSnapyardError } from '../storage/errors.js';
+import { isSnapyardError, SnapyardError } from '../storage/errors.js';
 import { serve } from './serve.js';
 import { chunkFile } from './chunk.js';
 import { inspectFile } from './inspect.js';
@@ -117,9 +117,17 @@ export async function main(argv: string[]): Promise<void> {
   // Errors that escape a stream (a socket reset under a pipeline) are reported the same way: one line, non-zero exit.
   process.on('uncaughtException', fail);
   process.on('unhandledRejection', fail);
+  // Node exits when nothing is left to wait on, even if the command's promise never settled (a stream
+  // that ended without its end or error event): that must never look like success (exit 0, no output).
+  let settled = false;
+  process.on('beforeExit', () => {
+    if (!settled) fail(new SnapyardError('INTERNAL', 'the command stopped before it finished: it was left waiting on a connection or stream that ended without a word (run it again; SNAPYARD_DEBUG=1 for details)'));
+  });
   try {
     await buildProgram().parseAsync(argv);
+    settled = true;
   } catch (e) {
+    settled = true;
     fail(e);
   }
 }
