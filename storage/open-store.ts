@@ -45,6 +45,7 @@ import { DiskReserve } from './maintenance/disk-reserve.js';
  * their catalog is in the same PostgreSQL database
  * (chunks/remote-chunk-store.ts); the data directory then keeps only what is
  * this process's: <data>/remote/spool (segments being written),
+ * <data>/remote/pack-cache (the packs it put lately, read locally; 1 GiB),
  * <data>/remote/sketches (delta sketches), <data>/remote/quarantine.
  */
 export interface StoreConfig {
@@ -97,7 +98,7 @@ async function openChunks(cfg: StoreConfig, memory: MemoryBudget): Promise<Maint
   try {
     const catalog = await openPostgresChunkCatalog(cfg.metadata!);
     const root = join(cfg.dataDir, 'remote');
-    return new MaintainedRemoteChunkStore({ driver, catalog, spoolDir: join(root, 'spool'), sketchDir: join(root, 'sketches'), ...level, ...(cfg.workers !== undefined ? { workers: cfg.workers } : {}), readCache: memory.cache('remote-reads', (b: Buffer) => b.byteLength + 64), locationCache: memory.cache('remote-locations', locationBytes) });
+    return new MaintainedRemoteChunkStore({ driver, catalog, spoolDir: join(root, 'spool'), sketchDir: join(root, 'sketches'), packCacheDir: join(root, 'pack-cache'), ...level, ...(cfg.workers !== undefined ? { workers: cfg.workers } : {}), readCache: memory.cache('remote-reads', (b: Buffer) => b.byteLength + 64), locationCache: memory.cache('remote-locations', locationBytes) });
   } catch (e) {
     await driver.close();
     throw e;

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
 import { isSnapyardError, type ErrorCode } from '../storage/errors.js';
 import type { PackDriver } from '../storage/chunks/pack-driver.js';
+import { PackFileCache } from '../storage/chunks/pack-file-cache.js';
 import { LocalPackDriver } from '../storage/chunks/local-pack-driver.js';
 import { parseS3Url, S3PackDriver, type S3PackDriverOptions } from '../storage/chunks/s3-pack-driver.js';
 import { testS3 } from './helpers/services.js';
@@ -47,7 +48,7 @@ async function listAll(d: PackDriver): Promise<Map<string, number>> {
 type Tuning = Pick<S3PackDriverOptions, 'concurrency' | 'deleteBatch' | 'listPageSize'>;
 
 interface Kind {
-  kind: 'local' | 's3';
+  kind: 'local' | 's3' | 's3 + local pack cache';
   make(t?: Tuning): Promise<PackDriver>;
 }
 
@@ -62,6 +63,16 @@ const kinds: Kind[] = [
       const s3 = await testS3();
       const prefix = `contract-${process.pid}-${prefixNo++}-${randomBytes(3).toString('hex')}`;
       return new S3PackDriver({ location: s3.withPrefix(prefix), credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey }, ...t });
+    },
+  },
+  {
+    // The local copies of what it put (pack-file-cache.ts) must answer as the bucket does.
+    kind: 's3 + local pack cache',
+    make: async (t = {}) => {
+      const s3 = await testS3();
+      const prefix = `contract-${process.pid}-${prefixNo++}-${randomBytes(3).toString('hex')}`;
+      const inner = new S3PackDriver({ location: s3.withPrefix(prefix), credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey }, ...t });
+      return new PackFileCache(inner, join(newDir(), 'pack-cache'));
     },
   },
 ];
@@ -156,9 +167,9 @@ describe.each(kinds)('PackDriver contract: $kind', (k) => {
     const before = d.stats();
     expect(await listAll(d)).toEqual(want);
     const listed = d.stats().lists - before.lists;
-    expect(listed).toBe(k.kind === 's3' ? 4 : 1); // 7 + 7 + 7 + 2
+    expect(listed).toBe(k.kind !== 'local' ? 4 : 1); // 7 + 7 + 7 + 2
     await d.delete([...want.keys()]);
-    expect(d.stats().deletes - before.deletes).toBe(k.kind === 's3' ? 3 : 23); // S3: requests of 10, 10, 3; local: files
+    expect(d.stats().deletes - before.deletes).toBe(k.kind !== 'local' ? 3 : 23); // S3: requests of 10, 10, 3; local: files
     expect(await listAll(d)).toEqual(new Map());
   });
 
@@ -173,7 +184,7 @@ describe.each(kinds)('PackDriver contract: $kind', (k) => {
     await d.get('p-s2', 0, 2500);
     await d.get('p-s2', 2000, 400);
     expect(d.stats()).toEqual({ puts: 2, gets: 3, deletes: 0, lists: 0, bytesPut: 3500, bytesGot: 3000 });
-    expect(d.location).toMatch(k.kind === 's3' ? /^s3:\/\/[a-z0-9.-]+\/contract-/ : /^file:\//);
+    expect(d.location).toMatch(k.kind !== 'local' ? /^s3:\/\/[a-z0-9.-]+\/contract-/ : /^file:\//);
   });
 
   test('concurrent puts and gets: every read byte-exact; racing puts of one name: one wins, the rest CONFLICT', async () => {

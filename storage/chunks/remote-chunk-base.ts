@@ -11,6 +11,7 @@ import { CodecPool } from './codec-pool.js';
 import { MemoryBudget, type BudgetCache } from '../memory-budget.js';
 import type { ChunkCatalog } from './chunk-catalog.js';
 import type { PackDriver } from './pack-driver.js';
+import { PackFileCache } from './pack-file-cache.js';
 import { RECORD_HEADER_SIZE } from './pack-files.js';
 import { rawOf, type Digest } from '../digest.js';
 import { ChunkCorruptError, ChunkMissingError, isSnapyardError } from '../errors.js';
@@ -34,6 +35,13 @@ export interface RemoteReadOptions {
   readRunBytes?: number;
   /** Worker threads that compress new chunks and decompress and verify reads (default 2; 0 = inline). */
   workers?: number;
+  /**
+   * Keeps the packs this store put as local files here (pack-file-cache.ts),
+   * up to packCacheBytes (default 1 GiB), so reads of what it just wrote skip
+   * the ranged GETs. Default: no such cache.
+   */
+  packCacheDir?: string;
+  packCacheBytes?: number;
 }
 
 /** A chunk written to a segment whose rows are not committed yet. */
@@ -56,7 +64,10 @@ export function slices<T>(xs: T[], n = CALL_BATCH): T[][] {
 }
 
 export class RemoteChunkReads {
+  /** Where packs are put and read (the bucket, through the local pack cache when there is one). */
   readonly driver: PackDriver;
+  /** The bucket itself (verify checks what is there, not a local copy). */
+  readonly bucket: PackDriver;
   readonly catalog: ChunkCatalog;
   protected readonly codec: ChunkCodec;
   /** Encoding of new chunks and decoding of reads on worker threads. */
@@ -68,7 +79,8 @@ export class RemoteChunkReads {
   protected readonly pending = new Map<Digest, PendingChunk>();
 
   constructor(opts: RemoteReadOptions) {
-    this.driver = opts.driver;
+    this.bucket = opts.driver;
+    this.driver = opts.packCacheDir ? new PackFileCache(opts.driver, opts.packCacheDir, opts.packCacheBytes) : opts.driver;
     this.catalog = opts.catalog;
     this.codec = new ChunkCodec(opts.level ?? DEFAULT_LEVEL);
     this.codecs = new CodecPool(this.codec.level, opts.workers ?? 2);
