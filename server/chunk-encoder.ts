@@ -97,6 +97,8 @@ export class ChunkEncoder {
     }
     const want = [...distinctChunks(indexes).values()];
     if (want.length === 0) return { blobs, key, table: null, ids: [], lengths: [] };
+    // The held chunks are the dictionaries of what gets encoded: a remote store locates them all now (a few catalog calls), not one by one later.
+    await this.store.chunks.prepareReads?.(want.map((w) => digestFromRaw(w.raw)));
     this.sketchStore ??= new SketchStore(this.store.chunks.sketchDir);
     const sk = await this.sketchStore.sketches(this.store.chunks, want);
     const table = new ResemblanceIndex();
