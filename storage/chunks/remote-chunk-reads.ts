@@ -137,7 +137,8 @@ export class RemoteRecordReader {
         const buf = await this.tracked(first.pack, first.offset, Math.max(length, ahead), this.getRun(first.pack, first.offset, length, ahead, r[0]![0]));
         for (const [d, { loc, at }] of r) {
           const stored = storedOfRecord(buf, loc.offset - first.offset, d, loc);
-          this.cache.set(d, stored);
+          // A stream reading a pack in order will not ask again: only random reads (delta encoding's) are kept.
+          if (ahead === 0) this.cache.set(d, stored);
           for (const i of at) out[i] = stored;
         }
         this.cacheAhead(buf, length);
