@@ -1,3 +1,4 @@
+import { openSharedSqlite } from '../sqlite-open.js';
 import Database from 'better-sqlite3';
 import { digestFromRaw, rawOf, type Digest } from '../digest.js';
 import type { RecordLocation } from './pack-files.js';
@@ -23,12 +24,9 @@ export class PackIndex {
   private bloom: DigestBloom;
 
   constructor(path: string) {
-    this.db = new Database(path);
-    // busy_timeout first: several processes (pods on one node) may open a new
-    // index at once, and both the switch to WAL and the schema need a lock.
-    this.db.pragma('busy_timeout = 5000');
-    this.db.pragma('journal_mode = WAL');
-    this.db.pragma('synchronous = NORMAL');
+    // Several processes (pods on one node) may open a new index at once: both
+    // the switch to WAL and the schema need a lock (sqlite-open.ts).
+    this.db = openSharedSqlite(path);
     // The version is read again inside an IMMEDIATE transaction, so only one
     // opener creates the tables; the others see version 1 and go on.
     const v = this.db.transaction(() => {

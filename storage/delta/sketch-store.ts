@@ -4,6 +4,7 @@
  * (`<store>/sketches.db`, digest -> encoded sketch). A cache, not a truth:
  * losing it only costs recomputation.
  */
+import { openSharedSqlite } from '../sqlite-open.js';
 import Database from 'better-sqlite3';
 import { join } from 'node:path';
 import type { ChunkStore } from '../chunks/chunk-store.js';
@@ -17,10 +18,7 @@ export class SketchStore {
   private readonly s;
 
   constructor(root: string) {
-    this.db = new Database(join(root, 'sketches.db'));
-    this.db.pragma('busy_timeout = 5000');
-    this.db.pragma('journal_mode = WAL');
-    this.db.pragma('synchronous = NORMAL');
+    this.db = openSharedSqlite(join(root, 'sketches.db'));
     this.db.exec('CREATE TABLE IF NOT EXISTS sketches_v1 (digest BLOB PRIMARY KEY, sketch BLOB NOT NULL) WITHOUT ROWID');
     this.s = {
       get: this.db.prepare('SELECT sketch FROM sketches_v1 WHERE digest = ?').pluck(),

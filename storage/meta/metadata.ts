@@ -1,3 +1,4 @@
+import { openSharedSqlite } from '../sqlite-open.js';
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -28,10 +29,7 @@ export class Metadata {
 
   constructor(path: string, opts: { now?: () => number; onFull?: () => boolean } = {}) {
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
-    this.db = new Database(path);
-    this.db.pragma('busy_timeout = 5000'); // first: other processes may open the store at once
-    this.db.pragma('journal_mode = WAL');
-    this.db.pragma('synchronous = NORMAL');
+    this.db = openSharedSqlite(path); // other processes may open the store at once
     this.db.pragma('foreign_keys = ON');
     migrate(this.db);
     this.aliases = new DigestAliases(this.db);
