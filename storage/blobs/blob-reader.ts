@@ -1,7 +1,7 @@
 import type { Piece } from './chunk-index.js';
-import { distinctChunks, type BlobIndex } from './blob-index.js';
+import type { BlobIndex } from './blob-index.js';
 import type { ChunkStore } from '../chunks/chunk-store.js';
-import { digestFromRaw, type Digest } from '../digest.js';
+import type { Digest } from '../digest.js';
 import { SnapyardError } from '../errors.js';
 import type { ReadAheadBudget } from '../memory-budget.js';
 
@@ -34,7 +34,9 @@ export async function* readBlob(store: ChunkStore, index: BlobIndex, start = 0, 
   if (start === end) return;
   // A whole blob: a remote store locates all its chunks up front, a few catalog calls instead of one per batch.
   if (store.prepareReads && start === 0 && end === index.size) {
-    await store.prepareReads([...distinctChunks([index]).values()].map((c) => digestFromRaw(c.raw)));
+    const all = new Set<Digest>();
+    for (const list of index.lists()) for (let i = 0; i < list.count; i++) all.add(list.digestAt(i));
+    await store.prepareReads([...all]);
   }
   const readAhead = opts.readAhead ?? 6;
   const batchBytes = opts.batchBytes ?? 2 * 1024 * 1024;

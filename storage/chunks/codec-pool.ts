@@ -17,6 +17,17 @@ export function reviveChunkError(e: WorkerError): Error {
   return new SnapyardError('INTERNAL', e.message);
 }
 
+/** Parts laid end to end in a buffer of their own (transferable to a worker). */
+function gather(parts: Uint8Array[], total: number): Uint8Array<ArrayBuffer> {
+  const buf = new Uint8Array(total);
+  let at = 0;
+  for (const p of parts) {
+    buf.set(p, at);
+    at += p.byteLength;
+  }
+  return buf;
+}
+
 /** Below this many bytes a task runs inline: a worker's round trip would cost more than it saves. */
 const INLINE_BYTES = 256 * 1024;
 
@@ -40,12 +51,7 @@ export class CodecPool {
     let total = 0;
     for (const c of chunks) total += c.raw.byteLength;
     if (!this.pool || total < INLINE_BYTES) return encodeRecords(this.codec, chunks);
-    const buf = new Uint8Array(total);
-    let at = 0;
-    for (const c of chunks) {
-      buf.set(c.raw, at);
-      at += c.raw.byteLength;
-    }
+    const buf = gather(chunks.map((c) => c.raw), total);
     const r = (await this.pool.run({ op: 'encode', buf, lengths: chunks.map((c) => c.raw.byteLength), digests: chunks.map((c) => c.digest) }, [buf.buffer])) as { buf: Uint8Array; lengths: number[] };
     return { buf: Buffer.from(r.buf.buffer, r.buf.byteOffset, r.buf.byteLength), lengths: r.lengths };
   }
@@ -84,12 +90,7 @@ export class CodecPool {
     for (const s of stored) total += s.byteLength;
     const lengths = stored.map((s) => s.byteLength);
     if (!this.pool || (op === 'decode' && total < INLINE_BYTES)) return inline(decodeConcat(this.codec, Buffer.concat(stored, total), lengths, digests, rawLengths));
-    const buf = new Uint8Array(total);
-    let at = 0;
-    for (const s of stored) {
-      buf.set(s, at);
-      at += s.byteLength;
-    }
+    const buf = gather(stored, total);
     const r = await this.pool.run({ op, buf, lengths, digests, rawLengths, level }, [buf.buffer]);
     if ('sketches' in r) return r.sketches.map((u) => Buffer.from(u.buffer, u.byteOffset, u.byteLength));
     return Buffer.from(r.buf.buffer, r.buf.byteOffset, r.buf.byteLength);

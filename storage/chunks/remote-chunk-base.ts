@@ -149,12 +149,7 @@ export class RemoteChunkReads {
    */
   /** Locates chunks about to be read one by one, in one catalog call per CALL_BATCH (remembered in the location cache). */
   async prepareReads(digests: Digest[]): Promise<void> {
-    const ask = digests.filter((d) => !this.pending.has(d) && !this.locations.has(d));
-    for (const part of slices(ask)) {
-      (await this.catalog.lookup(part.map(rawOf))).forEach((e, i) => {
-        if (e != null) this.locations.set(part[i]!, { pack: e.pack, offset: e.offset, length: e.length });
-      });
-    }
+    await this.lookupLocations(digests.filter((d) => !this.pending.has(d) && !this.locations.has(d)));
   }
 
   /** Forgets what is cached of a chunk (its record turned out corrupt, or it was removed). */
@@ -171,14 +166,23 @@ export class RemoteChunkReads {
       if (hit) out[i] = hit;
       else ask.push(i);
     });
-    for (const part of slices(ask)) {
-      const entries = await this.catalog.lookup(part.map((i) => rawOf(digests[i]!)));
-      entries.forEach((e, k) => {
-        const d = digests[part[k]!]!;
-        if (e == null) throw new ChunkMissingError(d);
+    const found = await this.lookupLocations(ask.map((i) => digests[i]!));
+    ask.forEach((i, k) => {
+      if (!found[k]) throw new ChunkMissingError(digests[i]!);
+      out[i] = found[k];
+    });
+    return out;
+  }
+
+  /** Looks digests up in the catalog (CALL_BATCH per call) and remembers where the held ones are; undefined for the others. */
+  private async lookupLocations(digests: Digest[]): Promise<Array<RemoteLocation | undefined>> {
+    const out: Array<RemoteLocation | undefined> = [];
+    for (const part of slices(digests)) {
+      (await this.catalog.lookup(part.map(rawOf))).forEach((e, i) => {
+        if (e == null) return void out.push(undefined);
         const loc = { pack: e.pack, offset: e.offset, length: e.length };
-        this.locations.set(d, loc);
-        out[part[k]!] = loc;
+        this.locations.set(part[i]!, loc);
+        out.push(loc);
       });
     }
     return out;

@@ -25,6 +25,7 @@ import { hexKey } from './chunk-catalog.js';
 import type { ChunkStoreStats, CompactOptions, CompactReport, MaintainedChunkStore, VerifyChunksReport } from './maintained-chunk-store.js';
 import { RECORD_HEADER_SIZE } from './pack-files.js';
 import { RemoteChunkStore, type RemoteChunkStoreOptions } from './remote-chunk-store.js';
+import { CALL_BATCH } from './remote-chunk-base.js';
 import { packNameParts, Segments, storedRecords } from './remote-chunk-spool.js';
 import { verifyRemote } from './remote-chunk-verify.js';
 
@@ -36,7 +37,6 @@ export interface MaintainedRemoteChunkStoreOptions extends RemoteChunkStoreOptio
 }
 
 /** Digests per catalog call. */
-const CALL_BATCH = 4096;
 /** Bytes of live records read from an old pack per round of compaction. */
 const COPY_BYTES = 8 * 1024 * 1024;
 
