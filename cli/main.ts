@@ -12,6 +12,7 @@ import { registerMaintenanceCommands } from './maintenance.js';
 import { registerPodInit } from './pod-init.js';
 import { registerImport } from './import.js';
 import { registerNbdServe } from './nbd-serve.js';
+import { registerMount } from './mount.js';
 import { addServeOptions, resolveServeOptions } from './serve-options.js';
 import { addRegistryOptions, type RegistryFlags } from './registry-options.js';
 import { passwdCommand } from './passwd.js';
@@ -101,6 +102,7 @@ export function buildProgram(): Command {
   registerPodInit(program);
   registerImport(program);
   registerNbdServe(program);
+  registerMount(program);
   registerLifecycleCommands(program);
   registerMaintenanceCommands(program);
   return program;

@@ -1,0 +1,107 @@
+/**
+ * `snapyard mount REF --socket PATH [--base FILE] [--cache DIR] [--overlay FILE]`:
+ * serves a snapshot's guest view as a read-only NBD export on a unix socket
+ * (the default export and `repo:tag`), fetching chunks as they are read
+ * (client/lazy/), until SIGTERM/SIGINT. Prints one line once it listens
+ * (one JSON object with --json), one when the background prefetch has
+ * everything, and one when it stops. docs/nbd.md.
+ */
+import { resolve } from 'node:path';
+import type { Command } from 'commander';
+import { ClientCache, defaultCacheDir } from '../client/cache.js';
+import { openMount, type Mount } from '../client/lazy/mount.js';
+import { ensureNbdOverlay, type OverlayAction } from '../client/lazy/overlay.js';
+import { NbdServer } from '../client/nbd/server.js';
+import type { BlockSource } from '../client/nbd/source.js';
+import { parseRef } from '../client/ref.js';
+import { SnapyardError } from '../storage/errors.js';
+import { cacheMaxBytes } from './remote.js';
+import { addRegistryOptions, openRegistry, type RegistryFlags } from './registry-options.js';
+import { parseSize } from './serve-options.js';
+
+export interface MountFlags extends RegistryFlags {
+  socket: string;
+  base?: string;
+  cache?: string;
+  cacheMax?: string;
+  overlay?: string;
+  readTimeout: string;
+  prefetchRate: string;
+  json?: boolean;
+}
+
+function seconds(v: string): number {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) throw new SnapyardError('INVALID_ARGUMENT', `--read-timeout ${JSON.stringify(v)} is not a positive number of seconds`);
+  return n;
+}
+
+export async function mountCommand(refStr: string, o: MountFlags): Promise<void> {
+  const ref = parseRef(refStr);
+  const readTimeoutMs = seconds(o.readTimeout) * 1000;
+  const rate = parseSize(o.prefetchRate);
+  const say = (event: string, fields: Record<string, unknown>, text: string) =>
+    process.stdout.write(o.json ? `${JSON.stringify({ event, ...fields })}\n` : `${text}\n`);
+  const warn = (e: unknown) => process.stderr.write(`snapyard mount: ${e instanceof Error ? e.message : String(e)}\n`);
+  const cache = new ClientCache(o.cache ?? defaultCacheDir(), ((m) => (m !== undefined ? { maxBytes: m } : {}))(cacheMaxBytes(o)));
+  const reg = openRegistry(o);
+  let mount: Mount | null = null;
+  let server: NbdServer | null = null;
+  const shutdown = async () => {
+    await server?.close();
+    await mount?.close();
+    await cache.close();
+    await reg.close();
+  };
+  try {
+    mount = await openMount(ref, {
+      registry: reg, cache, readTimeoutMs, prefetchRate: rate,
+      ...(o.base !== undefined ? { base: o.base } : {}),
+      onError: warn,
+      onPrefetched: (s) => say('prefetched', s, `prefetched ${refStr}: every chunk is local (${s.bytes} bytes fetched in the background, ${s.seconds.toFixed(2)} s)`),
+    });
+    const exports = new Map<string, BlockSource>([['', mount.source], [mount.ref, mount.source]]);
+    server = new NbdServer({ exports, onError: warn });
+    await server.listen(o.socket);
+    const socket = resolve(o.socket);
+    const urls = [...exports.keys()].map((n) => `nbd+unix:///${n}?socket=${socket}`);
+    let overlayAction: OverlayAction | null = null;
+    if (o.overlay) overlayAction = await ensureNbdOverlay(o.overlay, urls[0]!, mount.source.size);
+    say('listening', {
+      ref: mount.ref, manifest: mount.manifestDigest, blob: mount.blobDigest, size: mount.source.size, socket, exports: urls,
+      chunks: mount.chunks.total, chunksLocal: mount.chunks.localAtStart,
+      ...(o.overlay ? { overlay: resolve(o.overlay), overlayAction } : {}),
+      prefetchRate: mount.prefetch ? rate : 0,
+    }, `mounted ${mount.ref} (${mount.manifestDigest}, ${mount.source.size} bytes, ${mount.chunks.localAtStart} of ${mount.chunks.total} chunks local) read-only on ${urls.join(' ')}${o.overlay ? `; overlay ${o.overlay} ${overlayAction}` : ''}`);
+  } catch (e) {
+    await shutdown().catch(() => {});
+    throw e;
+  }
+  let stopping = false;
+  const stop = () => {
+    if (stopping) return;
+    stopping = true;
+    const s = mount!.fetcher.stats;
+    void shutdown().catch(warn).finally(() => {
+      say('stopped', { ...s }, `stopped: ${s.chunks} chunks (${s.wireBytes} bytes) fetched, ${s.retries} retries`);
+      process.exit(0);
+    });
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+}
+
+export function registerMount(program: Command): void {
+  addRegistryOptions(program.command('mount'))
+    .description("serve a snapshot's guest view read-only over NBD on a unix socket, fetching chunks as they are read (nbd+unix:///?socket=PATH)")
+    .argument('<ref>', 'repo:tag or repo@sha256:...')
+    .requiredOption('--socket <path>', 'the unix socket to listen on (a stale one is replaced)')
+    .option('--base <file>', 'a local image sharing chunks with the snapshot (an earlier version): its chunks are read, not fetched')
+    .option('--cache <dir>', 'node cache: fetched chunks are kept here (env SNAPYARD_CACHE, default ~/.cache/snapyard)')
+    .option('--cache-max <size>', 'evict least recently used snapshots from the cache at exit once it stores more than this (env SNAPYARD_CACHE_MAX)')
+    .option('--overlay <file>', 'create (or reuse) a qcow2 overlay backed by the export, for QEMU to write to')
+    .option('--read-timeout <seconds>', 'a read the network cannot answer by then fails with EIO', '60')
+    .option('--prefetch-rate <rate>', 'fetch the rest in the background at this many bytes/s (like 50M; 0: off)', '50M')
+    .option('--json', 'JSON lines: listening, prefetched, stopped')
+    .action(async (ref: string, o: MountFlags) => mountCommand(ref, o));
+}

@@ -1,0 +1,177 @@
+/**
+ * A block source (client/nbd/source.ts) over a snapshot's chunk index in the
+ * registry: the guest view of a qcow2 snapshot (its data stream placed at
+ * its extents, zeros elsewhere) or a raw blob's bytes, answered chunk by
+ * chunk from a local file holding the chunk (the base, --base), the node
+ * cache, or the network (client/lazy/chunk-fetcher.ts).
+ *
+ * - Every chunk is verified against its digest before a byte of it is
+ *   returned (LocalSources hashes what it reads from files and the cache;
+ *   the fetcher hashes what arrives before it goes into the cache).
+ * - The chunks a read lacks are fetched together (one batch), before the
+ *   read assembles its bytes; a chunk fetched for another read is awaited.
+ * - A read not answered within `readTimeoutMs` fails (the NBD server says
+ *   EIO): never zeros, never data that was not verified.
+ * - Zero clusters and unallocated ranges are answered by blockStatus and
+ *   read as zeros without touching any chunk.
+ * Memory: the bytes of one read plus a small LRU of recent chunks.
+ */
+import type { BlobIndex } from '../../storage/blobs/blob-index.js';
+import type { ChunkList, Piece } from '../../storage/blobs/chunk-index.js';
+import { SnapyardError } from '../../storage/errors.js';
+import { Qcow2Index } from '../../storage/blobs/qcow2-index.js';
+import type { Want } from '../fetch.js';
+import type { LocalSources } from '../sources.js';
+import { MAX_STATUS_EXTENTS, type BlockSource, type StatusExtent } from '../nbd/source.js';
+import type { ChunkFetcher } from './chunk-fetcher.js';
+
+export interface LazySourceOptions {
+  index: BlobIndex;
+  sources: LocalSources;
+  fetcher: ChunkFetcher;
+  /** A read not answered by then fails (default 60 s). */
+  readTimeoutMs?: number;
+  /** Told of every read (offset, length) as it arrives: a trace of what the guest reads. */
+  onRead?: (offset: number, length: number) => void;
+}
+
+const RECENT_CHUNKS = 32;
+
+/** Where the bytes [at, at + piece.to - piece.from) of a read come from. */
+interface Placed {
+  at: number;
+  piece: Piece;
+}
+
+export class LazySource implements BlockSource {
+  readonly size: number;
+  /** Recent chunks' bytes (neighbouring reads often cut the same chunk), most recent last. */
+  private readonly recent = new Map<string, Promise<Buffer>>();
+  private readonly timeoutMs: number;
+
+  constructor(private readonly opts: LazySourceOptions) {
+    const ix = opts.index;
+    if (ix instanceof Qcow2Index && ix.layout.hasBacking) {
+      throw new SnapyardError('INVALID_ARGUMENT', 'the snapshot is a qcow2 overlay (it names a backing file): its guest view needs that file; mount a standalone snapshot');
+    }
+    this.size = ix instanceof Qcow2Index ? ix.layout.virtualSize : ix.size;
+    this.timeoutMs = opts.readTimeoutMs ?? 60_000;
+  }
+
+  async read(offset: number, length: number): Promise<Buffer> {
+    this.opts.onRead?.(offset, length);
+    const deadline = Date.now() + this.timeoutMs;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new SnapyardError('CONNECTION_LOST', `read of ${length} bytes at ${offset} not answered within ${this.timeoutMs} ms`)), this.timeoutMs);
+    });
+    try {
+      return await Promise.race([this.readRange(offset, length, deadline), timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async blockStatus(offset: number, length: number): Promise<StatusExtent[]> {
+    const ix = this.opts.index;
+    if (!(ix instanceof Qcow2Index)) return [{ length, zero: false }];
+    const out: StatusExtent[] = [];
+    for (const p of ix.guestPieces(offset, length)) {
+      const zero = p.stream < 0;
+      const last = out[out.length - 1];
+      if (last && last.zero === zero) last.length += p.length;
+      else if (out.length >= MAX_STATUS_EXTENTS) break;
+      else out.push({ length: p.length, zero });
+    }
+    return out;
+  }
+
+  /** The chunk pieces of guest range [offset, offset + length), placed in the read's buffer (zero ranges left out). */
+  private place(offset: number, length: number): Placed[] {
+    const ix = this.opts.index;
+    const out: Placed[] = [];
+    if (!(ix instanceof Qcow2Index)) {
+      let at = 0;
+      for (const piece of ix.pieces(offset, offset + length)) {
+        out.push({ at, piece });
+        at += piece.to - piece.from;
+      }
+      return out;
+    }
+    for (const g of ix.guestPieces(offset, length)) {
+      if (g.stream < 0) continue;
+      let at = g.guestOffset - offset;
+      for (const piece of ix.data.pieces(g.stream, g.stream + g.length)) {
+        out.push({ at, piece });
+        at += piece.to - piece.from;
+      }
+    }
+    return out;
+  }
+
+  private async readRange(offset: number, length: number, deadline: number): Promise<Buffer> {
+    const placed = this.place(offset, length);
+    // The chunks of this read that are nowhere local: one batch.
+    const missing: Want[] = [];
+    const seen = new Set<string>();
+    for (const { piece } of placed) {
+      const hex = hexAt(piece.list, piece.i);
+      if (seen.has(hex)) continue;
+      seen.add(hex);
+      if (!(await this.opts.fetcher.isLocal(hex))) missing.push({ hex, length: piece.list.lengths[piece.i]! });
+    }
+    if (missing.length > 0) await this.opts.fetcher.ensure(missing, deadline).catch(() => {}); // chunk() retries what is still missing
+    const out = Buffer.alloc(length);
+    for (const { at, piece } of placed) (await this.cached(piece.list, piece.i, deadline)).copy(out, at, piece.from, piece.to);
+    return out;
+  }
+
+  private cached(list: ChunkList, i: number, deadline: number): Promise<Buffer> {
+    const hex = hexAt(list, i);
+    const hit = this.recent.get(hex);
+    if (hit) {
+      this.recent.delete(hex);
+      this.recent.set(hex, hit);
+      return hit;
+    }
+    const p = this.chunk(hex, list.lengths[i]!, deadline);
+    p.catch(() => this.recent.delete(hex));
+    this.recent.set(hex, p);
+    if (this.recent.size > RECENT_CHUNKS) this.recent.delete(this.recent.keys().next().value as string);
+    return p;
+  }
+
+  /** A chunk's verified bytes: local, else fetched (again) until the deadline. */
+  private async chunk(hex: string, length: number, deadline: number): Promise<Buffer> {
+    for (;;) {
+      const b = await this.opts.sources.get(hex);
+      if (b && b.byteLength !== length) throw new SnapyardError('CHUNK_CORRUPT', `chunk sha256:${hex} has ${b.byteLength} bytes, the index says ${length}`);
+      if (b) return b;
+      if (Date.now() >= deadline) throw new SnapyardError('CHUNK_MISSING', `chunk sha256:${hex} could not be fetched before the read deadline`);
+      try {
+        await this.opts.fetcher.ensure([{ hex, length }], deadline);
+      } catch (e) {
+        if (Date.now() >= deadline) throw e;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  }
+}
+
+function hexAt(list: ChunkList, i: number): string {
+  return list.rawDigestAt(i).toString('hex');
+}
+
+/** The distinct chunks the guest view reads, in guest order (what a prefetch fetches). */
+export function guestChunks(index: BlobIndex): Want[] {
+  const list = index instanceof Qcow2Index ? index.data : index;
+  const seen = new Set<string>();
+  const out: Want[] = [];
+  for (let i = 0; i < list.count; i++) {
+    const hex = hexAt(list, i);
+    if (seen.has(hex)) continue;
+    seen.add(hex);
+    out.push({ hex, length: list.lengths[i]! });
+  }
+  return out;
+}

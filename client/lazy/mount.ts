@@ -1,0 +1,90 @@
+/**
+ * A lazy mount of a snapshot: its index from the registry (`_delta`, as a
+ * pull asks for it), the local places chunks may already be (the base file
+ * given, the node cache), a fetcher for the rest, the block source QEMU
+ * reads through NBD, and the background prefetch. cli/mount.ts serves it.
+ */
+import { chunkSet } from '../../storage/blobs/blob-index.js';
+import type { Digest } from '../../storage/digest.js';
+import type { ClientCache } from '../cache.js';
+import type { Want } from '../fetch.js';
+import { indexFile } from '../file-index.js';
+import type { Ref } from '../ref.js';
+import type { Registry } from '../registry.js';
+import { remoteIndex } from '../remote-index.js';
+import { LocalSources } from '../sources.js';
+import { ChunkFetcher } from './chunk-fetcher.js';
+import { guestChunks, LazySource } from './lazy-source.js';
+import { Prefetcher } from './prefetcher.js';
+
+export interface MountOptions {
+  registry: Registry;
+  cache: ClientCache;
+  /** A local image sharing chunks with the snapshot (an earlier version): read instead of fetched. */
+  base?: string;
+  readTimeoutMs?: number;
+  /** Background prefetch rate in bytes/s (0 or absent: none). */
+  prefetchRate?: number;
+  onPrefetched?: (s: { chunks: number; bytes: number; seconds: number }) => void;
+  onError?: (e: unknown) => void;
+}
+
+export interface Mount {
+  ref: string;
+  manifestDigest: string;
+  blobDigest: Digest;
+  source: LazySource;
+  fetcher: ChunkFetcher;
+  prefetch: Prefetcher | null;
+  /** Chunks of the snapshot, and how many were local when the mount started. */
+  chunks: { total: number; localAtStart: number };
+  close(): Promise<void>;
+}
+
+export async function openMount(ref: Ref, opts: MountOptions): Promise<Mount> {
+  const { registry: reg, cache } = opts;
+  const base = opts.base ? await indexFile(opts.base, cache) : null;
+  const have = [...(base ? [base.digest] : []), ...cache.held(base?.digest ?? null)].filter((d, i, a) => a.indexOf(d) === i).slice(0, 32);
+  const remote = await remoteIndex(reg, ref, have, (d) => (d === base?.digest ? base.encoded : cache.readIndex(d)));
+  cache.writeIndex(remote.index.blobDigest, remote.bytes);
+  const sources = await LocalSources.open(cache, base ? { path: opts.base!, index: base.index } : null);
+  try {
+    const fetcher = new ChunkFetcher({ registry: reg, repo: ref.repo, blob: remote.index.blobDigest, have, sources, cache, ...(opts.onError ? { onRetry: opts.onError } : {}) });
+    const source = new LazySource({ index: remote.index, sources, fetcher, ...(opts.readTimeoutMs !== undefined ? { readTimeoutMs: opts.readTimeoutMs } : {}) });
+    // The guest view's chunks in guest order, then the rest of the file's (qcow2 metadata): once all
+    // are local the snapshot is held (a pull of it is local too, and the cache's eviction keeps it).
+    const all = guestChunks(remote.index);
+    const inGuest = new Set(all.map((w) => w.hex));
+    for (const [hex, length] of chunkSet(remote.index)) if (!inGuest.has(hex)) all.push({ hex, length });
+    const lacking: Want[] = [];
+    for (const w of all) if (!(await fetcher.isLocal(w.hex))) lacking.push(w);
+    const held = () => cache.addHeld(remote.index.blobDigest, base ? base.digest : null);
+    if (lacking.length === 0) held();
+    const prefetch = lacking.length > 0 && opts.prefetchRate && opts.prefetchRate > 0
+      ? new Prefetcher({
+        fetcher, wants: lacking, rate: opts.prefetchRate,
+        onDone: (s) => {
+          held();
+          opts.onPrefetched?.(s);
+        },
+        ...(opts.onError ? { onError: opts.onError } : {}),
+      })
+      : null;
+    return {
+      ref: `${ref.repo}${ref.tag ? `:${ref.tag}` : `@${ref.digest}`}`,
+      manifestDigest: remote.answer.manifest.digest,
+      blobDigest: remote.index.blobDigest,
+      source, fetcher, prefetch,
+      chunks: { total: all.length, localAtStart: all.length - lacking.length },
+      close: async () => {
+        prefetch?.stop();
+        fetcher.close();
+        await prefetch?.done;
+        await sources.close();
+      },
+    };
+  } catch (e) {
+    await sources.close();
+    throw e;
+  }
+}
