@@ -40,8 +40,8 @@ export async function mountCommand(refStr: string, o: MountFlags): Promise<void>
   const ref = parseRef(refStr);
   const readTimeoutMs = seconds(o.readTimeout) * 1000;
   const rate = parseSize(o.prefetchRate);
-  const say = (event: string, fields: Record<string, unknown>, text: string) =>
-    process.stdout.write(o.json ? `${JSON.stringify({ event, ...fields })}\n` : `${text}\n`);
+  const say = (event: string, fields: Record<string, unknown>, text: string, then?: () => void) =>
+    process.stdout.write(o.json ? `${JSON.stringify({ event, ...fields })}\n` : `${text}\n`, then);
   const warn = (e: unknown) => process.stderr.write(`snapyard mount: ${e instanceof Error ? e.message : String(e)}\n`);
   const cache = new ClientCache(o.cache ?? defaultCacheDir(), ((m) => (m !== undefined ? { maxBytes: m } : {}))(cacheMaxBytes(o)));
   const reg = openRegistry(o);
@@ -83,8 +83,8 @@ export async function mountCommand(refStr: string, o: MountFlags): Promise<void>
     stopping = true;
     const s = mount!.fetcher.stats;
     void shutdown().catch(warn).finally(() => {
-      say('stopped', { ...s }, `stopped: ${s.chunks} chunks (${s.wireBytes} bytes) fetched, ${s.retries} retries`);
-      process.exit(0);
+      // Exit once the line is out (a pipe's writes are asynchronous).
+      say('stopped', { ...s }, `stopped: ${s.chunks} chunks (${s.wireBytes} bytes) fetched, ${s.retries} retries`, () => process.exit(0));
     });
   };
   process.on('SIGTERM', stop);

@@ -69,6 +69,10 @@ export async function fetchChunks(want: Want[], opts: FetchOptions): Promise<Fet
     const writer = opts.cache.chunks.writer();
     try {
       await receive(readChunkFrames(res.body), batch, writer);
+    } catch (e) {
+      // A response abandoned mid-way (a corrupt chunk) is aborted: left unread, it holds its connection, and the pool's close() never ends.
+      res.body.destroy();
+      throw e;
     } finally {
       // What arrived is kept even if the batch broke off: the next run need not fetch it again.
       await writer.finish();

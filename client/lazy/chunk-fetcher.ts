@@ -98,7 +98,9 @@ export class ChunkFetcher {
 
   private async fetch(wants: Want[], deadline: number): Promise<void> {
     const o = this.opts;
-    let remaining = wants;
+    // A chunk another fetch stored between the caller's look and this one is not asked for again.
+    let remaining = await this.notCached(wants);
+    if (remaining.length === 0) return;
     let delay = FIRST_DELAY_MS;
     let corrupt = 0;
     this.stats.fetches++;
@@ -114,9 +116,7 @@ export class ChunkFetcher {
         failure = e;
       }
       // What arrived is in the cache even when the batch broke off: ask only for the rest.
-      const left: Want[] = [];
-      for (const w of remaining) if (!(await o.sources.inCache(w.hex))) left.push(w);
-      remaining = left;
+      remaining = await this.notCached(remaining);
       if (remaining.length === 0) return;
       failure ??= new SnapyardError('CHUNK_MISSING', `the server did not send ${remaining.length} chunks`);
       if (isSnapyardError(failure, 'CHUNK_CORRUPT')) {
@@ -132,5 +132,11 @@ export class ChunkFetcher {
       await new Promise((r) => setTimeout(r, delay));
       delay = Math.min(delay * 2, MAX_DELAY_MS);
     }
+  }
+
+  private async notCached(wants: Want[]): Promise<Want[]> {
+    const out: Want[] = [];
+    for (const w of wants) if (!(await this.opts.sources.inCache(w.hex))) out.push(w);
+    return out;
   }
 }

@@ -1,0 +1,114 @@
+/**
+ * `snapyard mount` under the conditions a pod meets: QEMU's overlay over the
+ * export, the mount killed -9 and restarted, a chunk corrupted in flight, a
+ * registry that goes away, reads racing the background prefetch.
+ */
+import { join } from 'node:path';
+import { describe, expect, test } from 'vitest';
+import { qemuInfo, runTool } from './helpers/qcow2-fixtures.js';
+import { compareExport, useMountFixture } from './helpers/mount-fixture.js';
+import { startMount } from './helpers/mount-process.js';
+import { tempDirs } from './helpers/tmp.js';
+
+const MiB = 1024 * 1024;
+const tmp = tempDirs('snapyard-mount-f-');
+const f = useMountFixture(tmp);
+
+describe('snapyard mount: overlay and failures', () => {
+  test('--overlay: a qcow2 overlay backed by the export takes qemu-io writes locally; the export still reads as the image; a second mount reuses it', async () => {
+    const dir = tmp();
+    const sock = join(dir, 'nbd.sock');
+    const overlay = join(dir, 'instance.qcow2');
+    const m = await startMount('loco/win98:games', sock, f.args(dir, ['--overlay', overlay]));
+    const size = (await qemuInfo(f.img.games)).virtualSize;
+    const last = size - 64 * 1024;
+    try {
+      expect(m.listening).toMatchObject({ overlay, overlayAction: 'created' });
+      expect((await qemuInfo(overlay)).backingFilename).toBe(`nbd+unix:///?socket=${sock}`);
+      await runTool('qemu-io', ['-f', 'qcow2', '-c', `write -P 0x6b ${last} 64k`, overlay]);
+      await runTool('qemu-io', ['-f', 'qcow2', '-c', `read -P 0x6b ${last} 64k`, overlay]);
+      // The overlay reads as the image up to the range written (served through the export), the export as the image.
+      await expect(runTool('qemu-img', ['compare', '-f', 'qcow2', '-F', 'qcow2', overlay, f.img.games])).rejects.toThrow(new RegExp(`Content mismatch at offset ${last}!`));
+      await compareExport(m.url(), f.img.games);
+    } finally {
+      await m.stop();
+    }
+    const m2 = await startMount('loco/win98:games', sock, f.args(dir, ['--overlay', overlay]));
+    try {
+      expect(m2.listening).toMatchObject({ overlay, overlayAction: 'reused' });
+      await runTool('qemu-io', ['-f', 'qcow2', '-c', `read -P 0x6b ${last} 64k`, overlay]);
+    } finally {
+      await m2.stop();
+    }
+  }, 120_000);
+
+  test('kill -9 mid-way, restart on the same socket and cache: it resumes from the cache and fetches only the rest', async () => {
+    const dir = tmp();
+    const sock = join(dir, 'nbd.sock');
+    const m = await startMount('loco/win98:games', sock, f.args(dir));
+    await runTool('qemu-io', ['-r', '-f', 'raw', '-c', 'read 0 4M', m.url()]);
+    await m.kill9();
+    // A dead server: qemu gets an error, not zeros.
+    await expect(runTool('qemu-io', ['-r', '-f', 'raw', '-c', 'read 0 4k', m.url()])).rejects.toThrow();
+    const m2 = await startMount('loco/win98:games', sock, f.args(dir));
+    const total = m2.listening.chunks as number;
+    const local = m2.listening.chunksLocal as number;
+    try {
+      expect(local).toBeGreaterThan(0);
+      await compareExport(m2.url(), f.img.games);
+    } finally {
+      const s = await m2.stop();
+      expect(s.chunks).toBeGreaterThan(0);
+      expect(s.chunks).toBeLessThanOrEqual(total - local);
+    }
+  }, 120_000);
+
+  test('a chunk corrupted in flight (one byte of a _chunks response flipped) is fetched again; the export is byte-exact', async () => {
+    const dir = tmp();
+    const m = await startMount('loco/win98:games', join(dir, 'nbd.sock'), f.args(dir));
+    try {
+      f.proxy.corruptNext();
+      await compareExport(m.url(), f.img.games);
+      expect(f.proxy.corrupted()).toBe(true);
+    } finally {
+      const s = await m.stop();
+      expect(s.retries).toBeGreaterThanOrEqual(1);
+    }
+  }, 120_000);
+
+  test('the registry goes away: a read the node cannot answer gets EIO after --read-timeout, never zeros; once it is back, the same mount serves', async () => {
+    const dir = tmp();
+    const m = await startMount('loco/win98:games', join(dir, 'nbd.sock'), f.args(dir, ['--read-timeout', '2']));
+    try {
+      await f.proxy.down();
+      try {
+        await expect(runTool('qemu-io', ['-r', '-f', 'raw', '-c', 'read 0 64k', m.url()])).rejects.toThrow(/Input\/output error/);
+      } finally {
+        await f.proxy.up();
+      }
+      await compareExport(m.url(), f.img.games);
+    } finally {
+      await m.stop();
+    }
+  }, 120_000);
+
+  test('prefetch: reads racing the background fetch are right, no chunk is fetched twice, and once all arrived the registry can go away', async () => {
+    const dir = tmp();
+    const m = await startMount('loco/win98:games', join(dir, 'nbd.sock'), f.args(dir, ['--prefetch-rate', `${4 * MiB}`]));
+    try {
+      expect(m.listening.prefetchRate).toBe(4 * MiB);
+      await Promise.all([compareExport(m.url(), f.img.games), runTool('qemu-io', ['-r', '-f', 'raw', '-c', 'read 32M 32M', '-c', 'read 0 32M', m.url()])]);
+      await m.waitFor('prefetched', 90_000);
+      await f.proxy.down();
+      try {
+        await compareExport(m.url(), f.img.games);
+      } finally {
+        await f.proxy.up();
+      }
+    } finally {
+      const s = await m.stop();
+      expect(s.chunks).toBeGreaterThan(0);
+      expect(s.chunks).toBeLessThanOrEqual(m.listening.chunks as number);
+    }
+  }, 150_000);
+});
