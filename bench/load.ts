@@ -94,6 +94,8 @@ interface Env {
   rss: Array<{ t: number; rss: number }>;
   activeSeconds: number;
   rounds: number[];
+  /** One client each, kept across segments as a pod keeps its client (a new one per segment put 100 logins at each segment's start). */
+  registries: Registry[];
 }
 
 async function prepare(auth: boolean): Promise<Env> {
@@ -110,7 +112,7 @@ async function prepare(auth: boolean): Promise<Env> {
   const server = await startServer(join(work, 'data'), extra);
   const s = await setup(server, work, auth ? ['--creds', 'alice:alice-pw'] : []);
   log(`[auth ${auth ? 'on' : 'off'}] set up: ${s.missing.length} chunks differ`);
-  return { auth, server, work, s, creds, pullCreds: auth ? { creds: { username: 'puller', password: 'puller-pw' } } : {}, rec: new Recorder(), rss: [], activeSeconds: 0, rounds: Array(PUSHERS).fill(0) };
+  return { auth, server, work, s, creds, pullCreds: auth ? { creds: { username: 'puller', password: 'puller-pw' } } : {}, rec: new Recorder(), rss: [], activeSeconds: 0, rounds: Array(PUSHERS).fill(0), registries: [] };
 }
 
 /** Runs the clients and pushers against one server for `seconds`, adding to its records. */
@@ -133,42 +135,38 @@ async function segment(env: Env, seconds: number): Promise<void> {
     }
   };
   const client = async (i: number) => {
-    const reg = new Registry(server.url, { connections: 2, ...env.pullCreds });
-    try {
-      while (performance.now() < deadline) {
-        const r = rand(10);
-        if (r < 5) {
-          await timed('manifest.get', async () => {
-            await reg.getManifest(REPO, i % 2 ? 'target' : 'base');
+    const reg = (env.registries[i] ??= new Registry(server.url, { connections: 2, ...env.pullCreds }));
+    while (performance.now() < deadline) {
+      const r = rand(10);
+      if (r < 5) {
+        await timed('manifest.get', async () => {
+          await reg.getManifest(REPO, i % 2 ? 'target' : 'base');
+        });
+      } else if (r < 8) {
+        await timed('blob.get (1 MiB range)', async () => {
+          const start = rand(Math.max(1, s.size - (1 << 20)));
+          const res = await reg.request('GET', `/v2/${REPO}/blobs/${s.targetBlob}`, { headers: { range: `bytes=${start}-${start + (1 << 20) - 1}` } });
+          let n = 0;
+          for await (const p of res.body) n += (p as Buffer).length;
+          if (n !== 1 << 20) throw new Error(`range returned ${n} bytes`);
+        });
+      } else {
+        // The server's whole plan; the client only drains it (decoding a 1 GB image's index per request
+        // would make this process, not the server, the bottleneck).
+        await timed('delta.plan', async () => {
+          const res = await reg.request('POST', `/snapyard/v1/${REPO}/_delta`, { body: JSON.stringify({ target: 'target', have: [s.baseBlob] }), headers: { 'content-type': 'application/json' } });
+          await res.body.dump();
+        });
+        await timed('delta.chunks (<=4 MiB)', async () => {
+          const at = rand(Math.max(1, s.missing.length - 64));
+          const res = await reg.request('POST', `/snapyard/v1/${REPO}/_chunks`, {
+            body: JSON.stringify({ blob: s.targetBlob, chunks: s.missing.slice(at, at + 64), have: [s.baseBlob] }),
+            headers: { 'content-type': 'application/json' },
           });
-        } else if (r < 8) {
-          await timed('blob.get (1 MiB range)', async () => {
-            const start = rand(Math.max(1, s.size - (1 << 20)));
-            const res = await reg.request('GET', `/v2/${REPO}/blobs/${s.targetBlob}`, { headers: { range: `bytes=${start}-${start + (1 << 20) - 1}` } });
-            let n = 0;
-            for await (const p of res.body) n += (p as Buffer).length;
-            if (n !== 1 << 20) throw new Error(`range returned ${n} bytes`);
-          });
-        } else {
-          // The server's whole plan; the client only drains it (decoding a 1 GB image's index per request
-          // would make this process, not the server, the bottleneck).
-          await timed('delta.plan', async () => {
-            const res = await reg.request('POST', `/snapyard/v1/${REPO}/_delta`, { body: JSON.stringify({ target: 'target', have: [s.baseBlob] }), headers: { 'content-type': 'application/json' } });
-            await res.body.dump();
-          });
-          await timed('delta.chunks (<=4 MiB)', async () => {
-            const at = rand(Math.max(1, s.missing.length - 64));
-            const res = await reg.request('POST', `/snapyard/v1/${REPO}/_chunks`, {
-              body: JSON.stringify({ blob: s.targetBlob, chunks: s.missing.slice(at, at + 64), have: [s.baseBlob] }),
-              headers: { 'content-type': 'application/json' },
-            });
-            for await (const _ of res.body) { /* drain */ }
-          });
-        }
-        await think();
+          for await (const _ of res.body) { /* drain */ }
+        });
       }
-    } finally {
-      await reg.close();
+      await think();
     }
   };
   // Pushers (bench/load-pushers.ts) run in a process of their own, as build jobs do: their chunking and
@@ -202,6 +200,7 @@ async function segment(env: Env, seconds: number): Promise<void> {
 async function finish(env: Env): Promise<Record<string, unknown>> {
   const { rec, rss } = env;
   const peak = rssOf(env.server.pid).peak;
+  await Promise.all(env.registries.map((r) => r.close()));
   await env.server.stop();
   rmSync(env.work, { recursive: true, force: true });
   const routes: Record<string, { n: number; errors: number; p50: number; p99: number }> = {};

@@ -56,8 +56,13 @@ export type TokenFetch = (url: URL, headers: Record<string, string>) => Promise<
 interface Token {
   value: string;
   expiresAt: number;
+  /** The lifetime the registry gave it, in ms. */
+  ttlMs: number;
   scopes: string[];
 }
+
+/** A token with less than this left (15 s, or a tenth of a short lifetime) is not used: a new one is fetched first. */
+const minLeft = (t: Token) => Math.min(15_000, t.ttlMs / 10);
 
 export class Authorizer {
   private challenge: Challenge | null = null;
@@ -85,7 +90,13 @@ export class Authorizer {
     if (c.scheme === 'basic') return this.basic();
     const t = this.tokens.get(key);
     if (!t) return undefined;
-    if (t.expiresAt - Date.now() > 15_000) return `Bearer ${t.value}`;
+    const left = t.expiresAt - Date.now();
+    if (left > minLeft(t)) {
+      // In its last third the next one is fetched in the background: a long-lived client (a pod's
+      // prefetch, a build job) never waits on a token round trip mid-run.
+      if (left < t.ttlMs / 3) this.obtain(key, t.scopes).catch(() => {});
+      return `Bearer ${t.value}`;
+    }
     return `Bearer ${(await this.obtain(key, t.scopes)).value}`;
   }
 
@@ -94,7 +105,7 @@ export class Authorizer {
     if (this.challenge?.scheme !== 'bearer') return;
     const t = this.tokens.get(key);
     const want = mergeScopes([...(t?.scopes ?? []), scope]);
-    if (t && want.length === t.scopes.length && want.every((s) => t.scopes.includes(s)) && t.expiresAt - Date.now() > 15_000) return;
+    if (t && want.length === t.scopes.length && want.every((s) => t.scopes.includes(s)) && t.expiresAt - Date.now() > minLeft(t)) return;
     await this.obtain(key, want);
   }
 
@@ -120,7 +131,9 @@ export class Authorizer {
       this.pending.set(id, p);
     }
     return p.then((t) => {
-      this.tokens.set(key, t);
+      // A background refresh of fewer scopes does not replace a token that grants more and is still good.
+      const cur = this.tokens.get(key);
+      if (!cur || cur.scopes.every((s) => t.scopes.includes(s)) || cur.expiresAt - Date.now() <= minLeft(cur)) this.tokens.set(key, t);
       return t;
     });
   }
@@ -151,6 +164,6 @@ export class Authorizer {
     const value = j.token ?? j.access_token;
     if (typeof value !== 'string' || value === '') throw new SnapyardError('REGISTRY_ERROR', 'the token endpoint answered without a token');
     const ttl = typeof j.expires_in === 'number' && j.expires_in > 0 ? j.expires_in : 60;
-    return { value, expiresAt: Date.now() + ttl * 1000, scopes };
+    return { value, expiresAt: Date.now() + ttl * 1000, ttlMs: ttl * 1000, scopes };
   }
 }

@@ -99,8 +99,10 @@ export class Authenticator {
     const claims = await this.tokens.verify(token);
     if (!claims) return null;
     if (this.tokenCache.size >= 4096) this.tokenCache.clear();
-    this.tokenCache.set(token, { claims, exp: now + 30_000 });
-    return claims;
+    // Remembered for 30 s at most, and never past the token's own expiry.
+    const kept = { user: claims.user, access: claims.access };
+    this.tokenCache.set(token, { claims: kept, exp: Math.min(now + 30_000, claims.expiresAtMs) });
+    return kept;
   }
 
   /** May `p` take `action` on `repo`? */

@@ -43,11 +43,12 @@ export class TokenIssuer {
   }
 
   /** The claims of a valid token of ours, or null (bad signature, expired, another service's). */
-  async verify(token: string): Promise<TokenClaims | null> {
+  async verify(token: string): Promise<(TokenClaims & { expiresAtMs: number }) | null> {
     try {
       const { payload } = await jwtVerify(token, this.key, { issuer: ISSUER, audience: this.service, algorithms: ['HS256'], clockTolerance: 5 });
       const access = Array.isArray(payload.access) ? (payload.access as Resource[]) : [];
-      return { user: payload.sub ? payload.sub : null, access };
+      // jwtVerify accepts up to the tolerance past exp; so does whoever remembers this answer.
+      return { user: payload.sub ? payload.sub : null, access, expiresAtMs: ((payload.exp ?? 0) + 5) * 1000 };
     } catch {
       return null;
     }

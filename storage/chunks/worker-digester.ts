@@ -31,6 +31,9 @@ export function workerDigester(pool: WorkerPool<ChunkTask, ChunkTaskResult>, str
     buf = null;
     used = 0;
   };
+  const drain = async () => {
+    while (inFlight.length > IN_FLIGHT) await inFlight.shift();
+  };
   return {
     get size() {
       return size;
@@ -46,8 +49,9 @@ export function workerDigester(pool: WorkerPool<ChunkTask, ChunkTaskResult>, str
         i += n;
         if (used === PIECE) send(false);
       }
-      // Backpressure: the caller waits while the hasher is more than a few MiB behind.
-      if (inFlight.length > IN_FLIGHT) return inFlight.shift()!.then(() => {});
+      // Backpressure: the caller waits while the hasher is more than a few MiB behind (a piece
+      // larger than 1 MiB sends several buffers: wait for as many as it took the queue over).
+      if (inFlight.length > IN_FLIGHT) return drain();
       return undefined;
     },
     digest: async () => {
