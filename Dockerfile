@@ -20,9 +20,14 @@ COPY server server
 COPY client client
 COPY cli cli
 COPY bin bin
-# Compile, drop the dev dependencies, and drop what the addons needed only to
-# compile (sources, object files); the .node binaries stay.
+COPY ui ui
+COPY scripts/build-ui.mjs scripts/build-ui.mjs
+# Compile, build the web page into dist/ui (preact, uPlot and esbuild are dev
+# dependencies: bundled here, not needed at run time), drop the dev dependencies,
+# and drop what the addons needed only to compile (sources, object files); the
+# .node binaries stay.
 RUN node node_modules/typescript/bin/tsc -p tsconfig.build.json \
+ && node scripts/build-ui.mjs \
  && npm prune --omit=dev --no-audit --no-fund --no-update-notifier \
  && for a in node_modules/better-sqlite3 node_modules/zstd-napi; do \
       find "$a/build" -mindepth 1 -maxdepth 1 ! -name Release -exec rm -rf {} + \

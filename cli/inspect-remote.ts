@@ -12,33 +12,15 @@
  */
 import { SnapyardError } from '../storage/errors.js';
 import { clusterSizeFromPrefix, parseHeader, HEADER_PREFIX_LENGTH } from '../storage/qcow2/format.js';
-import { EXTENT_DATA, Qcow2Index } from '../storage/blobs/qcow2-index.js';
+import { Qcow2Index } from '../storage/blobs/qcow2-index.js';
+import { qcow2IndexFacts } from '../storage/blobs/qcow2-index-facts.js';
 import { chunkSet } from '../storage/blobs/blob-index.js';
-import type { ChunkList } from '../storage/blobs/chunk-index.js';
+import { chunkListStats as stats } from '../storage/blobs/chunk-stats.js';
 import { parseRef } from '../client/ref.js';
 import type { Registry } from '../client/registry.js';
 import { remoteIndex } from '../client/remote-index.js';
 import { ANN_BACKING_FILE, ANN_BASE_BLOB } from '../client/push.js';
 import { openRegistry, type RegistryFlags } from './registry-options.js';
-
-function stats(lists: ChunkList[]) {
-  const seen = new Set<string>();
-  let count = 0;
-  let bytes = 0;
-  let uniqueBytes = 0;
-  for (const l of lists) {
-    for (let i = 0; i < l.count; i++) {
-      count++;
-      bytes += l.lengths[i]!;
-      const k = l.rawDigestAt(i).toString('hex');
-      if (!seen.has(k)) {
-        seen.add(k);
-        uniqueBytes += l.lengths[i]!;
-      }
-    }
-  }
-  return { count, bytes, unique: seen.size, uniqueBytes, avgSize: count === 0 ? 0 : Math.round(bytes / count) };
-}
 
 async function rangeGet(reg: Registry, repo: string, digest: string, n: number): Promise<Buffer> {
   const res = await reg.request('GET', `/v2/${repo}/blobs/${digest}`, { headers: { range: `bytes=0-${n - 1}` } });
@@ -72,31 +54,7 @@ export async function inspectRef(refStr: string, o: RegistryFlags & { json?: boo
       const prefix = await rangeGet(reg, ref.repo, ix.blobDigest, Math.min(ix.size, HEADER_PREFIX_LENGTH));
       const cs = clusterSizeFromPrefix(prefix, ix.size);
       const h = parseHeader(await rangeGet(reg, ref.repo, ix.blobDigest, Math.min(ix.size, cs)), ix.size);
-      const L = ix.layout;
-      let allocatedBytes = 0;
-      let zeroBytes = 0;
-      for (let i = 0; i < L.extentKinds.length; i++) {
-        if (L.extentKinds[i] === EXTENT_DATA) allocatedBytes += L.extentLengths[i]!;
-        else zeroBytes += L.extentLengths[i]!;
-      }
-      report = {
-        ...common,
-        format: 'qcow2',
-        version: h.version,
-        virtualSize: L.virtualSize,
-        clusterSize: L.clusterSize,
-        fileSize: ix.size,
-        backingFile: h.backingFile ?? null,
-        backingFormat: h.backingFormat ?? null,
-        compressionType: h.compressionType,
-        extendedL2: h.extendedL2,
-        dirty: h.dirty,
-        allocatedBytes,
-        zeroBytes,
-        unallocatedBytes: L.virtualSize - allocatedBytes - zeroBytes,
-        snapshots: { count: h.nbSnapshots },
-        chunks: { ...stats([ix.data]), residue: { count: ix.residue.count, bytes: ix.residue.total } },
-      };
+      report = { ...common, ...qcow2IndexFacts(h, ix) };
     } else {
       report = { ...common, format: 'raw', size: ix.size, chunks: stats(ix.lists()) };
     }

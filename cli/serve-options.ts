@@ -51,6 +51,7 @@ export const SETTINGS: Setting[] = [
   { key: 'maxSessions', flag: '--max-sessions <n>', env: 'SNAPYARD_MAX_SESSIONS', kind: 'int', help: 'open upload and push sessions in all (default 256)' },
   { key: 'metricsAddr', flag: '--metrics-addr <host:port>', env: 'SNAPYARD_METRICS_ADDR', kind: 'string', help: 'serve GET /metrics on a listener of its own instead of the main port' },
   { key: 'shutdownGrace', flag: '--shutdown-grace <duration>', env: 'SNAPYARD_SHUTDOWN_GRACE', kind: 'duration', default: '6s', help: 'on SIGTERM, requests in flight get this long to finish before their connections are cut' },
+  { key: 'ui', flag: '--no-ui', env: 'SNAPYARD_UI', kind: 'bool', help: 'do not serve the web page (/ui/, and / redirecting to it; docs/ui.md); the admin API stays' },
   { key: 'disableMetrics', flag: '--disable-metrics', env: 'SNAPYARD_DISABLE_METRICS', kind: 'bool', help: 'count no metrics and serve no /metrics' },
   { key: 'minFreeDisk', flag: '--min-free-disk <size>', env: 'SNAPYARD_MIN_FREE_DISK', kind: 'size', default: '256M', help: '/readyz answers 503 below this much free space in the data directory' },
 ];
@@ -79,7 +80,7 @@ export function addServeOptions(cmd: Command): Command {
   cmd.option('--config <file>', 'read settings from this YAML file (keys as in deploy/snapyard.example.yaml; flags and environment win over it)');
   for (const s of SETTINGS) {
     // Commander takes any value of a boolean flag's variable as true: booleans read theirs here (resolveServeOptions).
-    const o = new Option(s.flag, `${s.help} (config key ${s.key}${s.kind === 'bool' ? `; env ${s.env}=true` : ''})`);
+    const o = new Option(s.flag, `${s.help} (config key ${s.key}${s.kind === 'bool' ? `; env ${s.env}=${s.flag.startsWith('--no-') ? 'false' : 'true'}` : ''})`);
     if (s.kind !== 'bool') o.env(s.env);
     if (s.default !== undefined && s.kind !== 'bool') o.default(s.default);
     cmd.addOption(o);
@@ -190,6 +191,7 @@ export function resolveServeOptions(cmd: Command): ServeOptions {
   set('metricsAddr', str('metricsAddr'));
   set('minFreeBytes', num('minFreeDisk'));
   if (v.disableMetrics === true) opts.metricsEnabled = false;
+  if (v.ui === false) opts.ui = false;
   set('shutdownGraceMs', v.shutdownGrace === undefined ? undefined : (v.shutdownGrace as number) * 1000);
   return opts;
 }

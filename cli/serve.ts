@@ -48,6 +48,8 @@ export interface ServeOptions {
   shutdownGraceMs?: number;
   /** /readyz is 503 below this much free space. */
   minFreeBytes?: number;
+  /** false: no web page at /ui/ (--no-ui). */
+  ui?: boolean;
 }
 
 const LOOPBACK = /^(127\.|::1$|\[::1\]$|localhost$)/;
@@ -96,6 +98,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
     ...(opts.maxBlobBytes !== undefined ? { limits: { maxBlobBytes: opts.maxBlobBytes, maxPushUploadBytes: opts.maxBlobBytes } } : {}),
     ...(opts.metricsAddr !== undefined ? { metricsAddr: opts.metricsAddr } : {}),
     ...(opts.metricsEnabled === false ? { metricsEnabled: false } : {}),
+    ...(opts.ui === false ? { ui: false } : {}),
     ...(opts.shutdownGraceMs !== undefined ? { shutdownGraceMs: opts.shutdownGraceMs } : {}),
     ...(opts.minFreeBytes !== undefined ? { readiness: { minFreeBytes: opts.minFreeBytes } } : {}),
     connections: {

@@ -2,7 +2,7 @@
 # Installs what snapyard needs on a Debian/Ubuntu machine, only when missing:
 #   npm packages (npm ci), and for tests and benchmarks the Debian packages
 #   qemu-utils (qemu-img, qemu-io), qemu-system-x86 (qemu-system-i386), skopeo, zstd, casync, mtools, dosfstools,
-#   docker-registry and apache2-utils (htpasswd); for the S3 and PostgreSQL test services
+#   docker-registry, apache2-utils (htpasswd) and chromium (test/ui.test.ts, bench/ui.ts); for the S3 and PostgreSQL test services
 #   (scripts/services/) ceph-mon, ceph-osd and radosgw (Ceph RGW) and postgresql-15.
 # Usage: scripts/deps.sh [npm] [system] [rgw] [pg]   (system includes rgw and pg)
 set -euo pipefail
@@ -37,6 +37,7 @@ if [ "$want_system" = 1 ]; then
   command -v mkfs.fat >/dev/null || missing+=(dosfstools)
   command -v docker-registry >/dev/null || missing+=(docker-registry)
   command -v htpasswd >/dev/null || missing+=(apache2-utils)
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

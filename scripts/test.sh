@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 bash scripts/deps.sh npm system
 echo "== tsc --noEmit"
 npx tsc --noEmit
+npx tsc --noEmit -p ui
 echo "== services"
 CEPH_DIR=$(mktemp -d /var/tmp/snapyard-rgw.XXXXXX); PGDIR=$(mktemp -d /var/tmp/snapyard-pg.XXXXXX)
 export CEPH_DIR PGDIR

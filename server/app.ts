@@ -12,6 +12,9 @@ import { routeTable, type RouteLimits } from './routes/table.js';
 import { Authenticator, type Principal } from './auth/authenticator.js';
 import { Metrics } from './metrics.js';
 import type { ReadinessOptions } from './health.js';
+import { RepoViews } from './admin/repo-view.js';
+import type { UiAssets } from './ui/ui-assets.js';
+import type { ServerAbout } from './route-table.js';
 
 export interface AppConfig {
   store: Store;
@@ -26,6 +29,10 @@ export interface AppConfig {
   readiness?: ReadinessOptions;
   /** Relays requests of upload sessions another replica holds (forward.ts); default: one of the app's own. */
   forwarder?: Forwarder;
+  /** The web page at /ui/ (server/ui/ui-assets.ts); null or absent: not served (serve --no-ui). */
+  ui?: UiAssets | null;
+  /** What the server runs on (the status page). */
+  about?: ServerAbout;
 }
 
 export const DEFAULT_ROUTE_LIMITS: RouteLimits = {
@@ -68,10 +75,10 @@ export function createApp(cfg: AppConfig): Hono<Env> {
   const app = new Hono<Env>();
   const auth = cfg.auth ?? new Authenticator({ htpasswd: null });
   const metrics = cfg.metrics ?? new Metrics(cfg.store);
-  const svc: Services = { delta: new DeltaService(cfg.store), auth, metrics, readiness: cfg.readiness ?? {} };
+  const svc: Services = { delta: new DeltaService(cfg.store), auth, metrics, readiness: cfg.readiness ?? {}, views: new RepoViews(), ...(cfg.about ? { about: cfg.about } : {}) };
   const forwarder = cfg.forwarder ?? new Forwarder();
   cfg.store.onClose(() => forwarder.close());
-  const table = routeTable({ ...DEFAULT_ROUTE_LIMITS, ...cfg.limits }, { metricsRoute: cfg.metricsRoute !== false });
+  const table = routeTable({ ...DEFAULT_ROUTE_LIMITS, ...cfg.limits }, { metricsRoute: cfg.metricsRoute !== false, ui: cfg.ui ?? null });
 
   app.use('*', async (c, next) => {
     const t0 = performance.now();

@@ -25,6 +25,9 @@ export class Metrics {
   private readonly gcSeconds: Histogram;
   private readonly verifyProblems: Counter;
   private readonly verifyRuns: Counter<'result'>;
+  /** The last gc and verify this process ran (the admin API's status). */
+  lastGc: { atMs: number; report: GcReport } | null = null;
+  lastVerify: { atMs: number; ok: boolean; problems: number } | null = null;
   private storeSnapshot: { at: number; blobs: number; logical: number; chunks: number; stored: number } | null = null;
 
   /** false: nothing is counted (--disable-metrics; the benchmark of the metrics' own cost compares against it). */
@@ -90,6 +93,7 @@ export class Metrics {
   }
 
   gc(r: GcReport): void {
+    this.lastGc = { atMs: Date.now(), report: r };
     this.gcRuns.inc({ dry_run: String(r.dryRun) });
     if (!r.dryRun) {
       this.gcChunks.inc(r.chunks);
@@ -99,6 +103,7 @@ export class Metrics {
   }
 
   verify(ok: boolean, problems: number): void {
+    this.lastVerify = { atMs: Date.now(), ok, problems };
     this.verifyRuns.inc({ result: ok ? 'ok' : 'failed' });
     if (problems > 0) this.verifyProblems.inc(problems);
   }

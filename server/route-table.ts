@@ -11,6 +11,13 @@ import type { RepoAction } from './auth/access.js';
 import { checkName } from './names.js';
 import type { Metrics } from './metrics.js';
 import type { ReadinessOptions } from './health.js';
+import type { RepoViews } from './admin/repo-view.js';
+
+/** What the server runs on, for the status page (no credentials: the store's bucket and path, the metadata kind). */
+export interface ServerAbout {
+  store: string;
+  metadata: string;
+}
 
 export type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 
@@ -20,6 +27,9 @@ export interface Services {
   auth: Authenticator;
   metrics: Metrics;
   readiness: ReadinessOptions;
+  /** The web page's repository views (admin/repo-view.ts): computed once per state of a repository. */
+  views: RepoViews;
+  about?: ServerAbout;
 }
 
 export interface RouteDef {

@@ -7,6 +7,7 @@ import type { Server } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
 import type { Logger } from 'pino';
 import { createApp } from './app.js';
+import { defaultUiDir, UiAssets } from './ui/ui-assets.js';
 import type { Store } from '../storage/open-store.js';
 import type { Authenticator } from './auth/authenticator.js';
 import type { RouteLimits } from './routes/table.js';
@@ -52,6 +53,8 @@ export interface ServerOptions {
   readiness?: ReadinessOptions;
   /** On close, connections still busy after this are cut (default 6 s, inside podman's 10 s and Kubernetes' 30 s). */
   shutdownGraceMs?: number;
+  /** false: no web page at /ui/ (serve --no-ui); default: the page built into dist/ui, when it was built. */
+  ui?: boolean;
 }
 
 export interface RunningServer {
@@ -128,6 +131,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     ...(opts.logger ? { logger: opts.logger } : {}),
     ...(opts.auth ? { auth: opts.auth } : {}),
     ...(opts.limits ? { limits: opts.limits } : {}),
+    ui: opts.ui === false ? null : UiAssets.load(defaultUiDir()),
+    about: { store: String(opts.store.chunks), metadata: opts.store.meta.location },
   });
   const lim = { ...DEFAULT_CONNECTION_LIMITS, ...opts.connections };
   // Header deadlines are checked this often (node's default, 30 s, would let slow clients linger).

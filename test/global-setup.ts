@@ -11,4 +11,7 @@ export default function setup(): void {
   const root = resolve(import.meta.dirname, '..');
   const r = spawnSync(process.execPath, [resolve(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json'], { cwd: root, stdio: 'inherit' });
   if (r.status !== 0 && r.status !== 2) throw new Error(`tsc -p tsconfig.build.json failed (exit ${r.status ?? r.signal})`);
+  // The web page (dist/ui), served by `snapyard serve` (test/ui.test.ts).
+  const ui = spawnSync(process.execPath, [resolve(root, 'scripts', 'build-ui.mjs')], { cwd: root, stdio: 'inherit', env: { ...process.env, BUILD_UI_QUIET: '1' } });
+  if (ui.status !== 0) throw new Error(`scripts/build-ui.mjs failed (exit ${ui.status ?? ui.signal})`);
 }

@@ -1,14 +1,30 @@
 /** Listing through the admin API: repositories, and a repository's snapshots (`snapyard ls`). */
-import { needsCatalog, repo } from '../route-table.js';
+import { z } from 'zod';
+import { needsCatalog, repo, type Services } from '../route-table.js';
+import { readQuery } from './query.js';
+import { dedupRatio } from './repo-view.js';
 import type { RequestContext } from '../context.js';
 import type { AdminRoute } from './types.js';
 import { iso, json, NAME, repoOf } from './http.js';
 import { imageFacts, lineageOf, storedSizes, sumOf } from './snapshots.js';
 
-/** GET /snapyard/v1/_admin/repositories */
-async function repositories(ctx: RequestContext): Promise<Response> {
-  const repos = (await ctx.store.meta.repoSummaries()).filter((r) => ctx.mayPull(r.name)).map((r) => ({ name: r.name, created: iso(r.createdMs), snapshots: r.manifests, tags: r.tags }));
-  return json(200, { repositories: repos });
+const reposQuery = z.object({ offset: z.coerce.number().int().min(0).default(0), n: z.coerce.number().int().min(1).max(500).optional(), stats: z.enum(['true', 'false']).optional() }).strict();
+
+/**
+ * GET /snapyard/v1/_admin/repositories[?offset=&n=&stats=true]: by name; a page of them with `total` when n is given;
+ * with stats, each with logicalBytes, storedBytes, dedupRatio (server/admin/repo-view.ts, computed once per state of a repository).
+ */
+async function repositories(ctx: RequestContext, _m: RegExpExecArray, svc: Services): Promise<Response> {
+  const q = readQuery(ctx, reposQuery);
+  const all = (await ctx.store.meta.repoSummaries()).filter((r) => ctx.mayPull(r.name)).sort((a, b) => (a.name < b.name ? -1 : 1));
+  const shown = all.slice(q.offset, q.n === undefined ? undefined : q.offset + q.n);
+  const repos = await Promise.all(shown.map(async (r) => {
+    const row = { name: r.name, created: iso(r.createdMs), snapshots: r.manifests, tags: r.tags };
+    if (q.stats !== 'true') return row;
+    const v = await svc.views.view(ctx.store, r.name);
+    return { ...row, logicalBytes: v.logicalBytes, storedBytes: v.storedBytes, dedupRatio: dedupRatio(v.logicalBytes, v.storedBytes) };
+  }));
+  return json(200, { total: all.length, offset: q.offset, repositories: repos });
 }
 
 /** GET /snapyard/v1/<name>/_snapshots: every manifest, newest first, with its tags, sizes and lineage. */

@@ -10,6 +10,11 @@ import { OciError } from '../oci-error.js';
 import type { AdminRoute } from './types.js';
 import { checkTag, iso, json, NAME, readBody, repoOf } from './http.js';
 import { rollbackRequest, tagRequest } from '../../storage/protocol/api.js';
+import { z } from 'zod';
+import { readQuery } from './query.js';
+
+/** `?offset=&n=` on the history: a page of the events (newest first) and `total`; without n, every event. */
+const historyQuery = z.object({ offset: z.coerce.number().int().min(0).default(0), n: z.coerce.number().int().min(1).max(1000).optional() }).strict();
 
 const TAG = '([^/]+)';
 
@@ -34,14 +39,18 @@ async function history(ctx: RequestContext, m: RegExpExecArray): Promise<Respons
   const repo = await repoOf(ctx, m[1]!);
   const tag = checkTag(m[2]!);
   const meta = ctx.store.meta;
+  const q = readQuery(ctx, historyQuery);
   const events = await meta.tagHistory(repo, tag);
   const current = await meta.resolveTag(repo, tag);
   if (events.length === 0 && current === null) throw new OciError(404, 'MANIFEST_UNKNOWN', `tag ${repo}:${tag} has no history`, { tag });
+  const shown = events.slice(q.offset, q.n === undefined ? undefined : q.offset + q.n);
   return json(200, {
     repository: repo,
     tag,
     current,
-    events: events.map((e) => ({ time: iso(e.atMs), old: e.oldDigest, new: e.newDigest, source: e.source })),
+    total: events.length,
+    offset: q.offset,
+    events: shown.map((e) => ({ time: iso(e.atMs), old: e.oldDigest, new: e.newDigest, source: e.source })),
   });
 }
 

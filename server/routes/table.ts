@@ -20,10 +20,14 @@ import { healthz, readyz } from '../health.js';
 import { metricsResponse } from './metrics-route.js';
 import { lifecycleRoutes } from '../admin/lifecycle-routes.js';
 import { maintenanceRoutes } from '../admin/maintenance-routes.js';
+import { uiRoutes } from '../ui/ui-routes.js';
+import type { UiAssets } from '../ui/ui-assets.js';
 
 export interface RouteOptions {
   /** Serve GET /metrics on this port too (false: it has a listener of its own, --metrics-addr). */
   metricsRoute: boolean;
+  /** The web page (GET /, /ui/...); null: not served (serve --no-ui). */
+  ui?: UiAssets | null;
 }
 
 export interface RouteLimits {
@@ -75,5 +79,7 @@ export function routeTable(limits: RouteLimits, opts: RouteOptions = { metricsRo
     // The admin API (docs/admin-api.md)
     ...lifecycleRoutes,
     ...maintenanceRoutes,
+    // The web page (docs/ui.md): public shell and assets; its data comes from the admin API above
+    ...(opts.ui ? uiRoutes(opts.ui) : []),
   ];
 }
