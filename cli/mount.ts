@@ -27,12 +27,13 @@ export interface MountFlags extends RegistryFlags {
   overlay?: string;
   readTimeout: string;
   prefetchRate: string;
+  recordTrace?: string;
   json?: boolean;
 }
 
-function seconds(v: string): number {
+function seconds(v: string, flag = '--read-timeout'): number {
   const n = Number(v);
-  if (!Number.isFinite(n) || n <= 0) throw new SnapyardError('INVALID_ARGUMENT', `--read-timeout ${JSON.stringify(v)} is not a positive number of seconds`);
+  if (!Number.isFinite(n) || n <= 0) throw new SnapyardError('INVALID_ARGUMENT', `${flag} ${JSON.stringify(v)} is not a positive number of seconds`);
   return n;
 }
 
@@ -58,6 +59,10 @@ export async function mountCommand(refStr: string, o: MountFlags): Promise<void>
       registry: reg, cache, readTimeoutMs, prefetchRate: rate,
       ...(o.base !== undefined ? { base: o.base } : {}),
       onError: warn,
+      ...(o.recordTrace !== undefined ? { recordTraceSeconds: seconds(o.recordTrace, '--record-trace') } : {}),
+      onTrace: (t) => say(t.event, { manifest: t.manifest, ranges: t.ranges }, t.event === 'trace-pushed'
+        ? `boot trace pushed: ${t.ranges} ranges, ${t.manifest} (subject ${mount!.manifestDigest})`
+        : `boot trace ${t.manifest}: its ${t.ranges} ranges are local`),
       onPrefetched: (s) => say('prefetched', s, `prefetched ${refStr}: every chunk is local (${s.bytes} bytes fetched in the background, ${s.seconds.toFixed(2)} s)`),
     });
     const exports = new Map<string, BlockSource>([['', mount.source], [mount.ref, mount.source]]);
@@ -72,6 +77,7 @@ export async function mountCommand(refStr: string, o: MountFlags): Promise<void>
       chunks: mount.chunks.total, chunksLocal: mount.chunks.localAtStart,
       ...(o.overlay ? { overlay: resolve(o.overlay), overlayAction } : {}),
       prefetchRate: mount.prefetch ? rate : 0,
+      trace: mount.trace,
     }, `mounted ${mount.ref} (${mount.manifestDigest}, ${mount.source.size} bytes, ${mount.chunks.localAtStart} of ${mount.chunks.total} chunks local) read-only on ${urls.join(' ')}${o.overlay ? `; overlay ${o.overlay} ${overlayAction}` : ''}`);
   } catch (e) {
     await shutdown().catch(() => {});
@@ -102,6 +108,7 @@ export function registerMount(program: Command): void {
     .option('--overlay <file>', 'create (or reuse) a qcow2 overlay backed by the export, for QEMU to write to')
     .option('--read-timeout <seconds>', 'a read the network cannot answer by then fails with EIO', '60')
     .option('--prefetch-rate <rate>', 'fetch the rest in the background at this many bytes/s (like 50M; 0: off)', '50M')
-    .option('--json', 'JSON lines: listening, prefetched, stopped')
+    .option('--record-trace <seconds>', 'record the ranges read in the first SECONDS from the first read (or until stopped) and push them as the boot trace (an OCI artifact whose subject is the snapshot): the next mount fetches them first')
+    .option('--json', 'JSON lines: listening, trace-fetched, trace-pushed, prefetched, stopped')
     .action(async (ref: string, o: MountFlags) => mountCommand(ref, o));
 }

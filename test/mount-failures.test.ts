@@ -80,12 +80,7 @@ describe('snapyard mount: overlay and failures', () => {
     const dir = tmp();
     const m = await startMount('loco/win98:games', join(dir, 'nbd.sock'), f.args(dir, ['--read-timeout', '2']));
     try {
-      await f.proxy.down();
-      try {
-        await expect(runTool('qemu-io', ['-r', '-f', 'raw', '-c', 'read 0 64k', m.url()])).rejects.toThrow(/Input\/output error/);
-      } finally {
-        await f.proxy.up();
-      }
+      await f.offline(() => expect(runTool('qemu-io', ['-r', '-f', 'raw', '-c', 'read 0 64k', m.url()])).rejects.toThrow(/Input\/output error/));
       await compareExport(m.url(), f.img.games);
     } finally {
       await m.stop();
@@ -99,12 +94,7 @@ describe('snapyard mount: overlay and failures', () => {
       expect(m.listening.prefetchRate).toBe(4 * MiB);
       await Promise.all([compareExport(m.url(), f.img.games), runTool('qemu-io', ['-r', '-f', 'raw', '-c', 'read 32M 32M', '-c', 'read 0 32M', m.url()])]);
       await m.waitFor('prefetched', 90_000);
-      await f.proxy.down();
-      try {
-        await compareExport(m.url(), f.img.games);
-      } finally {
-        await f.proxy.up();
-      }
+      await f.offline(() => compareExport(m.url(), f.img.games));
     } finally {
       const s = await m.stop();
       expect(s.chunks).toBeGreaterThan(0);

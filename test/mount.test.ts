@@ -7,7 +7,7 @@
  */
 import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
-import { qemuInfo } from './helpers/qcow2-fixtures.js';
+import { qemuInfo, runTool } from './helpers/qcow2-fixtures.js';
 import { compareExport as compare, useMountFixture } from './helpers/mount-fixture.js';
 import { startMount } from './helpers/mount-process.js';
 import { tempDirs } from './helpers/tmp.js';
@@ -60,6 +60,33 @@ describe('snapyard mount', () => {
       const withBase = (await m.stop()).wireBytes;
       expect(withBase).toBeGreaterThan(0);
       expect(withBase).toBeLessThan(fullBytes / 4);
+    }
+  }, 120_000);
+
+  test('--record-trace: the ranges read are pushed as an artifact whose subject is the snapshot (referrers API); the next mount fetches them first', async () => {
+    const reads = ['-c', 'read 0 1M', '-c', 'read 8M 2M', '-c', 'read 3M 512k'];
+    const a = tmp();
+    const m = await startMount('loco/win98:games', join(a, 'nbd.sock'), mountArgs(a, ['--record-trace', '600']));
+    try {
+      await runTool('qemu-io', ['-r', '-f', 'raw', ...reads, m.url()]);
+    } finally {
+      await m.stop(); // before the 600 s: the trace so far is pushed as it stops
+    }
+    const pushed = m.events().find((e) => e.event === 'trace-pushed')!;
+    expect(pushed.ranges).toBeGreaterThanOrEqual(3);
+    const referrers = (await (await fetch(`${f.s.url}/v2/loco/win98/referrers/${String(m.listening.manifest)}`)).json()) as { manifests: Array<{ digest: string; artifactType: string }> };
+    expect(referrers.manifests).toContainEqual(expect.objectContaining({ digest: pushed.manifest, artifactType: 'application/vnd.snapyard.boot-trace' }));
+    // A fresh node, prefetch off: only the traced chunks are fetched, then reads of them need no registry.
+    const b = tmp();
+    const m2 = await startMount('loco/win98:games', join(b, 'nbd.sock'), mountArgs(b, ['--read-timeout', '2']));
+    try {
+      expect(m2.listening.trace).toMatchObject({ manifest: pushed.manifest, ranges: pushed.ranges });
+      await m2.waitFor('trace-fetched');
+      await f.offline(() => runTool('qemu-io', ['-r', '-f', 'raw', ...reads, m2.url()]));
+    } finally {
+      const s = await m2.stop();
+      expect(s.chunks).toBeGreaterThan(0);
+      expect(s.chunks).toBeLessThan(m2.listening.chunks as number);
     }
   }, 120_000);
 });

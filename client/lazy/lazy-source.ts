@@ -86,6 +86,23 @@ export class LazySource implements BlockSource {
     return out;
   }
 
+  /** The distinct chunks guest ranges read, in the order of the ranges (a boot trace's fetch order). */
+  wantsFor(ranges: Iterable<readonly [number, number]>): Want[] {
+    const seen = new Set<string>();
+    const out: Want[] = [];
+    for (const [offset, length] of ranges) {
+      const end = Math.min(offset + length, this.size);
+      if (offset < 0 || end <= offset) continue;
+      for (const { piece } of this.place(offset, end - offset)) {
+        const hex = hexAt(piece.list, piece.i);
+        if (seen.has(hex)) continue;
+        seen.add(hex);
+        out.push({ hex, length: piece.list.lengths[piece.i]! });
+      }
+    }
+    return out;
+  }
+
   /** The chunk pieces of guest range [offset, offset + length), placed in the read's buffer (zero ranges left out). */
   private place(offset: number, length: number): Placed[] {
     const ix = this.opts.index;

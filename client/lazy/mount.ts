@@ -16,6 +16,7 @@ import { LocalSources } from '../sources.js';
 import { ChunkFetcher } from './chunk-fetcher.js';
 import { guestChunks, LazySource } from './lazy-source.js';
 import { Prefetcher } from './prefetcher.js';
+import { fetchTrace, pushTrace, TraceRecorder, type TraceRef } from './boot-trace.js';
 
 export interface MountOptions {
   registry: Registry;
@@ -26,6 +27,10 @@ export interface MountOptions {
   /** Background prefetch rate in bytes/s (0 or absent: none). */
   prefetchRate?: number;
   onPrefetched?: (s: { chunks: number; bytes: number; seconds: number }) => void;
+  /** Record the ranges read in the first this many seconds and push them as the snapshot's boot trace. */
+  recordTraceSeconds?: number;
+  /** A boot trace was pushed, or the one found was fetched first. */
+  onTrace?: (e: { event: 'trace-pushed' | 'trace-fetched'; manifest: string; ranges: number }) => void;
   onError?: (e: unknown) => void;
 }
 
@@ -38,6 +43,8 @@ export interface Mount {
   prefetch: Prefetcher | null;
   /** Chunks of the snapshot, and how many were local when the mount started. */
   chunks: { total: number; localAtStart: number };
+  /** The boot trace found in the registry (its chunks are fetched first), if any. */
+  trace: TraceRef | null;
   close(): Promise<void>;
 }
 
@@ -50,7 +57,17 @@ export async function openMount(ref: Ref, opts: MountOptions): Promise<Mount> {
   const sources = await LocalSources.open(cache, base ? { path: opts.base!, index: base.index } : null);
   try {
     const fetcher = new ChunkFetcher({ registry: reg, repo: ref.repo, blob: remote.index.blobDigest, have, sources, cache, ...(opts.onError ? { onRetry: opts.onError } : {}) });
-    const source = new LazySource({ index: remote.index, sources, fetcher, ...(opts.readTimeoutMs !== undefined ? { readTimeoutMs: opts.readTimeoutMs } : {}) });
+    const recorder = opts.recordTraceSeconds ? new TraceRecorder() : null;
+    const source = new LazySource({
+      index: remote.index, sources, fetcher,
+      ...(opts.readTimeoutMs !== undefined ? { readTimeoutMs: opts.readTimeoutMs } : {}),
+      ...(recorder ? { onRead: (o: number, l: number) => recorder.add(o, l) } : {}),
+    });
+    const guest = { digest: remote.index.blobDigest, size: source.size };
+    const trace = await fetchTrace(reg, ref.repo, remote.answer.manifest.digest, guest).catch((e: unknown) => {
+      opts.onError?.(e);
+      return null;
+    });
     // The guest view's chunks in guest order, then the rest of the file's (qcow2 metadata): once all
     // are local the snapshot is held (a pull of it is local too, and the cache's eviction keeps it).
     const all = guestChunks(remote.index);
@@ -60,23 +77,48 @@ export async function openMount(ref: Ref, opts: MountOptions): Promise<Mount> {
     for (const w of all) if (!(await fetcher.isLocal(w.hex))) lacking.push(w);
     const held = () => cache.addHeld(remote.index.blobDigest, base ? base.digest : null);
     if (lacking.length === 0) held();
-    const prefetch = lacking.length > 0 && opts.prefetchRate && opts.prefetchRate > 0
+    // The boot trace's chunks first, at full speed; then the rest at the prefetch rate (if any).
+    const traced: Want[] = [];
+    for (const w of trace ? source.wantsFor(trace.ranges) : []) if (!(await fetcher.isLocal(w.hex))) traced.push(w);
+    const rate = opts.prefetchRate ?? 0;
+    const firsts = new Set(traced.map((w) => w.hex));
+    const wants = [...traced, ...(rate > 0 ? lacking.filter((w) => !firsts.has(w.hex)) : [])];
+    const whole = rate > 0;
+    const prefetch = wants.length > 0
       ? new Prefetcher({
-        fetcher, wants: lacking, rate: opts.prefetchRate,
+        fetcher, wants, rate: rate > 0 ? rate : Infinity, unthrottled: traced.length,
+        onUnthrottledDone: () => trace && opts.onTrace?.({ event: 'trace-fetched', manifest: trace.ref.manifest, ranges: trace.ref.ranges }),
         onDone: (s) => {
+          if (!whole) return;
           held();
           opts.onPrefetched?.(s);
         },
         ...(opts.onError ? { onError: opts.onError } : {}),
       })
       : null;
+    // The trace: the reads of the first recordTraceSeconds after the first read (or until the mount stops).
+    let traceTimer: NodeJS.Timeout | null = null;
+    let tracePush: Promise<void> | null = null;
+    const finishTrace = () => {
+      if (traceTimer) clearTimeout(traceTimer);
+      if (!recorder || tracePush) return tracePush;
+      const ranges = recorder.stop();
+      tracePush = ranges.length === 0 ? Promise.resolve() : pushTrace(reg, ref.repo, remote.answer.manifest, guest, ranges).then(
+        (t) => opts.onTrace?.({ event: 'trace-pushed', manifest: t.manifest, ranges: t.ranges }),
+        (e: unknown) => opts.onError?.(e),
+      );
+      return tracePush;
+    };
+    if (recorder) recorder.onFirst = () => (traceTimer = setTimeout(finishTrace, opts.recordTraceSeconds! * 1000));
     return {
       ref: `${ref.repo}${ref.tag ? `:${ref.tag}` : `@${ref.digest}`}`,
       manifestDigest: remote.answer.manifest.digest,
       blobDigest: remote.index.blobDigest,
       source, fetcher, prefetch,
       chunks: { total: all.length, localAtStart: all.length - lacking.length },
+      trace: trace?.ref ?? null,
       close: async () => {
+        await finishTrace();
         prefetch?.stop();
         fetcher.close();
         await prefetch?.done;

@@ -14,8 +14,12 @@ export interface PrefetchOptions {
   fetcher: ChunkFetcher;
   /** The chunks to have, in the order to fetch them. */
   wants: Want[];
-  /** Bytes per second (raw chunk bytes); must be > 0. */
+  /** Bytes per second (raw chunk bytes); must be > 0 (Infinity: no bound). */
   rate: number;
+  /** The first this many wants (a boot trace's) are fetched at full speed, before the rest. */
+  unthrottled?: number;
+  /** Called once those first wants are local. */
+  onUnthrottledDone?: () => void;
   /** Called once every chunk is local. */
   onDone?: (s: { chunks: number; bytes: number; seconds: number }) => void;
   onError?: (e: unknown) => void;
@@ -63,7 +67,13 @@ export class Prefetcher {
     let backoff = 500;
     let notBefore = performance.now();
     const wants = this.opts.wants;
+    const fast = this.opts.unthrottled ?? 0;
+    let fastDone = fast === 0;
     while (!this.stopped) {
+      if (!fastDone && next >= fast) {
+        fastDone = true;
+        this.opts.onUnthrottledDone?.();
+      }
       // Guest reads first.
       if (fetcher.foreground > 0) {
         await this.sleep(20);
@@ -71,7 +81,9 @@ export class Prefetcher {
       }
       const batch: Want[] = [];
       let bytes = 0;
-      while (next < wants.length && bytes < batchBytes) {
+      // A batch does not straddle the traced part and the rest.
+      const stopAt = next < fast ? fast : wants.length;
+      while (next < stopAt && bytes < batchBytes) {
         const w = wants[next]!;
         if (fetcher.inFlight(w.hex) || !(await fetcher.isLocal(w.hex))) {
           batch.push(w);
@@ -79,7 +91,10 @@ export class Prefetcher {
         }
         next++;
       }
-      if (batch.length === 0) break;
+      if (batch.length === 0) {
+        if (next >= wants.length) break;
+        continue; // the traced part was local already: on to the rest
+      }
       const wait = notBefore - performance.now();
       if (wait > 0) await this.sleep(wait);
       if (this.stopped) break;
@@ -93,9 +108,10 @@ export class Prefetcher {
         await this.sleep(backoff);
         backoff = Math.min(backoff * 2, 5000);
       }
-      notBefore = Math.max(notBefore, performance.now() - 1000) + (bytes / rate) * 1000;
+      if (next > fast) notBefore = Math.max(notBefore, performance.now() - 1000) + (bytes / rate) * 1000;
     }
     if (this.stopped) return false;
+    if (!fastDone) this.opts.onUnthrottledDone?.();
     this.opts.onDone?.({ chunks: wants.length, bytes: fetchedBytes, seconds: (performance.now() - t0) / 1000 });
     return true;
   }

@@ -16,6 +16,8 @@ export interface MountFixture {
   img: { base: string; games: string };
   /** Flags of a mount through the proxy with its cache in `dir` (prefetch off unless `extra` sets it). */
   args(dir: string, extra?: string[]): string[];
+  /** Runs `fn` with the registry gone (the proxy down), brought back afterwards. */
+  offline<T>(fn: () => Promise<T>): Promise<T>;
 }
 
 /** Registers the registry, images and proxy for the test file (`dir()` makes a temporary directory). */
@@ -36,6 +38,14 @@ export function useMountFixture(dir: () => string): MountFixture {
     await f.s?.stop();
   });
   f.args = (d, extra = []) => ['--registry', f.proxy.url, '--cache', join(d, 'cache'), '--prefetch-rate', '0', ...extra];
+  f.offline = async (fn) => {
+    await f.proxy.down();
+    try {
+      return await fn();
+    } finally {
+      await f.proxy.up();
+    }
+  };
   return f;
 }
 
