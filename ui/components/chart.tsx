@@ -9,7 +9,7 @@ export interface Series {
   values: Array<number | null>;
 }
 
-export function Chart(props: { title: string; x: number[]; series: Series[]; kind: 'line' | 'bars'; time?: boolean; xLabels?: string[]; yBytes?: boolean }) {
+export function Chart(props: { title: string; x: number[]; series: Series[]; kind: 'line' | 'bars'; time?: boolean; xLabels?: string[]; xLabel?: string; yBytes?: boolean }) {
   const box = useRef<HTMLDivElement>(null);
   useEffect(() => {
     const el = box.current;
@@ -29,7 +29,7 @@ export function Chart(props: { title: string; x: number[]; series: Series[]; kin
         props.xLabels ? { splits: () => props.x, values: (_u, ticks) => ticks.map((t) => props.xLabels![Math.round(t)] ?? '') } : {},
         { values: (_u, ticks) => ticks.map(fmtY), size: 80 },
       ],
-      series: [{}, ...props.series.map((s) => ({ label: s.label, stroke: s.color, fill: props.kind === 'bars' ? s.color : undefined, width: 2, value: (_u: uPlot, v: number | null) => (v === null ? '–' : fmtY(v)), ...(bars ? { paths: bars, points: { show: false } } : {}) }))],
+      series: [props.xLabels ? { label: props.xLabel ?? 'x', value: (_u: uPlot, v: number | null) => (v === null ? '–' : props.xLabels![Math.round(v)] ?? '') } : {}, ...props.series.map((s) => ({ label: s.label, stroke: s.color, fill: props.kind === 'bars' ? s.color : undefined, width: 2, value: (_u: uPlot, v: number | null) => (v === null ? '–' : fmtY(v)), ...(bars ? { paths: bars, points: { show: false } } : {}) }))],
     };
     const plot = new uPlot(opts, [props.x, ...props.series.map((s) => s.values)] as uPlot.AlignedData, el);
     const ro = new ResizeObserver(() => plot.setSize({ width: width(), height: 220 }));

@@ -115,7 +115,7 @@ export function RepoPage({ api, repo, grants }: { api: Api; repo: string; grants
               </div>
               <Pager total={r.total} offset={offset} n={N} onPage={setOffset} label="Versions" />
               {deltas.length > 0 ? (
-                <Chart title="Delta to the previous version" kind="bars" yBytes x={deltas.map((_, i) => i)} xLabels={deltas.map((v) => v.tag)} series={[{ label: 'delta', color: '#a8453b', values: deltas.map((v) => v.deltaBytes) }]} />
+                <Chart title="Delta to the previous version" kind="bars" xLabel="version" yBytes x={deltas.map((_, i) => i)} xLabels={deltas.map((v) => v.tag)} series={[{ label: 'delta', color: '#a8453b', values: deltas.map((v) => v.deltaBytes) }]} />
               ) : null}
             </>
           );

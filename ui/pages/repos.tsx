@@ -48,7 +48,7 @@ export function ReposPage({ api }: { api: Api }) {
             {r.repositories.length === 0 ? <p class="muted">No repository you may read yet.</p> : null}
             <Pager total={r.total} offset={offset} n={N} onPage={setOffset} label="Repositories" />
             {r.repositories.length > 0 ? (
-              <Chart title="Dedup ratio per repository" kind="bars" x={r.repositories.map((_, i) => i)} xLabels={r.repositories.map((x) => x.name)} series={[{ label: 'dedup ratio', color: '#3b6ea8', values: r.repositories.map((x) => x.dedupRatio) }]} />
+              <Chart title="Dedup ratio per repository" kind="bars" xLabel="repository" x={r.repositories.map((_, i) => i)} xLabels={r.repositories.map((x) => x.name)} series={[{ label: 'dedup ratio', color: '#3b6ea8', values: r.repositories.map((x) => x.dedupRatio) }]} />
             ) : null}
           </>
         )}
