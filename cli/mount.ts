@@ -28,6 +28,7 @@ export interface MountFlags extends RegistryFlags {
   readTimeout: string;
   prefetchRate: string;
   recordTrace?: string;
+  materialize?: string;
   json?: boolean;
 }
 
@@ -59,6 +60,9 @@ export async function mountCommand(refStr: string, o: MountFlags): Promise<void>
       registry: reg, cache, readTimeoutMs, prefetchRate: rate,
       ...(o.base !== undefined ? { base: o.base } : {}),
       onError: warn,
+      ...(o.materialize !== undefined ? { materialize: o.materialize } : {}),
+      onMaterialized: (m) => say('materialized', { file: resolve(m.output!), form: m.mode, bytesDownloaded: m.bytesDownloaded },
+        `materialized ${m.ref} to ${m.output} (${m.mode === 'overlay' ? 'an overlay over the base' : 'a full image'})${o.overlay ? `; once QEMU has stopped: qemu-img rebase -u -b ${resolve(m.output!)} -F qcow2 ${o.overlay}` : ''}`),
       ...(o.recordTrace !== undefined ? { recordTraceSeconds: seconds(o.recordTrace, '--record-trace') } : {}),
       onTrace: (t) => say(t.event, { manifest: t.manifest, ranges: t.ranges }, t.event === 'trace-pushed'
         ? `boot trace pushed: ${t.ranges} ranges, ${t.manifest} (subject ${mount!.manifestDigest})`
@@ -109,6 +113,7 @@ export function registerMount(program: Command): void {
     .option('--read-timeout <seconds>', 'a read the network cannot answer by then fails with EIO', '60')
     .option('--prefetch-rate <rate>', 'fetch the rest in the background at this many bytes/s (like 50M; 0: off)', '50M')
     .option('--record-trace <seconds>', 'record the ranges read in the first SECONDS from the first read (or until stopped) and push them as the boot trace (an OCI artifact whose subject is the snapshot): the next mount fetches them first')
-    .option('--json', 'JSON lines: listening, trace-fetched, trace-pushed, prefetched, stopped')
+    .option('--materialize <file>', 'once every chunk is local, write the snapshot to FILE (an overlay over --base with one); rebase the QEMU overlay onto it (qemu-img rebase -u) to run without the mount')
+    .option('--json', 'JSON lines: listening, trace-fetched, trace-pushed, prefetched, materialized, stopped')
     .action(async (ref: string, o: MountFlags) => mountCommand(ref, o));
 }

@@ -5,6 +5,8 @@
  * reached through a proxy (test/helpers/chunk-proxy.ts) that counts what is
  * fetched, corrupts a response on demand, and can go away.
  */
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { qemuInfo, runTool } from './helpers/qcow2-fixtures.js';
@@ -89,4 +91,25 @@ describe('snapyard mount', () => {
       expect(s.chunks).toBeLessThan(m2.listening.chunks as number);
     }
   }, 120_000);
+
+  test('--materialize: once the prefetch has every chunk the snapshot is written byte-exact, and the overlay rebased onto it runs without the mount', async () => {
+    const dir = tmp();
+    const out = join(dir, 'games.qcow2');
+    const overlay = join(dir, 'instance.qcow2');
+    const m = await startMount('loco/win98:games', join(dir, 'nbd.sock'), mountArgs(dir, ['--prefetch-rate', '64M', '--materialize', out, '--overlay', overlay]));
+    try {
+      await runTool('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x3c 2M 64k', overlay]);
+      expect(await m.waitFor('materialized')).toMatchObject({ file: out, form: 'full' });
+      expect(await sha256File(out)).toBe(await sha256File(img.games));
+    } finally {
+      await m.stop();
+    }
+    await runTool('qemu-img', ['rebase', '-u', '-b', out, '-F', 'qcow2', overlay]);
+    await runTool('qemu-io', ['-f', 'qcow2', '-c', 'read -P 0x3c 2M 64k', overlay]);
+    await expect(runTool('qemu-img', ['compare', '-f', 'qcow2', '-F', 'qcow2', overlay, img.games])).rejects.toThrow(/Content mismatch at offset 2097152!/);
+  }, 120_000);
 });
+
+async function sha256File(path: string): Promise<string> {
+  return createHash('sha256').update(await readFile(path)).digest('hex');
+}

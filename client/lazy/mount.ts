@@ -16,6 +16,8 @@ import { LocalSources } from '../sources.js';
 import { ChunkFetcher } from './chunk-fetcher.js';
 import { guestChunks, LazySource } from './lazy-source.js';
 import { Prefetcher } from './prefetcher.js';
+import { pull, type PullSummary } from '../pull.js';
+import { SnapyardError } from '../../storage/errors.js';
 import { fetchTrace, pushTrace, TraceRecorder, type TraceRef } from './boot-trace.js';
 
 export interface MountOptions {
@@ -32,6 +34,9 @@ export interface MountOptions {
   /** A boot trace was pushed, or the one found was fetched first. */
   onTrace?: (e: { event: 'trace-pushed' | 'trace-fetched'; manifest: string; ranges: number }) => void;
   onError?: (e: unknown) => void;
+  /** Once every chunk is local, write the snapshot here (over the base, with one, as a pull --overlay does): no network, no NBD server needed for it. */
+  materialize?: string;
+  onMaterialized?: (s: PullSummary) => void;
 }
 
 export interface Mount {
@@ -75,8 +80,18 @@ export async function openMount(ref: Ref, opts: MountOptions): Promise<Mount> {
     for (const [hex, length] of chunkSet(remote.index)) if (!inGuest.has(hex)) all.push({ hex, length });
     const lacking: Want[] = [];
     for (const w of all) if (!(await fetcher.isLocal(w.hex))) lacking.push(w);
-    const held = () => cache.addHeld(remote.index.blobDigest, base ? base.digest : null);
+    let materializing: Promise<void> | null = null;
+    const held = () => {
+      cache.addHeld(remote.index.blobDigest, base ? base.digest : null);
+      if (!opts.materialize) return;
+      // Every chunk is local: the pull reads only the cache and the base.
+      materializing = pull(ref, { registry: reg, cache, output: opts.materialize, remote, ...(base ? { base: opts.base!, overlay: true } : {}) }).then(
+        (s) => opts.onMaterialized?.(s),
+        (e: unknown) => opts.onError?.(e),
+      );
+    };
     if (lacking.length === 0) held();
+    else if (opts.materialize && !(opts.prefetchRate! > 0)) throw new SnapyardError('INVALID_ARGUMENT', '--materialize needs the background prefetch (--prefetch-rate above 0) to bring every chunk');
     // The boot trace's chunks first, at full speed; then the rest at the prefetch rate (if any).
     const traced: Want[] = [];
     for (const w of trace ? source.wantsFor(trace.ranges) : []) if (!(await fetcher.isLocal(w.hex))) traced.push(w);
@@ -119,6 +134,7 @@ export async function openMount(ref: Ref, opts: MountOptions): Promise<Mount> {
       trace: trace?.ref ?? null,
       close: async () => {
         await finishTrace();
+        await materializing;
         prefetch?.stop();
         fetcher.close();
         await prefetch?.done;
