@@ -201,6 +201,39 @@ describe('the page as an admin', () => {
     expect(focusVisible).not.toBe('none');
     await page.context().close();
   });
+  test('a tag removed in the page is gone; prune and gc show a dry-run preview that changes nothing, then run when confirmed', async () => {
+    for (const t of ['old-1', 'old-2', 'old-3']) await cliOk(['tag', `${REPO}:games-v1`, t, '--registry', srv.url], { env: env('alice') });
+    const page = await newPage();
+    await logIn(page, srv.url, 'alice', USERS.alice);
+    await go(page, `#/r/${encodeURIComponent(REPO)}`);
+    await page.locator('#versions tr[data-tag="old-3"]').waitFor();
+    await page.locator('tr[data-tag="old-3"] button[data-action=remove]').click();
+    await page.locator('button[data-action=confirm-remove]').click();
+    await expect.poll(() => tagDigest('old-3')).toBeNull();
+
+    await page.getByLabel('Keep the newest').fill('0');
+    await page.getByLabel('tags matching').fill('old-*');
+    await page.locator('button[data-action=prune-preview]').click();
+    const preview = page.getByRole('group', { name: 'Prune preview' });
+    await preview.waitFor();
+    expect(await preview.textContent()).toMatch(/Would remove 2 tag\(s\) \((old-1, old-2|old-2, old-1)\) and 0 snapshot/);
+    expect(await tagDigest('old-1')).toBe(digests['games-v1']);
+    await page.locator('button[data-action=prune-confirm]').click();
+    await expect.poll(() => tagDigest('old-1')).toBeNull();
+    expect(await tagDigest('old-2')).toBeNull();
+    expect(await tagDigest('games-v1')).toBe(digests['games-v1']);
+
+    const lastGc = async () => ((await (await fetch(`${srv.url}/snapyard/v1/_admin/status`, { headers: { authorization: basic('alice') } })).json()) as { lastGc: { dryRun: boolean } | null }).lastGc;
+    expect(await lastGc()).toBeNull();
+    await go(page, '#/status');
+    await page.locator('button[data-action=gc-preview]').click();
+    await page.getByRole('group', { name: 'gc preview' }).waitFor();
+    expect((await lastGc())?.dryRun).toBe(true);
+    await page.locator('button[data-action=gc-confirm]').click();
+    await expect.poll(async () => (await lastGc())?.dryRun).toBe(false);
+    await screenshot(page, 'status', 1280, 900);
+    await page.context().close();
+  });
 });
 
 describe('a pull-only user', () => {
