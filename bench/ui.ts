@@ -94,6 +94,11 @@ try {
     warm.one.push(await screen(ONE));
   }
   const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+  // One more push: the next screen reads only the new snapshot's chunk index (server/admin/repo-view.ts).
+  const extra = randomBytes(16 * 1024);
+  await ok(fetch(`${url}/v2/${BIG}/blobs/uploads/?digest=${sha(extra)}`, { method: 'POST', body: extra }), 'layer');
+  await ok(fetch(`${url}/v2/${BIG}/manifests/app-v${N}`, { method: 'PUT', headers: { 'content-type': 'application/vnd.oci.image.manifest.v1+json' }, body: JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config: { mediaType: 'application/vnd.oci.empty.v1+json', digest: sha(config), size: 2 }, layers: [{ mediaType: 'application/octet-stream', digest: sha(extra), size: extra.length }] }) }), 'manifest');
+  const afterPush = await screen(BIG);
 
   const browser = await launchBrowser();
   const render = async (repo: string, hash: string, ready: string) => {
@@ -142,13 +147,14 @@ try {
     server: {
       calls: calls(BIG).map((c) => c.replace(BIG, 'REPO').replace(e(BIG), 'REPO')),
       coldMs: { big: cold.big.map(ms), one: cold.one.map(ms), totalBig: ms(sum(cold.big)) },
+      afterOnePushMs: { big: afterPush.map(ms), total: ms(sum(afterPush)) },
       warmMedianMs: { big: calls(BIG).map((_, i) => ms(median(warm.big.map((w) => w[i]!)))), one: calls(ONE).map((_, i) => ms(median(warm.one.map((w) => w[i]!)))) },
       warmTotalMs: { big: ms(median(warm.big.map(sum))), one: ms(median(warm.one.map(sum))), ratio: Math.round((median(warm.big.map(sum)) / median(warm.one.map(sum))) * 100) / 100 },
     },
     browser: Object.fromEntries((['repo', 'history'] as const).map((p) => [p, { firstMs: ms(browserTimes[p].big[0]!), medianMs: ms(median(browserTimes[p].big)), referenceMedianMs: ms(median(browserTimes[p].one)), ratio: Math.round((median(browserTimes[p].big) / median(browserTimes[p].one)) * 100) / 100 }])),
     pageWeight: { gzipBytes: weight.gzip.bytes, brotliBytes: weight.br.bytes, files: weight.gzip.files },
     goals: {
-      serverUnder1s: sum(cold.big) < 1,
+      serverUnder1s: sum(cold.big) < 1 && sum(afterPush) < 1,
       browserUnder1s: median(browserTimes.repo.big) < 1 && median(browserTimes.history.big) < 1,
       weightUnder300KB: weight.gzip.bytes < 300 * 1024,
     },
@@ -159,6 +165,7 @@ try {
     console.log(`repository of ${N} snapshots, ${EVENTS} tag events (reference: the same image alone)`);
     console.log(`server, first screen's 4 API calls (${r.server.calls.join(', ')}):`);
     console.log(`  first after the change (view computed): ${r.server.coldMs.big.join(' + ')} = ${r.server.coldMs.totalBig} ms  (reference ${r.server.coldMs.one.join(' + ')} ms)  ${r.goals.serverUnder1s ? 'PASS' : 'FAIL'} < 1 s`);
+    console.log(`  first after one more push (its snapshot counted in): ${r.server.afterOnePushMs.big.join(' + ')} = ${r.server.afterOnePushMs.total} ms`);
     console.log(`  warm median: ${r.server.warmMedianMs.big.join(' + ')} = ${r.server.warmTotalMs.big} ms vs ${r.server.warmTotalMs.one} ms (${r.server.warmTotalMs.ratio}x)`);
     for (const p of ['repo', 'history'] as const) {
       const b = r.browser[p]!;

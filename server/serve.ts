@@ -123,6 +123,8 @@ async function listenMetrics(hostPort: string, metrics: Metrics): Promise<{ serv
 
 export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const metrics = new Metrics(opts.store, { enabled: opts.metricsEnabled !== false });
+  const ui = opts.ui === false ? null : UiAssets.load(defaultUiDir());
+  if (opts.ui !== false && ui === null) opts.logger?.warn('the web page is not built (no dist/ui: npm run build): /ui/ is not served');
   const app = createApp({
     store: opts.store,
     metrics,
@@ -131,7 +133,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     ...(opts.logger ? { logger: opts.logger } : {}),
     ...(opts.auth ? { auth: opts.auth } : {}),
     ...(opts.limits ? { limits: opts.limits } : {}),
-    ui: opts.ui === false ? null : UiAssets.load(defaultUiDir()),
+    ui,
     about: { store: String(opts.store.chunks), metadata: opts.store.meta.location },
   });
   const lim = { ...DEFAULT_CONNECTION_LIMITS, ...opts.connections };
