@@ -21,7 +21,7 @@ export function Chart(props: { title: string; x: number[]; series: Series[]; kin
       width: width(),
       height: 220,
       scales: {
-        x: props.xLabels ? { time: false, range: (_u, min, max) => [min - 0.5, max + 0.5] } : { time: props.time === true },
+        x: props.xLabels ? { time: false, auto: false, range: (): uPlot.Range.MinMax => [-0.5, props.x.length - 0.5] } : { time: props.time === true },
         y: { range: (_u, _min, max) => [0, max > 0 ? max * 1.1 : 1] },
       },
       axes: [
