@@ -118,10 +118,11 @@ export class ChunkCodec {
  * Stored forms laid end to end in `buf` (`lengths` bytes each), decoded into
  * one buffer, each checked against its digest and its expected raw length.
  */
-export function decodeConcat(c: ChunkCodec, buf: Uint8Array, lengths: number[], digests: Digest[], rawLengths: number[]): Buffer {
+export function decodeConcat(c: ChunkCodec, buf: Uint8Array, lengths: number[], digests: Digest[], rawLengths: number[], into?: Uint8Array): Buffer {
   let total = 0;
   for (const l of rawLengths) total += l;
-  const out = Buffer.allocUnsafeSlow(total);
+  // Into the caller's buffer when it is large enough (a reused one: no allocation per batch).
+  const out = into && into.byteLength >= total ? Buffer.from(into.buffer, into.byteOffset, total) : Buffer.allocUnsafeSlow(total);
   let src = 0;
   let at = 0;
   digests.forEach((d, i) => {

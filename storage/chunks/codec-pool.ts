@@ -17,19 +17,12 @@ export function reviveChunkError(e: WorkerError): Error {
   return new SnapyardError('INTERNAL', e.message);
 }
 
-/** Parts laid end to end in a buffer of their own (transferable to a worker). */
-function gather(parts: Uint8Array[], total: number): Uint8Array<ArrayBuffer> {
-  const buf = new Uint8Array(total);
-  let at = 0;
-  for (const p of parts) {
-    buf.set(p, at);
-    at += p.byteLength;
-  }
-  return buf;
-}
-
 /** Below this many bytes a task runs inline: a worker's round trip would cost more than it saves. */
 const INLINE_BYTES = 256 * 1024;
+/** The reused buffers' size: a 2 MiB read batch plus a largest chunk (blob reads decode batches of about 2 MiB). */
+const SPARE_BYTES = 2 * 1024 * 1024 + 256 * 1024;
+/** Spare buffers kept at most (the rest are left to the GC). */
+const MAX_SPARES = 12;
 
 /**
  * Chunk encoding and decoding for a RemoteChunkStore on worker threads (the
@@ -40,10 +33,48 @@ const INLINE_BYTES = 256 * 1024;
 export class CodecPool {
   private readonly codec: ChunkCodec;
   private readonly pool: WorkerPool<CodecTask, CodecResult> | null;
+  /**
+   * Buffers of SPARE_BYTES that go to a worker and come back (inputs at once, decoded
+   * batches through release()): a batch allocated nothing new, so neither isolate piles
+   * up dead transferred buffers between its GCs.
+   */
+  private readonly spares: ArrayBuffer[] = [];
 
   constructor(level: number, workers: number) {
     this.codec = new ChunkCodec(level);
     this.pool = workers > 0 ? new WorkerPool(new URL(`./codec-worker.${import.meta.url.endsWith('.ts') ? 'ts' : 'js'}`, import.meta.url), workers, { level }, reviveChunkError) : null;
+  }
+
+  /** A buffer for `total` bytes: a spare one when it fits. */
+  private take(total: number): Uint8Array<ArrayBuffer> {
+    if (total <= SPARE_BYTES) return new Uint8Array(this.spares.pop() ?? new ArrayBuffer(SPARE_BYTES), 0, total);
+    return new Uint8Array(total);
+  }
+
+  /** Takes back a buffer of the spare size (a decoded batch the caller is done with, a task's input). */
+  release(buf: Uint8Array): void {
+    const ab = buf.buffer;
+    if (ab instanceof ArrayBuffer && ab.byteLength === SPARE_BYTES && this.spares.length < MAX_SPARES && !this.spares.includes(ab)) this.spares.push(ab);
+  }
+
+  /** Parts laid end to end in a buffer of their own (transferable to a worker). */
+  private gather(parts: Uint8Array[], total: number): Uint8Array<ArrayBuffer> {
+    const buf = this.take(total);
+    let at = 0;
+    for (const p of parts) {
+      buf.set(p, at);
+      at += p.byteLength;
+    }
+    return buf;
+  }
+
+  /** Runs a task whose input buffer (and output, for a decode) may be spares; the input comes back to the spares. */
+  private async runTask(task: CodecTask): Promise<CodecResult> {
+    const transfer: ArrayBuffer[] = [task.buf.buffer as ArrayBuffer];
+    if (task.op === 'decode' && task.into) transfer.push(task.into.buffer as ArrayBuffer);
+    const r = await this.pool!.run(task, transfer);
+    if (r.input) this.release(r.input);
+    return r;
   }
 
   /** Chunks encoded into records, end to end. */
@@ -51,8 +82,8 @@ export class CodecPool {
     let total = 0;
     for (const c of chunks) total += c.raw.byteLength;
     if (!this.pool || total < INLINE_BYTES) return encodeRecords(this.codec, chunks);
-    const buf = gather(chunks.map((c) => c.raw), total);
-    const r = (await this.pool.run({ op: 'encode', buf, lengths: chunks.map((c) => c.raw.byteLength), digests: chunks.map((c) => c.digest) }, [buf.buffer])) as { buf: Uint8Array; lengths: number[] };
+    const buf = this.gather(chunks.map((c) => c.raw), total);
+    const r = (await this.runTask({ op: 'encode', buf, lengths: chunks.map((c) => c.raw.byteLength), digests: chunks.map((c) => c.digest) })) as { buf: Uint8Array; lengths: number[] };
     return { buf: Buffer.from(r.buf.buffer, r.buf.byteOffset, r.buf.byteLength), lengths: r.lengths };
   }
 
@@ -90,8 +121,11 @@ export class CodecPool {
     for (const s of stored) total += s.byteLength;
     const lengths = stored.map((s) => s.byteLength);
     if (!this.pool || (op === 'decode' && total < INLINE_BYTES)) return inline(decodeConcat(this.codec, Buffer.concat(stored, total), lengths, digests, rawLengths));
-    const buf = gather(stored, total);
-    const r = await this.pool.run({ op, buf, lengths, digests, rawLengths, level }, [buf.buffer]);
+    const buf = this.gather(stored, total);
+    let rawTotal = 0;
+    for (const l of rawLengths) rawTotal += l;
+    const task: CodecTask = op === 'decode' ? { op, buf, lengths, digests, rawLengths, ...(rawTotal <= SPARE_BYTES ? { into: this.take(SPARE_BYTES) } : {}) } : { op, buf, lengths, digests, rawLengths, level };
+    const r = await this.runTask(task);
     if ('sketches' in r) return r.sketches.map((u) => Buffer.from(u.buffer, u.byteOffset, u.byteLength));
     return Buffer.from(r.buf.buffer, r.buf.byteOffset, r.buf.byteLength);
   }

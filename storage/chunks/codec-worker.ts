@@ -14,12 +14,13 @@ export type CodecTask =
   /** Raw chunks laid end to end: their records (headers written), end to end. */
   | { op: 'encode'; buf: Uint8Array; lengths: number[]; digests: Digest[] }
   /** Stored forms laid end to end: the raw bytes, end to end, each checked against its digest and length. */
-  | { op: 'decode'; buf: Uint8Array; lengths: number[]; digests: Digest[]; rawLengths: number[] }
+  | { op: 'decode'; buf: Uint8Array; lengths: number[]; digests: Digest[]; rawLengths: number[]; into?: Uint8Array }
   /** Stored forms decoded and verified, then each one's resemblance sketch (encoded, resemblance.ts). */
   | { op: 'sketch'; buf: Uint8Array; lengths: number[]; digests: Digest[]; rawLengths: number[] }
   /** Stored forms decoded and verified, then the first zstd-compressed with the others as its dictionary (dict-codec.ts). */
   | { op: 'dictCompress'; buf: Uint8Array; lengths: number[]; digests: Digest[]; rawLengths: number[]; level: number };
-export type CodecResult = { buf: Uint8Array; lengths: number[] } | { buf: Uint8Array } | { sketches: Uint8Array[] };
+/** `input`: the task's buffer, handed back for reuse. */
+export type CodecResult = ({ buf: Uint8Array; lengths: number[] } | { buf: Uint8Array } | { sketches: Uint8Array[] }) & { input?: Uint8Array };
 
 const { level } = workerData as { level: number };
 const codec = new ChunkCodec(level);
@@ -39,16 +40,22 @@ function handle(t: CodecTask): { result: CodecResult; transfer: ArrayBuffer[] } 
     });
     const recs = encodeRecords(codec, raws);
     const buf = owned(recs.buf);
-    return { result: { buf, lengths: recs.lengths }, transfer: [buf.buffer as ArrayBuffer] };
+    return { result: { buf, lengths: recs.lengths, input: t.buf }, transfer: [buf.buffer as ArrayBuffer, t.buf.buffer as ArrayBuffer] };
   }
-  const raw = decodeConcat(codec, t.buf, t.lengths, t.digests, t.rawLengths);
+  // The input goes back with the answer (the pool reuses it); a buffer kept here would live until this isolate's next GC.
+  const raw = decodeConcat(codec, t.buf, t.lengths, t.digests, t.rawLengths, t.op === 'decode' ? t.into : undefined);
   if (t.op === 'sketch') {
     let at = 0;
     const sketches = t.rawLengths.map((len) => new Uint8Array(encodeSketch(sketch(raw.subarray(at, (at += len))))));
-    return { result: { sketches }, transfer: sketches.map((x) => x.buffer as ArrayBuffer) };
+    return { result: { sketches, input: t.buf }, transfer: [...sketches.map((x) => x.buffer as ArrayBuffer), t.buf.buffer as ArrayBuffer] };
   }
-  const buf = owned(t.op === 'dictCompress' ? compressWithDict(raw.subarray(0, t.rawLengths[0]!), raw.subarray(t.rawLengths[0]!), t.level) : raw);
-  return { result: { buf }, transfer: [buf.buffer as ArrayBuffer] };
+  if (t.op === 'dictCompress') {
+    const buf = owned(compressWithDict(raw.subarray(0, t.rawLengths[0]!), raw.subarray(t.rawLengths[0]!), t.level));
+    return { result: { buf, input: t.buf }, transfer: [buf.buffer as ArrayBuffer, t.buf.buffer as ArrayBuffer] };
+  }
+  // Decoded into the pool's buffer when it sent one (a view of it), else into one of our own.
+  const buf = raw.buffer === t.into?.buffer ? new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength) : owned(raw);
+  return { result: { buf, input: t.buf }, transfer: [buf.buffer as ArrayBuffer, t.buf.buffer as ArrayBuffer] };
 }
 
 parentPort!.on('message', ({ id, req }: { id: number; req: CodecTask }) => {

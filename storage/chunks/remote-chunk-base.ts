@@ -206,6 +206,11 @@ export class RemoteChunkReads {
     return this.decoded(digests, (stored) => this.codecs.decodeConcat(stored, digests, lengths));
   }
 
+  /** A getConcat result the caller is done with: its buffer is reused for the next batches. */
+  release(buf: Uint8Array): void {
+    this.codecs.release(buf);
+  }
+
   /** Runs `fn` (decoding on the codec workers) on the chunks' stored forms; a chunk found corrupt is forgotten, so the next read fetches it again. */
   protected async decoded<T>(digests: Digest[], fn: (stored: Buffer[]) => Promise<T>): Promise<T> {
     const stored = await this.storedOf(digests);
