@@ -99,6 +99,9 @@ try {
   await ok(fetch(`${url}/v2/${BIG}/blobs/uploads/?digest=${sha(extra)}`, { method: 'POST', body: extra }), 'layer');
   await ok(fetch(`${url}/v2/${BIG}/manifests/app-v${N}`, { method: 'PUT', headers: { 'content-type': 'application/vnd.oci.image.manifest.v1+json' }, body: JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config: { mediaType: 'application/vnd.oci.empty.v1+json', digest: sha(config), size: 2 }, layers: [{ mediaType: 'application/octet-stream', digest: sha(extra), size: extra.length }] }) }), 'manifest');
   const afterPush = await screen(BIG);
+  // The lineage graph (its own page, not the first screen): every version edge's delta, the first time and cached.
+  const lineage = [];
+  for (let r = 0; r < 2; r++) lineage.push((await timed(async () => (await ok(fetch(`${url}/snapyard/v1/${BIG}/_lineage?n=200`), 'lineage')).arrayBuffer())).seconds);
 
   const browser = await launchBrowser();
   const render = async (repo: string, hash: string, ready: string) => {
@@ -115,10 +118,11 @@ try {
   const pages = {
     repo: (repo: string) => render(repo, `#/r/${e(repo)}`, '#versions tbody tr[data-tag]'),
     history: (repo: string) => render(repo, `#/r/${e(repo)}/tag/channel`, '#timeline li'),
+    lineage: (repo: string) => render(repo, `#/r/${e(repo)}/lineage`, '#lineage .node'),
   };
-  const browserTimes = { repo: { big: [] as number[], one: [] as number[] }, history: { big: [] as number[], one: [] as number[] } };
+  const browserTimes = { repo: { big: [] as number[], one: [] as number[] }, history: { big: [] as number[], one: [] as number[] }, lineage: { big: [] as number[], one: [] as number[] } };
   for (let r = 0; r < RUNS; r++) {
-    for (const p of ['repo', 'history'] as const) {
+    for (const p of ['repo', 'history', 'lineage'] as const) {
       browserTimes[p].big.push(await pages[p](BIG));
       browserTimes[p].one.push(await pages[p](ONE));
     }
@@ -151,7 +155,8 @@ try {
       warmMedianMs: { big: calls(BIG).map((_, i) => ms(median(warm.big.map((w) => w[i]!)))), one: calls(ONE).map((_, i) => ms(median(warm.one.map((w) => w[i]!)))) },
       warmTotalMs: { big: ms(median(warm.big.map(sum))), one: ms(median(warm.one.map(sum))), ratio: Math.round((median(warm.big.map(sum)) / median(warm.one.map(sum))) * 100) / 100 },
     },
-    browser: Object.fromEntries((['repo', 'history'] as const).map((p) => [p, { firstMs: ms(browserTimes[p].big[0]!), medianMs: ms(median(browserTimes[p].big)), referenceMedianMs: ms(median(browserTimes[p].one)), ratio: Math.round((median(browserTimes[p].big) / median(browserTimes[p].one)) * 100) / 100 }])),
+    lineageMs: { first: ms(lineage[0]!), cached: ms(lineage[1]!) },
+    browser: Object.fromEntries((['repo', 'history', 'lineage'] as const).map((p) => [p, { firstMs: ms(browserTimes[p].big[0]!), medianMs: ms(median(browserTimes[p].big)), referenceMedianMs: ms(median(browserTimes[p].one)), ratio: Math.round((median(browserTimes[p].big) / median(browserTimes[p].one)) * 100) / 100 }])),
     pageWeight: { gzipBytes: weight.gzip.bytes, brotliBytes: weight.br.bytes, files: weight.gzip.files },
     goals: {
       serverUnder1s: sum(cold.big) < 1 && sum(afterPush) < 1,
@@ -167,7 +172,8 @@ try {
     console.log(`  first after the change (view computed): ${r.server.coldMs.big.join(' + ')} = ${r.server.coldMs.totalBig} ms  (reference ${r.server.coldMs.one.join(' + ')} ms)  ${r.goals.serverUnder1s ? 'PASS' : 'FAIL'} < 1 s`);
     console.log(`  first after one more push (its snapshot counted in): ${r.server.afterOnePushMs.big.join(' + ')} = ${r.server.afterOnePushMs.total} ms`);
     console.log(`  warm median: ${r.server.warmMedianMs.big.join(' + ')} = ${r.server.warmTotalMs.big} ms vs ${r.server.warmTotalMs.one} ms (${r.server.warmTotalMs.ratio}x)`);
-    for (const p of ['repo', 'history'] as const) {
+    console.log(`lineage graph API (newest 200 snapshots, not the first screen): ${r.lineageMs.first} ms the first time, ${r.lineageMs.cached} ms cached`);
+    for (const p of ['repo', 'history', 'lineage'] as const) {
       const b = r.browser[p]!;
       console.log(`browser, ${p} page to first screen: median ${b.medianMs} ms (first ${b.firstMs} ms) vs ${b.referenceMedianMs} ms (${b.ratio}x)`);
     }

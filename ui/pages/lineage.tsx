@@ -59,7 +59,7 @@ function layout(g: Lineage): Map<string, { x: number; y: number }> {
 }
 
 export function LineagePage({ api, repo }: { api: Api; repo: string }) {
-  const d = useData(() => api.get<Lineage>(v1(repo, '_lineage'), repoScope(repo)), [repo, api.user]);
+  const d = useData(() => api.get<Lineage>(v1(repo, '_lineage?n=200'), repoScope(repo)), [repo, api.user]);
   return (
     <section>
       <h1>Lineage of {repo}</h1>
