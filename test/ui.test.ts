@@ -21,6 +21,8 @@ import { go, launchBrowser, logIn, screenshot, tabOrder, type PageGlobals } from
 const newDir = tempDirs('snapyard-ui-');
 const KiB = 1024;
 const REPO = 'ui/win98';
+/** What the page did reaches the server and the page: waited for (on a loaded machine a click's round trips take a while), not timed. */
+const POLL = { timeout: 20_000, interval: 100 };
 const USERS = { alice: 'alice-secret', pods: 'pods-secret' };
 const ACCESS = `rules:
   - users: [alice]
@@ -119,7 +121,7 @@ describe('the page as an admin', () => {
     await page.getByRole('link', { name: 'log in', exact: true }).waitFor(); // anonymous callers may read nothing here
     await logIn(page, srv.url, 'alice', USERS.alice);
     const row = page.locator(`#repos tr[data-repo="${REPO}"]`);
-    await expect.poll(() => row.locator('[data-k=snapshots]').textContent()).toBe('5');
+    await expect.poll(() => row.locator('[data-k=snapshots]').textContent(), POLL).toBe('5');
     const logical = Object.keys(digests).reduce((n, t) => n + statSync(files[t === 'base-v1' ? 'base' : t]!).size, 0);
     expect(Number(await row.locator('[data-k=logical]').getAttribute('data-bytes'))).toBe(logical);
     await screenshot(page, 'repositories', 1280, 900);
@@ -178,7 +180,7 @@ describe('the page as an admin', () => {
     expect(await page.locator('#current').getAttribute('data-digest')).toBe(digests['games-v2']);
     await page.locator('.actions > button[data-action=rollback]').first().click();
     await page.locator('button[data-action=confirm-rollback]').click();
-    await expect.poll(() => page.locator('#current').getAttribute('data-digest')).toBe(digests['games-v1']);
+    await expect.poll(() => page.locator('#current').getAttribute('data-digest'), POLL).toBe(digests['games-v1']);
     expect(await tagDigest('channel')).toBe(digests['games-v1']);
     expect(await page.locator('#timeline li').first().getAttribute('data-source')).toBe('rollback');
     await screenshot(page, 'history', 1280, 900);
@@ -209,7 +211,7 @@ describe('the page as an admin', () => {
     await page.locator('#versions tr[data-tag="old-3"]').waitFor();
     await page.locator('tr[data-tag="old-3"] button[data-action=remove]').click();
     await page.locator('button[data-action=confirm-remove]').click();
-    await expect.poll(() => tagDigest('old-3')).toBeNull();
+    await expect.poll(() => tagDigest('old-3'), POLL).toBeNull();
 
     await page.getByLabel('Keep the newest').fill('0');
     await page.getByLabel('tags matching').fill('old-*');
@@ -219,7 +221,7 @@ describe('the page as an admin', () => {
     expect(await preview.textContent()).toMatch(/Would remove 2 tag\(s\) \((old-1, old-2|old-2, old-1)\) and 0 snapshot/);
     expect(await tagDigest('old-1')).toBe(digests['games-v1']);
     await page.locator('button[data-action=prune-confirm]').click();
-    await expect.poll(() => tagDigest('old-1')).toBeNull();
+    await expect.poll(() => tagDigest('old-1'), POLL).toBeNull();
     expect(await tagDigest('old-2')).toBeNull();
     expect(await tagDigest('games-v1')).toBe(digests['games-v1']);
 
@@ -230,7 +232,7 @@ describe('the page as an admin', () => {
     await page.getByRole('group', { name: 'gc preview' }).waitFor();
     expect((await lastGc())?.dryRun).toBe(true);
     await page.locator('button[data-action=gc-confirm]').click();
-    await expect.poll(async () => (await lastGc())?.dryRun).toBe(false);
+    await expect.poll(async () => (await lastGc())?.dryRun, POLL).toBe(false);
     await screenshot(page, 'status', 1280, 900);
     await page.context().close();
   });
