@@ -16,7 +16,7 @@ import { RECORD_HEADER_SIZE } from './pack-files.js';
 import { rawOf, type Digest } from '../digest.js';
 import { ChunkCorruptError, ChunkMissingError, isSnapyardError } from '../errors.js';
 import { DEFAULT_LEVEL } from './local-chunk-store.js';
-import { RemoteRecordReader, storedOfRecord, type RemoteLocation } from './remote-chunk-reads.js';
+import { RemoteRecordReader, storedOfRecord, type FetchOptions, type RemoteLocation } from './remote-chunk-reads.js';
 import type { SpoolSegment } from './remote-chunk-spool.js';
 import type { QueuedChunk } from './remote-chunk-writer.js';
 
@@ -120,7 +120,7 @@ export class RemoteChunkReads {
    * segment, the others from their packs. A pack gone since the lookup
    * (compaction moved its records) is located again, once.
    */
-  protected async storedOf(digests: Digest[]): Promise<Buffer[]> {
+  protected async storedOf(digests: Digest[], opts: FetchOptions = {}): Promise<Buffer[]> {
     const out: Buffer[] = new Array(digests.length);
     const remote: number[] = [];
     digests.forEach((d, i) => {
@@ -133,10 +133,10 @@ export class RemoteChunkReads {
     const ds = remote.map((i) => digests[i]!);
     let got: Buffer[];
     try {
-      got = await this.reader.fetch(ds, await this.locate(ds, false));
+      got = await this.reader.fetch(ds, await this.locate(ds, false), opts);
     } catch (e) {
       if (!isSnapyardError(e, 'NOT_FOUND')) throw e;
-      got = await this.reader.fetch(ds, await this.locate(ds, true));
+      got = await this.reader.fetch(ds, await this.locate(ds, true), opts);
     }
     remote.forEach((i, k) => (out[i] = got[k]!));
     return out;
@@ -202,8 +202,9 @@ export class RemoteChunkReads {
     return Buffer.from(this.decode(stored!, digest));
   }
 
+  /** A run of chunks, end to end: a stream's read (a blob GET, a rebuild), so its records are not kept in the read cache. */
   async getConcat(digests: Digest[], lengths: number[]): Promise<Buffer> {
-    return this.decoded(digests, (stored) => this.codecs.decodeConcat(stored, digests, lengths));
+    return this.decoded(digests, (stored) => this.codecs.decodeConcat(stored, digests, lengths), { keep: false });
   }
 
   /** A getConcat result the caller is done with: its buffer is reused for the next batches. */
@@ -212,8 +213,8 @@ export class RemoteChunkReads {
   }
 
   /** Runs `fn` (decoding on the codec workers) on the chunks' stored forms; a chunk found corrupt is forgotten, so the next read fetches it again. */
-  protected async decoded<T>(digests: Digest[], fn: (stored: Buffer[]) => Promise<T>): Promise<T> {
-    const stored = await this.storedOf(digests);
+  protected async decoded<T>(digests: Digest[], fn: (stored: Buffer[]) => Promise<T>, opts: FetchOptions = {}): Promise<T> {
+    const stored = await this.storedOf(digests, opts);
     try {
       return await fn(stored);
     } catch (e) {

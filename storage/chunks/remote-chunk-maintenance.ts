@@ -224,7 +224,7 @@ export class MaintainedRemoteChunkStore extends RemoteChunkStore implements Main
           const digests = batch.map((r) => digestFromRaw(r.raw));
           let stored: Buffer[];
           try {
-            stored = await this.reader.fetch(digests, batch.map((r) => ({ pack, offset: r.offset, length: r.length })));
+            stored = await this.reader.fetch(digests, batch.map((r) => ({ pack, offset: r.offset, length: r.length })), { keep: false });
           } catch (e) {
             if (isSnapyardError(e, 'NOT_FOUND')) break; // gone already (another compaction)
             throw e;
@@ -289,7 +289,8 @@ export class MaintainedRemoteChunkStore extends RemoteChunkStore implements Main
 
   /** Resemblance sketches of stored chunks, read and verified, computed on the codec workers. */
   async sketchMany(digests: Digest[], lengths: number[]): Promise<Buffer[]> {
-    return this.decoded(digests, (stored) => this.codecs.sketches(stored, digests, lengths));
+    // Each chunk is sketched once (the sketch is kept, not the chunk): nothing to keep in the read cache.
+    return this.decoded(digests, (stored) => this.codecs.sketches(stored, digests, lengths), { keep: false });
   }
 
   /** The first chunk compressed with the others as its dictionary, on the codec workers. */

@@ -28,6 +28,13 @@ export const DEFAULT_READ_CACHE_BYTES = 64 * 1024 * 1024;
  * ones asked go to the cache. Other GETs read only what they are asked.
  */
 export const DEFAULT_READ_AHEAD_BYTES = 1024 * 1024;
+/**
+ * Records read ahead wait for the next call of their stream in a small cache
+ * of their own, not in the shared one: a stream's read-ahead is wanted once,
+ * milliseconds later, and pushed through the shared budget it evicted what
+ * delta encoding keeps there (ten full GETs filled 128 MB with it).
+ */
+export const DEFAULT_AHEAD_CACHE_BYTES = 16 * 1024 * 1024;
 
 /** The stored chunk of a record read at `at` of `buf`, after checking its header names `digest` and `length`. */
 export function storedOfRecord(buf: Buffer, at: number, digest: Digest, loc: RemoteLocation): Buffer {
@@ -60,21 +67,39 @@ class StoredCache {
   }
 }
 
+export interface FetchOptions {
+  /**
+   * Keep the records asked for in the read cache (default): reads at random,
+   * such as delta encoding's, that may come back. A stream's reads (a blob
+   * GET, compaction) pass false: they will not ask again, and ten concurrent
+   * GETs filled the whole shared budget with copies of what they read.
+   */
+  keep?: boolean;
+}
+
 export class RemoteRecordReader {
   private readonly cache: StoredCache;
+  private readonly ahead: StoredCache;
 
   constructor(
     private readonly driver: PackDriver,
-    opts: { cacheBytes?: number; cache?: BudgetCache<Digest, Buffer> | undefined; runBytes?: number; readAheadBytes?: number } = {},
+    opts: { cacheBytes?: number; cache?: BudgetCache<Digest, Buffer> | undefined; runBytes?: number; readAheadBytes?: number; aheadCacheBytes?: number } = {},
     private readonly runBytes = opts.runBytes ?? DEFAULT_RUN_BYTES,
     private readonly readAheadBytes = opts.readAheadBytes ?? DEFAULT_READ_AHEAD_BYTES,
   ) {
     this.cache = new StoredCache(opts.cache ?? new MemoryBudget(opts.cacheBytes ?? DEFAULT_READ_CACHE_BYTES).cache('remote-reads', (b: Buffer) => b.byteLength));
+    this.ahead = new StoredCache(new MemoryBudget(opts.aheadCacheBytes ?? DEFAULT_AHEAD_CACHE_BYTES).cache('remote-read-ahead', (b: Buffer) => b.byteLength + 64));
   }
 
   /** Forgets a chunk (its record turned out corrupt: the next read fetches it again). */
   forget(d: Digest): void {
     this.cache.delete(d);
+    this.ahead.delete(d);
+  }
+
+  /** A cached stored form: read ahead by a stream, or read at random earlier. */
+  private cached(d: Digest): Buffer | undefined {
+    return this.ahead.get(d) ?? this.cache.get(d);
   }
 
   /**
@@ -82,11 +107,11 @@ export class RemoteRecordReader {
    * the order asked. A pack that is not there fails with NOT_FOUND (the
    * caller may locate again: compaction moves records).
    */
-  async fetch(digests: Digest[], locs: RemoteLocation[]): Promise<Buffer[]> {
+  async fetch(digests: Digest[], locs: RemoteLocation[], opts: FetchOptions = {}): Promise<Buffer[]> {
     const out: Buffer[] = new Array(digests.length);
     const want = new Map<Digest, { loc: RemoteLocation; at: number[] }>();
     digests.forEach((d, i) => {
-      const hit = this.cache.get(d);
+      const hit = this.cached(d);
       if (hit) out[i] = hit;
       else {
         const w = want.get(d);
@@ -103,7 +128,7 @@ export class RemoteRecordReader {
       riding.push(
         ride.buf
           .then((buf) => storedOfRecord(buf, w.loc.offset - ride.start, d, w.loc))
-          .catch(async () => (await this.fetch([d], [w.loc]))[0]!) // that GET failed or came back short: read it alone
+          .catch(async () => (await this.fetch([d], [w.loc], opts))[0]!) // that GET failed or came back short: read it alone
           .then((stored) => {
             for (const i of w.at) out[i] = stored;
           }),
@@ -138,7 +163,7 @@ export class RemoteRecordReader {
         for (const [d, { loc, at }] of r) {
           const stored = storedOfRecord(buf, loc.offset - first.offset, d, loc);
           // A stream reading a pack in order will not ask again: only random reads (delta encoding's) are kept.
-          if (ahead === 0) this.cache.set(d, stored);
+          if (ahead === 0 && opts.keep !== false) this.cache.set(d, stored);
           for (const i of at) out[i] = stored;
         }
         this.cacheAhead(buf, length);
@@ -195,7 +220,7 @@ export class RemoteRecordReader {
       const length = buf.readUInt32LE(at + 36);
       const end = at + RECORD_HEADER_SIZE + length;
       if (end > buf.byteLength) break;
-      this.cache.set(digestFromHex(buf.toString('hex', at + 4, at + 36)), buf.subarray(at + RECORD_HEADER_SIZE, end));
+      this.ahead.set(digestFromHex(buf.toString('hex', at + 4, at + 36)), buf.subarray(at + RECORD_HEADER_SIZE, end));
       at = end;
     }
   }
