@@ -35,7 +35,12 @@ export interface WireProxy {
  * `upstream()` opens, both ways with backpressure; `watch` sees both sockets
  * first (to count what is read). Either side closing or failing ends both.
  */
-export async function startPipeProxy(upstream: () => Socket, watch: (client: Socket, upstream: Socket) => void): Promise<{ port: number; close(): Promise<void> }> {
+export async function startPipeProxy(
+  upstream: () => Socket,
+  watch: (client: Socket, upstream: Socket) => void,
+  /** Carries the server's bytes to the client instead of pipe() (and ends the pair with `drop` when the server side is done). */
+  down?: (client: Socket, upstream: Socket, drop: () => void) => void,
+): Promise<{ port: number; close(): Promise<void> }> {
   const open = new Set<Socket>();
   const server = createServer({ noDelay: true }, (client) => {
     const up = upstream();
@@ -43,7 +48,6 @@ export async function startPipeProxy(upstream: () => Socket, watch: (client: Soc
     open.add(up);
     watch(client, up);
     client.pipe(up);
-    up.pipe(client);
     const drop = () => {
       client.destroy();
       up.destroy();
@@ -51,7 +55,11 @@ export async function startPipeProxy(upstream: () => Socket, watch: (client: Soc
       open.delete(up);
     };
     client.on('error', drop).on('close', drop);
-    up.on('error', drop).on('close', drop);
+    if (down) down(client, up, drop);
+    else {
+      up.pipe(client);
+      up.on('error', drop).on('close', drop);
+    }
   });
   await new Promise<void>((res) => server.listen(0, '127.0.0.1', res));
   return {

@@ -75,7 +75,7 @@ export async function mountCommand(refStr: string, o: MountFlags): Promise<void>
     const socket = resolve(o.socket);
     const urls = [...exports.keys()].map((n) => `nbd+unix:///${n}?socket=${socket}`);
     let overlayAction: OverlayAction | null = null;
-    if (o.overlay) overlayAction = await ensureNbdOverlay(o.overlay, urls[0]!, mount.source.size);
+    if (o.overlay) overlayAction = await ensureNbdOverlay(o.overlay, urls[0]!, mount.source.size, mount.blobDigest);
     say('listening', {
       ref: mount.ref, manifest: mount.manifestDigest, blob: mount.blobDigest, size: mount.source.size, socket, exports: urls,
       chunks: mount.chunks.total, chunksLocal: mount.chunks.localAtStart,

@@ -3,19 +3,21 @@
  * export, the mount killed -9 and restarted, a chunk corrupted in flight, a
  * registry that goes away, reads racing the background prefetch.
  */
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { qemuInfo, runTool } from './helpers/qcow2-fixtures.js';
 import { compareExport, useMountFixture } from './helpers/mount-fixture.js';
 import { startMount } from './helpers/mount-process.js';
 import { tempDirs } from './helpers/tmp.js';
+import { runCli } from './helpers/cli.js';
 
 const MiB = 1024 * 1024;
 const tmp = tempDirs('snapyard-mount-f-');
 const f = useMountFixture(tmp);
 
 describe('snapyard mount: overlay and failures', () => {
-  test('--overlay: a qcow2 overlay backed by the export takes qemu-io writes locally; the export still reads as the image; a second mount reuses it', async () => {
+  test('--overlay: a qcow2 overlay backed by the export takes qemu-io writes locally; the export still reads as the image; a second mount reuses it, a mount of another snapshot refuses it', async () => {
     const dir = tmp();
     const sock = join(dir, 'nbd.sock');
     const overlay = join(dir, 'instance.qcow2');
@@ -40,6 +42,12 @@ describe('snapyard mount: overlay and failures', () => {
     } finally {
       await m2.stop();
     }
+    // Another snapshot behind the same socket path: the overlay's writes belong to the first one, it is refused and left alone.
+    const before = await readFile(overlay);
+    const other = await runCli(['mount', 'loco/win98:base', '--socket', sock, ...f.args(dir, ['--overlay', overlay])]);
+    expect(other.code).toBe(2);
+    expect(other.stderr).toMatch(/CONFLICT: --overlay .* was made over sha256:[0-9a-f]{64}, the export now serves sha256:/);
+    expect((await readFile(overlay)).equals(before)).toBe(true);
   }, 120_000);
 
   test('kill -9 mid-way, restart on the same socket and cache: it resumes from the cache and fetches only the rest', async () => {
