@@ -5,4 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh npm
 npm run --silent build
+# As the container image does (Dockerfile, docs/deploy-replicas.md): glibc returns freed large buffers.
+export MALLOC_MMAP_THRESHOLD_="${MALLOC_MMAP_THRESHOLD_:-131072}"
 exec node bin/snapyard.js serve "$@"
