@@ -77,12 +77,13 @@ export async function mountCommand(refStr: string, o: MountFlags): Promise<void>
     let overlayAction: OverlayAction | null = null;
     if (o.overlay) overlayAction = await ensureNbdOverlay(o.overlay, urls[0]!, mount.source.size, mount.blobDigest);
     say('listening', {
-      ref: mount.ref, manifest: mount.manifestDigest, blob: mount.blobDigest, size: mount.source.size, socket, exports: urls,
-      chunks: mount.chunks.total, chunksLocal: mount.chunks.localAtStart,
+      ref: mount.ref, manifest: mount.manifestDigest, blob: mount.blobDigest, size: mount.source.size, socket, exports: urls, chunks: mount.chunks,
       ...(o.overlay ? { overlay: resolve(o.overlay), overlayAction } : {}),
-      prefetchRate: mount.prefetch ? rate : 0,
-      trace: mount.trace,
-    }, `mounted ${mount.ref} (${mount.manifestDigest}, ${mount.source.size} bytes, ${mount.chunks.localAtStart} of ${mount.chunks.total} chunks local) read-only on ${urls.join(' ')}${o.overlay ? `; overlay ${o.overlay} ${overlayAction}` : ''}`);
+    }, `mounted ${mount.ref} (${mount.manifestDigest}, ${mount.source.size} bytes) read-only on ${urls.join(' ')}${o.overlay ? `; overlay ${o.overlay} ${overlayAction}` : ''}`);
+    // Served from here on; what is local, the boot trace and the prefetch come after (the first read need not wait for them).
+    const m = mount;
+    void m.start().then((r) => say('ready', { chunks: m.chunks, chunksLocal: r.chunksLocal, trace: r.trace, prefetchRate: r.prefetching ? rate : 0 },
+      `${r.chunksLocal} of ${m.chunks} chunks local${r.trace ? `; boot trace ${r.trace.manifest} (${r.trace.ranges} ranges) fetched first` : ''}${r.prefetching && rate > 0 ? `; the rest at ${rate} bytes/s` : ''}`), warn);
   } catch (e) {
     await shutdown().catch(() => {});
     throw e;
@@ -114,6 +115,6 @@ export function registerMount(program: Command): void {
     .option('--prefetch-rate <rate>', 'fetch the rest in the background at this many bytes/s (like 50M; 0: off)', '50M')
     .option('--record-trace <seconds>', 'record the ranges read in the first SECONDS from the first read (or until stopped) and push them as the boot trace (an OCI artifact whose subject is the snapshot): the next mount fetches them first')
     .option('--materialize <file>', 'once every chunk is local, write the snapshot to FILE (an overlay over --base with one); rebase the QEMU overlay onto it (qemu-img rebase -u) to run without the mount')
-    .option('--json', 'JSON lines: listening, trace-fetched, trace-pushed, prefetched, materialized, stopped')
+    .option('--json', 'JSON lines: listening, ready, trace-fetched, trace-pushed, prefetched, materialized, stopped')
     .action(async (ref: string, o: MountFlags) => mountCommand(ref, o));
 }

@@ -60,7 +60,7 @@ describe('snapyard mount: overlay and failures', () => {
     await expect(runTool('qemu-io', ['-r', '-f', 'raw', '-c', 'read 0 4k', m.url()])).rejects.toThrow();
     const m2 = await startMount('loco/win98:games', sock, f.args(dir));
     const total = m2.listening.chunks as number;
-    const local = m2.listening.chunksLocal as number;
+    const local = (await m2.waitFor('ready')).chunksLocal as number;
     try {
       expect(local).toBeGreaterThan(0);
       await compareExport(m2.url(), f.img.games);
@@ -99,7 +99,7 @@ describe('snapyard mount: overlay and failures', () => {
     const dir = tmp();
     const m = await startMount('loco/win98:games', join(dir, 'nbd.sock'), f.args(dir, ['--prefetch-rate', `${4 * MiB}`]));
     try {
-      expect(m.listening.prefetchRate).toBe(4 * MiB);
+      expect((await m.waitFor('ready')).prefetchRate).toBe(4 * MiB);
       await Promise.all([compareExport(m.url(), f.img.games), runTool('qemu-io', ['-r', '-f', 'raw', '-c', 'read 32M 32M', '-c', 'read 0 32M', m.url()])]);
       await m.waitFor('prefetched', 90_000);
       await f.offline(() => compareExport(m.url(), f.img.games));

@@ -26,7 +26,8 @@ describe('snapyard mount', () => {
     const before = f.proxy.counts();
     const m = await startMount('loco/win98:games', sock, mountArgs(dir));
     try {
-      expect(m.listening).toMatchObject({ ref: 'loco/win98:games', chunksLocal: 0, size: (await qemuInfo(img.games)).virtualSize });
+      expect(m.listening).toMatchObject({ ref: 'loco/win98:games', size: (await qemuInfo(img.games)).virtualSize });
+      expect(await m.waitFor('ready')).toMatchObject({ chunksLocal: 0 });
       await compare(m.url(), img.games);
       await compare(m.url('loco/win98:games'), img.games);
     } finally {
@@ -82,7 +83,7 @@ describe('snapyard mount', () => {
     const b = tmp();
     const m2 = await startMount('loco/win98:games', join(b, 'nbd.sock'), mountArgs(b, ['--read-timeout', '2']));
     try {
-      expect(m2.listening.trace).toMatchObject({ manifest: pushed.manifest, ranges: pushed.ranges });
+      expect((await m2.waitFor('ready')).trace).toMatchObject({ manifest: pushed.manifest, ranges: pushed.ranges });
       await m2.waitFor('trace-fetched');
       await f.offline(() => runTool('qemu-io', ['-r', '-f', 'raw', ...reads, m2.url()]));
     } finally {

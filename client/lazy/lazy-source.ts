@@ -8,8 +8,9 @@
  * - Every chunk is verified against its digest before a byte of it is
  *   returned (LocalSources hashes what it reads from files and the cache;
  *   the fetcher hashes what arrives before it goes into the cache).
- * - The chunks a read lacks are fetched together (one batch), before the
- *   read assembles its bytes; a chunk fetched for another read is awaited.
+ * - The chunks of a read are read from local places all at once; those it
+ *   lacks are fetched together (one batch) before the read assembles its
+ *   bytes; a chunk fetched for another read is awaited.
  * - A read not answered within `readTimeoutMs` fails (the NBD server says
  *   EIO): never zeros, never data that was not verified.
  * - Zero clusters and unallocated ranges are answered by blockStatus and
@@ -128,18 +129,29 @@ export class LazySource implements BlockSource {
 
   private async readRange(offset: number, length: number, deadline: number): Promise<Buffer> {
     const placed = this.place(offset, length);
-    // The chunks of this read that are nowhere local: one batch.
+    // Every chunk of the read from a local place at once (verified as read); those nowhere local: one batch.
+    const local = new Map<string, Buffer>();
     const missing: Want[] = [];
     const seen = new Set<string>();
+    const reads: Array<Promise<void>> = [];
     for (const { piece } of placed) {
       const hex = hexAt(piece.list, piece.i);
-      if (seen.has(hex)) continue;
+      if (seen.has(hex) || this.recent.has(hex)) continue;
       seen.add(hex);
-      if (!(await this.opts.fetcher.isLocal(hex))) missing.push({ hex, length: piece.list.lengths[piece.i]! });
+      const want = { hex, length: piece.list.lengths[piece.i]! };
+      reads.push(this.opts.sources.get(hex).then((b) => {
+        if (b && b.byteLength === want.length) local.set(hex, b);
+        else missing.push(want);
+      }));
     }
+    await Promise.all(reads);
+    for (const [hex, b] of local) this.remember(hex, Promise.resolve(b)); // neighbouring reads often cut the same chunk
     if (missing.length > 0) await this.opts.fetcher.ensure(missing, deadline).catch(() => {}); // chunk() retries what is still missing
     const out = Buffer.alloc(length);
-    for (const { at, piece } of placed) (await this.cached(piece.list, piece.i, deadline)).copy(out, at, piece.from, piece.to);
+    for (const { at, piece } of placed) {
+      const b = local.get(hexAt(piece.list, piece.i)) ?? (await this.cached(piece.list, piece.i, deadline));
+      b.copy(out, at, piece.from, piece.to);
+    }
     return out;
   }
 
@@ -153,9 +165,14 @@ export class LazySource implements BlockSource {
     }
     const p = this.chunk(hex, list.lengths[i]!, deadline);
     p.catch(() => this.recent.delete(hex));
+    this.remember(hex, p);
+    return p;
+  }
+
+  private remember(hex: string, p: Promise<Buffer>): void {
+    this.recent.delete(hex);
     this.recent.set(hex, p);
     if (this.recent.size > RECENT_CHUNKS) this.recent.delete(this.recent.keys().next().value as string);
-    return p;
   }
 
   /** A chunk's verified bytes: local, else fetched (again) until the deadline. */

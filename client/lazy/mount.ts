@@ -45,12 +45,20 @@ export interface Mount {
   blobDigest: Digest;
   source: LazySource;
   fetcher: ChunkFetcher;
-  prefetch: Prefetcher | null;
-  /** Chunks of the snapshot, and how many were local when the mount started. */
-  chunks: { total: number; localAtStart: number };
+  /** Chunks of the snapshot (guest view and the file's own). */
+  chunks: number;
+  /** Call once the export answers: looks at what is local, fetches the boot trace, starts the prefetch. */
+  start(): Promise<Started>;
+  close(): Promise<void>;
+}
+
+export interface Started {
+  /** Chunks local when it started. */
+  chunksLocal: number;
   /** The boot trace found in the registry (its chunks are fetched first), if any. */
   trace: TraceRef | null;
-  close(): Promise<void>;
+  /** A background fetch runs (the rest at --prefetch-rate, or the trace's chunks). */
+  prefetching: boolean;
 }
 
 export async function openMount(ref: Ref, opts: MountOptions): Promise<Mount> {
@@ -69,17 +77,13 @@ export async function openMount(ref: Ref, opts: MountOptions): Promise<Mount> {
       ...(recorder ? { onRead: (o: number, l: number) => recorder.add(o, l) } : {}),
     });
     const guest = { digest: remote.index.blobDigest, size: source.size };
-    const trace = await fetchTrace(reg, ref.repo, remote.answer.manifest.digest, guest).catch((e: unknown) => {
-      opts.onError?.(e);
-      return null;
-    });
     // The guest view's chunks in guest order, then the rest of the file's (qcow2 metadata): once all
     // are local the snapshot is held (a pull of it is local too, and the cache's eviction keeps it).
     const all = guestChunks(remote.index);
     const inGuest = new Set(all.map((w) => w.hex));
     for (const [hex, length] of chunkSet(remote.index)) if (!inGuest.has(hex)) all.push({ hex, length });
-    const lacking: Want[] = [];
-    for (const w of all) if (!(await fetcher.isLocal(w.hex))) lacking.push(w);
+    const rate = opts.prefetchRate ?? 0;
+    if (opts.materialize && !(rate > 0)) throw new SnapyardError('INVALID_ARGUMENT', '--materialize needs the background prefetch (--prefetch-rate above 0) to bring every chunk');
     let materializing: Promise<void> | null = null;
     const held = () => {
       cache.addHeld(remote.index.blobDigest, base ? base.digest : null);
@@ -90,27 +94,36 @@ export async function openMount(ref: Ref, opts: MountOptions): Promise<Mount> {
         (e: unknown) => opts.onError?.(e),
       );
     };
-    if (lacking.length === 0) held();
-    else if (opts.materialize && !(opts.prefetchRate! > 0)) throw new SnapyardError('INVALID_ARGUMENT', '--materialize needs the background prefetch (--prefetch-rate above 0) to bring every chunk');
-    // The boot trace's chunks first, at full speed; then the rest at the prefetch rate (if any).
-    const traced: Want[] = [];
-    for (const w of trace ? source.wantsFor(trace.ranges) : []) if (!(await fetcher.isLocal(w.hex))) traced.push(w);
-    const rate = opts.prefetchRate ?? 0;
-    const firsts = new Set(traced.map((w) => w.hex));
-    const wants = [...traced, ...(rate > 0 ? lacking.filter((w) => !firsts.has(w.hex)) : [])];
-    const whole = rate > 0;
-    const prefetch = wants.length > 0
-      ? new Prefetcher({
-        fetcher, wants, rate: rate > 0 ? rate : Infinity, unthrottled: traced.length,
-        onUnthrottledDone: () => trace && opts.onTrace?.({ event: 'trace-fetched', manifest: trace.ref.manifest, ranges: trace.ref.ranges }),
-        onDone: (s) => {
-          if (!whole) return;
-          held();
-          opts.onPrefetched?.(s);
-        },
-        ...(opts.onError ? { onError: opts.onError } : {}),
-      })
-      : null;
+    let prefetch: Prefetcher | null = null;
+    let stopped = false;
+    // After the export answers: what is local already, the boot trace, the background fetch.
+    const start = async (): Promise<Started> => {
+      const trace = await fetchTrace(reg, ref.repo, remote.answer.manifest.digest, guest).catch((e: unknown) => {
+        opts.onError?.(e);
+        return null;
+      });
+      const lacking: Want[] = [];
+      for (const w of all) if (!(await fetcher.isLocal(w.hex))) lacking.push(w);
+      if (lacking.length === 0) held();
+      // The boot trace's chunks first, at full speed; then the rest at the prefetch rate (if any).
+      const traced: Want[] = [];
+      for (const w of trace ? source.wantsFor(trace.ranges) : []) if (!(await fetcher.isLocal(w.hex))) traced.push(w);
+      const firsts = new Set(traced.map((w) => w.hex));
+      const wants = [...traced, ...(rate > 0 ? lacking.filter((w) => !firsts.has(w.hex)) : [])];
+      if (wants.length > 0 && !stopped) {
+        prefetch = new Prefetcher({
+          fetcher, wants, rate: rate > 0 ? rate : Infinity, unthrottled: traced.length,
+          onUnthrottledDone: () => trace && opts.onTrace?.({ event: 'trace-fetched', manifest: trace.ref.manifest, ranges: trace.ref.ranges }),
+          onDone: (s) => {
+            if (!(rate > 0)) return;
+            held();
+            opts.onPrefetched?.(s);
+          },
+          ...(opts.onError ? { onError: opts.onError } : {}),
+        });
+      }
+      return { chunksLocal: all.length - lacking.length, trace: trace?.ref ?? null, prefetching: prefetch !== null };
+    };
     // The trace: the reads of the first recordTraceSeconds after the first read (or until the mount stops).
     let traceTimer: NodeJS.Timeout | null = null;
     let tracePush: Promise<void> | null = null;
@@ -129,15 +142,17 @@ export async function openMount(ref: Ref, opts: MountOptions): Promise<Mount> {
       ref: `${ref.repo}${ref.tag ? `:${ref.tag}` : `@${ref.digest}`}`,
       manifestDigest: remote.answer.manifest.digest,
       blobDigest: remote.index.blobDigest,
-      source, fetcher, prefetch,
-      chunks: { total: all.length, localAtStart: all.length - lacking.length },
-      trace: trace?.ref ?? null,
+      source, fetcher,
+      chunks: all.length,
+      start,
       close: async () => {
+        stopped = true;
         await finishTrace();
         await materializing;
-        prefetch?.stop();
+        const p = prefetch as Prefetcher | null;
+        p?.stop();
         fetcher.close();
-        await prefetch?.done;
+        await p?.done;
         await sources.close();
       },
     };

@@ -9,7 +9,7 @@ import type { FetcherStats } from '../../client/lazy/chunk-fetcher.js';
 import { BIN, cleanEnv } from './cli.js';
 
 export interface MountEvent {
-  event: 'listening' | 'prefetched' | 'materialized' | 'trace-pushed' | 'trace-fetched' | 'stopped';
+  event: 'listening' | 'ready' | 'prefetched' | 'materialized' | 'trace-pushed' | 'trace-fetched' | 'stopped';
   [k: string]: unknown;
 }
 
