@@ -13,13 +13,14 @@ import { podInitConfig, type PodInitFlags } from '../client/pod-init/config.js';
 import { BaseChangedError, podInit, type PodInitResult } from '../client/pod-init/run.js';
 import { openRegistry } from './registry-options.js';
 import { cacheMaxBytes } from './remote.js';
+import { DEFAULT_SOCKET, podInitLazy } from './pod-init-lazy.js';
 
 function cacheOptions(o: Flags): { maxBytes?: number } {
   const maxBytes = cacheMaxBytes(o);
   return maxBytes !== undefined ? { maxBytes } : {};
 }
 
-type Flags = PodInitFlags & { cache?: string; cacheMax?: string; creds?: string; caCert?: string; json?: boolean };
+type Flags = PodInitFlags & { cache?: string; cacheMax?: string; creds?: string; caCert?: string; json?: boolean; lazy?: boolean; socket?: string };
 
 function describe(r: PodInitResult): string {
   if (r.action === 'skipped') return 'USE_PREBUILT_SNAPSHOT is not true: nothing to do (the pod boots its plain disk)\n';
@@ -46,9 +47,14 @@ export function registerPodInit(program: Command): void {
     .option('--creds <user:pass>', 'registry credentials (else SNAPYARD_USERNAME/SNAPYARD_PASSWORD, else a Docker config file)')
     .option('--ca-cert <file>', 'also trust this CA certificate (env SNAPYARD_CA_CERT)')
     .option('--insecure', 'plain http for host[:port] registries, no certificate check for https (env SNAPYARD_INSECURE=true)')
+    .option('--lazy', 'no download: serve the snapshot over NBD as a sidecar (snapyard mount) with the instance overlay backed by it (env SNAPSHOT_LAZY=true; docs/nbd.md)')
+    .option('--socket <path>', `--lazy: the NBD socket (env SNAPSHOT_SOCKET, default ${DEFAULT_SOCKET})`)
     .option('--json', 'print one JSON object: action, ref, manifest, blob, snapshot, snapshotForm, overlay, overlayAction, bytesDownloaded, seconds, offline')
     .action(async (o: Flags) => {
       const cfg = podInitConfig(o);
+      if (cfg.enabled && (o.lazy === true || /^(1|true|yes|on)$/i.test(process.env.SNAPSHOT_LAZY ?? ''))) {
+        return podInitLazy(cfg, { ...o, cache: o.cache ?? process.env.SNAPYARD_CACHE ?? join(cfg.dir, '.snapyard-cache') });
+      }
       const reg = openRegistry({ registry: cfg.registryUrl, insecure: cfg.insecure, ...(o.creds ? { creds: o.creds } : {}), ...(o.caCert ? { caCert: o.caCert } : {}) });
       const cache = cfg.enabled ? new ClientCache(o.cache ?? process.env.SNAPYARD_CACHE ?? join(cfg.dir, '.snapyard-cache'), cacheOptions(o)) : null;
       try {

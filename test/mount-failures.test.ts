@@ -109,4 +109,37 @@ describe('snapyard mount: overlay and failures', () => {
       expect(s.chunks).toBeLessThanOrEqual(m.listening.chunks as number);
     }
   }, 150_000);
+
+  test('pod-init --lazy (SNAPSHOT_LAZY=true): the pod contract served as a sidecar: win98_instance_<N>.qcow2 over the export, kept in persistent mode, recreated in ephemeral mode', async () => {
+    const dir = tmp();
+    const sock = join(dir, 'nbd.sock');
+    const overlay = join(dir, 'win98_instance_2.qcow2');
+    const env = (extra: Record<string, string> = {}) => ({
+      USE_PREBUILT_SNAPSHOT: 'true', SNAPSHOT_LAZY: 'true', SNAPSHOT_REGISTRY: `${f.proxy.url.replace(/^http:\/\//, '')}/loco/win98`, SNAPSHOT_TAG: 'games',
+      SNAPYARD_INSECURE: 'true', SNAPSHOT_DIR: dir, POD_NAME: 'emulator-2', SNAPSHOT_SOCKET: sock, SNAPYARD_PREFETCH_RATE: '0', ...extra,
+    });
+    const pod = (extra?: Record<string, string>) => startMount('', sock, [], { argv: ['pod-init', '--json'], env: env(extra) });
+    const m = await pod();
+    try {
+      expect(m.listening).toMatchObject({ ref: 'loco/win98:games', overlay, overlayAction: 'created', exports: [`nbd+unix:///?socket=${sock}`, `nbd+unix:///loco/win98:games?socket=${sock}`] });
+      await runTool('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x2e 4M 64k', overlay]);
+      await compareExport(m.url(), f.img.games);
+    } finally {
+      await m.stop();
+    }
+    const again = await pod();
+    try {
+      expect(again.listening).toMatchObject({ overlayAction: 'reused' });
+      await runTool('qemu-io', ['-f', 'qcow2', '-c', 'read -P 0x2e 4M 64k', overlay]);
+    } finally {
+      await again.stop();
+    }
+    const fresh = await pod({ SNAPSHOT_MODE: 'ephemeral' });
+    try {
+      expect(fresh.listening).toMatchObject({ overlayAction: 'created' });
+      await expect(runTool('qemu-img', ['compare', '-f', 'qcow2', '-F', 'qcow2', overlay, f.img.games])).resolves.toBeDefined();
+    } finally {
+      await fresh.stop();
+    }
+  }, 120_000);
 });

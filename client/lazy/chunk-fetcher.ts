@@ -7,7 +7,8 @@
  * - one fetch per chunk at a time: reads of a chunk already on its way wait
  *   for that fetch (the in-flight map) instead of asking again;
  * - a failure (the network, a server error, a broken response) is retried
- *   with backoff (100 ms doubling to 2 s) until the caller's deadline;
+ *   with backoff (100 ms doubling to 2 s) until the latest deadline of the
+ *   reads waiting for it (a read joining a fetch extends it);
  * - a chunk that arrives corrupt (does not hash to its name) is asked again,
  *   at most `maxCorrupt` times per fetch, then the fetch fails;
  * - guest reads are counted while they wait (`foreground`), so the
@@ -40,7 +41,7 @@ const FIRST_DELAY_MS = 100;
 const MAX_DELAY_MS = 2000;
 
 export class ChunkFetcher {
-  private readonly inflight = new Map<string, Promise<void>>();
+  private readonly inflight = new Map<string, { done: Promise<void>; job: { deadline: number } }>();
   /** Guest reads waiting for chunks right now. */
   foreground = 0;
   readonly stats: FetcherStats = { fetches: 0, chunks: 0, rawBytes: 0, wireBytes: 0, retries: 0, corrupt: 0 };
@@ -66,15 +67,19 @@ export class ChunkFetcher {
     for (const w of wants) {
       if (seen.has(w.hex)) continue;
       seen.add(w.hex);
-      const p = this.inflight.get(w.hex);
-      if (p) waits.add(p);
-      else mine.push(w);
+      const f = this.inflight.get(w.hex);
+      if (f) {
+        f.job.deadline = Math.max(f.job.deadline, deadline);
+        waits.add(f.done);
+      } else mine.push(w);
     }
     if (mine.length > 0) {
-      const p = this.fetch(mine, deadline);
-      for (const w of mine) this.inflight.set(w.hex, p);
+      const job = { deadline };
+      const p = this.fetch(mine, job);
+      const entry = { done: p, job };
+      for (const w of mine) this.inflight.set(w.hex, entry);
       void p.catch(() => {}).finally(() => {
-        for (const w of mine) if (this.inflight.get(w.hex) === p) this.inflight.delete(w.hex);
+        for (const w of mine) if (this.inflight.get(w.hex) === entry) this.inflight.delete(w.hex);
       });
       waits.add(p);
     }
@@ -96,7 +101,7 @@ export class ChunkFetcher {
     this.closed = true;
   }
 
-  private async fetch(wants: Want[], deadline: number): Promise<void> {
+  private async fetch(wants: Want[], job: { deadline: number }): Promise<void> {
     const o = this.opts;
     // A chunk another fetch stored between the caller's look and this one is not asked for again.
     let remaining = await this.notCached(wants);
@@ -125,7 +130,7 @@ export class ChunkFetcher {
       }
       this.stats.retries++;
       o.onRetry?.(failure, attempt);
-      if (Date.now() + delay >= deadline) {
+      if (Date.now() + delay >= job.deadline) {
         const why = failure instanceof Error ? failure.message : String(failure);
         throw new SnapyardError(isSnapyardError(failure) ? failure.code : 'CONNECTION_LOST', `${remaining.length} chunks not fetched before the read deadline (${attempt} attempts): ${why}`);
       }

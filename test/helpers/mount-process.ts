@@ -28,8 +28,10 @@ export interface MountProcess {
   kill9(): Promise<void>;
 }
 
-export function startMount(ref: string, socket: string, args: string[]): Promise<MountProcess> {
-  const child = spawn(process.execPath, [BIN, 'mount', ref, '--socket', socket, '--json', ...args], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+/** `opts.argv` runs another command that mounts (`pod-init --lazy`) instead of `mount REF --socket SOCKET --json ARGS`. */
+export function startMount(ref: string, socket: string, args: string[], opts: { argv?: string[]; env?: Record<string, string> } = {}): Promise<MountProcess> {
+  const argv = opts.argv ?? ['mount', ref, '--socket', socket, '--json', ...args];
+  const child = spawn(process.execPath, [BIN, ...argv], { env: cleanEnv(opts.env), stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   const events: MountEvent[] = [];
