@@ -24,7 +24,7 @@ const PER_BATCH = 8;
 describe.each(SITES)('RemoteChunkStore reads on $name', ({ make }) => {
   test('two interleaved streams of batches keep nothing in the read cache, a read at random is kept; released batches are reused, kept ones stay intact', async () => {
     const site = await make();
-    const cache = new MemoryBudget(64 * 1024 * 1024).cache('remote-reads', (b: Buffer) => b.byteLength);
+    const cache = new MemoryBudget(64 * 1024 * 1024).cache<Digest, Buffer>('remote-reads', (b) => b.byteLength);
     const { store } = await site.replica({ readCache: cache, workers: 2 });
     // 64 chunks read as batches, 64 more past what their read-ahead (1 MiB) reaches.
     const chunks = Array.from({ length: 128 }, (_, i) => randomBytes(5000 + i, CHUNK));

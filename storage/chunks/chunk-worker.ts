@@ -5,6 +5,7 @@ import { PackReader, PackWriter, readConcat, RECORD_HEADER_SIZE, writeRecordHead
 import type { Digest } from '../digest.js';
 import { encodeSketch, sketch } from '../delta/resemblance.js';
 import { compressWithDict } from '../delta/dict-codec.js';
+import { hashStep, type HashResult, type HashTask } from './hash-task.js';
 
 /**
  * Worker thread of a LocalChunkStore: compresses and appends chunks to its own
@@ -30,9 +31,9 @@ export type ChunkTask =
   | { op: 'sketchMany'; digests: Digest[]; locs: RecordLocation[]; lengths: number[] }
   /** The first chunk zstd-compressed with the others (end to end) as its dictionary (delta encoding, dict-codec.ts). */
   | { op: 'dictCompress'; digests: Digest[]; locs: RecordLocation[]; lengths: number[]; level: number }
-  /** Stream hashing: pieces of stream `stream` in order, then `end` answers its digest. */
-  | { op: 'hash'; stream: number; buf: Uint8Array; length: number; end: boolean };
-export type ChunkTaskResult = { bad: Array<{ i: number; message: string }> } | { sketches: Uint8Array[] } | { digest: string; buf: Uint8Array } | { loc: RecordLocation } | { locs: RecordLocation[]; buf: Uint8Array } | { data: Uint8Array } | null;
+  /** Stream hashing (hash-task.ts). */
+  | HashTask;
+export type ChunkTaskResult = { bad: Array<{ i: number; message: string }> } | { sketches: Uint8Array[] } | HashResult | { loc: RecordLocation } | { locs: RecordLocation[]; buf: Uint8Array } | { data: Uint8Array } | null;
 
 const { root, level } = workerData as { root: string; level: number };
 const codec = new ChunkCodec(level);
@@ -149,17 +150,8 @@ function handle(req: ChunkTask): { result: ChunkTaskResult; transfer: ArrayBuffe
       }
       return { result: { bad }, transfer: [] };
     }
-    case 'hash': {
-      let h = hashes.get(req.stream);
-      if (!h) hashes.set(req.stream, (h = createHash('sha256')));
-      h.update(req.buf.subarray(0, req.length));
-      let digest = '';
-      if (req.end) {
-        digest = `sha256:${h.digest('hex')}`;
-        hashes.delete(req.stream);
-      }
-      return { result: { digest, buf: req.buf }, transfer: [req.buf.buffer as ArrayBuffer] };
-    }
+    case 'hash':
+      return hashStep(hashes, req);
   }
 }
 

@@ -1,6 +1,7 @@
 import { ChunkCodec, decodeConcat } from './chunk-codec.js';
 import { ChunkCorruptError, SnapyardError, storageFailure } from '../errors.js';
-import type { Digest } from '../digest.js';
+import type { Digest, StreamDigester } from '../digest.js';
+import { workerDigester } from './worker-digester.js';
 import { WorkerPool, type WorkerError } from '../worker-pool.js';
 import { encodeRecords, type Records } from './remote-chunk-spool.js';
 import { encodeSketch, sketch } from '../delta/resemblance.js';
@@ -69,12 +70,20 @@ export class CodecPool {
   }
 
   /** Runs a task whose input buffer (and output, for a decode) may be spares; the input comes back to the spares. */
-  private async runTask(task: CodecTask): Promise<CodecResult> {
+  private async runTask(task: Exclude<CodecTask, { op: 'hash' }>): Promise<CodecResult> {
     const transfer: ArrayBuffer[] = [task.buf.buffer as ArrayBuffer];
     if (task.op === 'decode' && task.into) transfer.push(task.into.buffer as ArrayBuffer);
     const r = await this.pool!.run(task, transfer);
     if (r.input) this.release(r.input);
     return r;
+  }
+
+  private streams = 0;
+  private readonly hashBuffers: Buffer[] = [];
+
+  /** A digester that hashes on the workers (one stream stays on one worker); null without workers. */
+  digester(): StreamDigester | null {
+    return this.pool ? workerDigester(this.pool, ++this.streams, this.hashBuffers) : null;
   }
 
   /** Chunks encoded into records, end to end. */
@@ -124,7 +133,7 @@ export class CodecPool {
     const buf = this.gather(stored, total);
     let rawTotal = 0;
     for (const l of rawLengths) rawTotal += l;
-    const task: CodecTask = op === 'decode' ? { op, buf, lengths, digests, rawLengths, ...(rawTotal <= SPARE_BYTES ? { into: this.take(SPARE_BYTES) } : {}) } : { op, buf, lengths, digests, rawLengths, level };
+    const task: Exclude<CodecTask, { op: 'hash' }> = op === 'decode' ? { op, buf, lengths, digests, rawLengths, ...(rawTotal <= SPARE_BYTES ? { into: this.take(SPARE_BYTES) } : {}) } : { op, buf, lengths, digests, rawLengths, level };
     const r = await this.runTask(task);
     if ('sketches' in r) return r.sketches.map((u) => Buffer.from(u.buffer, u.byteOffset, u.byteLength));
     return Buffer.from(r.buf.buffer, r.buf.byteOffset, r.buf.byteLength);

@@ -4,6 +4,8 @@ import type { Digest } from '../digest.js';
 import { encodeRecords } from './remote-chunk-spool.js';
 import { encodeSketch, sketch } from '../delta/resemblance.js';
 import { compressWithDict } from '../delta/dict-codec.js';
+import { hashStep, type HashResult, type HashTask } from './hash-task.js';
+import type { Hash } from 'node:crypto';
 
 /**
  * Worker thread of a CodecPool (codec-pool.ts): encodes chunks into records
@@ -18,9 +20,11 @@ export type CodecTask =
   /** Stored forms decoded and verified, then each one's resemblance sketch (encoded, resemblance.ts). */
   | { op: 'sketch'; buf: Uint8Array; lengths: number[]; digests: Digest[]; rawLengths: number[] }
   /** Stored forms decoded and verified, then the first zstd-compressed with the others as its dictionary (dict-codec.ts). */
-  | { op: 'dictCompress'; buf: Uint8Array; lengths: number[]; digests: Digest[]; rawLengths: number[]; level: number };
+  | { op: 'dictCompress'; buf: Uint8Array; lengths: number[]; digests: Digest[]; rawLengths: number[]; level: number }
+  /** Stream hashing (hash-task.ts): a push's commit hashes the rebuilt blob here, off the event loop. */
+  | HashTask;
 /** `input`: the task's buffer, handed back for reuse. */
-export type CodecResult = ({ buf: Uint8Array; lengths: number[] } | { buf: Uint8Array } | { sketches: Uint8Array[] }) & { input?: Uint8Array };
+export type CodecResult = ({ buf: Uint8Array; lengths: number[] } | { buf: Uint8Array } | { sketches: Uint8Array[] } | HashResult) & { input?: Uint8Array };
 
 const { level } = workerData as { level: number };
 const codec = new ChunkCodec(level);
@@ -30,7 +34,10 @@ function owned(b: Buffer): Uint8Array {
   return b.byteOffset === 0 && b.byteLength === b.buffer.byteLength ? new Uint8Array(b.buffer, 0, b.byteLength) : new Uint8Array(b);
 }
 
+const hashes = new Map<number, Hash>();
+
 function handle(t: CodecTask): { result: CodecResult; transfer: ArrayBuffer[] } {
+  if (t.op === 'hash') return hashStep(hashes, t);
   if (t.op === 'encode') {
     const raws: Array<{ digest: Digest; raw: Buffer }> = [];
     let at = 0;

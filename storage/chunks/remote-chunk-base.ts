@@ -13,7 +13,7 @@ import type { ChunkCatalog } from './chunk-catalog.js';
 import type { PackDriver } from './pack-driver.js';
 import { PackFileCache } from './pack-file-cache.js';
 import { RECORD_HEADER_SIZE } from './pack-files.js';
-import { rawOf, type Digest } from '../digest.js';
+import { localDigester, rawOf, type Digest, type StreamDigester } from '../digest.js';
 import { ChunkCorruptError, ChunkMissingError, isSnapyardError } from '../errors.js';
 import { DEFAULT_LEVEL } from './local-chunk-store.js';
 import { RemoteRecordReader, storedOfRecord, type FetchOptions, type RemoteLocation } from './remote-chunk-reads.js';
@@ -205,6 +205,11 @@ export class RemoteChunkReads {
   /** A run of chunks, end to end: a stream's read (a blob GET, a rebuild), so its records are not kept in the read cache. */
   async getConcat(digests: Digest[], lengths: number[]): Promise<Buffer> {
     return this.decoded(digests, (stored) => this.codecs.decodeConcat(stored, digests, lengths), { keep: false });
+  }
+
+  /** A digester of a whole stream on the codec workers (a push's commit hashes the rebuilt blob there). */
+  digester(): StreamDigester {
+    return this.codecs.digester() ?? localDigester();
   }
 
   /** A getConcat result the caller is done with: its buffer is reused for the next batches. */

@@ -1,6 +1,11 @@
 import type { Digest, StreamDigester } from '../digest.js';
-import type { WorkerPool } from '../worker-pool.js';
-import type { ChunkTask, ChunkTaskResult } from './chunk-worker.js';
+import type { HashResult, HashTask } from './hash-task.js';
+
+/** A worker pool whose workers take hash tasks (hash-task.ts), on a chosen worker. */
+export interface HashingPool {
+  readonly size: number;
+  runAt(slot: number, req: HashTask, transfer: ArrayBuffer[]): Promise<unknown>;
+}
 
 const PIECE = 1024 * 1024;
 /** Pieces in flight before the caller is asked to wait. */
@@ -11,7 +16,7 @@ const IN_FLIGHT = 4;
  * `stream`): pieces are copied into 1 MiB buffers, sent in order, and the
  * buffers come back for reuse (`spare`). Takes sha256 off the event loop.
  */
-export function workerDigester(pool: WorkerPool<ChunkTask, ChunkTaskResult>, stream: number, spare: Buffer[]): StreamDigester {
+export function workerDigester(pool: HashingPool, stream: number, spare: Buffer[]): StreamDigester {
   const slot = stream % pool.size;
   let buf: Buffer | null = null;
   let used = 0;
@@ -22,7 +27,7 @@ export function workerDigester(pool: WorkerPool<ChunkTask, ChunkTaskResult>, str
     const b = buf ?? Buffer.allocUnsafeSlow(PIECE);
     const own = new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
     last = pool.runAt(slot, { op: 'hash', stream, buf: own, length: used, end }, [own.buffer as ArrayBuffer]).then((r) => {
-      const back = (r as { buf: Uint8Array }).buf;
+      const back = (r as HashResult).buf;
       if (spare.length < 8) spare.push(Buffer.from(back.buffer, back.byteOffset, back.byteLength));
       return r;
     });

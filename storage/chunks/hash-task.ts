@@ -1,0 +1,23 @@
+import { createHash, type Hash } from 'node:crypto';
+
+/**
+ * Stream hashing on a worker thread (the local store's chunk workers and the
+ * remote store's codec workers both take it): the pieces of stream `stream`
+ * in order, each in a buffer that goes back for reuse; `end` answers the
+ * stream's digest. The worker keeps each open stream's hash state.
+ */
+export type HashTask = { op: 'hash'; stream: number; buf: Uint8Array; length: number; end: boolean };
+export type HashResult = { digest: string; buf: Uint8Array };
+
+/** One piece of a stream, on the worker (`hashes`: its open streams). */
+export function hashStep(hashes: Map<number, Hash>, t: HashTask): { result: HashResult; transfer: ArrayBuffer[] } {
+  let h = hashes.get(t.stream);
+  if (!h) hashes.set(t.stream, (h = createHash('sha256')));
+  h.update(t.buf.subarray(0, t.length));
+  let digest = '';
+  if (t.end) {
+    digest = `sha256:${h.digest('hex')}`;
+    hashes.delete(t.stream);
+  }
+  return { result: { digest, buf: t.buf }, transfer: [t.buf.buffer as ArrayBuffer] };
+}
