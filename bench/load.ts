@@ -91,7 +91,8 @@ interface Env {
   creds: { username: string; password: string } | null;
   pullCreds: { creds?: { username: string; password: string } };
   rec: Recorder;
-  rss: Array<{ t: number; rss: number }>;
+  /** Server RSS each second, and the bytes its caches hold then (the snapyard_cache_bytes gauges, within --cache-memory). */
+  rss: Array<{ t: number; rss: number; caches: number }>;
   activeSeconds: number;
   rounds: number[];
   /** One client each, kept across segments as a pod keeps its client (a new one per segment put 100 logins at each segment's start). */
@@ -188,13 +189,26 @@ async function segment(env: Env, seconds: number): Promise<void> {
   const base = env.activeSeconds;
   const t0 = performance.now();
   const sampler = setInterval(() => {
+    const t = base + (performance.now() - t0) / 1000;
+    let rss: number;
     try {
-      env.rss.push({ t: base + (performance.now() - t0) / 1000, rss: rssOf(server.pid).current });
-    } catch { /* exited */ }
+      rss = rssOf(server.pid).current;
+    } catch {
+      return; // exited
+    }
+    cacheBytes(server.url).then((caches) => env.rss.push({ t, rss, caches }), () => env.rss.push({ t, rss, caches: NaN }));
   }, 1000);
   await Promise.all([...Array.from({ length: CLIENTS }, (_, i) => client(i)), pushers]);
   clearInterval(sampler);
   env.activeSeconds += (performance.now() - t0) / 1000;
+}
+
+/** What the server's caches hold (the sum of its snapyard_cache_bytes gauges). */
+async function cacheBytes(url: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  let sum = 0;
+  for (const m of text.matchAll(/^snapyard_cache_bytes\{[^}]*\} (\S+)$/gm)) sum += Number(m[1]);
+  return sum;
 }
 
 async function finish(env: Env): Promise<Record<string, unknown>> {
@@ -210,9 +224,14 @@ async function finish(env: Env): Promise<Record<string, unknown>> {
     routes[name] = { n: xs.length, errors: xs.filter((x) => !x.ok).length, p50: Math.round(pct(ms, 50) * 10) / 10, p99: Math.round(pct(ms, 99) * 10) / 10 };
   }
   const elapsed = env.activeSeconds;
-  const at = (sec: number) => rss.find((x) => x.t >= sec)?.rss ?? rss[rss.length - 1]?.rss ?? 0;
-  const minute1 = at(Math.min(60, elapsed / 5));
-  const last = rss[rss.length - 1]?.rss ?? 0;
+  rss.sort((a, b) => a.t - b.t);
+  const sampleAt = (sec: number) => rss.find((x) => x.t >= sec) ?? rss[rss.length - 1];
+  const first = sampleAt(Math.min(60, elapsed / 5));
+  const end = rss[rss.length - 1];
+  const minute1 = first?.rss ?? 0;
+  const last = end?.rss ?? 0;
+  // The growth that is not the caches filling up to their budget (a leak would show here).
+  const lessCaches = (x: typeof first) => (x ? x.rss - x.caches : 0);
   return {
     auth: env.auth,
     seconds: Math.round(elapsed),
@@ -224,6 +243,9 @@ async function finish(env: Env): Promise<Record<string, unknown>> {
     rssAtMinute1MB: Math.round(minute1 / 1e6),
     rssAtEndMB: Math.round(last / 1e6),
     rssGrowth: minute1 > 0 ? Math.round(((last - minute1) / minute1) * 1000) / 10 : null,
+    cachesAtMinute1MB: Math.round((first?.caches ?? 0) / 1e6),
+    cachesAtEndMB: Math.round((end?.caches ?? 0) / 1e6),
+    rssLessCachesGrowth: lessCaches(first) > 0 ? Math.round(((lessCaches(end) - lessCaches(first)) / lessCaches(first)) * 1000) / 10 : null,
   };
 }
 
@@ -245,6 +267,7 @@ if (JSON_OUT) console.log(JSON.stringify(results));
 for (const r of results) {
   console.log(`\n== auth ${r.auth ? 'on' : 'off'}: ${r.requests} requests in ${r.seconds} s = ${r.rps} req/s; errors: ${(r.errors as string[]).length === 0 ? 0 : (r.errors as string[]).join('; ')}`);
   console.log(`   server RSS: peak ${r.serverPeakRssMB} MB; minute 1 ${r.rssAtMinute1MB} MB -> end ${r.rssAtEndMB} MB (${r.rssGrowth}%)`);
+  console.log(`   of which caches (--cache-memory): ${r.cachesAtMinute1MB} MB -> ${r.cachesAtEndMB} MB; RSS less caches grew ${r.rssLessCachesGrowth}%`);
   for (const [name, x] of Object.entries(r.routes as Record<string, { n: number; errors: number; p50: number; p99: number }>)) {
     console.log(`   ${name.padEnd(28)} n=${String(x.n).padStart(6)}  errors=${x.errors}  p50=${x.p50} ms  p99=${x.p99} ms`);
   }
