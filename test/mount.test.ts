@@ -46,6 +46,20 @@ describe('snapyard mount', () => {
     }
   }, 120_000);
 
+  test('block status from the index: qemu-img map through the export finds as many data bytes as in the image and fetches no chunk', async () => {
+    const dir = tmp();
+    const m = await startMount('loco/win98:games', join(dir, 'nbd.sock'), mountArgs(dir));
+    const dataBytes = async (args: string[]) => (JSON.parse((await runTool('qemu-img', ['map', '--output=json', ...args])).stdout) as Array<{ length: number; data: boolean }>)
+      .reduce((n, e) => n + (e.data ? e.length : 0), 0);
+    try {
+      const own = await dataBytes(['-f', 'qcow2', img.games]);
+      expect(own).toBeGreaterThan(0);
+      expect(await dataBytes(['-f', 'raw', m.url()])).toBe(own);
+    } finally {
+      expect((await m.stop()).chunks).toBe(0);
+    }
+  }, 120_000);
+
   test('--base: a variant over its base reads the shared chunks from the base file, far fewer bytes fetched', async () => {
     const full = tmp();
     const m1 = await startMount('loco/win98:games', join(full, 'nbd.sock'), mountArgs(full));
