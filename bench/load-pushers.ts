@@ -5,7 +5,8 @@
  *
  *   npx tsx bench/load-pushers.ts URL SECONDS PUSHERS SEED_FILE WORK_DIR ROUND0 [USER:PASS]
  *
- * Prints one JSON object: {samples: [{ms, ok}], errors: {message: count}}.
+ * Prints `ready` once loaded, starts when its stdin says `go` (or ends), and
+ * then prints one JSON object: {samples: [{ms, ok}], errors: {message: count}}.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -14,8 +15,14 @@ import { push } from '../client/push.js';
 import { parseRef } from '../client/ref.js';
 
 const [url, secs, n, seedFile, work, round0, creds] = process.argv.slice(2);
-const deadline = performance.now() + Number(secs) * 1000;
 const seed = readFileSync(seedFile!).subarray(0, 4 << 20);
+// Loaded: the timed segment starts when the bench says so (its start-up is not load).
+process.stdout.write('ready\n');
+await new Promise<void>((resolve) => {
+  process.stdin.once('data', () => resolve());
+  process.stdin.once('end', () => resolve());
+});
+const deadline = performance.now() + Number(secs) * 1000;
 const samples: Array<{ ms: number; ok: boolean }> = [];
 const errors: Record<string, number> = {};
 const c = creds ? { creds: { username: creds.split(':')[0]!, password: creds.slice(creds.indexOf(':') + 1) } } : {};

@@ -116,9 +116,42 @@ async function prepare(auth: boolean): Promise<Env> {
   return { auth, server, work, s, creds, pullCreds: auth ? { creds: { username: 'puller', password: 'puller-pw' } } : {}, rec: new Recorder(), rss: [], activeSeconds: 0, rounds: Array(PUSHERS).fill(0), registries: [] };
 }
 
+/**
+ * Starts the pushers' process (bench/load-pushers.ts: a process of their own, as build jobs are, so their
+ * chunking and hashing do not stall the event loop that times the other clients) and waits until it is ready: its start-up (node, tsx
+ * compiling, the seed file read) is the harness's, not load, and is kept out of the timed segment. Its pushers
+ * run when `go` is called.
+ */
+async function startPushers(env: Env, seconds: number): Promise<{ go(): void; done: Promise<void> }> {
+  if (PUSHERS === 0) return { go() {}, done: Promise.resolve() };
+  const args = [join(ROOT, 'bench', 'load-pushers.ts'), env.server.url, String(seconds), String(PUSHERS), BASE!, env.work, String(env.rounds[0]!), ...(env.creds ? [`${env.creds.username}:${env.creds.password}`] : [])];
+  env.rounds[0]! += 1000;
+  const child = spawn(process.execPath, ['--import', 'tsx', ...args], { cwd: ROOT, stdio: ['pipe', 'pipe', 'inherit'] });
+  let out = '';
+  let readyNow: () => void = () => {};
+  const ready = new Promise<void>((r) => (readyNow = r));
+  child.stdout.on('data', (d: Buffer) => {
+    out += d.toString();
+    if (out.startsWith('ready\n')) readyNow();
+  });
+  const done = new Promise<void>((resolve, reject) => {
+    child.on('exit', (code) => {
+      readyNow();
+      if (code !== 0) return reject(new Error(`load-pushers exited ${code}`));
+      const r = JSON.parse(out.slice(out.indexOf('\n') + 1)) as { samples: Array<{ ms: number; ok: boolean }>; errors: Record<string, number> };
+      for (const x of r.samples) env.rec.samples.push({ route: 'push (4 MiB, 64 KiB new)', ms: x.ms, ok: x.ok });
+      for (const [k, v] of Object.entries(r.errors)) env.rec.errors.set(`push: ${k}`, (env.rec.errors.get(`push: ${k}`) ?? 0) + v);
+      resolve();
+    });
+  });
+  await ready;
+  return { go: () => child.stdin.end('go\n'), done };
+}
+
 /** Runs the clients and pushers against one server for `seconds`, adding to its records. */
 async function segment(env: Env, seconds: number): Promise<void> {
   const { server, s, rec } = env;
+  const pushing = await startPushers(env, seconds);
   const deadline = performance.now() + seconds * 1000;
   let rng = 12345 + Math.floor(env.activeSeconds);
   const rand = (n: number) => {
@@ -170,22 +203,6 @@ async function segment(env: Env, seconds: number): Promise<void> {
       await think();
     }
   };
-  // Pushers (bench/load-pushers.ts) run in a process of their own, as build jobs do: their chunking and
-  // hashing must not stall this event loop, which times the other clients.
-  const pushers = PUSHERS === 0 ? Promise.resolve() : new Promise<void>((resolve, reject) => {
-    const args = [join(ROOT, 'bench', 'load-pushers.ts'), server.url, String(seconds), String(PUSHERS), BASE!, env.work, String(env.rounds[0]!), ...(env.creds ? [`${env.creds.username}:${env.creds.password}`] : [])];
-    env.rounds[0]! += 1000;
-    const child = spawn(process.execPath, ['--import', 'tsx', ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.on('exit', (code) => {
-      if (code !== 0) return reject(new Error(`load-pushers exited ${code}`));
-      const r = JSON.parse(out) as { samples: Array<{ ms: number; ok: boolean }>; errors: Record<string, number> };
-      for (const x of r.samples) rec.samples.push({ route: 'push (4 MiB, 64 KiB new)', ms: x.ms, ok: x.ok });
-      for (const [k, v] of Object.entries(r.errors)) rec.errors.set(`push: ${k}`, (rec.errors.get(`push: ${k}`) ?? 0) + v);
-      resolve();
-    });
-  });
   const base = env.activeSeconds;
   const t0 = performance.now();
   const sampler = setInterval(() => {
@@ -198,7 +215,8 @@ async function segment(env: Env, seconds: number): Promise<void> {
     }
     cacheBytes(server.url).then((caches) => env.rss.push({ t, rss, caches }), () => env.rss.push({ t, rss, caches: NaN }));
   }, 1000);
-  await Promise.all([...Array.from({ length: CLIENTS }, (_, i) => client(i)), pushers]);
+  pushing.go();
+  await Promise.all([...Array.from({ length: CLIENTS }, (_, i) => client(i)), pushing.done]);
   clearInterval(sampler);
   env.activeSeconds += (performance.now() - t0) / 1000;
 }
