@@ -219,12 +219,17 @@ export class RemoteChunkReads {
 
   /** Runs `fn` (decoding on the codec workers) on the chunks' stored forms; a chunk found corrupt is forgotten, so the next read fetches it again. */
   protected async decoded<T>(digests: Digest[], fn: (stored: Buffer[]) => Promise<T>, opts: FetchOptions = {}): Promise<T> {
-    const stored = await this.storedOf(digests, opts);
-    try {
-      return await fn(stored);
-    } catch (e) {
-      if (e instanceof ChunkCorruptError) this.forget(e.digest as Digest);
-      throw e;
+    for (let attempt = 0; ; attempt++) {
+      const stored = await this.storedOf(digests, opts);
+      try {
+        return await fn(stored);
+      } catch (e) {
+        if (!(e instanceof ChunkCorruptError)) throw e;
+        this.forget(e.digest as Digest);
+        // Read again, once, from where the catalog says: the bad form may have come from a cache (a record
+        // read ahead, unverified, that has since been quarantined and stored again elsewhere).
+        if (attempt >= 1) throw e;
+      }
     }
   }
 
