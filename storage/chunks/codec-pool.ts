@@ -18,6 +18,9 @@ export function reviveChunkError(e: WorkerError): Error {
   return new SnapyardError('INTERNAL', e.message);
 }
 
+/** The tasks that carry their data in a buffer (all but stream hashing, which workerDigester sends). */
+type BufferTask = Exclude<CodecTask, { op: 'hash' }>;
+
 /** Below this many bytes a task runs inline: a worker's round trip would cost more than it saves. */
 const INLINE_BYTES = 256 * 1024;
 /** The reused buffers' size: a 2 MiB read batch plus a largest chunk (blob reads decode batches of about 2 MiB). */
@@ -40,6 +43,9 @@ export class CodecPool {
    * up dead transferred buffers between its GCs.
    */
   private readonly spares: ArrayBuffer[] = [];
+  /** Digester streams opened (each keeps its hash state on one worker), and their reused 1 MiB buffers. */
+  private streams = 0;
+  private readonly hashBuffers: Buffer[] = [];
 
   constructor(level: number, workers: number) {
     this.codec = new ChunkCodec(level);
@@ -70,16 +76,13 @@ export class CodecPool {
   }
 
   /** Runs a task whose input buffer (and output, for a decode) may be spares; the input comes back to the spares. */
-  private async runTask(task: Exclude<CodecTask, { op: 'hash' }>): Promise<CodecResult> {
+  private async runTask(task: BufferTask): Promise<CodecResult> {
     const transfer: ArrayBuffer[] = [task.buf.buffer as ArrayBuffer];
     if (task.op === 'decode' && task.into) transfer.push(task.into.buffer as ArrayBuffer);
     const r = await this.pool!.run(task, transfer);
     if (r.input) this.release(r.input);
     return r;
   }
-
-  private streams = 0;
-  private readonly hashBuffers: Buffer[] = [];
 
   /** A digester that hashes on the workers (one stream stays on one worker); null without workers. */
   digester(): StreamDigester | null {
@@ -133,7 +136,7 @@ export class CodecPool {
     const buf = this.gather(stored, total);
     let rawTotal = 0;
     for (const l of rawLengths) rawTotal += l;
-    const task: Exclude<CodecTask, { op: 'hash' }> = op === 'decode' ? { op, buf, lengths, digests, rawLengths, ...(rawTotal <= SPARE_BYTES ? { into: this.take(SPARE_BYTES) } : {}) } : { op, buf, lengths, digests, rawLengths, level };
+    const task: BufferTask = op === 'decode' ? { op, buf, lengths, digests, rawLengths, ...(rawTotal <= SPARE_BYTES ? { into: this.take(SPARE_BYTES) } : {}) } : { op, buf, lengths, digests, rawLengths, level };
     const r = await this.runTask(task);
     if ('sketches' in r) return r.sketches.map((u) => Buffer.from(u.buffer, u.byteOffset, u.byteLength));
     return Buffer.from(r.buf.buffer, r.buf.byteOffset, r.buf.byteLength);
