@@ -40,7 +40,8 @@ export async function sendStream(
   ctx: RequestContext,
   status: number,
   headers: Record<string, string>,
-  body: AsyncIterable<Uint8Array>,
+  /** Pieces; an array is written as one (corked: one writev), e.g. a frame's header and its cached payload without a copy. */
+  body: AsyncIterable<Uint8Array | readonly Uint8Array[]>,
   /** Called with each piece once the socket no longer needs it (for buffer reuse). */
   release?: (piece: Uint8Array) => void,
 ): Promise<Response> {
@@ -52,7 +53,14 @@ export async function sendStream(
       const { value, done } = await it.next();
       if (done) break;
       if (out.destroyed) break;
-      const ok = release ? out.write(value, () => release(value)) : out.write(value);
+      let ok: boolean;
+      if (value instanceof Uint8Array) ok = release ? out.write(value, () => release(value)) : out.write(value);
+      else {
+        out.cork();
+        ok = true;
+        for (const piece of value) ok = (release ? out.write(piece, () => release(piece)) : out.write(piece)) && ok;
+        out.uncork();
+      }
       if (!ok) await drained(out);
     }
     // A client that went away gets no end: writableEnded stays false, and the request is logged as aborted.

@@ -111,7 +111,7 @@ export async function sendChunks(ctx: RequestContext, svc: DeltaService, name: s
     }
     return respond(200, { 'Content-Type': 'application/json' }, JSON.stringify({ chunks: req.chunks.length, rawBytes: raw, wireBytes: wire }));
   }
-  async function* frames(): AsyncGenerator<Uint8Array> {
+  async function* frames(): AsyncGenerator<readonly Uint8Array[]> {
     // A few chunks are prepared ahead of the socket.
     const ahead: Array<Promise<{ header: Buffer; payload: Buffer }>> = [];
     let next = 0;
@@ -126,7 +126,8 @@ export async function sendChunks(ctx: RequestContext, svc: DeltaService, name: s
     while (ahead.length > 0) {
       const f = await ahead.shift()!;
       fill();
-      yield Buffer.concat([f.header, f.payload]);
+      // Header and payload as they are (the payload may be a cached frame's): no copy, no new buffer per frame.
+      yield [f.header, f.payload];
     }
   }
   return sendStream(ctx, 200, { 'Content-Type': 'application/vnd.snapyard.chunks.v1' }, frames());

@@ -113,7 +113,8 @@ function cut(store: ChunkStore, batch: Piece[], data: Buffer): Buffer {
   }
   let total = 0;
   for (const p of batch) total += p.to - p.from;
-  const out = Buffer.allocUnsafe(total);
+  // Reused memory when the store has some (the consumer hands it back through release(), as it does `data`).
+  const out = store.scratch?.(total) ?? Buffer.allocUnsafe(total);
   let at = 0;
   let chunkStart = 0;
   for (let k = 0; k < batch.length; k++) {

@@ -43,6 +43,14 @@ export interface ChunkStore {
    * nothing uses it any more, so the next read can reuse its memory.
    */
   release?(buf: Uint8Array): void;
+  /**
+   * Optional: a buffer of `bytes` bytes from the same reused memory (null when
+   * `bytes` is more than a reused buffer holds), for a copy of getConcat results
+   * that the caller hands back through release() once done. Reads that serve
+   * a byte stream then allocate nothing per batch: every new large buffer is
+   * external memory that drives V8's garbage collections.
+   */
+  scratch?(bytes: number): Buffer | null;
   /** The stored form (see chunk-codec.ts), unverified: for serving chunks as stored. */
   getStored(digest: Digest): Promise<Buffer>;
   /**

@@ -58,6 +58,12 @@ export class CodecPool {
     return new Uint8Array(total);
   }
 
+  /** A spare buffer's memory for `bytes` bytes (null above the spare size), handed back through release(). */
+  scratch(bytes: number): Buffer | null {
+    if (bytes > SPARE_BYTES) return null;
+    return Buffer.from(this.spares.pop() ?? new ArrayBuffer(SPARE_BYTES), 0, bytes);
+  }
+
   /** Takes back a buffer of the spare size (a decoded batch the caller is done with, a task's input). */
   release(buf: Uint8Array): void {
     const ab = buf.buffer;

@@ -134,6 +134,11 @@ export class LocalChunkCore {
     return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
   }
 
+  scratch(bytes: number): Buffer | null {
+    if (bytes > this.readBufferSize) return null;
+    return Buffer.from(this.readBuffers.pop() ?? new ArrayBuffer(this.readBufferSize), 0, bytes);
+  }
+
   release(buf: Uint8Array): void {
     const ab = buf.buffer;
     if (ab instanceof ArrayBuffer && ab.byteLength === this.readBufferSize && this.readBuffers.length < 16 && !this.readBuffers.includes(ab)) {

@@ -217,6 +217,10 @@ export class RemoteChunkReads {
     this.codecs.release(buf);
   }
 
+  scratch(bytes: number): Buffer | null {
+    return this.codecs.scratch(bytes);
+  }
+
   /** Runs `fn` (decoding on the codec workers) on the chunks' stored forms; a chunk found corrupt is forgotten, so the next read fetches it again. */
   protected async decoded<T>(digests: Digest[], fn: (stored: Buffer[]) => Promise<T>, opts: FetchOptions = {}): Promise<T> {
     for (let attempt = 0; ; attempt++) {
