@@ -49,6 +49,7 @@ export class PackIndex {
     if (v > 1) {
       throw new Error(`chunk index schema ${v} is newer than this snapyard`);
     }
+    this.ensureTotals();
     const p = (sql: string) => this.db.prepare(sql);
     this.s = {
       get: p('SELECT pack, offset, length, raw_length AS rawLength, mtime_ms AS mtimeMs FROM chunks WHERE digest = ?'),
@@ -71,7 +72,7 @@ export class PackIndex {
       inPack: p('SELECT digest, offset, length FROM chunks WHERE pack = ? ORDER BY offset').raw(),
       move: p('UPDATE chunks SET pack = ?, offset = ? WHERE digest = ? AND pack = ? AND offset = ?'),
       packLive: p('SELECT pack, COUNT(*) AS chunks, SUM(length) AS stored FROM chunks GROUP BY pack'),
-      stats: p('SELECT COUNT(*) AS chunks, COALESCE(SUM(length), 0) AS stored, COALESCE(SUM(raw_length), 0) AS raw FROM chunks'),
+      stats: p('SELECT chunks, stored, raw FROM chunk_totals WHERE id = 0'),
       page: p('SELECT digest, pack, offset, length, raw_length AS rawLength, mtime_ms AS mtimeMs FROM chunks WHERE digest > ? ORDER BY digest LIMIT ?'),
       olderPage: p('SELECT digest, length FROM chunks WHERE digest > ? AND mtime_ms < ? ORDER BY digest LIMIT ?').raw(),
       removeOlderLength: p('DELETE FROM chunks WHERE digest = ? AND mtime_ms < ? RETURNING length').pluck(),
@@ -81,6 +82,40 @@ export class PackIndex {
       this.packNames.set(r.id, r.name);
     }
     this.bloom = this.buildBloom(0);
+  }
+
+  /**
+   * Running totals of the index (chunks, stored and raw bytes), kept by
+   * triggers: stats() reads one row instead of summing every chunk (a scan
+   * that blocked the event loop for each metrics scrape, longer as the store
+   * grows). Added to an index that lacks them in one IMMEDIATE transaction
+   * (no writer in between the sum and the triggers); the schema version stays
+   * 1, so an older snapyard still opens the index, and its writes keep the
+   * totals too (the triggers live in the database).
+   */
+  private ensureTotals(): void {
+    const has = () => this.db.prepare("SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'chunk_totals_%'").pluck().get() === 3;
+    if (has()) return;
+    this.db.transaction(() => {
+      if (has()) return;
+      this.db.exec(`
+        DROP TABLE IF EXISTS chunk_totals;
+        CREATE TABLE chunk_totals (id INTEGER PRIMARY KEY CHECK (id = 0), chunks INTEGER NOT NULL, stored INTEGER NOT NULL, raw INTEGER NOT NULL);
+        INSERT INTO chunk_totals SELECT 0, COUNT(*), COALESCE(SUM(length), 0), COALESCE(SUM(raw_length), 0) FROM chunks;
+        DROP TRIGGER IF EXISTS chunk_totals_insert;
+        DROP TRIGGER IF EXISTS chunk_totals_delete;
+        DROP TRIGGER IF EXISTS chunk_totals_update;
+        CREATE TRIGGER chunk_totals_insert AFTER INSERT ON chunks BEGIN
+          UPDATE chunk_totals SET chunks = chunks + 1, stored = stored + NEW.length, raw = raw + NEW.raw_length WHERE id = 0;
+        END;
+        CREATE TRIGGER chunk_totals_delete AFTER DELETE ON chunks BEGIN
+          UPDATE chunk_totals SET chunks = chunks - 1, stored = stored - OLD.length, raw = raw - OLD.raw_length WHERE id = 0;
+        END;
+        CREATE TRIGGER chunk_totals_update AFTER UPDATE OF length, raw_length ON chunks BEGIN
+          UPDATE chunk_totals SET stored = stored - OLD.length + NEW.length, raw = raw - OLD.raw_length + NEW.raw_length WHERE id = 0;
+        END;
+      `);
+    }).immediate();
   }
 
   private buildBloom(extra: number): DigestBloom {
