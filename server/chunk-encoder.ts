@@ -69,7 +69,7 @@ export class ChunkEncoder {
       if (!index || index.size < minSize) return;
       this.sketchStore ??= new SketchStore(this.store.chunks.sketchDir);
       const want = [...distinctChunks([index]).values()];
-      await this.sketchStore.sketches(this.store.chunks, want, 1); // one worker at a time: the other serves requests
+      await this.sketchStore.warm(this.store.chunks, want, 1); // one worker at a time: the other serves requests
     }).catch(() => {});
   }
 

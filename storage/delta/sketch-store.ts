@@ -12,6 +12,12 @@ import { digestFromRaw, type Digest } from '../digest.js';
 import { decodeSketch, encodeSketch, sketch } from './resemblance.js';
 
 const BATCH_BYTES = 2 * 1024 * 1024;
+/** Lookups between two turns of the event loop. */
+const LOOKUP_SLICE = 2048;
+
+type SketchedChunks = ChunkStore & { sketchMany?: (d: Digest[], l: number[]) => Promise<Buffer[]> };
+
+const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 export class SketchStore {
   private readonly db: Database.Database;
@@ -22,6 +28,7 @@ export class SketchStore {
     this.db.exec('CREATE TABLE IF NOT EXISTS sketches_v1 (digest BLOB PRIMARY KEY, sketch BLOB NOT NULL) WITHOUT ROWID');
     this.s = {
       get: this.db.prepare('SELECT sketch FROM sketches_v1 WHERE digest = ?').pluck(),
+      has: this.db.prepare('SELECT 1 FROM sketches_v1 WHERE digest = ?').pluck(),
       put: this.db.prepare('INSERT OR REPLACE INTO sketches_v1 (digest, sketch) VALUES (?, ?)'),
     };
   }
@@ -31,14 +38,36 @@ export class SketchStore {
    * the ones not known yet: a LocalChunkStore reads and sketches them on its
    * worker threads (two batches at a time), any other store on this thread.
    */
-  async sketches(chunks: ChunkStore & { sketchMany?: (d: Digest[], l: number[]) => Promise<Buffer[]> }, want: Array<{ raw: Buffer; length: number }>, lanes = 2): Promise<Uint32Array[]> {
+  async sketches(chunks: SketchedChunks, want: Array<{ raw: Buffer; length: number }>, lanes = 2): Promise<Uint32Array[]> {
     const out: Uint32Array[] = new Array(want.length);
     const todo: number[] = [];
     for (let i = 0; i < want.length; i++) {
+      // A large set (a 1 GB image's 16k chunks) is looked up in slices, between which requests run.
+      if (i % LOOKUP_SLICE === LOOKUP_SLICE - 1) await yieldToLoop();
       const b = this.s.get.get(want[i]!.raw) as Buffer | undefined;
       if (b) out[i] = decodeSketch(b);
       else todo.push(i);
     }
+    await this.compute(chunks, want, todo, lanes, out);
+    return out;
+  }
+
+  /**
+   * Computes and keeps the sketches of the chunks that have none yet (after a
+   * push: the next pull that holds them finds them ready). Known sketches are
+   * only looked up, not read and decoded.
+   */
+  async warm(chunks: SketchedChunks, want: Array<{ raw: Buffer; length: number }>, lanes = 1): Promise<void> {
+    const todo: number[] = [];
+    for (let i = 0; i < want.length; i++) {
+      if (i % LOOKUP_SLICE === LOOKUP_SLICE - 1) await yieldToLoop();
+      if (this.s.has.get(want[i]!.raw) === undefined) todo.push(i);
+    }
+    await this.compute(chunks, want, todo, lanes, null);
+  }
+
+  /** Sketches chunks `todo` of `want` (batches of about 2 MiB, `lanes` at once), keeps them, and puts them in `out`. */
+  private async compute(chunks: SketchedChunks, want: Array<{ raw: Buffer; length: number }>, todo: number[], lanes: number, out: Uint32Array[] | null): Promise<void> {
     const batches: number[][] = [];
     for (let k = 0; k < todo.length; ) {
       const batch: number[] = [];
@@ -62,7 +91,7 @@ export class SketchStore {
       }
       this.db.transaction(() => {
         batch.forEach((i, j) => {
-          out[i] = decodeSketch(encoded[j]!);
+          if (out) out[i] = decodeSketch(encoded[j]!);
           this.s.put.run(want[i]!.raw, encoded[j]!);
         });
       })();
@@ -71,7 +100,6 @@ export class SketchStore {
       for (let b = batches.shift(); b; b = batches.shift()) await one(b);
     });
     await Promise.all(running);
-    return out;
   }
 
   close(): void {
