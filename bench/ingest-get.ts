@@ -87,7 +87,12 @@ const splitDir = mkdtempSync(join(tmpdir(), 'snapyard-pieces-'));
 splitOnce(splitDir);
 process.on('exit', () => rmSync(splitDir, { recursive: true, force: true }));
 const results: Record<string, number> = {};
-const best = (k: string, s: number) => { results[k] = Math.min(results[k] ?? Infinity, s); };
+/** Every run's seconds, per figure (the spread, and each run's own ratios). */
+const perRun: Record<string, number[]> = {};
+const best = (k: string, s: number) => {
+  results[k] = Math.min(results[k] ?? Infinity, s);
+  (perRun[k] ??= []).push(s);
+};
 let peakIngest = 0;
 let peakGet = 0;
 let data = '';
@@ -122,9 +127,14 @@ for (let run = 0; run < RUNS; run++) {
 console.log(`\nbest of ${RUNS} runs, ${(size / MB).toFixed(1)} MB:`);
 for (const [k, s] of Object.entries(results)) console.log(`  ${k.padEnd(28)} ${s.toFixed(2)} s  ${fmt(size, s)}`);
 const ratio = (a: string, b: string) => results[b]! / results[a]!;
-console.log(`\n  ingest monolithic / casync make: ${ratio('snapyard monolithic ingest', 'casync make').toFixed(2)}x`);
-console.log(`  ingest chunked / casync make:    ${ratio('snapyard chunked ingest', 'casync make').toFixed(2)}x`);
+/** Each run's ratio against the reference timed in that run, as "min-max". */
+const spread = (a: string, b: string) => {
+  const r = perRun[a]!.map((s, i) => perRun[b]![i]! / s);
+  return `${Math.min(...r).toFixed(2)}-${Math.max(...r).toFixed(2)}`;
+};
+console.log(`\n  ingest monolithic / casync make: ${ratio('snapyard monolithic ingest', 'casync make').toFixed(2)}x (per run: ${spread('snapyard monolithic ingest', 'casync make')}x)`);
+console.log(`  ingest chunked / casync make:    ${ratio('snapyard chunked ingest', 'casync make').toFixed(2)}x (per run: ${spread('snapyard chunked ingest', 'casync make')}x)`);
 console.log(`  ingest monolithic / zstd -3 -T0: ${ratio('snapyard monolithic ingest', 'zstd -3 -T0').toFixed(2)}x`);
 console.log(`  GET / node:http plain file:      ${ratio('snapyard GET', 'node:http GET').toFixed(2)}x (cold: ${ratio('snapyard GET (cold)', 'node:http GET').toFixed(2)}x)`);
 console.log(`  server peak RSS: ingest ${(peakIngest / MB).toFixed(0)} MB, GET ${(peakGet / MB).toFixed(0)} MB`);
-console.log(JSON.stringify({ file, size, runs: RUNS, seconds: results, peakRssIngest: peakIngest, peakRssGet: peakGet }));
+console.log(JSON.stringify({ file, size, runs: RUNS, seconds: results, perRun, peakRssIngest: peakIngest, peakRssGet: peakGet }));

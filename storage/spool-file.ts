@@ -5,6 +5,9 @@
  * one write in flight. A stream that stalls (an upload session waiting for
  * its next PATCH) has what it gathered written after IDLE_MS, so an idle
  * session holds no bytes at all (two 4 MiB buffers per session before).
+ *
+ * The caller pushes the pieces (write), so the same loop can chunk them as
+ * they pass (the streamed guest view).
  */
 import { open, type FileHandle } from 'node:fs/promises';
 
@@ -30,63 +33,78 @@ async function writeAll(fh: FileHandle, pieces: Uint8Array[], at: number): Promi
   }
 }
 
-/** Resolves true when `p` has not settled within `ms`. */
-function stalls(p: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const idle = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), ms)));
-  return Promise.race([p.then(() => false, () => false), idle]).finally(() => clearTimeout(timer));
-}
+export class SpoolFile {
+  private pos = 0;
+  private held: Uint8Array[] = [];
+  private heldBytes = 0;
+  private inflight: Promise<void> | null = null;
+  private failure: unknown = null;
+  private timer: NodeJS.Timeout | undefined;
+  private closed = false;
 
-/**
- * Creates `path` (it must not exist) and writes the stream into it; `onPiece`
- * sees every piece first (hashing, size checks: throwing stops the spool).
- * Returns the bytes written.
- */
-export async function spoolToFile(path: string, source: AsyncIterable<Uint8Array>, onPiece: (piece: Uint8Array) => void): Promise<number> {
-  const fh = await open(path, 'wx');
-  let pos = 0;
-  let held: Uint8Array[] = [];
-  let heldBytes = 0;
-  let inflight: Promise<void> | null = null;
-  const write = async () => {
-    if (heldBytes === 0) return;
-    const pieces = held;
-    const n = heldBytes;
-    held = [];
-    heldBytes = 0;
-    if (inflight) await inflight;
-    const w = writeAll(fh, pieces, pos);
-    w.catch(() => {}); // awaited before the next write and at the end
-    inflight = w;
-    pos += n;
-  };
-  const it = source[Symbol.asyncIterator]();
-  let waiting = false;
-  let ended = false;
-  try {
-    for (;;) {
-      const next = it.next();
-      waiting = true;
-      if (heldBytes > 0 && (await stalls(next, IDLE_MS))) await write();
-      const r = await next;
-      waiting = false;
-      if (r.done) {
-        ended = true;
-        break;
-      }
-      onPiece(r.value);
-      held.push(r.value);
-      heldBytes += r.value.byteLength;
-      if (heldBytes >= GATHER) await write();
+  private constructor(private readonly fh: FileHandle) {}
+
+  /** Creates `path` (it must not exist). */
+  static async create(path: string): Promise<SpoolFile> {
+    return new SpoolFile(await open(path, 'wx'));
+  }
+
+  /** Bytes taken so far. */
+  get size(): number {
+    return this.pos + this.heldBytes;
+  }
+
+  /** Takes the piece (kept, not copied, until written: the caller must not change it). */
+  async write(piece: Uint8Array): Promise<void> {
+    clearTimeout(this.timer);
+    if (this.failure) throw this.failure;
+    if (this.closed) throw new Error('spool file is closed');
+    this.held.push(piece);
+    this.heldBytes += piece.byteLength;
+    if (this.heldBytes >= GATHER) await this.send();
+    // Written out if the stream stalls before the next piece.
+    if (this.heldBytes > 0) this.timer = setTimeout(() => void this.send(), IDLE_MS);
+  }
+
+  /** Starts writing what is held after the write in flight (writes are chained); resolves when that earlier write is done. */
+  private send(): Promise<void> {
+    const prev = this.inflight;
+    if (this.heldBytes === 0) return prev ?? Promise.resolve();
+    const pieces = this.held;
+    const at = this.pos;
+    this.pos += this.heldBytes;
+    this.held = [];
+    this.heldBytes = 0;
+    this.inflight = (async () => {
+      if (prev) await prev;
+      await writeAll(this.fh, pieces, at);
+    })().catch((e) => {
+      this.failure ??= e;
+    });
+    return prev ?? Promise.resolve();
+  }
+
+  /** Writes what is held, waits for the writes and closes the file; returns its size. */
+  async close(): Promise<number> {
+    clearTimeout(this.timer);
+    try {
+      await this.send();
+      await this.inflight;
+      if (this.failure) throw this.failure;
+      return this.pos;
+    } finally {
+      await this.dispose();
     }
-    await write();
-    if (inflight) await inflight;
-    return pos;
-  } finally {
-    await (inflight as Promise<void> | null)?.catch(() => {});
-    held = [];
-    // Let the source clean up, unless a read of it is still pending (a stalled producer: it is failed by its owner).
-    if (!ended && !waiting) await it.return?.().catch(() => {});
-    await fh.close();
+  }
+
+  /** Drops what is held, waits for a write in flight and closes the file (on failure; idempotent). */
+  async dispose(): Promise<void> {
+    clearTimeout(this.timer);
+    this.held = [];
+    this.heldBytes = 0;
+    if (this.closed) return;
+    this.closed = true;
+    await this.inflight;
+    await this.fh.close();
   }
 }

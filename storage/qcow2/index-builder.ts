@@ -16,11 +16,11 @@
  * one 4 MiB read buffer and the chunker's window.
  */
 import { open as openFile } from 'node:fs/promises';
-import { ChunkIndexBuilder } from '../blobs/chunk-index.js';
+import { ChunkIndexBuilder, type ChunkList } from '../blobs/chunk-index.js';
 import type { Digest } from '../digest.js';
 import { SnapyardError } from '../errors.js';
 import { chunkStream, DEFAULT_FASTCDC, type FastCDCParams } from '../blobs/fastcdc.js';
-import { EXTENT_DATA, OP_RESIDUE, Qcow2Index } from '../blobs/qcow2-index.js';
+import { EXTENT_DATA, OP_RESIDUE, Qcow2Index, type Qcow2Layout } from '../blobs/qcow2-index.js';
 import { planLayout, type Qcow2Plan } from './layout-plan.js';
 import { Qcow2Image } from './reader.js';
 
@@ -52,7 +52,7 @@ export async function buildQcow2Index(path: string, sink: ChunkSink, opts: Build
     const plan = opts.plan ?? planLayout(img);
     const fileSize = img.fileSize;
     if (plan.fileSize !== fileSize) throw refuse(`image changed while it was read (${plan.fileSize} bytes when planned, ${fileSize} now)`);
-    const { extentOffsets: gOff, extentLengths: gLen, extentKinds: gKind, opKinds, opLengths } = plan;
+    const { extentOffsets: gOff, extentLengths: gLen, extentKinds: gKind } = plan;
     // Guest data in guest order, then the residue in host order, through FastCDC into the sink.
     const buf = Buffer.allocUnsafe(PIECE);
     const data = new ChunkIndexBuilder(params);
@@ -68,41 +68,43 @@ export async function buildQcow2Index(path: string, sink: ChunkSink, opts: Build
       }
     }
     for await (const c of chunkStream(guestData(), params, { copy: false })) data.push((await sink.add(c.data)).digest, c.length);
-    const residue = new ChunkIndexBuilder(params);
-    const fh = await openFile(path, 'r');
-    try {
-      async function* residueBytes(): AsyncGenerator<Uint8Array> {
-        let host = 0;
-        for (let k = 0; k < opKinds.length; k++) {
-          if (opKinds[k] === OP_RESIDUE) {
-            for (let at = host, end = host + opLengths[k]!; at < end; ) {
-              const n = Math.min(PIECE, end - at);
-              const { bytesRead } = await fh.read(buf, 0, n, at);
-              if (bytesRead !== n) throw refuse(`image changed while it was read (short read at ${at})`);
-              yield buf.subarray(0, n);
-              at += n;
-            }
-          }
-          host += opLengths[k]!;
-        }
-      }
-      for await (const c of chunkStream(residueBytes(), params, { copy: false })) residue.push((await sink.add(c.data)).digest, c.length);
-    } finally {
-      await fh.close();
-    }
-    const layout = {
-      virtualSize: plan.virtualSize,
-      clusterSize: plan.clusterSize,
-      hasBacking: plan.hasBacking,
-      extentOffsets: gOff,
-      extentLengths: gLen,
-      extentKinds: gKind,
-      opKinds,
-      opLengths,
-      opSources: plan.opSources,
-    };
-    return new Qcow2Index(opts.blobDigest, fileSize, params, layout, data.buildList(), residue.buildList());
+    const residue = await chunkResidue(path, plan, sink, params, buf);
+    return new Qcow2Index(opts.blobDigest, fileSize, params, layoutOf(plan), data.buildList(), residue);
   } finally {
     img.close();
   }
+}
+
+/** The layout of a plan, as Qcow2Index takes it. */
+export function layoutOf(plan: Qcow2Plan): Qcow2Layout {
+  const { virtualSize, clusterSize, hasBacking, extentOffsets, extentLengths, extentKinds, opKinds, opLengths, opSources } = plan;
+  return { virtualSize, clusterSize, hasBacking, extentOffsets, extentLengths, extentKinds, opKinds, opLengths, opSources };
+}
+
+/** FastCDC over the residue stream (the host bytes of the plan's residue ops, in host order) of the file at `path`, into the sink. */
+export async function chunkResidue(path: string, plan: Pick<Qcow2Plan, 'opKinds' | 'opLengths'>, sink: ChunkSink, params: FastCDCParams, buf = Buffer.allocUnsafe(PIECE)): Promise<ChunkList> {
+  const { opKinds, opLengths } = plan;
+  const residue = new ChunkIndexBuilder(params);
+  const fh = await openFile(path, 'r');
+  try {
+    async function* residueBytes(): AsyncGenerator<Uint8Array> {
+      let host = 0;
+      for (let k = 0; k < opKinds.length; k++) {
+        if (opKinds[k] === OP_RESIDUE) {
+          for (let at = host, end = host + opLengths[k]!; at < end; ) {
+            const n = Math.min(buf.byteLength, end - at);
+            const { bytesRead } = await fh.read(buf, 0, n, at);
+            if (bytesRead !== n) throw refuse(`image changed while it was read (short read at ${at})`);
+            yield buf.subarray(0, n);
+            at += n;
+          }
+        }
+        host += opLengths[k]!;
+      }
+    }
+    for await (const c of chunkStream(residueBytes(), params, { copy: false })) residue.push((await sink.add(c.data)).digest, c.length);
+  } finally {
+    await fh.close();
+  }
+  return residue.buildList();
 }
