@@ -28,7 +28,7 @@ import { localDigester } from '../digest.js';
 import { isSnapyardError, SnapyardError } from '../errors.js';
 import { chunkStream, DEFAULT_FASTCDC, type FastCDCParams } from './fastcdc.js';
 import { buildQcow2Index, chunkResidue, layoutOf } from '../qcow2/index-builder.js';
-import { LayoutPlanner } from '../qcow2/layout-plan.js';
+import { LayoutPlanner, planLayoutOf } from '../qcow2/layout-plan.js';
 import { opsDigestOf, StreamClassifier } from '../qcow2/stream-classifier.js';
 import { Qcow2Index } from './qcow2-index.js';
 import { pinningWriter } from '../coord/chunk-pins.js';
@@ -128,8 +128,10 @@ export async function ingestQcow2(store: ChunkStore, source: AsyncIterable<Uint8
       const member = seen === undefined ? await tarQcow2Member(path, size) : null;
       const image = member ? `${path}.member` : path;
       if (member) await copyMember(path, member, image);
-      // The table walk runs on a worker thread (its cost is bounded by the file's size, but may still be seconds).
-      const plan = await plannerOf(store).plan(image);
+      // The table walk runs on a worker thread (its cost is bounded by the file's size, but may still be seconds);
+      // after a stream the classifier followed to the end, here: it visits the L1 entries and L2 tables the
+      // classifier already read as they passed (milliseconds; a worker thread takes 100-250 ms to start).
+      const plan = seen !== undefined ? planLayoutOf(image) : await plannerOf(store).plan(image);
       if (seen !== undefined && plan.fileSize === size && plan.streamSize === classifier.streamBytes && opsDigestOf(plan) === seen) {
         const residue = await chunkResidue(path, plan, writer, params);
         index = new Qcow2Index(digest, size, params, layoutOf(plan), got.data.buildList(), residue);
