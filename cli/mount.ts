@@ -15,7 +15,6 @@ import { NbdServer } from '../client/nbd/server.js';
 import type { BlockSource } from '../client/nbd/source.js';
 import { parseRef } from '../client/ref.js';
 import { SnapyardError } from '../storage/errors.js';
-import { cacheMaxBytes } from './remote.js';
 import { addRegistryOptions, openRegistry, type RegistryFlags } from './registry-options.js';
 import { parseSize } from './serve-options.js';
 
@@ -45,7 +44,9 @@ export async function mountCommand(refStr: string, o: MountFlags): Promise<void>
   const say = (event: string, fields: Record<string, unknown>, text: string, then?: () => void) =>
     process.stdout.write(o.json ? `${JSON.stringify({ event, ...fields })}\n` : `${text}\n`, then);
   const warn = (e: unknown) => process.stderr.write(`snapyard mount: ${e instanceof Error ? e.message : String(e)}\n`);
-  const cache = new ClientCache(o.cache ?? defaultCacheDir(), ((m) => (m !== undefined ? { maxBytes: m } : {}))(cacheMaxBytes(o)));
+  // remote.js (pull, push) is loaded only for a size bound: the first read does not wait for it.
+  const max = (o.cacheMax ?? process.env.SNAPYARD_CACHE_MAX) ? (await import('./remote.js')).cacheMaxBytes(o) : undefined;
+  const cache = new ClientCache(o.cache ?? defaultCacheDir(), max !== undefined ? { maxBytes: max } : {});
   const reg = openRegistry(o);
   let mount: Mount | null = null;
   let server: NbdServer | null = null;
@@ -93,9 +94,10 @@ export async function mountCommand(refStr: string, o: MountFlags): Promise<void>
     if (stopping) return;
     stopping = true;
     const s = mount!.fetcher.stats;
+    const source = mount!.source;
     void shutdown().catch(warn).finally(() => {
       // Exit once the line is out (a pipe's writes are asynchronous).
-      say('stopped', { ...s }, `stopped: ${s.chunks} chunks (${s.wireBytes} bytes) fetched, ${s.retries} retries`, () => process.exit(0));
+      say('stopped', { ...s, cacheCorrupt: source.corrupt }, `stopped: ${s.chunks} chunks (${s.wireBytes} bytes) fetched, ${s.retries} retries`, () => process.exit(0));
     });
   };
   process.on('SIGTERM', stop);

@@ -3,6 +3,7 @@
  * export, the mount killed -9 and restarted, a chunk corrupted in flight, a
  * registry that goes away, reads racing the background prefetch.
  */
+import { closeSync, openSync, readdirSync, readSync, writeSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
@@ -82,6 +83,44 @@ describe('snapyard mount: overlay and failures', () => {
       const s = await m.stop();
       expect(s.retries).toBeGreaterThanOrEqual(1);
     }
+  }, 120_000);
+
+  test('a chunk corrupted in the node cache is never served: with the registry gone that read gets EIO; it is moved aside and fetched again, and the export is byte-exact', async () => {
+    const dir = tmp();
+    const first = await startMount('loco/win98:games', join(dir, 'nbd.sock'), f.args(dir));
+    try {
+      await compareExport(first.url(), f.img.games); // every chunk the guest view reads is in the cache now
+    } finally {
+      await first.stop();
+    }
+    // One byte flipped in the stored bytes of a record of the cache's first pack (all of them guest-view chunks).
+    const packs = join(dir, 'cache', 'chunks', 'packs');
+    const pack = join(packs, readdirSync(packs).sort()[0]!);
+    const fd = openSync(pack, 'r+');
+    try {
+      const header = Buffer.alloc(40);
+      readSync(fd, header, 0, 40, 0);
+      expect(header.toString('latin1', 0, 4)).toBe('SYR1');
+      const at = 40 + Math.floor(header.readUInt32LE(36) / 2);
+      const b = Buffer.alloc(1);
+      readSync(fd, b, 0, 1, at);
+      b[0] = b[0]! ^ 0xff;
+      writeSync(fd, b, 0, 1, at);
+    } finally {
+      closeSync(fd);
+    }
+    const m = await startMount('loco/win98:games', join(dir, 'nbd.sock'), f.args(dir, ['--read-timeout', '2']));
+    let s: { chunks: number; cacheCorrupt: number };
+    try {
+      // The registry gone: the corrupt chunk's read fails (an I/O error), never a content mismatch.
+      await f.offline(() => expect(compareExport(m.url(), f.img.games)).rejects.toThrow(/Input\/output error|error while reading/i));
+      await compareExport(m.url(), f.img.games);
+    } finally {
+      s = (await m.stop()) as unknown as typeof s;
+    }
+    expect(s.cacheCorrupt).toBeGreaterThanOrEqual(1);
+    expect(s.chunks).toBe(1); // only the corrupt one fetched again
+    expect(readdirSync(join(dir, 'cache', 'chunks', 'quarantine'))).toHaveLength(1);
   }, 120_000);
 
   test('the registry goes away: a read the node cannot answer gets EIO after --read-timeout, never zeros; once it is back, the same mount serves', async () => {

@@ -15,7 +15,10 @@
  *   EIO): never zeros, never data that was not verified.
  * - Zero clusters and unallocated ranges are answered by blockStatus and
  *   read as zeros without touching any chunk.
- * Memory: the bytes of one read plus a small LRU of recent chunks.
+ * - Chunks from the node cache are read in batches (cached-chunks.ts): a
+ *   few worker round trips per read instead of one per chunk.
+ * Memory: the bytes of one read (and its cache batches, in the store's
+ * reused buffers) plus the recent chunks, within `recentBytes`.
  */
 import type { BlobIndex } from '../../storage/blobs/blob-index.js';
 import type { ChunkList, Piece } from '../../storage/blobs/chunk-index.js';
@@ -25,6 +28,8 @@ import type { Want } from '../fetch.js';
 import type { LocalSources } from '../sources.js';
 import { MAX_STATUS_EXTENTS, type BlockSource, type StatusExtent } from '../nbd/source.js';
 import type { ChunkFetcher } from './chunk-fetcher.js';
+import { BufferPool } from './buffer-pool.js';
+import { readCached, RecentChunks, type CachedBatch, type CachedStore } from './cached-chunks.js';
 
 export interface LazySourceOptions {
   index: BlobIndex;
@@ -32,11 +37,20 @@ export interface LazySourceOptions {
   fetcher: ChunkFetcher;
   /** A read not answered by then fails (default 60 s). */
   readTimeoutMs?: number;
+  /** The node cache's chunk store: the chunks of a read it holds are read in batches (cached-chunks.ts); without it, one by one through `sources`. */
+  cache?: CachedStore | null;
+  /** Memory for recent chunks' verified bytes (default 8 MiB). */
+  recentBytes?: number;
+  /** Memory for reply buffers the NBD server gave back, kept for reuse (default 16 MiB). */
+  replyBufferBytes?: number;
   /** Told of every read (offset, length) as it arrives: a trace of what the guest reads. */
   onRead?: (offset: number, length: number) => void;
 }
 
-const RECENT_CHUNKS = 32;
+/** Default memory for recent chunks (LazySourceOptions.recentBytes). */
+export const RECENT_BYTES = 8 * 1024 * 1024;
+/** Default memory for reply buffers waiting for reuse (LazySourceOptions.replyBufferBytes). */
+export const REPLY_BUFFER_BYTES = 16 * 1024 * 1024;
 
 /** Where the bytes [at, at + piece.to - piece.from) of a read come from. */
 interface Placed {
@@ -46,8 +60,12 @@ interface Placed {
 
 export class LazySource implements BlockSource {
   readonly size: number;
-  /** Recent chunks' bytes (neighbouring reads often cut the same chunk), most recent last. */
-  private readonly recent = new Map<string, Promise<Buffer>>();
+  /** Recent chunks' verified bytes (neighbouring reads often cut the same chunk). */
+  private readonly recent: RecentChunks;
+  /** Reply buffers waiting for reuse. */
+  private readonly buffers: BufferPool;
+  /** Chunks the node cache held corrupt (read again from elsewhere, never served). */
+  corrupt = 0;
   private readonly timeoutMs: number;
 
   constructor(private readonly opts: LazySourceOptions) {
@@ -57,6 +75,8 @@ export class LazySource implements BlockSource {
     }
     this.size = ix instanceof Qcow2Index ? ix.layout.virtualSize : ix.size;
     this.timeoutMs = opts.readTimeoutMs ?? 60_000;
+    this.recent = new RecentChunks(opts.recentBytes ?? RECENT_BYTES);
+    this.buffers = new BufferPool(opts.replyBufferBytes ?? REPLY_BUFFER_BYTES);
   }
 
   async read(offset: number, length: number): Promise<Buffer> {
@@ -71,6 +91,11 @@ export class LazySource implements BlockSource {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /** The NBD server wrote a buffer read() returned: its memory serves a later read. */
+  release(buf: Buffer): void {
+    this.buffers.give(buf);
   }
 
   async blockStatus(offset: number, length: number): Promise<StatusExtent[]> {
@@ -129,50 +154,61 @@ export class LazySource implements BlockSource {
 
   private async readRange(offset: number, length: number, deadline: number): Promise<Buffer> {
     const placed = this.place(offset, length);
-    // Every chunk of the read from a local place at once (verified as read); those nowhere local: one batch.
-    const local = new Map<string, Buffer>();
-    const missing: Want[] = [];
-    const seen = new Set<string>();
-    const reads: Array<Promise<void>> = [];
+    // Every chunk of the read from memory or a local place at once (verified as read); those nowhere local: one batch.
+    const have = new Map<string, Buffer>();
+    const inFiles: Want[] = [];
+    const others: Want[] = [];
     for (const { piece } of placed) {
       const hex = hexAt(piece.list, piece.i);
-      if (seen.has(hex) || this.recent.has(hex)) continue;
-      seen.add(hex);
+      if (have.has(hex)) continue;
+      const r = this.recent.get(hex);
+      if (r) {
+        have.set(hex, r);
+        continue;
+      }
+      have.set(hex, EMPTY); // seen
       const want = { hex, length: piece.list.lengths[piece.i]! };
-      reads.push(this.opts.sources.get(hex).then((b) => {
-        if (b && b.byteLength === want.length) local.set(hex, b);
-        else missing.push(want);
-      }));
+      (this.opts.sources.fileOf(hex) >= 0 || !this.opts.cache ? inFiles : others).push(want);
     }
-    await Promise.all(reads);
-    for (const [hex, b] of local) this.remember(hex, Promise.resolve(b)); // neighbouring reads often cut the same chunk
-    if (missing.length > 0) await this.opts.fetcher.ensure(missing, deadline).catch(() => {}); // chunk() retries what is still missing
-    const out = Buffer.alloc(length);
-    for (const { at, piece } of placed) {
-      const b = local.get(hexAt(piece.list, piece.i)) ?? (await this.cached(piece.list, piece.i, deadline));
-      b.copy(out, at, piece.from, piece.to);
+    const batches: CachedBatch[] = [];
+    try {
+      const missing: Want[] = [];
+      const fromCache = async (wants: Want[]) => {
+        if (wants.length === 0 || !this.opts.cache) return wants;
+        const batch = await readCached(this.opts.cache, wants);
+        batches.push(batch);
+        this.corrupt += batch.corrupt;
+        for (const [hex, b] of batch.got) have.set(hex, b);
+        return batch.missing;
+      };
+      await Promise.all([
+        ...inFiles.map(async (w) => {
+          const b = await this.opts.sources.get(w.hex);
+          if (b && b.byteLength === w.length) have.set(w.hex, b);
+          else missing.push(w);
+        }),
+        fromCache(others).then((m) => missing.push(...m)),
+      ]);
+      if (missing.length > 0) {
+        await this.opts.fetcher.ensure(missing, deadline).catch(() => {}); // chunk() retries what is still missing
+        for (const w of await fromCache(missing)) have.set(w.hex, await this.chunk(w.hex, w.length, deadline));
+      }
+      const out = this.buffers.take(length);
+      let filled = 0; // pieces come in ascending order: what lies between them (and after) reads as zeros
+      for (const { at, piece } of placed) {
+        const hex = hexAt(piece.list, piece.i);
+        const b = have.get(hex)!;
+        if (at > filled) out.fill(0, filled, at);
+        b.copy(out, at, piece.from, piece.to);
+        filled = Math.max(filled, at + piece.to - piece.from);
+        // A chunk this read cut is likely the neighbouring read's too.
+        if (piece.from > 0 || piece.to < b.byteLength) this.recent.put(hex, b);
+      }
+      if (filled < length) out.fill(0, filled, length);
+      return out;
+    } finally {
+      for (const b of batches) b.release();
     }
-    return out;
-  }
-
-  private cached(list: ChunkList, i: number, deadline: number): Promise<Buffer> {
-    const hex = hexAt(list, i);
-    const hit = this.recent.get(hex);
-    if (hit) {
-      this.recent.delete(hex);
-      this.recent.set(hex, hit);
-      return hit;
-    }
-    const p = this.chunk(hex, list.lengths[i]!, deadline);
-    p.catch(() => this.recent.delete(hex));
-    this.remember(hex, p);
-    return p;
-  }
-
-  private remember(hex: string, p: Promise<Buffer>): void {
-    this.recent.delete(hex);
-    this.recent.set(hex, p);
-    if (this.recent.size > RECENT_CHUNKS) this.recent.delete(this.recent.keys().next().value as string);
   }
 
   /** A chunk's verified bytes: local, else fetched (again) until the deadline. */
@@ -191,6 +227,8 @@ export class LazySource implements BlockSource {
     }
   }
 }
+
+const EMPTY = Buffer.alloc(0);
 
 function hexAt(list: ChunkList, i: number): string {
   return list.rawDigestAt(i).toString('hex');

@@ -16,7 +16,7 @@ import { LocalSources } from '../sources.js';
 import { ChunkFetcher } from './chunk-fetcher.js';
 import { guestChunks, LazySource } from './lazy-source.js';
 import { Prefetcher } from './prefetcher.js';
-import { pull, type PullSummary } from '../pull.js';
+import type { PullSummary } from '../pull.js';
 import { SnapyardError } from '../../storage/errors.js';
 import { fetchTrace, pushTrace, TraceRecorder, type TraceRef } from './boot-trace.js';
 
@@ -72,7 +72,7 @@ export async function openMount(ref: Ref, opts: MountOptions): Promise<Mount> {
     const fetcher = new ChunkFetcher({ registry: reg, repo: ref.repo, blob: remote.index.blobDigest, have, sources, cache, ...(opts.onError ? { onRetry: opts.onError } : {}) });
     const recorder = opts.recordTraceSeconds ? new TraceRecorder() : null;
     const source = new LazySource({
-      index: remote.index, sources, fetcher,
+      index: remote.index, sources, fetcher, cache: cache.chunks,
       ...(opts.readTimeoutMs !== undefined ? { readTimeoutMs: opts.readTimeoutMs } : {}),
       ...(recorder ? { onRead: (o: number, l: number) => recorder.add(o, l) } : {}),
     });
@@ -89,7 +89,8 @@ export async function openMount(ref: Ref, opts: MountOptions): Promise<Mount> {
       cache.addHeld(remote.index.blobDigest, base ? base.digest : null);
       if (!opts.materialize) return;
       // Every chunk is local: the pull reads only the cache and the base.
-      materializing = pull(ref, { registry: reg, cache, output: opts.materialize, remote, ...(base ? { base: opts.base!, overlay: true } : {}) }).then(
+      // pull.js is loaded only here: the first read does not wait for it.
+      materializing = import('../pull.js').then(({ pull }) => pull(ref, { registry: reg, cache, output: opts.materialize!, remote, ...(base ? { base: opts.base!, overlay: true } : {}) })).then(
         (s) => opts.onMaterialized?.(s),
         (e: unknown) => opts.onError?.(e),
       );

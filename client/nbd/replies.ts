@@ -33,9 +33,12 @@ async function readExact(source: BlockSource, offset: number, length: number): P
   return data;
 }
 
-/** The buffers of a successful read reply (written together by the caller). */
-export async function readReply(source: BlockSource, req: Request, structured: boolean): Promise<Buffer[]> {
-  if (!structured) return [simpleReply(req.handle, 0), await readExact(source, req.offset, req.length)];
+/** The buffers of a successful read reply (written together by the caller); `data`: those the source returned (source.release() once written). */
+export async function readReply(source: BlockSource, req: Request, structured: boolean): Promise<{ parts: Buffer[]; data: Buffer[] }> {
+  if (!structured) {
+    const d = await readExact(source, req.offset, req.length);
+    return { parts: [simpleReply(req.handle, 0), d], data: [d] };
+  }
   const runs = source.blockStatus ? await status(source, req.offset, req.length, false) : [];
   const covered = runs.reduce((n, r) => n + r.length, 0);
   if (covered < req.length) runs.push({ length: req.length - covered, zero: false }); // the rest: read it
@@ -51,11 +54,15 @@ export async function readReply(source: BlockSource, req: Request, structured: b
   // All reads settle before the reply is built (Promise.all: a failing one never goes unhandled).
   const data = await Promise.all(pieces.map((p) => (p.zero ? undefined : readExact(source, p.offset, p.length))));
   const out: Buffer[] = [];
+  const read: Buffer[] = [];
   pieces.forEach((p, i) => {
     const flags = i === pieces.length - 1 ? REPLY_FLAG_DONE : 0;
     const d = data[i];
-    if (d) out.push(chunkHeader(req.handle, flags, REPLY_TYPE.OFFSET_DATA, 8 + p.length), u64(p.offset), d);
+    if (d) {
+      out.push(chunkHeader(req.handle, flags, REPLY_TYPE.OFFSET_DATA, 8 + p.length), u64(p.offset), d);
+      read.push(d);
+    }
     else out.push(chunkHeader(req.handle, flags, REPLY_TYPE.OFFSET_HOLE, 12), u64(p.offset), u32(p.length));
   });
-  return out;
+  return { parts: out, data: read };
 }

@@ -182,11 +182,13 @@ export class NbdServer {
         case CMD.READ: {
           const bad = this.checkRange(s.source, req, this.maxRead);
           if (bad) return this.fail(socket, s, req, NBD_EINVAL, bad);
-          const parts = await readReply(s.source, req, s.structured);
-          if (socket.destroyed) return;
+          const { parts, data } = await readReply(s.source, req, s.structured);
+          const release = s.source.release ? () => data.forEach((d) => s.source.release!(d)) : undefined;
+          if (socket.destroyed) return release?.();
           // One writev: the reply's pieces go out together, never interleaved with another reply's.
           socket.cork();
-          for (const p of parts) socket.write(p);
+          // The source's buffers go back to it once written (or the write failed).
+          parts.forEach((p, i) => socket.write(p, i === parts.length - 1 ? release : undefined));
           socket.uncork();
           return;
         }

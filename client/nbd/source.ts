@@ -27,6 +27,11 @@ export interface BlockSource {
    * length > 0; may cover less than asked (at least one run), never more.
    */
   blockStatus?(offset: number, length: number): Promise<StatusExtent[]>;
+  /**
+   * Optional: the server is done with a buffer read() returned (its reply
+   * was written out), so the source may reuse its memory.
+   */
+  release?(buf: Buffer): void;
   close?(): void;
 }
 
