@@ -11,7 +11,7 @@ import { describe, expect, test } from 'vitest';
 import { LocalChunkStore } from '../storage/chunks/local-chunk-store.js';
 import { hexOf } from '../storage/digest.js';
 import { BufferPool } from '../client/lazy/buffer-pool.js';
-import { GROUP_BYTES, readCached, RecentChunks } from '../client/lazy/cached-chunks.js';
+import { GROUP_BYTES, HERE_BYTES, readCached, RecentChunks } from '../client/lazy/cached-chunks.js';
 import { tempDirs } from './helpers/tmp.js';
 
 const tmp = tempDirs('snapyard-mount-cache-');
@@ -98,6 +98,23 @@ describe('lazy mount: reads from the node cache', () => {
       const again = await readCached(store, [{ hex: bad, length: chunks[4]!.byteLength }]);
       expect(again.got.get(bad)?.equals(chunks[4]!)).toBe(true);
       again.release();
+    } finally {
+      await store.close();
+    }
+  });
+
+  test('a read of at most HERE_BYTES is decoded on the calling thread, with the same checks: a corrupt chunk is moved aside, the others served', async () => {
+    const chunks = someChunks(6).map((c) => c.subarray(0, 20 * KiB));
+    const { store, hexes } = await storeWith(chunks);
+    try {
+      expect(chunks.reduce((n, c) => n + c.byteLength, 0)).toBeLessThanOrEqual(HERE_BYTES);
+      corruptRecord(store, hexes[3]!);
+      const batch = await readCached(store, hexes.map((hex, i) => ({ hex, length: chunks[i]!.byteLength })));
+      expect(batch.corrupt).toBe(1);
+      expect(batch.missing.map((w) => w.hex)).toEqual([hexes[3]]);
+      hexes.forEach((hex, i) => i !== 3 && expect(batch.got.get(hex)?.equals(chunks[i]!)).toBe(true));
+      batch.release();
+      expect(await store.has(`sha256:${hexes[3]}`)).toBe(false);
     } finally {
       await store.close();
     }

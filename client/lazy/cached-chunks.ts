@@ -22,7 +22,14 @@ import { isSnapyardError } from '../../storage/errors.js';
 import type { Want } from '../fetch.js';
 
 /** What a batched read needs of the cache's chunk store (LocalChunkStore); `quarantine` moves a corrupt record aside so the chunk can be fetched again. */
-export type CachedStore = Pick<ChunkStore, 'has' | 'get' | 'getConcat' | 'release'> & { quarantine?(digest: Digest): Promise<string | null> };
+export type CachedStore = Pick<ChunkStore, 'has' | 'get' | 'getConcat' | 'release'> & {
+  quarantine?(digest: Digest): Promise<string | null>;
+  /** getConcat on the caller's thread (LocalChunkStore): used for a read of at most HERE_BYTES. */
+  getConcatHere?(digests: Digest[], lengths: number[]): Promise<Buffer>;
+};
+
+/** A read of the cache this small is decoded on the main thread: a worker round trip costs more than the work. */
+export const HERE_BYTES = 256 * 1024;
 
 /** A group is closed once it holds this many bytes (with a largest chunk of 256 KiB it stays within the store's 2.25 MiB read buffers). */
 export const GROUP_BYTES = 2 * 1024 * 1024;
@@ -70,10 +77,14 @@ export async function readCached(store: CachedStore, wants: Want[]): Promise<Cac
   const got = new Map<string, Buffer>();
   const buffers: Buffer[] = [];
   let corrupt = 0;
+  const total = held.reduce((n, h) => n + h.want.length, 0);
+  const here = store.getConcatHere !== undefined && total <= HERE_BYTES;
   await Promise.all(groups.map(async (g) => {
     try {
-      const buf = await store.getConcat(g.map((h) => h.digest), g.map((h) => h.want.length));
-      buffers.push(buf);
+      const ds = g.map((h) => h.digest);
+      const ls = g.map((h) => h.want.length);
+      const buf = here ? await store.getConcatHere!(ds, ls) : await store.getConcat(ds, ls);
+      if (!here) buffers.push(buf);
       let at = 0;
       for (const { want } of g) {
         got.set(want.hex, buf.subarray(at, at + want.length));

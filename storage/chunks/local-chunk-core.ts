@@ -113,6 +113,15 @@ export class LocalChunkCore {
     });
   }
 
+  /**
+   * getConcat on this thread, without a worker round trip: for small reads
+   * whose latency matters more than the event loop's few hundred µs
+   * (a lazy mount's, client/lazy/cached-chunks.ts). Same checks.
+   */
+  async getConcatHere(digests: Digest[], lengths: number[]): Promise<Buffer> {
+    return this.retryMoved(digests, async (locs) => readConcat(this.reader, this.codec, digests, locs, lengths));
+  }
+
   private readonly readBuffers: ArrayBuffer[] = [];
   /** Size of the reusable read buffers (a 2 MiB batch plus a largest chunk). */
   private readonly readBufferSize = 2 * 1024 * 1024 + 256 * 1024;
