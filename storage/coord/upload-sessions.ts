@@ -17,7 +17,13 @@ class PieceQueue implements AsyncIterable<Uint8Array> {
   private wakeConsumer: (() => void) | null = null;
   private readonly wakeProducers: Array<() => void> = [];
 
-  constructor(private readonly limit = 16 * 1024 * 1024) {}
+  /**
+   * 2 MiB: what waits here is read again by the ingest (hash, spool, chunker), and a
+   * backlog that stays in the CPU caches costs less. Chunked (64 MiB PATCH) uploads of
+   * the 904 MB base-v1, 16 MiB against 2 MiB in alternating rounds: server CPU 8.3-9.1 s
+   * against 6.9-7.6 s for a streamed qcow2, 7.6-7.8 s against 6.3-7.4 s byte-chunked.
+   */
+  constructor(private readonly limit = 2 * 1024 * 1024) {}
 
   async write(piece: Uint8Array): Promise<void> {
     if (this.ended || this.failure) throw this.failure ?? new SnapyardError('CONFLICT', 'upload is closed');
