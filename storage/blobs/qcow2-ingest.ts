@@ -90,6 +90,8 @@ async function receive(store: ChunkStore, source: AsyncIterable<Uint8Array>, pat
     await spool.close();
   } catch (e) {
     await spool.dispose();
+    // Ends the stream on a worker digester too (it keeps each open stream's hash state until then).
+    await digester.digest().catch(() => {});
     throw e;
   }
   const size = digester.size;
