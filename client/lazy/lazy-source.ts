@@ -231,19 +231,25 @@ export class LazySource implements BlockSource {
 const EMPTY = Buffer.alloc(0);
 
 function hexAt(list: ChunkList, i: number): string {
-  return list.rawDigestAt(i).toString('hex');
+  return list.digests.toString('hex', i * 32, i * 32 + 32);
 }
 
-/** The distinct chunks the guest view reads, in guest order (what a prefetch fetches). */
-export function guestChunks(index: BlobIndex): Want[] {
-  const list = index instanceof Qcow2Index ? index.data : index;
+/**
+ * The distinct chunks of the snapshot: those the guest view reads, in guest
+ * order (what a prefetch fetches first), then the file's others (qcow2
+ * metadata). One pass, before the export listens: kept cheap.
+ */
+export function snapshotChunks(index: BlobIndex): Want[] {
   const seen = new Set<string>();
   const out: Want[] = [];
-  for (let i = 0; i < list.count; i++) {
-    const hex = hexAt(list, i);
-    if (seen.has(hex)) continue;
-    seen.add(hex);
-    out.push({ hex, length: list.lengths[i]! });
+  const lists = index instanceof Qcow2Index ? [index.data, ...index.lists().filter((l) => l !== index.data)] : index.lists();
+  for (const list of lists) {
+    for (let i = 0; i < list.count; i++) {
+      const hex = hexAt(list, i);
+      if (seen.has(hex)) continue;
+      seen.add(hex);
+      out.push({ hex, length: list.lengths[i]! });
+    }
   }
   return out;
 }

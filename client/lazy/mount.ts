@@ -4,7 +4,6 @@
  * given, the node cache), a fetcher for the rest, the block source QEMU
  * reads through NBD, and the background prefetch. cli/mount.ts serves it.
  */
-import { chunkSet } from '../../storage/blobs/blob-index.js';
 import type { Digest } from '../../storage/digest.js';
 import type { ClientCache } from '../cache.js';
 import type { Want } from '../fetch.js';
@@ -14,7 +13,7 @@ import type { Registry } from '../registry.js';
 import { remoteIndex } from '../remote-index.js';
 import { LocalSources } from '../sources.js';
 import { ChunkFetcher } from './chunk-fetcher.js';
-import { guestChunks, LazySource } from './lazy-source.js';
+import { LazySource, snapshotChunks } from './lazy-source.js';
 import { Prefetcher } from './prefetcher.js';
 import type { PullSummary } from '../pull.js';
 import { SnapyardError } from '../../storage/errors.js';
@@ -79,9 +78,7 @@ export async function openMount(ref: Ref, opts: MountOptions): Promise<Mount> {
     const guest = { digest: remote.index.blobDigest, size: source.size };
     // The guest view's chunks in guest order, then the rest of the file's (qcow2 metadata): once all
     // are local the snapshot is held (a pull of it is local too, and the cache's eviction keeps it).
-    const all = guestChunks(remote.index);
-    const inGuest = new Set(all.map((w) => w.hex));
-    for (const [hex, length] of chunkSet(remote.index)) if (!inGuest.has(hex)) all.push({ hex, length });
+    const all = snapshotChunks(remote.index);
     const rate = opts.prefetchRate ?? 0;
     if (opts.materialize && !(rate > 0)) throw new SnapyardError('INVALID_ARGUMENT', '--materialize needs the background prefetch (--prefetch-rate above 0) to bring every chunk');
     let materializing: Promise<void> | null = null;
