@@ -14,6 +14,7 @@ import { ensureNbdOverlay, type OverlayAction } from '../client/lazy/overlay.js'
 import { NbdServer } from '../client/nbd/server.js';
 import type { BlockSource } from '../client/nbd/source.js';
 import { parseRef } from '../client/ref.js';
+import type { Digest } from '../storage/digest.js';
 import { SnapyardError } from '../storage/errors.js';
 import { addRegistryOptions, openRegistry, type RegistryFlags } from './registry-options.js';
 import { parseSize } from './serve-options.js';
@@ -21,6 +22,8 @@ import { parseSize } from './serve-options.js';
 export interface MountFlags extends RegistryFlags {
   socket: string;
   base?: string;
+  /** Not a flag: the base's blob digest when known (pod-init --lazy, from the snapshot's sidecar). */
+  baseDigest?: Digest;
   cache?: string;
   cacheMax?: string;
   overlay?: string;
@@ -60,6 +63,7 @@ export async function mountCommand(refStr: string, o: MountFlags): Promise<void>
     mount = await openMount(ref, {
       registry: reg, cache, readTimeoutMs, prefetchRate: rate,
       ...(o.base !== undefined ? { base: o.base } : {}),
+      ...(o.baseDigest !== undefined ? { baseDigest: o.baseDigest } : {}),
       onError: warn,
       ...(o.materialize !== undefined ? { materialize: o.materialize } : {}),
       onMaterialized: (m) => say('materialized', { file: resolve(m.output!), form: m.mode, bytesDownloaded: m.bytesDownloaded },

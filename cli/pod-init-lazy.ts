@@ -12,7 +12,7 @@
 import { mkdir, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { PodInitConfig } from '../client/pod-init/config.js';
-import { sidecarPath } from '../client/pod-init/sidecar.js';
+import { currentSnapshot, sidecarPath } from '../client/pod-init/sidecar.js';
 import { mountCommand } from './mount.js';
 
 export const DEFAULT_SOCKET = '/run/snapyard/nbd.sock';
@@ -33,7 +33,12 @@ export async function podInitLazy(cfg: PodInitConfig, o: LazyFlags, env: NodeJS.
     await rm(sidecarPath(cfg.overlayPath), { force: true });
   }
   const ref = `${cfg.ref.repo}${cfg.ref.digest ? `@${cfg.ref.digest}` : `:${cfg.ref.tag}`}`;
+  // The snapshot an earlier full pod-init left on the node (its sidecar still matching the file, a
+  // standalone image) seeds the mount: its chunks are read, not fetched. Its index comes from the
+  // cache by the sidecar's digest; without it there the disk is not used (never hashed before the first read).
+  const seed = currentSnapshot(cfg.snapshotPath);
   await mountCommand(ref, {
+    ...(seed && seed.backing === null ? { base: cfg.snapshotPath, baseDigest: seed.blob } : {}),
     socket: o.socket ?? env.SNAPSHOT_SOCKET ?? DEFAULT_SOCKET,
     overlay: cfg.overlayPath,
     cache: o.cache,

@@ -3,7 +3,7 @@
  * export, the mount killed -9 and restarted, a chunk corrupted in flight, a
  * registry that goes away, reads racing the background prefetch.
  */
-import { closeSync, openSync, readdirSync, readSync, writeSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readSync, rmSync, writeSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
@@ -11,7 +11,7 @@ import { qemuInfo, runTool } from './helpers/qcow2-fixtures.js';
 import { compareExport, useMountFixture } from './helpers/mount-fixture.js';
 import { startMount } from './helpers/mount-process.js';
 import { tempDirs } from './helpers/tmp.js';
-import { runCli } from './helpers/cli.js';
+import { cleanEnv, cliOk, runCli } from './helpers/cli.js';
 
 const MiB = 1024 * 1024;
 const tmp = tempDirs('snapyard-mount-f-');
@@ -147,6 +147,31 @@ describe('snapyard mount: overlay and failures', () => {
       expect(s.chunks).toBeGreaterThan(0);
       expect(s.chunks).toBeLessThanOrEqual(m.listening.chunks as number);
     }
+  }, 150_000);
+
+  test('pod-init --lazy where a full pod-init left an earlier snapshot on the node: that disk seeds the mount (its chunks read, not fetched), its index taken from the cache', async () => {
+    const podEnv = (dir: string, tag: string, extra: Record<string, string> = {}) => ({
+      USE_PREBUILT_SNAPSHOT: 'true', SNAPSHOT_REGISTRY: `${f.proxy.url.replace(/^http:\/\//, '')}/loco/win98`, SNAPSHOT_TAG: tag,
+      SNAPYARD_INSECURE: 'true', SNAPSHOT_DIR: dir, SNAPSHOT_SOCKET: join(dir, 'nbd.sock'), SNAPYARD_PREFETCH_RATE: '0', ...extra,
+    });
+    const lazyGames = async (dir: string) => {
+      const m = await startMount('', join(dir, 'nbd.sock'), [], { argv: ['pod-init', '--json'], env: podEnv(dir, 'games', { SNAPSHOT_LAZY: 'true', POD_NAME: 'emulator-2' }) });
+      let bytes = 0;
+      try {
+        await compareExport(m.url(), f.img.games);
+      } finally {
+        bytes = (await m.stop()).wireBytes;
+      }
+      return bytes;
+    };
+    const seeded = tmp();
+    await cliOk(['pod-init', '--json'], { env: cleanEnv(podEnv(seeded, 'base', { POD_NAME: 'emulator-1' })) });
+    // The cache's chunks gone (evicted), its indexes and the disk left: only the disk can spare the fetch.
+    rmSync(join(seeded, '.snapyard-cache', 'chunks'), { recursive: true, force: true });
+    const withSeed = await lazyGames(seeded);
+    const withoutSeed = await lazyGames(tmp());
+    expect(withSeed).toBeGreaterThan(0);
+    expect(withSeed).toBeLessThan(withoutSeed / 4);
   }, 150_000);
 
   test('pod-init --lazy (SNAPSHOT_LAZY=true): the pod contract served as a sidecar: win98_instance_<N>.qcow2 over the export, kept in persistent mode, recreated in ephemeral mode', async () => {

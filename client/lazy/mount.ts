@@ -7,7 +7,8 @@
 import type { Digest } from '../../storage/digest.js';
 import type { ClientCache } from '../cache.js';
 import type { Want } from '../fetch.js';
-import { indexFile } from '../file-index.js';
+import { indexFile, type FileIndex } from '../file-index.js';
+import { decodeBlobIndex } from '../../storage/blobs/blob-index.js';
 import type { Ref } from '../ref.js';
 import type { Registry } from '../registry.js';
 import { remoteIndex } from '../remote-index.js';
@@ -24,6 +25,12 @@ export interface MountOptions {
   cache: ClientCache;
   /** A local image sharing chunks with the snapshot (an earlier version): read instead of fetched. */
   base?: string;
+  /**
+   * The base's blob digest when already known (pod-init's sidecar): its index
+   * is then taken from the cache, and without one there the base is not used
+   * (the file is not hashed before the export listens).
+   */
+  baseDigest?: Digest;
   readTimeoutMs?: number;
   /** Background prefetch rate in bytes/s (0 or absent: none). */
   prefetchRate?: number;
@@ -62,7 +69,7 @@ export interface Started {
 
 export async function openMount(ref: Ref, opts: MountOptions): Promise<Mount> {
   const { registry: reg, cache } = opts;
-  const base = opts.base ? await indexFile(opts.base, cache) : null;
+  const base = opts.base ? await openBase(opts.base, opts.baseDigest, cache) : null;
   const have = [...(base ? [base.digest] : []), ...cache.held(base?.digest ?? null)].filter((d, i, a) => a.indexOf(d) === i).slice(0, 32);
   const remote = await remoteIndex(reg, ref, have, (d) => (d === base?.digest ? base.encoded : cache.readIndex(d)));
   cache.writeIndex(remote.index.blobDigest, remote.bytes);
@@ -158,4 +165,11 @@ export async function openMount(ref: Ref, opts: MountOptions): Promise<Mount> {
     await sources.close();
     throw e;
   }
+}
+
+/** The base's index: from the cache when its digest is known (null when the cache lacks it), else the file indexed. */
+async function openBase(path: string, digest: Digest | undefined, cache: ClientCache): Promise<FileIndex | null> {
+  if (digest === undefined) return indexFile(path, cache);
+  const bytes = cache.readIndex(digest);
+  return bytes ? { digest, index: decodeBlobIndex(bytes), encoded: bytes, cached: true } : null;
 }
