@@ -48,7 +48,7 @@ export class WorkerPool<Req, Res> {
         const p = slot.pending.get(msg.id);
         if (!p) return;
         slot.pending.delete(msg.id);
-        if (slot.pending.size === 0) worker.unref();
+        if (slot.pending.size === 0 && !this.closed) worker.unref(); // closing: referenced until it has exited (close())
         if (msg.error) p.reject(this.revive(msg.error));
         else p.resolve(msg.result as Res);
       });
@@ -105,7 +105,14 @@ export class WorkerPool<Req, Res> {
 
   async close(): Promise<void> {
     this.closed = true;
-    await Promise.all(this.slots.map((s) => s.worker.terminate()));
+    // Referenced until they have exited (a reply arriving meanwhile does not unreference them): an idle
+    // worker's exit does not keep the event loop alive, so a caller awaiting close() with nothing else
+    // pending saw the process end first (a pull failing on a corrupt chunk, its other batches' tasks still
+    // answering, ended "left waiting" instead of with its error: test/pull-corrupt-chunk.test.ts).
+    await Promise.all(this.slots.map((s) => {
+      s.worker.ref();
+      return s.worker.terminate();
+    }));
   }
 }
 
