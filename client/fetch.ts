@@ -3,7 +3,9 @@
  * `_chunks` request, a few requests at a time. Each frame is decoded (the
  * stored form, or zstd against a dictionary of chunks the client holds),
  * verified against its digest and put in the cache; the cache is flushed
- * after every batch, so an interrupted pull keeps what it got.
+ * after every batch, so an interrupted pull keeps what it got. A stored form
+ * goes into a cache that takes them (ChunkWriter.addStored) as it is: its
+ * workers decode and hash it, and nothing is compressed again.
  */
 import { ChunkCodec } from '../storage/chunks/chunk-codec.js';
 import type { ChunkWriter } from '../storage/chunks/chunk-store.js';
@@ -14,6 +16,9 @@ import { ENC_DICT, ENC_STORED, FRAME_HEADER, readChunkFrames, type ChunkFrame } 
 import type { ClientCache } from './cache.js';
 import type { Registry } from './registry.js';
 import type { LocalSources } from './sources.js';
+
+/** A stored form's header (chunk-codec.ts) on top of its payload's zstd bound. */
+const STORED_OVERHEAD = 64;
 
 export interface Want {
   hex: string;
@@ -79,6 +84,12 @@ export async function fetchChunks(want: Want[], opts: FetchOptions): Promise<Fet
       await opts.cache.chunks.flush();
     }
   };
+  const count = (raw: number, wire: number) => {
+    total.chunks++;
+    total.rawBytes += raw;
+    total.wireBytes += wire;
+    opts.onChunk?.(raw, wire);
+  };
   const receive = async (frames: AsyncIterable<ChunkFrame>, batch: Want[], writer: ChunkWriter) => {
     const expected = new Map(batch.map((w) => [w.hex, w]));
     for await (const f of frames) {
@@ -89,7 +100,15 @@ export async function fetchChunks(want: Want[], opts: FetchOptions): Promise<Fet
       let raw: Buffer | null;
       if (f.encoding === ENC_STORED) {
         // The stored form names its length: never decode more than the index says.
-        if (f.payload.byteLength < 12 || f.payload.readUInt32LE(8) !== want.length) throw new SnapyardError('CHUNK_CORRUPT', `chunk sha256:${hex} from the server has the wrong length`);
+        if (f.payload.byteLength < 12 || f.payload.readUInt32LE(8) !== want.length || f.payload.byteLength > STORED_OVERHEAD + ChunkCodec.bound(want.length)) {
+          throw new SnapyardError('CHUNK_CORRUPT', `chunk sha256:${hex} from the server has the wrong length`);
+        }
+        if (writer.addStored) {
+          // Kept as the server stored it: the cache's workers decode and hash it (a bad one fails the batch), nothing is compressed again.
+          await writer.addStored(digestFromRaw(f.digest), f.payload, want.length);
+          count(want.length, FRAME_HEADER + f.payload.byteLength);
+          continue;
+        }
         raw = codec.decodeUnverified(f.payload, digestFromRaw(f.digest));
       }
       else if (f.encoding === ENC_DICT) raw = await decodeWithDict(opts.sources, f.dict, f.payload, want.length);
@@ -100,11 +119,7 @@ export async function fetchChunks(want: Want[], opts: FetchOptions): Promise<Fet
         retry.push(want); // a dictionary we could not produce, or a wrong result: ask again, plainly
         continue;
       }
-      const wire = FRAME_HEADER + f.dict.length * 32 + f.payload.byteLength;
-      total.chunks++;
-      total.rawBytes += raw!.byteLength;
-      total.wireBytes += wire;
-      opts.onChunk?.(raw!.byteLength, wire);
+      count(raw!.byteLength, FRAME_HEADER + f.dict.length * 32 + f.payload.byteLength);
     }
     if (expected.size > 0) throw new SnapyardError('CHUNK_MISSING', `server response ended with ${expected.size} chunks not sent`);
   };

@@ -1,14 +1,16 @@
 /**
  * The batched chunk writer of a LocalChunkStore with worker threads: new
  * chunks are copied into ~1 MiB batches, each compressed and appended to a
- * pack by a worker in one message; at most BATCH_IN_FLIGHT batches per writer
+ * pack by a worker in one message (chunks given in their stored form, as a
+ * registry sends them, go in batches of their own: the worker decodes and
+ * hashes each, and appends them as they are); at most BATCH_IN_FLIGHT batches per writer
  * are in flight (memory: that x (BATCH_BYTES + a chunk)). A chunk is findable
  * (deduped) from the moment it is added, through the store's `pending` map,
  * and its index row waits in `added` until the store's next flush commits it.
  */
 import type { ChunkWriter } from './chunk-store.js';
 import type { ChunkTask, ChunkTaskResult } from './chunk-worker.js';
-import { digestFromRaw, sha256Raw, type Digest } from '../digest.js';
+import { digestFromRaw, rawOf, sha256Raw, type Digest } from '../digest.js';
 import { RECORD_HEADER_SIZE, type RecordLocation } from './pack-files.js';
 import type { WorkerPool } from '../worker-pool.js';
 
@@ -43,33 +45,40 @@ export interface BatchWriterHost {
   maxChunk: number;
 }
 
+/** One kind of batch being filled: raw chunks (compressed by the worker) or stored forms (verified by it, kept as they are). */
+interface Filling {
+  buf: Buffer | null;
+  used: number;
+  lengths: number[];
+  rawLengths: number[];
+  digests: Digest[];
+  waiters: Array<{ resolve: (l: RecordLocation) => void; reject: (e: unknown) => void }>;
+}
+
+const empty = (): Filling => ({ buf: null, used: 0, lengths: [], rawLengths: [], digests: [], waiters: [] });
+
 export function batchWriter(host: BatchWriterHost): ChunkWriter {
   const { pool } = host;
   const bufSize = BATCH_BYTES + host.maxChunk;
-  let buf: Buffer | null = null;
-  let used = 0;
-  let lengths: number[] = [];
-  let digests: Digest[] = [];
-  let waiters: Array<{ resolve: (l: RecordLocation) => void; reject: (e: unknown) => void }> = [];
+  const fills = { raw: empty(), stored: empty() };
   const inFlight: Array<Promise<void>> = [];
   let newChunks = 0;
   let newStoredBytes = 0;
   let failure: unknown = null;
   const borrowed: Array<Promise<RecordLocation>> = [];
-  const send = () => {
-    if (!buf || digests.length === 0) return;
-    const batch = { buf, lengths, digests, waiters };
-    buf = null;
-    used = 0;
-    lengths = [];
-    digests = [];
-    waiters = [];
+  const send = (kind: 'raw' | 'stored') => {
+    const batch = fills[kind];
+    if (!batch.buf || batch.digests.length === 0) return;
+    fills[kind] = empty();
     const own = new Uint8Array(batch.buf.buffer, batch.buf.byteOffset, batch.buf.byteLength);
-    const done = pool.run({ op: 'appendBatch', buf: own, lengths: batch.lengths, digests: batch.digests }, [own.buffer as ArrayBuffer]).then((r) => {
+    const task: ChunkTask = kind === 'raw'
+      ? { op: 'appendBatch', buf: own, lengths: batch.lengths, digests: batch.digests }
+      : { op: 'appendStoredBatch', buf: own, lengths: batch.lengths, rawLengths: batch.rawLengths, digests: batch.digests };
+    const done = pool.run(task, [own.buffer as ArrayBuffer]).then((r) => {
       const { locs, buf: back } = r as { locs: RecordLocation[]; buf: Uint8Array };
       if (back.byteLength === bufSize) host.freeBuffers.push(Buffer.from(back.buffer, back.byteOffset, back.byteLength));
       for (let i = 0; i < locs.length; i++) {
-        host.added({ digest: batch.digests[i]!, loc: locs[i]!, rawLength: batch.lengths[i]! });
+        host.added({ digest: batch.digests[i]!, loc: locs[i]!, rawLength: batch.rawLengths[i]! });
         newStoredBytes += locs[i]!.length + RECORD_HEADER_SIZE;
       }
       newChunks += locs.length;
@@ -85,36 +94,49 @@ export function batchWriter(host: BatchWriterHost): ChunkWriter {
     );
     inFlight.push(settled);
   };
+  /** Dedups `digest`; else copies `bytes` into the batch of `kind`. */
+  const put = async (kind: 'raw' | 'stored', digest: Digest, raw32: Uint8Array, bytes: Uint8Array, rawLength: number) => {
+    const known = host.known(digest, raw32);
+    if (known !== null) {
+      // A chunk another writer is still storing: this blob needs it stored before it commits.
+      if (typeof known !== 'number') {
+        known.kick?.();
+        borrowed.push(known.done);
+      }
+      return { digest, written: false };
+    }
+    let f = fills[kind];
+    if (f.buf && f.used + bytes.byteLength > f.buf.byteLength) {
+      send(kind);
+      f = fills[kind];
+    }
+    if (!f.buf) f.buf = host.freeBuffers.pop() ?? Buffer.allocUnsafeSlow(Math.max(bufSize, bytes.byteLength));
+    f.buf.set(bytes, f.used);
+    f.used += bytes.byteLength;
+    f.lengths.push(bytes.byteLength);
+    f.rawLengths.push(rawLength);
+    f.digests.push(digest);
+    // Findable (and deduped) from now on, before its batch is even sent.
+    const done = new Promise<RecordLocation>((resolve, reject) => f.waiters.push({ resolve, reject }));
+    done.catch(() => {});
+    host.pending.set(digest, { done, kick: () => { if (fills[kind].digests.includes(digest)) send(kind); } });
+    if (f.used >= BATCH_BYTES) send(kind);
+    while (inFlight.length >= BATCH_IN_FLIGHT) await inFlight.shift();
+    return { digest, written: true };
+  };
   return {
     add: async (raw) => {
       if (failure) throw failure;
       const raw32 = sha256Raw(raw);
-      const digest = digestFromRaw(raw32);
-      const known = host.known(digest, raw32);
-      if (known !== null) {
-        // A chunk another writer is still storing: this blob needs it stored before it commits.
-        if (typeof known !== 'number') {
-          known.kick?.();
-          borrowed.push(known.done);
-        }
-        return { digest, written: false };
-      }
-      if (buf && used + raw.byteLength > buf.byteLength) send();
-      if (!buf) buf = host.freeBuffers.pop() ?? Buffer.allocUnsafeSlow(Math.max(bufSize, raw.byteLength));
-      buf.set(raw, used);
-      used += raw.byteLength;
-      lengths.push(raw.byteLength);
-      digests.push(digest);
-      // Findable (and deduped) from now on, before its batch is even sent.
-      const done = new Promise<RecordLocation>((resolve, reject) => waiters.push({ resolve, reject }));
-      done.catch(() => {});
-      host.pending.set(digest, { done, kick: () => { if (digests.includes(digest)) send(); } });
-      if (used >= BATCH_BYTES) send();
-      while (inFlight.length >= BATCH_IN_FLIGHT) await inFlight.shift();
-      return { digest, written: true };
+      return put('raw', digestFromRaw(raw32), raw32, raw, raw.byteLength);
+    },
+    addStored: async (digest, stored, rawLength) => {
+      if (failure) throw failure;
+      return put('stored', digest, rawOf(digest), stored, rawLength);
     },
     finish: async () => {
-      send();
+      send('raw');
+      send('stored');
       await Promise.all(inFlight.splice(0));
       if (failure) throw failure;
       await Promise.all(borrowed.splice(0)); // rejects if another writer failed to store one of ours

@@ -18,6 +18,14 @@ export interface ChunkWriter {
    * so the caller may reuse the memory afterwards.
    */
   add(raw: Uint8Array): Promise<{ digest: Digest; written: boolean }>;
+  /**
+   * Optional: a chunk in its stored form (chunk-codec.ts) under the digest it
+   * claims, as a registry sends it. Kept as it is (no recompression) once it
+   * decodes to `rawLength` bytes that hash to `digest` (checked off this thread);
+   * one that does not fails the writer with CHUNK_CORRUPT (from finish() at
+   * the latest), and nothing of its batch is kept. Memory is copied as add()'s.
+   */
+  addStored?(digest: Digest, stored: Uint8Array, rawLength: number): Promise<{ digest: Digest; written: boolean }>;
   /** Waits until every chunk added is stored; returns what was new. */
   finish(): Promise<{ newChunks: number; newStoredBytes: number }>;
 }

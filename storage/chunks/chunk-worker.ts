@@ -6,6 +6,7 @@ import type { Digest } from '../digest.js';
 import { encodeSketch, sketch } from '../delta/resemblance.js';
 import { compressWithDict } from '../delta/dict-codec.js';
 import { hashStep, type HashResult, type HashTask } from './hash-task.js';
+import { ChunkCorruptError } from '../errors.js';
 
 /**
  * Worker thread of a LocalChunkStore: compresses and appends chunks to its own
@@ -16,6 +17,8 @@ export type ChunkTask =
   | { op: 'append'; digest: Digest; raw: Uint8Array }
   /** Chunks laid end to end in `buf`; `buf` comes back with the result, for reuse. */
   | { op: 'appendBatch'; buf: Uint8Array; lengths: number[]; digests: Digest[] }
+  /** Stored forms laid end to end in `buf`, each decoded and hashed against its digest and raw length, then appended as they are; `buf` comes back. */
+  | { op: 'appendStoredBatch'; buf: Uint8Array; lengths: number[]; rawLengths: number[]; digests: Digest[] }
   | { op: 'read'; digest: Digest; loc: RecordLocation }
   | { op: 'readMany'; digests: Digest[]; locs: RecordLocation[]; lengths: number[]; into?: Uint8Array }
   | { op: 'sync' }
@@ -78,6 +81,30 @@ function handle(req: ChunkTask): { result: ChunkTaskResult; transfer: ArrayBuffe
         at += RECORD_HEADER_SIZE + n;
       }
       const locs = writer.appendRecords(out.subarray(0, at), stored);
+      return { result: { locs, buf: req.buf }, transfer: [req.buf.buffer as ArrayBuffer] };
+    }
+    case 'appendStoredBatch': {
+      // Every record is checked before any is written: a batch with a bad chunk leaves nothing behind.
+      const buf = Buffer.from(req.buf.buffer, req.buf.byteOffset, req.buf.byteLength);
+      let room = 0;
+      for (const len of req.lengths) room += RECORD_HEADER_SIZE + len;
+      if (out.byteLength < room) out = Buffer.allocUnsafeSlow(room);
+      let from = 0;
+      let at = 0;
+      for (let i = 0; i < req.lengths.length; i++) {
+        const len = req.lengths[i]!;
+        const digest = req.digests[i]!;
+        const stored = buf.subarray(from, from + len);
+        const rawLen = req.rawLengths[i]!;
+        if (stored.byteLength < 12 || stored.readUInt32LE(8) !== rawLen) throw new ChunkCorruptError(digest, `stored form does not name its ${rawLen} bytes`);
+        if (verifyBuf.byteLength < rawLen) verifyBuf = Buffer.allocUnsafeSlow(Math.max(rawLen, 1024 * 1024));
+        codec.decode(stored, digest, verifyBuf, 0);
+        writeRecordHeader(out, at, digest, len);
+        stored.copy(out, at + RECORD_HEADER_SIZE);
+        from += len;
+        at += RECORD_HEADER_SIZE + len;
+      }
+      const locs = writer.appendRecords(out.subarray(0, at), req.lengths);
       return { result: { locs, buf: req.buf }, transfer: [req.buf.buffer as ArrayBuffer] };
     }
     case 'read': {
