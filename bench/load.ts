@@ -3,7 +3,9 @@
  * GETs, manifest GETs) plus 10 concurrent pushes against one `snapyard serve`
  * process for a while, with auth off and with auth on (htpasswd + access
  * file, the clients logging in through the token flow) in the same run.
- * Reports errors, p50/p99 latency per route, requests per second, the
+ * Reports errors, p50/p99 latency per route (as the clients see it, and for
+ * manifest GETs as the server timed it, with this process's own event-loop
+ * delay beside: 100 clients share one event loop), requests per second, the
  * server's peak RSS and its growth from minute 1 to the end.
  *
  *   npx tsx bench/load.ts BASE.qcow2 TARGET.qcow2 [--seconds 300] [--clients 100] [--pushers 10] [--think-ms 0] [--segment 60] [--only on|off] [--json]
@@ -16,6 +18,7 @@
  * and win98-games-v1): TARGET is pulled as a delta over BASE.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync, spawn } from 'node:child_process';
@@ -94,6 +97,8 @@ interface Env {
   /** Server RSS each second, and the bytes its caches hold then (the snapyard_cache_bytes gauges, within --cache-memory). */
   rss: Array<{ t: number; rss: number; caches: number }>;
   activeSeconds: number;
+  /** This process's event-loop delay while loading this server: the harness's share of the latencies it records. */
+  harnessDelay: IntervalHistogram;
   rounds: number[];
   /** One client each, kept across segments as a pod keeps its client (a new one per segment put 100 logins at each segment's start). */
   registries: Registry[];
@@ -113,7 +118,7 @@ async function prepare(auth: boolean): Promise<Env> {
   const server = await startServer(join(work, 'data'), extra);
   const s = await setup(server, work, auth ? ['--creds', 'alice:alice-pw'] : []);
   log(`[auth ${auth ? 'on' : 'off'}] set up: ${s.missing.length} chunks differ`);
-  return { auth, server, work, s, creds, pullCreds: auth ? { creds: { username: 'puller', password: 'puller-pw' } } : {}, rec: new Recorder(), rss: [], activeSeconds: 0, rounds: Array(PUSHERS).fill(0), registries: [] };
+  return { auth, server, work, s, creds, pullCreds: auth ? { creds: { username: 'puller', password: 'puller-pw' } } : {}, rec: new Recorder(), rss: [], activeSeconds: 0, harnessDelay: monitorEventLoopDelay({ resolution: 10 }), rounds: Array(PUSHERS).fill(0), registries: [] };
 }
 
 /**
@@ -216,7 +221,9 @@ async function segment(env: Env, seconds: number): Promise<void> {
     cacheBytes(server.url).then((caches) => env.rss.push({ t, rss, caches }), () => env.rss.push({ t, rss, caches: NaN }));
   }, 1000);
   pushing.go();
+  env.harnessDelay.enable();
   await Promise.all([...Array.from({ length: CLIENTS }, (_, i) => client(i)), pushing.done]);
+  env.harnessDelay.disable();
   clearInterval(sampler);
   env.activeSeconds += (performance.now() - t0) / 1000;
 }
@@ -229,9 +236,31 @@ async function cacheBytes(url: string): Promise<number> {
   return sum;
 }
 
+/**
+ * The server's own view of manifest GETs (its request-duration histogram: from the request's arrival to
+ * the response's end, no client queueing): the share answered within 100 ms, and the bucket holding the 99th percentile.
+ */
+async function serverSide(url: string): Promise<{ within100ms: number; p99Bucket: string }> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const buckets: Array<[number, number]> = [];
+  for (const m of text.matchAll(/^snapyard_http_request_duration_seconds_bucket\{([^}]*)\} (\S+)$/gm)) {
+    if (!/route="manifest\.get"/.test(m[1]!) || !/method="GET"/.test(m[1]!)) continue;
+    const le = /le="([^"]+)"/.exec(m[1]!)![1]!;
+    buckets.push([le === '+Inf' ? Infinity : Number(le), Number(m[2])]);
+  }
+  buckets.sort((a, b) => a[0] - b[0]);
+  const total = buckets[buckets.length - 1]?.[1] ?? 0;
+  const at100 = buckets.find(([le]) => le >= 0.1)?.[1] ?? 0;
+  const i = buckets.findIndex(([, n]) => n >= total * 0.99);
+  const lo = i > 0 ? buckets[i - 1]![0] * 1000 : 0;
+  const hi = i >= 0 ? buckets[i]![0] * 1000 : NaN;
+  return { within100ms: total > 0 ? Math.round((at100 / total) * 10000) / 100 : NaN, p99Bucket: `${lo}-${hi} ms` };
+}
+
 async function finish(env: Env): Promise<Record<string, unknown>> {
   const { rec, rss } = env;
   const peak = rssOf(env.server.pid).peak;
+  const server = await serverSide(env.server.url);
   await Promise.all(env.registries.map((r) => r.close()));
   await env.server.stop();
   rmSync(env.work, { recursive: true, force: true });
@@ -257,6 +286,8 @@ async function finish(env: Env): Promise<Record<string, unknown>> {
     rps: Math.round((rec.samples.length / elapsed) * 10) / 10,
     errors: [...rec.errors].map(([k, n]) => `${n}x ${k}`),
     routes,
+    serverManifestGet: server,
+    harnessDelayMs: { p50: Math.round(env.harnessDelay.percentile(50) / 1e4) / 100, p99: Math.round(env.harnessDelay.percentile(99) / 1e4) / 100 },
     serverPeakRssMB: Math.round(peak / 1e6),
     rssAtMinute1MB: Math.round(minute1 / 1e6),
     rssAtEndMB: Math.round(last / 1e6),
@@ -289,5 +320,9 @@ for (const r of results) {
   for (const [name, x] of Object.entries(r.routes as Record<string, { n: number; errors: number; p50: number; p99: number }>)) {
     console.log(`   ${name.padEnd(28)} n=${String(x.n).padStart(6)}  errors=${x.errors}  p50=${x.p50} ms  p99=${x.p99} ms`);
   }
+  const sv = r.serverManifestGet as { within100ms: number; p99Bucket: string };
+  const hd = r.harnessDelayMs as { p50: number; p99: number };
+  console.log(`   manifest GET as the server timed it: ${sv.within100ms}% within 100 ms, p99 in ${sv.p99Bucket}`);
+  console.log(`   this harness's own event-loop delay (part of every latency above): p50 ${hd.p50} ms, p99 ${hd.p99} ms (timer intervals at 10 ms resolution: 10 ms is no delay)`);
 }
 if (results.length === 2) console.log(`\nreq/s with auth on / off: ${((results[1]!.rps as number) / (results[0]!.rps as number)).toFixed(3)}`);
