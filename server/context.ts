@@ -40,7 +40,7 @@ export async function sendStream(
   ctx: RequestContext,
   status: number,
   headers: Record<string, string>,
-  /** Pieces; an array is written as one (corked: one writev), e.g. a frame's header and its cached payload without a copy. */
+  /** Pieces; an array's pieces are written together (e.g. a frame's header and its cached payload, without a copy). */
   body: AsyncIterable<Uint8Array | readonly Uint8Array[]>,
   /** Called with each piece once the socket no longer needs it (for buffer reuse). */
   release?: (piece: Uint8Array) => void,
@@ -56,10 +56,9 @@ export async function sendStream(
       let ok: boolean;
       if (value instanceof Uint8Array) ok = release ? out.write(value, () => release(value)) : out.write(value);
       else {
-        out.cork();
+        // Written one after another in this tick: the response corks its socket for the tick (one writev).
         ok = true;
         for (const piece of value) ok = (release ? out.write(piece, () => release(piece)) : out.write(piece)) && ok;
-        out.uncork();
       }
       if (!ok) await drained(out);
     }
