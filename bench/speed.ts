@@ -28,11 +28,11 @@
  * the CLI's own `seconds` is printed beside.
  */
 import { execFileSync, fork, spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
-import { BIN, MB, duBytes, need, startServer, timedCmd } from './lib.js';
+import { BIN, MB, duBytes, need, packDirBytes, startServer, timedCmd } from './lib.js';
 
 const args = process.argv.slice(2);
 const dir = args.find((a) => !a.startsWith('--'));
@@ -89,18 +89,6 @@ async function readAll(url: string, range?: [number, number]): Promise<number> {
   return (performance.now() - t0) / 1000;
 }
 
-function packBytes(data: string): number {
-  let n = 0;
-  const walk = (d: string) => {
-    for (const e of readdirSync(d, { withFileTypes: true })) {
-      if (e.isDirectory()) walk(join(d, e.name));
-      else if (e.name.endsWith('.pack')) n += statSync(join(d, e.name)).size;
-    }
-  };
-  walk(data);
-  return n;
-}
-
 const best: Record<string, number> = {};
 const runsOf: Record<string, number[]> = {};
 const note = (k: string, s: number) => {
@@ -144,7 +132,7 @@ try {
       const castr = join(tmp, 'castr');
       note('casync make base-v1', timedCmd('casync', ['make', '--compression=zstd', '--chunk-size=16384:65536:262144', `--store=${castr}`, join(tmp, 'x.caibx'), base]));
       note('zstd -3 -T0 base-v1', timedCmd('zstd', ['-3', '-T0', '-q', '-f', base, '-o', join(tmp, 'x.zst')]));
-      extra.storedPush = packBytes(data);
+      extra.storedPush = packDirBytes(join(data, 'store', 'packs')).bytes;
       extra.storedCasync = duBytes(castr);
       rmSync(join(tmp, 'x.zst'), { force: true });
       // Setup for the rest (untimed): games-v1 and games-v2.

@@ -17,9 +17,6 @@ import type { ClientCache } from './cache.js';
 import type { Registry } from './registry.js';
 import type { LocalSources } from './sources.js';
 
-/** A stored form's header (chunk-codec.ts) on top of its payload's zstd bound. */
-const STORED_OVERHEAD = 64;
-
 export interface Want {
   hex: string;
   length: number;
@@ -100,7 +97,7 @@ export async function fetchChunks(want: Want[], opts: FetchOptions): Promise<Fet
       let raw: Buffer | null;
       if (f.encoding === ENC_STORED) {
         // The stored form names its length: never decode more than the index says.
-        if (f.payload.byteLength < 12 || f.payload.readUInt32LE(8) !== want.length || f.payload.byteLength > STORED_OVERHEAD + ChunkCodec.bound(want.length)) {
+        if (f.payload.byteLength < 12 || f.payload.readUInt32LE(8) !== want.length || f.payload.byteLength > ChunkCodec.bound(want.length)) {
           throw new SnapyardError('CHUNK_CORRUPT', `chunk sha256:${hex} from the server has the wrong length`);
         }
         if (writer.addStored) {

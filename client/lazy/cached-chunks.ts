@@ -19,6 +19,7 @@
 import type { ChunkStore } from '../../storage/chunks/chunk-store.js';
 import { digestFromRaw, type Digest } from '../../storage/digest.js';
 import { isSnapyardError } from '../../storage/errors.js';
+import { MemoryBudget, type BudgetCache } from '../../storage/memory-budget.js';
 import type { Want } from '../fetch.js';
 
 /** What a batched read needs of the cache's chunk store (LocalChunkStore); `quarantine` moves a corrupt record aside so the chunk can be fetched again. */
@@ -123,36 +124,26 @@ export async function readCached(store: CachedStore, wants: Want[]): Promise<Cac
   };
 }
 
-/** Verified chunk bytes by hex digest within a byte budget, least recently used dropped first. */
+/** Verified chunk bytes by hex digest within a byte budget, least recently used dropped first (a MemoryBudget of its own). */
 export class RecentChunks {
-  private readonly map = new Map<string, Buffer>();
-  private held = 0;
+  private readonly cache: BudgetCache<string, Buffer>;
 
-  constructor(readonly budget: number) {}
+  constructor(readonly budget: number) {
+    this.cache = new MemoryBudget(budget).cache('recent-chunks', (b: Buffer) => b.byteLength, { maxEntryBytes: budget });
+  }
 
   /** Bytes held (never above the budget). */
   get bytes(): number {
-    return this.held;
+    return this.cache.bytes;
   }
 
   get(hex: string): Buffer | undefined {
-    const b = this.map.get(hex);
-    if (b) {
-      this.map.delete(hex);
-      this.map.set(hex, b);
-    }
-    return b;
+    return this.cache.get(hex);
   }
 
   /** Keeps a copy of `b` (the caller's buffer may be reused); a chunk larger than the budget is not kept. */
   put(hex: string, b: Buffer): void {
-    if (this.map.has(hex) || b.byteLength > this.budget) return;
-    while (this.held + b.byteLength > this.budget) {
-      const [oldest, ob] = this.map.entries().next().value as [string, Buffer];
-      this.map.delete(oldest);
-      this.held -= ob.byteLength;
-    }
-    this.map.set(hex, Buffer.from(b));
-    this.held += b.byteLength;
+    if (this.cache.has(hex) || b.byteLength > this.budget) return;
+    this.cache.set(hex, Buffer.from(b));
   }
 }

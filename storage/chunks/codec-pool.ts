@@ -60,8 +60,7 @@ export class CodecPool {
 
   /** A spare buffer's memory for `bytes` bytes (null above the spare size), handed back through release(). */
   scratch(bytes: number): Buffer | null {
-    if (bytes > SPARE_BYTES) return null;
-    return Buffer.from(this.spares.pop() ?? new ArrayBuffer(SPARE_BYTES), 0, bytes);
+    return bytes > SPARE_BYTES ? null : Buffer.from(this.take(bytes).buffer, 0, bytes);
   }
 
   /** Takes back a buffer of the spare size (a decoded batch the caller is done with, a task's input). */

@@ -134,7 +134,7 @@ export class LocalChunkCore {
     if (!this.pool) return readConcat(this.reader, this.codec, digests, locs, lengths);
     let total = 0;
     for (const l of lengths) total += l;
-    const spare = total <= this.readBufferSize ? this.readBuffers.pop() ?? new ArrayBuffer(this.readBufferSize) : undefined;
+    const spare = total <= this.readBufferSize ? this.spareReadBuffer() : undefined;
     const into = spare ? new Uint8Array(spare) : undefined;
     const { data } = (await this.pool.run(
       into ? { op: 'readMany', digests, locs, lengths, into } : { op: 'readMany', digests, locs, lengths },
@@ -143,9 +143,13 @@ export class LocalChunkCore {
     return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
   }
 
+  /** A reusable read buffer (one handed back through release(), else a new one). */
+  private spareReadBuffer(): ArrayBuffer {
+    return this.readBuffers.pop() ?? new ArrayBuffer(this.readBufferSize);
+  }
+
   scratch(bytes: number): Buffer | null {
-    if (bytes > this.readBufferSize) return null;
-    return Buffer.from(this.readBuffers.pop() ?? new ArrayBuffer(this.readBufferSize), 0, bytes);
+    return bytes > this.readBufferSize ? null : Buffer.from(this.spareReadBuffer(), 0, bytes);
   }
 
   release(buf: Uint8Array): void {
