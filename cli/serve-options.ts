@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import { Option, type Command } from 'commander';
 import { parse as parseYaml } from 'yaml';
 import { SnapyardError } from '../storage/errors.js';
+import { READ_CHECKS, type ReadCheck } from '../storage/chunks/chunk-codec.js';
 import type { ServeOptions } from './serve.js';
 
 type Kind = 'string' | 'int' | 'duration' | 'size' | 'bool';
@@ -32,6 +33,7 @@ export const SETTINGS: Setting[] = [
   { key: 'port', flag: '--port <n>', env: 'SNAPYARD_PORT', kind: 'int', default: '5000', help: 'port' },
   { key: 'workers', flag: '--workers <n>', env: 'SNAPYARD_WORKERS', kind: 'int', help: 'chunk worker threads (hash + zstd; default 2)' },
   { key: 'level', flag: '--level <n>', env: 'SNAPYARD_LEVEL', kind: 'int', help: 'zstd level for new chunks (default 1)' },
+  { key: 'verifyReads', flag: '--verify-reads <check>', env: 'SNAPYARD_VERIFY_READS', kind: 'string', default: 'checksum', help: "how a chunk read back from the store is checked: 'checksum' (zstd's content checksum of the frame, where it has one; sha256 otherwise) or 'digest' (sha256 of every chunk, ~2x the CPU of a GET). Writes, pushed and pulled chunks and `snapyard verify` always check sha256" },
   { key: 'uploadTtl', flag: '--upload-ttl <duration>', env: 'SNAPYARD_UPLOAD_TTL', kind: 'duration', default: '1h', help: 'idle upload and push sessions expire after this' },
   { key: 'htpasswd', flag: '--htpasswd <file>', env: 'SNAPYARD_HTPASSWD', kind: 'string', help: 'require login: bcrypt entries (htpasswd -B, or snapyard passwd)' },
   { key: 'access', flag: '--access <file>', env: 'SNAPYARD_ACCESS', kind: 'string', help: 'access rules (YAML: users x repository patterns x actions; docs/auth.md)' },
@@ -171,6 +173,11 @@ export function resolveServeOptions(cmd: Command): ServeOptions {
   set('advertiseUrl', str('advertiseUrl'));
   set('workers', num('workers'));
   set('level', num('level'));
+  const verifyReads = str('verifyReads');
+  if (verifyReads !== undefined && !(READ_CHECKS as readonly string[]).includes(verifyReads)) {
+    throw new SnapyardError('INVALID_ARGUMENT', `verifyReads must be one of ${READ_CHECKS.join(', ')}, not ${JSON.stringify(verifyReads)}`);
+  }
+  set('verifyReads', verifyReads as ReadCheck | undefined);
   set('uploadTtlMs', v.uploadTtl === undefined ? undefined : (v.uploadTtl as number) * 1000);
   set('htpasswd', str('htpasswd'));
   set('access', str('access'));

@@ -4,6 +4,7 @@ import pino from 'pino';
 import { openStore } from '../storage/open-store.js';
 import { MaintainedRemoteChunkStore } from '../storage/chunks/remote-chunk-maintenance.js';
 import { SnapyardError } from '../storage/errors.js';
+import type { ReadCheck } from '../storage/chunks/chunk-codec.js';
 import { startServer } from '../server/serve.js';
 import { Authenticator } from '../server/auth/authenticator.js';
 import { AccessPolicy } from '../server/auth/access.js';
@@ -22,6 +23,8 @@ export interface ServeOptions {
   port: number;
   workers?: number;
   level?: number;
+  /** How chunks read back from the store are checked (storage/chunks/chunk-codec.ts). */
+  verifyReads?: ReadCheck;
   /** Idle upload / push sessions expire after this (default 1 h). */
   uploadTtlMs?: number;
   htpasswd?: string;
@@ -85,6 +88,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
     ...(opts.cacheMemoryBytes !== undefined ? { cacheMemoryBytes: opts.cacheMemoryBytes } : {}),
     ...(opts.workers !== undefined ? { workers: opts.workers } : {}),
     ...(opts.level !== undefined ? { level: opts.level } : {}),
+    ...(opts.verifyReads !== undefined ? { readCheck: opts.verifyReads } : {}),
     ...(opts.uploadTtlMs !== undefined ? { uploadTtlMs: opts.uploadTtlMs } : {}),
     limits: {
       ...(opts.maxBlobBytes !== undefined ? { maxBlobBytes: opts.maxBlobBytes } : {}),

@@ -12,6 +12,7 @@ import { locationBytes } from './chunks/remote-chunk-store.js';
 import { parseS3Url, S3PackDriver } from './chunks/s3-pack-driver.js';
 import { SnapyardError } from './errors.js';
 import { UploadSessions } from './coord/upload-sessions.js';
+import type { ReadCheck } from './chunks/chunk-codec.js';
 import type { FastCDCParams } from './blobs/fastcdc.js';
 import { ChunkPins } from './coord/chunk-pins.js';
 import { AsyncLock } from './coord/commit-lock.js';
@@ -52,6 +53,8 @@ export interface StoreConfig {
   dataDir: string;
   /** zstd level for new chunks. */
   level?: number;
+  /** How chunks read back are checked (chunks/chunk-codec.ts; default 'checksum'). */
+  readCheck?: ReadCheck;
   /** Chunk worker threads. */
   workers?: number;
   params?: FastCDCParams;
@@ -90,7 +93,7 @@ async function openMetadata(cfg: StoreConfig, uploadTtlMs: number, onFull: () =>
 
 /** The chunk store `cfg` names (checked before anything is opened). */
 async function openChunks(cfg: StoreConfig, memory: MemoryBudget): Promise<MaintainedChunkStore> {
-  const level = cfg.level !== undefined ? { level: cfg.level } : {};
+  const level = { ...(cfg.level !== undefined ? { level: cfg.level } : {}), ...(cfg.readCheck !== undefined ? { readCheck: cfg.readCheck } : {}) };
   if (cfg.store === undefined) {
     return new LocalChunkStore({ root: join(cfg.dataDir, 'store'), ...level, ...(cfg.workers !== undefined ? { workers: cfg.workers } : {}) });
   }

@@ -163,5 +163,8 @@ describe('serve --config and --metrics-addr', () => {
     const r3 = await runCli(['serve', '--port', 'x']);
     expect(r3.code).not.toBe(0);
     expect(r3.stderr).toMatch(/port must be a whole number/);
+    const r4 = await runCli(['serve', '--verify-reads', 'sha1']);
+    expect(r4.code).toBe(2);
+    expect(r4.stderr).toMatch(/^snapyard: INVALID_ARGUMENT: verifyReads must be one of digest, checksum, not "sha1"/);
   });
 });

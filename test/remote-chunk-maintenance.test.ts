@@ -8,12 +8,15 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
-import { CHUNK_HEADER_SIZE } from '../storage/chunks/chunk-codec.js';
+import { CHUNK_HEADER_SIZE, ChunkCodec } from '../storage/chunks/chunk-codec.js';
 import { RECORD_HEADER_SIZE } from '../storage/chunks/pack-files.js';
 import { rawOf, sha256, type Digest } from '../storage/digest.js';
 import { randomBytes } from './helpers/qcow2-fixtures.js';
 import { decompressWithDict } from '../storage/delta/dict-codec.js';
 import { bucketBytes, localSqliteSite, newDir, s3PostgresSite, type Site } from './helpers/remote-stores.js';
+
+/** A chunk's record in a pack: its header, then the stored form (random bytes: a zstd frame of raw blocks, chunk-codec.ts). */
+const recordOf = (chunk: Buffer) => RECORD_HEADER_SIZE + new ChunkCodec(1).encode(chunk).byteLength;
 
 const SITES: Array<{ name: string; make(): Promise<Site> }> = [
   { name: 's3+postgres', make: s3PostgresSite },
@@ -35,7 +38,7 @@ describe.each(SITES)('RemoteChunkStore maintenance on $name', ({ make }) => {
 
     const dry = await store.sweep(ALL(), keep, true);
     expect(dry.chunks).toBe(3);
-    expect(dry.storedBytes).toBe(3 * (50_000 + CHUNK_HEADER_SIZE + RECORD_HEADER_SIZE)); // incompressible: stored raw after the chunk header
+    expect(dry.storedBytes).toBe(3 * recordOf(chunks[0]!)); // incompressible: a frame of raw blocks, the same size for each
     expect((await store.stats()).chunks).toBe(4);
 
     store.beginMark();
@@ -52,7 +55,7 @@ describe.each(SITES)('RemoteChunkStore maintenance on $name', ({ make }) => {
     await store.storedLengths([rawOf(ds[1]!)]);
     expect((await store.sweep(ALL(), keep, false)).chunks).toBe(2);
     const s = await store.stats();
-    expect(s).toEqual({ chunks: 1, stored: 50_000 + CHUNK_HEADER_SIZE + RECORD_HEADER_SIZE, raw: 50_000 });
+    expect(s).toEqual({ chunks: 1, stored: recordOf(chunks[0]!), raw: 50_000 });
   });
 
   test('lookups for a push (touch) refresh the chunks they find, so a later sweep past their old time keeps them; plain lookups do not', async () => {
@@ -167,7 +170,7 @@ describe.each(SITES)('RemoteChunkStore maintenance on $name', ({ make }) => {
     expect(report.rewritten).toBeGreaterThanOrEqual(1);
     const after = await bucketBytes(driver);
     const liveBytes = (await store.stats()).stored;
-    expect(liveBytes).toBe(20 * (64 * 1024 + CHUNK_HEADER_SIZE + RECORD_HEADER_SIZE));
+    expect(liveBytes).toBe(20 * recordOf(chunks[0]!));
     expect(after.bytes).toBeLessThanOrEqual(1.1 * liveBytes);
     expect(report.freedBytes).toBe(before.bytes - after.bytes);
     expect((await store.verifyChunks({ lanes: 2 })).corrupt.size).toBe(0);
@@ -202,7 +205,7 @@ describe.each(SITES)('RemoteChunkStore maintenance on $name', ({ make }) => {
     expect(listed.length).toBe(1);
     const { name, size } = listed[0]!;
     const bytes = await driver.get(name, 0, size);
-    const recSize = RECORD_HEADER_SIZE + CHUNK_HEADER_SIZE + 30_000;
+    const recSize = recordOf(chunks[0]!);
     bytes[2 * recSize + RECORD_HEADER_SIZE + CHUNK_HEADER_SIZE + 100]! ^= 0xff;
     const file = join(newDir(), 'bad.pack');
     writeFileSync(file, bytes);

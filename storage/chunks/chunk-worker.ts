@@ -1,6 +1,6 @@
 import { parentPort, threadId, workerData } from 'node:worker_threads';
 import { createHash, type Hash } from 'node:crypto';
-import { ChunkCodec } from './chunk-codec.js';
+import { ChunkCodec, type ReadCheck } from './chunk-codec.js';
 import { PackReader, PackWriter, readConcat, RECORD_HEADER_SIZE, writeRecordHeader, type RecordLocation } from './pack-files.js';
 import type { Digest } from '../digest.js';
 import { encodeSketch, sketch } from '../delta/resemblance.js';
@@ -38,8 +38,8 @@ export type ChunkTask =
   | HashTask;
 export type ChunkTaskResult = { bad: Array<{ i: number; message: string }> } | { sketches: Uint8Array[] } | HashResult | { loc: RecordLocation } | { locs: RecordLocation[]; buf: Uint8Array } | { data: Uint8Array } | null;
 
-const { root, level } = workerData as { root: string; level: number };
-const codec = new ChunkCodec(level);
+const { root, level, readCheck } = workerData as { root: string; level: number; readCheck: ReadCheck };
+const codec = new ChunkCodec(level, readCheck);
 const writer = new PackWriter(root, `p${process.pid}-${threadId}`);
 const reader = new PackReader(root);
 let out = Buffer.allocUnsafeSlow(0);

@@ -1,4 +1,4 @@
-import { ChunkCodec, decodeConcat } from './chunk-codec.js';
+import { ChunkCodec, decodeConcat, type ReadCheck } from './chunk-codec.js';
 import { ChunkCorruptError, SnapyardError, storageFailure } from '../errors.js';
 import type { Digest, StreamDigester } from '../digest.js';
 import { workerDigester } from './worker-digester.js';
@@ -47,9 +47,10 @@ export class CodecPool {
   private streams = 0;
   private readonly hashBuffers: Buffer[] = [];
 
-  constructor(level: number, workers: number) {
-    this.codec = new ChunkCodec(level);
-    this.pool = workers > 0 ? new WorkerPool(new URL(`./codec-worker.${import.meta.url.endsWith('.ts') ? 'ts' : 'js'}`, import.meta.url), workers, { level }, reviveChunkError) : null;
+  /** readCheck: how chunks read back are checked (chunk-codec.ts); `full` decodes always re-hash. */
+  constructor(level: number, workers: number, readCheck: ReadCheck = 'digest') {
+    this.codec = new ChunkCodec(level, readCheck);
+    this.pool = workers > 0 ? new WorkerPool(new URL(`./codec-worker.${import.meta.url.endsWith('.ts') ? 'ts' : 'js'}`, import.meta.url), workers, { level, readCheck }, reviveChunkError) : null;
   }
 
   /** A buffer for `total` bytes: a spare one when it fits. */
@@ -104,9 +105,13 @@ export class CodecPool {
     return { buf: Buffer.from(r.buf.buffer, r.buf.byteOffset, r.buf.byteLength), lengths: r.lengths };
   }
 
-  /** Stored forms decoded, verified against their digests and lengths, end to end in one buffer. */
-  async decodeConcat(stored: Buffer[], digests: Digest[], rawLengths: number[]): Promise<Buffer> {
-    const r = await this.onDecoded('decode', stored, digests, rawLengths, 0, (raw) => raw);
+  /**
+   * Stored forms read back from the store, decoded and checked against their
+   * digests (as ChunkCodec.decodeRead does; `full`: re-hashed, as `verify`
+   * needs) and lengths, end to end in one buffer.
+   */
+  async decodeConcat(stored: Buffer[], digests: Digest[], rawLengths: number[], full = false): Promise<Buffer> {
+    const r = await this.onDecoded(full ? 'verify' : 'decode', stored, digests, rawLengths, 0, (raw) => raw);
     return r as Buffer;
   }
 
@@ -127,7 +132,7 @@ export class CodecPool {
 
   /** Decodes and verifies stored forms, then `inline` (or the worker's op of the same meaning) on the raw bytes end to end. */
   private async onDecoded(
-    op: 'decode' | 'sketch' | 'dictCompress',
+    op: 'decode' | 'verify' | 'sketch' | 'dictCompress',
     stored: Buffer[],
     digests: Digest[],
     rawLengths: number[],
@@ -137,11 +142,15 @@ export class CodecPool {
     let total = 0;
     for (const s of stored) total += s.byteLength;
     const lengths = stored.map((s) => s.byteLength);
-    if (!this.pool || (op === 'decode' && total < INLINE_BYTES)) return inline(decodeConcat(this.codec, Buffer.concat(stored, total), lengths, digests, rawLengths));
+    const read = op !== 'verify';
+    if (!this.pool || ((op === 'decode' || op === 'verify') && total < INLINE_BYTES)) return inline(decodeConcat(this.codec, Buffer.concat(stored, total), lengths, digests, rawLengths, undefined, read));
     const buf = this.gather(stored, total);
     let rawTotal = 0;
     for (const l of rawLengths) rawTotal += l;
-    const task: BufferTask = op === 'decode' ? { op, buf, lengths, digests, rawLengths, ...(rawTotal <= SPARE_BYTES ? { into: this.take(SPARE_BYTES) } : {}) } : { op, buf, lengths, digests, rawLengths, level };
+    const task: BufferTask =
+      op === 'decode' || op === 'verify'
+        ? { op: 'decode', buf, lengths, digests, rawLengths, read, ...(rawTotal <= SPARE_BYTES ? { into: this.take(SPARE_BYTES) } : {}) }
+        : { op, buf, lengths, digests, rawLengths, level };
     const r = await this.runTask(task);
     if ('sketches' in r) return r.sketches.map((u) => Buffer.from(u.buffer, u.byteOffset, u.byteLength));
     return Buffer.from(r.buf.buffer, r.buf.byteOffset, r.buf.byteLength);

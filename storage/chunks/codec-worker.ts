@@ -1,5 +1,5 @@
 import { parentPort, workerData } from 'node:worker_threads';
-import { ChunkCodec, decodeConcat } from './chunk-codec.js';
+import { ChunkCodec, decodeConcat, type ReadCheck } from './chunk-codec.js';
 import type { Digest } from '../digest.js';
 import { encodeRecords } from './remote-chunk-spool.js';
 import { encodeSketch, sketch } from '../delta/resemblance.js';
@@ -15,8 +15,8 @@ import type { Hash } from 'node:crypto';
 export type CodecTask =
   /** Raw chunks laid end to end: their records (headers written), end to end. */
   | { op: 'encode'; buf: Uint8Array; lengths: number[]; digests: Digest[] }
-  /** Stored forms laid end to end: the raw bytes, end to end, each checked against its digest and length. */
-  | { op: 'decode'; buf: Uint8Array; lengths: number[]; digests: Digest[]; rawLengths: number[]; into?: Uint8Array }
+  /** Stored forms laid end to end: the raw bytes, end to end, each checked against its digest (`read`: as ChunkCodec.decodeRead checks) and length. */
+  | { op: 'decode'; buf: Uint8Array; lengths: number[]; digests: Digest[]; rawLengths: number[]; read: boolean; into?: Uint8Array }
   /** Stored forms decoded and verified, then each one's resemblance sketch (encoded, resemblance.ts). */
   | { op: 'sketch'; buf: Uint8Array; lengths: number[]; digests: Digest[]; rawLengths: number[] }
   /** Stored forms decoded and verified, then the first zstd-compressed with the others as its dictionary (dict-codec.ts). */
@@ -26,8 +26,8 @@ export type CodecTask =
 /** `input`: the task's buffer, handed back for reuse. */
 export type CodecResult = ({ buf: Uint8Array; lengths: number[] } | { buf: Uint8Array } | { sketches: Uint8Array[] } | HashResult) & { input?: Uint8Array };
 
-const { level } = workerData as { level: number };
-const codec = new ChunkCodec(level);
+const { level, readCheck } = workerData as { level: number; readCheck: ReadCheck };
+const codec = new ChunkCodec(level, readCheck);
 
 /** A view that owns its whole ArrayBuffer (transferable). */
 function owned(b: Buffer): Uint8Array {
@@ -50,7 +50,8 @@ function handle(t: CodecTask): { result: CodecResult; transfer: ArrayBuffer[] } 
     return { result: { buf, lengths: recs.lengths, input: t.buf }, transfer: [buf.buffer as ArrayBuffer, t.buf.buffer as ArrayBuffer] };
   }
   // The input goes back with the answer (the pool reuses it); a buffer kept here would live until this isolate's next GC.
-  const raw = decodeConcat(codec, t.buf, t.lengths, t.digests, t.rawLengths, t.op === 'decode' ? t.into : undefined);
+  // Sketches and dictionary compression read chunks back from the store too.
+  const raw = decodeConcat(codec, t.buf, t.lengths, t.digests, t.rawLengths, t.op === 'decode' ? t.into : undefined, t.op === 'decode' ? t.read : true);
   if (t.op === 'sketch') {
     let at = 0;
     const sketches = t.rawLengths.map((len) => new Uint8Array(encodeSketch(sketch(raw.subarray(at, (at += len))))));

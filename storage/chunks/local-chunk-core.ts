@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { ChunkCodec } from './chunk-codec.js';
+import { ChunkCodec, type ReadCheck } from './chunk-codec.js';
 import type { AddResult, ChunkWriter } from './chunk-store.js';
 import { digestFromRaw, localDigester, rawOf, sha256Raw, type Digest, type StreamDigester } from '../digest.js';
 import { ChunkMissingError, isDiskFull, SnapyardError, storageFailure } from '../errors.js';
@@ -22,10 +22,14 @@ export interface LocalChunkStoreOptions {
   level?: number;
   /** Worker threads for compression and reads (default 2; 0 = inline on the caller's thread). */
   workers?: number;
+  /** How chunks read back are checked (chunk-codec.ts; default 'checksum'). */
+  readCheck?: ReadCheck;
   now?: () => number;
 }
 
 export const DEFAULT_LEVEL = 1;
+/** Reads check zstd's frame checksum where there is one (chunk-codec.ts); `verify` re-hashes. */
+export const DEFAULT_READ_CHECK: ReadCheck = 'checksum';
 
 /**
  * A chunk store on local disk, its reads and writes: chunks appended to pack
@@ -55,14 +59,15 @@ export class LocalChunkCore {
     this.root = opts.root;
     const level = opts.level ?? DEFAULT_LEVEL;
     this.now = opts.now ?? Date.now;
-    this.codec = new ChunkCodec(level);
+    const readCheck = opts.readCheck ?? DEFAULT_READ_CHECK;
+    this.codec = new ChunkCodec(level, readCheck);
     ensureLayout(this.root);
     this.index = new PackIndex(join(this.root, 'index.db'));
     this.reader = new PackReader(this.root);
     const workers = opts.workers ?? 2;
     if (workers > 0) {
       const url = new URL(import.meta.url.endsWith('.ts') ? './chunk-worker.ts' : './chunk-worker.js', import.meta.url);
-      this.pool = new WorkerPool(url, workers, { root: this.root, level }, reviveChunkError);
+      this.pool = new WorkerPool(url, workers, { root: this.root, level, readCheck }, reviveChunkError);
       this.inlineWriter = null;
     } else {
       this.pool = null;

@@ -149,7 +149,7 @@ export class LocalChunkStore extends LocalChunkCore implements MaintainedChunkSt
       bad = [];
       digests.forEach((d, i) => {
         try {
-          this.reader.readRaw(this.codec, d, locs[i]!);
+          this.reader.readRaw(this.codec, d, locs[i]!, true);
         } catch (e) {
           bad.push({ i, message: (e as Error).message });
         }

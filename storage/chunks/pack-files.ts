@@ -198,8 +198,10 @@ export class PackReader {
     return buf.subarray(RECORD_HEADER_SIZE);
   }
 
-  readRaw(codec: ChunkCodec, digest: Digest, loc: RecordLocation): Buffer {
-    return codec.decode(this.readStored(digest, loc), digest);
+  /** The raw chunk, checked as codec.decodeRead() checks a read (`full`: its digest, as `verify` does). */
+  readRaw(codec: ChunkCodec, digest: Digest, loc: RecordLocation, full = false): Buffer {
+    const stored = this.readStored(digest, loc);
+    return full ? codec.decode(stored, digest) : codec.decodeRead(stored, digest);
   }
 
   private open(pack: string): number {
@@ -232,7 +234,7 @@ export class PackReader {
   }
 }
 
-/** Reads, decodes and verifies a run of chunks into one buffer of its own (transferable). */
+/** Reads, decodes and checks (codec.decodeRead) a run of chunks into one buffer of its own (transferable). */
 export function readConcat(reader: PackReader, codec: ChunkCodec, digests: Digest[], locs: RecordLocation[], lengths: number[], into?: Buffer): Buffer {
   let total = 0;
   for (const l of lengths) total += l;
@@ -240,7 +242,7 @@ export function readConcat(reader: PackReader, codec: ChunkCodec, digests: Diges
   let at = 0;
   for (let i = 0; i < digests.length; i++) {
     const d = digests[i]!;
-    const raw = codec.decode(reader.readStored(d, locs[i]!, true), d, out, at);
+    const raw = codec.decodeRead(reader.readStored(d, locs[i]!, true), d, out, at);
     if (raw.byteLength !== lengths[i]) throw new ChunkCorruptError(d, `has ${raw.byteLength} bytes, the index says ${lengths[i]}`);
     at += raw.byteLength;
   }

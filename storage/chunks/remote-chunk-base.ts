@@ -6,7 +6,7 @@
  * records fetched from the pack driver (remote-chunk-reads.ts: adjacent
  * records in one ranged GET), then decoded and verified on the codec workers.
  */
-import { ChunkCodec } from './chunk-codec.js';
+import { ChunkCodec, type ReadCheck } from './chunk-codec.js';
 import { CodecPool } from './codec-pool.js';
 import { MemoryBudget, type BudgetCache } from '../memory-budget.js';
 import type { ChunkCatalog } from './chunk-catalog.js';
@@ -16,6 +16,7 @@ import { RECORD_HEADER_SIZE } from './pack-files.js';
 import { localDigester, rawOf, type Digest, type StreamDigester } from '../digest.js';
 import { ChunkCorruptError, ChunkMissingError, isSnapyardError } from '../errors.js';
 import { DEFAULT_LEVEL } from './local-chunk-store.js';
+import { DEFAULT_READ_CHECK } from './local-chunk-core.js';
 import { RemoteRecordReader, storedOfRecord, type FetchOptions, type RemoteLocation } from './remote-chunk-reads.js';
 import type { SpoolSegment } from './remote-chunk-spool.js';
 import type { QueuedChunk } from './remote-chunk-writer.js';
@@ -35,6 +36,8 @@ export interface RemoteReadOptions {
   readRunBytes?: number;
   /** Worker threads that compress new chunks and decompress and verify reads (default 2; 0 = inline). */
   workers?: number;
+  /** How chunks read back are checked (chunk-codec.ts; default 'checksum'). */
+  readCheck?: ReadCheck;
   /**
    * Keeps the packs this store put as local files here (pack-file-cache.ts),
    * up to packCacheBytes (default 1 GiB), so reads of what it just wrote skip
@@ -82,8 +85,8 @@ export class RemoteChunkReads {
     this.bucket = opts.driver;
     this.driver = opts.packCacheDir ? new PackFileCache(opts.driver, opts.packCacheDir, opts.packCacheBytes) : opts.driver;
     this.catalog = opts.catalog;
-    this.codec = new ChunkCodec(opts.level ?? DEFAULT_LEVEL);
-    this.codecs = new CodecPool(this.codec.level, opts.workers ?? 2);
+    this.codec = new ChunkCodec(opts.level ?? DEFAULT_LEVEL, opts.readCheck ?? DEFAULT_READ_CHECK);
+    this.codecs = new CodecPool(this.codec.level, opts.workers ?? 2, this.codec.readCheck);
     this.locations = opts.locationCache ?? new MemoryBudget(8 * 1024 * 1024).cache('remote-locations', locationBytes);
     this.reader = new RemoteRecordReader(this.driver, { cacheBytes: opts.readCacheBytes, cache: opts.readCache, runBytes: opts.readRunBytes });
   }
@@ -190,7 +193,7 @@ export class RemoteChunkReads {
 
   private decode(stored: Buffer, d: Digest, target?: Buffer, at?: number): Buffer {
     try {
-      return this.codec.decode(stored, d, target, at);
+      return this.codec.decodeRead(stored, d, target, at);
     } catch (e) {
       this.forget(d);
       throw e;

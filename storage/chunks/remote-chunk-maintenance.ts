@@ -261,7 +261,7 @@ export class MaintainedRemoteChunkStore extends RemoteChunkStore implements Main
   // ---- verify ----
 
   verifyChunks(opts: { lanes: number }): Promise<VerifyChunksReport> {
-    return verifyRemote(this.bucket, this.catalog, (stored, digests, rawLengths) => this.codecs.decodeConcat(stored, digests, rawLengths), opts);
+    return verifyRemote(this.bucket, this.catalog, (stored, digests, rawLengths) => this.codecs.decodeConcat(stored, digests, rawLengths, true), opts);
   }
 
   /** Copies the chunk's record (as it is) to <spoolDir>/../quarantine/<hex>.<pack>.<offset>.rec, then removes its row. */
