@@ -5,13 +5,20 @@ import { describeError } from './errors.js';
 /**
  * The commands' modules are loaded when the command runs: `snapyard mount`
  * (a pod's first disk read waits for it to listen) loads only its own, not
- * the server's, the push's or the other commands'.
+ * the server's, the push's or the other commands'; nor does `snapyard pull`
+ * (node start-up is part of every pull). These are registered alone.
  */
+const SOLO: Record<string, () => Promise<(program: Command) => void>> = {
+  mount: async () => (await import('./mount.js')).registerMount,
+  pull: async () => (await import('./pull-command.js')).registerPull,
+};
+
 async function programFor(argv: string[]): Promise<Command> {
-  if (argv[2] === 'mount') {
-    const [{ Command }, { registerMount }] = await Promise.all([import('commander'), import('./mount.js')]);
+  const solo = SOLO[argv[2] ?? ''];
+  if (solo) {
+    const [{ Command }, register] = await Promise.all([import('commander'), solo()]);
     const program = new Command('snapyard').description('content-addressed snapshot registry for QEMU disk images').showHelpAfterError();
-    registerMount(program);
+    register(program);
     return program;
   }
   return (await import('./program.js')).buildProgram();

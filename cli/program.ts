@@ -4,7 +4,8 @@ import { DEFAULT_FASTCDC } from '../storage/blobs/fastcdc.js';
 import { serve } from './serve.js';
 import { chunkFile } from './chunk.js';
 import { inspectFile } from './inspect.js';
-import { prefetchCommand, pullCommand, pushCommand } from './remote.js';
+import { prefetchCommand, pushCommand } from './remote.js';
+import { registerPull } from './pull-command.js';
 import { inspectRef, looksLikeRef } from './inspect-remote.js';
 import { existsSync } from 'node:fs';
 import { registerLifecycleCommands } from './lifecycle.js';
@@ -74,20 +75,7 @@ export function buildProgram(): Command {
       await pushCommand(ref, file, o);
     });
 
-  addRegistryOptions(program.command('pull'))
-    .description('pull a snapshot as a full image, or with --overlay as a qcow2 overlay over --base, fetching only what is not local')
-    .argument('<ref>', 'repo:tag or repo@sha256:...')
-    .requiredOption('-o, --output <file>', 'where to write the image')
-    .option('--base <file>', 'a local image to reuse (and, with --overlay, the backing file)')
-    .option('--overlay', 'write a qcow2 overlay whose backing file is --base')
-    .option('--cache <dir>', 'client cache (env SNAPYARD_CACHE, default ~/.cache/snapyard)')
-    .option('--cache-max <size>', 'evict least recently used snapshots from the cache once it stores more than this (like 20G; env SNAPYARD_CACHE_MAX)')
-    .option('--dry-run', 'print how many bytes the pull would download, and exit')
-    .option('--concurrency <n>', 'parallel chunk requests (default 3)', int('--concurrency'))
-    .option('--json', 'print one JSON summary object (bytesDownloaded, bytesFromBase, bytesFromCache, chunks, seconds, ...)')
-    .action(async (ref: string, o: RegistryFlags & { output: string; base?: string; overlay?: boolean; cache?: string; cacheMax?: string; dryRun?: boolean; concurrency?: number; json?: boolean }) => {
-      await pullCommand(ref, o);
-    });
+  registerPull(program);
 
   addRegistryOptions(program.command('prefetch'))
     .description('fill the cache (a node cache) with every chunk of the snapshots, so later pulls on this node need no network')

@@ -6,6 +6,11 @@
  * after every batch, so an interrupted pull keeps what it got. A stored form
  * goes into a cache that takes them (ChunkWriter.addStored) as it is: its
  * workers decode and hash it, and nothing is compressed again.
+ *
+ * With `placer` (a full pull writing its image as chunks arrive,
+ * client/streamed-image.ts), every chunk also goes to its places in the
+ * image: a stored form written there by the cache's worker that verified it
+ * (nothing decoded twice), any other through the placer.
  */
 import { ChunkCodec } from '../storage/chunks/chunk-codec.js';
 import type { ChunkWriter } from '../storage/chunks/chunk-store.js';
@@ -16,6 +21,7 @@ import { ENC_DICT, ENC_STORED, FRAME_HEADER, readChunkFrames, type ChunkFrame } 
 import type { ClientCache } from './cache.js';
 import type { Registry } from './registry.js';
 import type { LocalSources } from './sources.js';
+import type { ChunkPlacer } from './streamed-image.js';
 
 export interface Want {
   hex: string;
@@ -32,6 +38,8 @@ export interface FetchOptions {
   concurrency?: number;
   batchBytes?: number;
   onChunk?: (raw: number, wire: number) => void;
+  /** Where each downloaded chunk's verified bytes go (a full pull's image). */
+  placer?: ChunkPlacer;
 }
 
 export interface FetchResult {
@@ -62,7 +70,9 @@ export async function fetchChunks(want: Want[], opts: FetchOptions): Promise<Fet
   const total: FetchResult = { chunks: 0, rawBytes: 0, wireBytes: 0 };
   const queue = batchesOf(want, opts.batchBytes ?? 8 * 1024 * 1024);
   const retry: Want[] = [];
+  const placer = opts.placer;
   const runBatch = async (batch: Want[], have: Digest[]) => {
+    placer?.check();
     const res = await opts.registry.request('POST', `/snapyard/v1/${opts.repo}/_chunks`, {
       body: JSON.stringify({ blob: opts.blob, chunks: batch.map((w) => w.hex), have }),
       headers: { 'content-type': 'application/json' },
@@ -102,7 +112,11 @@ export async function fetchChunks(want: Want[], opts: FetchOptions): Promise<Fet
         }
         if (writer.addStored) {
           // Kept as the server stored it: the cache's workers decode and hash it (a bad one fails the batch), nothing is compressed again.
-          await writer.addStored(digestFromRaw(f.digest), f.payload, want.length);
+          const digest = digestFromRaw(f.digest);
+          const place = placer?.place(hex) ?? undefined;
+          const r = await writer.addStored(digest, f.payload, want.length, place);
+          if (r.placed) placer!.placed(hex, r.placed);
+          else if (place) placer!.write(hex, () => opts.cache.chunks.get(digest)); // the cache had it already (another pull stored it meanwhile)
           count(want.length, FRAME_HEADER + f.payload.byteLength);
           continue;
         }
@@ -116,6 +130,7 @@ export async function fetchChunks(want: Want[], opts: FetchOptions): Promise<Fet
         retry.push(want); // a dictionary we could not produce, or a wrong result: ask again, plainly
         continue;
       }
+      placer?.write(hex, raw!);
       count(raw!.byteLength, FRAME_HEADER + f.dict.length * 32 + f.payload.byteLength);
     }
     if (expected.size > 0) throw new SnapyardError('CHUNK_MISSING', `server response ended with ${expected.size} chunks not sent`);
@@ -123,8 +138,14 @@ export async function fetchChunks(want: Want[], opts: FetchOptions): Promise<Fet
   const workers = Array.from({ length: Math.min(opts.concurrency ?? 3, queue.length) }, async () => {
     for (let b = queue.shift(); b; b = queue.shift()) await runBatch(b, opts.have);
   });
-  await Promise.all(workers);
-  if (retry.length > 0) for (const b of batchesOf(retry, opts.batchBytes ?? 8 * 1024 * 1024)) await runBatch(b, []);
+  try {
+    await Promise.all(workers);
+    if (retry.length > 0) for (const b of batchesOf(retry, opts.batchBytes ?? 8 * 1024 * 1024)) await runBatch(b, []);
+  } catch (e) {
+    placer?.fail(e);
+    throw e;
+  }
+  placer?.downloaded();
   return total;
 }
 

@@ -9,8 +9,11 @@
  *    at the output path (in-place data, full pulls), the cache, or the network
  *    (overlay: only chunks where the target differs from the base).
  * 4. Fetch the network part in bulk (client/fetch.ts): verified, cached,
- *    flushed per batch, so a killed pull resumes without downloading again.
- * 5. Write the full image (byte-exact, digest checked) or the overlay.
+ *    flushed as it goes, so a killed pull resumes without downloading again.
+ * 5. Write the full image (byte-exact, digest checked) or the overlay. A full
+ *    image is written while its chunks download (client/streamed-image.ts):
+ *    each downloaded chunk decoded and verified once, on the cache's workers,
+ *    and written into the image from there; the whole file hashed on a worker.
  */
 import { chunksEstimate } from '../storage/protocol/api.js';
 import { existsSync, statSync } from 'node:fs';
@@ -20,6 +23,7 @@ import type { BlobIndex } from '../storage/blobs/blob-index.js';
 import { SnapyardError } from '../storage/errors.js';
 import { Qcow2Index } from '../storage/blobs/qcow2-index.js';
 import { writeFull, writeOverlay, dirtyClusters, readFileRange } from './assemble.js';
+import { StreamedImage } from './streamed-image.js';
 import type { ClientCache } from './cache.js';
 import { fetchChunks, type Want } from './fetch.js';
 import { indexFile } from './file-index.js';
@@ -142,19 +146,31 @@ export async function pull(ref: Ref, opts: PullOptions): Promise<PullSummary> {
     const totalNet = network.reduce((n, w) => n + w.length, 0);
     opts.onProgress?.({ phase: 'downloading', done: 0, total: totalNet });
     let got = 0;
-    const fetched = await fetchChunks(network, {
-      registry: reg, repo: ref.repo, blob: target.blobDigest, have, sources, cache,
-      ...(opts.concurrency !== undefined ? { concurrency: opts.concurrency } : {}),
-      onChunk: (raw) => opts.onProgress?.({ phase: 'downloading', done: (got += raw), total: totalNet }),
-    });
-    counts.downloaded = fetched.chunks;
-    summary.bytesDownloaded = fetched.wireBytes + remote.packedBytes;
     const get = async (hex: string) => {
       const b = await sources.get(hex);
       if (!b) throw new SnapyardError('CHUNK_MISSING', `chunk sha256:${hex} is neither local nor downloaded`);
       return b;
     };
-    if (opts.overlay) {
+    // A full image with chunks to download is written as they arrive.
+    const streamed = !opts.overlay && network.length > 0;
+    const image = streamed ? await StreamedImage.create(opts.output, target, network.map((w) => w.hex)) : null;
+    const writing = image ? image.run(get, cache.chunks.digester()) : null;
+    const fetching = fetchChunks(network, {
+      registry: reg, repo: ref.repo, blob: target.blobDigest, have, sources, cache,
+      ...(opts.concurrency !== undefined ? { concurrency: opts.concurrency } : {}),
+      ...(image ? { placer: image } : {}),
+      onChunk: (raw) => opts.onProgress?.({ phase: 'downloading', done: (got += raw), total: totalNet }),
+    });
+    // Both settle before this returns (a failed download still lets the writer remove its part file).
+    const [fetchedR, writingR] = await Promise.allSettled([fetching, writing]);
+    if (fetchedR.status === 'rejected') throw fetchedR.reason;
+    if (writingR.status === 'rejected') throw writingR.reason;
+    const fetched = fetchedR.value;
+    counts.downloaded = fetched.chunks;
+    summary.bytesDownloaded = fetched.wireBytes + remote.packedBytes;
+    if (streamed) {
+      // Written already.
+    } else if (opts.overlay) {
       const backingName = opts.absoluteBacking ? resolve(opts.base!) : backingNameFor(opts.output, opts.base!);
       const cs = (target as Qcow2Index).layout.clusterSize;
       let done = 0;

@@ -7,8 +7,10 @@
  * are in flight (memory: that x (BATCH_BYTES + a chunk)). A chunk is findable
  * (deduped) from the moment it is added, through the store's `pending` map,
  * and its index row waits in `added` until the store's next flush commits it.
+ * A stored form may also be written into a file by its worker once verified
+ * (`place`: a pull's image).
  */
-import type { ChunkWriter } from './chunk-store.js';
+import type { ChunkPlace, ChunkWriter } from './chunk-store.js';
 import type { ChunkTask, ChunkTaskResult } from './chunk-worker.js';
 import { digestFromRaw, rawOf, sha256Raw, type Digest } from '../digest.js';
 import { RECORD_HEADER_SIZE, type RecordLocation } from './pack-files.js';
@@ -53,9 +55,12 @@ interface Filling {
   rawLengths: number[];
   digests: Digest[];
   waiters: Array<{ resolve: (l: RecordLocation) => void; reject: (e: unknown) => void }>;
+  /** Stored forms: the file their worker also writes them into, and each chunk's spans there (ChunkWriter.addStored). */
+  placePath: string | null;
+  spans: number[][];
 }
 
-const empty = (): Filling => ({ buf: null, used: 0, lengths: [], rawLengths: [], digests: [], waiters: [] });
+const empty = (): Filling => ({ buf: null, used: 0, lengths: [], rawLengths: [], digests: [], waiters: [], placePath: null, spans: [] });
 
 export function batchWriter(host: BatchWriterHost): ChunkWriter {
   const { pool } = host;
@@ -73,7 +78,7 @@ export function batchWriter(host: BatchWriterHost): ChunkWriter {
     const own = new Uint8Array(batch.buf.buffer, batch.buf.byteOffset, batch.buf.byteLength);
     const task: ChunkTask = kind === 'raw'
       ? { op: 'appendBatch', buf: own, lengths: batch.lengths, digests: batch.digests }
-      : { op: 'appendStoredBatch', buf: own, lengths: batch.lengths, rawLengths: batch.rawLengths, digests: batch.digests };
+      : { op: 'appendStoredBatch', buf: own, lengths: batch.lengths, rawLengths: batch.rawLengths, digests: batch.digests, ...(batch.placePath !== null ? { place: { path: batch.placePath, spans: batch.spans } } : {}) };
     const done = pool.run(task, [own.buffer as ArrayBuffer]).then((r) => {
       const { locs, buf: back } = r as { locs: RecordLocation[]; buf: Uint8Array };
       if (back.byteLength === bufSize) host.freeBuffers.push(Buffer.from(back.buffer, back.byteOffset, back.byteLength));
@@ -95,7 +100,7 @@ export function batchWriter(host: BatchWriterHost): ChunkWriter {
     inFlight.push(settled);
   };
   /** Dedups `digest`; else copies `bytes` into the batch of `kind`. */
-  const put = async (kind: 'raw' | 'stored', digest: Digest, raw32: Uint8Array, bytes: Uint8Array, rawLength: number) => {
+  const put = async (kind: 'raw' | 'stored', digest: Digest, raw32: Uint8Array, bytes: Uint8Array, rawLength: number, place?: ChunkPlace): Promise<{ digest: Digest; written: boolean; placed?: Promise<void> }> => {
     const known = host.known(digest, raw32);
     if (known !== null) {
       // A chunk another writer is still storing: this blob needs it stored before it commits.
@@ -106,7 +111,8 @@ export function batchWriter(host: BatchWriterHost): ChunkWriter {
       return { digest, written: false };
     }
     let f = fills[kind];
-    if (f.buf && f.used + bytes.byteLength > f.buf.byteLength) {
+    // One file per batch.
+    if (f.buf && (f.used + bytes.byteLength > f.buf.byteLength || (place && f.placePath !== null && f.placePath !== place.path))) {
       send(kind);
       f = fills[kind];
     }
@@ -116,13 +122,18 @@ export function batchWriter(host: BatchWriterHost): ChunkWriter {
     f.lengths.push(bytes.byteLength);
     f.rawLengths.push(rawLength);
     f.digests.push(digest);
+    f.spans.push(place?.spans ?? []);
+    if (place) f.placePath = place.path;
     // Findable (and deduped) from now on, before its batch is even sent.
     const done = new Promise<RecordLocation>((resolve, reject) => f.waiters.push({ resolve, reject }));
     done.catch(() => {});
     host.pending.set(digest, { done, kick: () => { if (fills[kind].digests.includes(digest)) send(kind); } });
     if (f.used >= BATCH_BYTES) send(kind);
     while (inFlight.length >= BATCH_IN_FLIGHT) await inFlight.shift();
-    return { digest, written: true };
+    if (!place) return { digest, written: true };
+    const placed = done.then(() => {});
+    placed.catch(() => {}); // the caller's to observe
+    return { digest, written: true, placed };
   };
   return {
     add: async (raw) => {
@@ -130,9 +141,9 @@ export function batchWriter(host: BatchWriterHost): ChunkWriter {
       const raw32 = sha256Raw(raw);
       return put('raw', digestFromRaw(raw32), raw32, raw, raw.byteLength);
     },
-    addStored: async (digest, stored, rawLength) => {
+    addStored: async (digest, stored, rawLength, place) => {
       if (failure) throw failure;
-      return put('stored', digest, rawOf(digest), stored, rawLength);
+      return put('stored', digest, rawOf(digest), stored, rawLength, place);
     },
     finish: async () => {
       send('raw');

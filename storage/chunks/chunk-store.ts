@@ -11,6 +11,12 @@ export interface AddResult {
   storedSize: number;
 }
 
+/** Where a chunk's bytes go in a file: [from, to, fileOffset] triples (ChunkWriter.addStored). */
+export interface ChunkPlace {
+  path: string;
+  spans: number[];
+}
+
 /** Ingest-side writing of many chunks in a row (batched by stores that can). */
 export interface ChunkWriter {
   /**
@@ -24,8 +30,13 @@ export interface ChunkWriter {
    * decodes to `rawLength` bytes that hash to `digest` (checked off this thread);
    * one that does not fails the writer with CHUNK_CORRUPT (from finish() at
    * the latest), and nothing of its batch is kept. Memory is copied as add()'s.
+   * With `place`, the bytes that check decoded are also written into the file
+   * at `place.path` (it exists) at `place.spans`, [from, to, fileOffset] triples
+   * (a pull writing its image as chunks arrive: nothing decoded twice); `placed`
+   * resolves once they are (rejects as the batch does). Absent when the store
+   * already had the chunk: the caller writes it.
    */
-  addStored?(digest: Digest, stored: Uint8Array, rawLength: number): Promise<{ digest: Digest; written: boolean }>;
+  addStored?(digest: Digest, stored: Uint8Array, rawLength: number, place?: ChunkPlace): Promise<{ digest: Digest; written: boolean; placed?: Promise<void> }>;
   /** Waits until every chunk added is stored; returns what was new. */
   finish(): Promise<{ newChunks: number; newStoredBytes: number }>;
 }

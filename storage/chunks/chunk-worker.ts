@@ -1,3 +1,4 @@
+import { closeSync, openSync, writeSync } from 'node:fs';
 import { parentPort, threadId, workerData } from 'node:worker_threads';
 import { createHash, type Hash } from 'node:crypto';
 import { ChunkCodec, type ReadCheck } from './chunk-codec.js';
@@ -17,8 +18,12 @@ export type ChunkTask =
   | { op: 'append'; digest: Digest; raw: Uint8Array }
   /** Chunks laid end to end in `buf`; `buf` comes back with the result, for reuse. */
   | { op: 'appendBatch'; buf: Uint8Array; lengths: number[]; digests: Digest[] }
-  /** Stored forms laid end to end in `buf`, each decoded and hashed against its digest and raw length, then appended as they are; `buf` comes back. */
-  | { op: 'appendStoredBatch'; buf: Uint8Array; lengths: number[]; rawLengths: number[]; digests: Digest[] }
+  /**
+   * Stored forms laid end to end in `buf`, each decoded and hashed against its digest and raw length, then appended as they are; `buf` comes back.
+   * With `place`, each chunk's verified bytes are also written into the file at `path` (opened, not created):
+   * spans[i] holds the chunk's [from, to, fileOffset] triples (a pull writing its image as chunks arrive).
+   */
+  | { op: 'appendStoredBatch'; buf: Uint8Array; lengths: number[]; rawLengths: number[]; digests: Digest[]; place?: { path: string; spans: number[][] } }
   | { op: 'read'; digest: Digest; loc: RecordLocation }
   | { op: 'readMany'; digests: Digest[]; locs: RecordLocation[]; lengths: number[]; into?: Uint8Array }
   | { op: 'sync' }
@@ -91,18 +96,26 @@ function handle(req: ChunkTask): { result: ChunkTaskResult; transfer: ArrayBuffe
       if (out.byteLength < room) out = Buffer.allocUnsafeSlow(room);
       let from = 0;
       let at = 0;
-      for (let i = 0; i < req.lengths.length; i++) {
-        const len = req.lengths[i]!;
-        const digest = req.digests[i]!;
-        const stored = buf.subarray(from, from + len);
-        const rawLen = req.rawLengths[i]!;
-        if (stored.byteLength < 12 || stored.readUInt32LE(8) !== rawLen) throw new ChunkCorruptError(digest, `stored form does not name its ${rawLen} bytes`);
-        if (verifyBuf.byteLength < rawLen) verifyBuf = Buffer.allocUnsafeSlow(Math.max(rawLen, 1024 * 1024));
-        codec.decode(stored, digest, verifyBuf, 0);
-        writeRecordHeader(out, at, digest, len);
-        stored.copy(out, at + RECORD_HEADER_SIZE);
-        from += len;
-        at += RECORD_HEADER_SIZE + len;
+      const fd = req.place ? openSync(req.place.path, 'r+') : -1;
+      try {
+        for (let i = 0; i < req.lengths.length; i++) {
+          const len = req.lengths[i]!;
+          const digest = req.digests[i]!;
+          const stored = buf.subarray(from, from + len);
+          const rawLen = req.rawLengths[i]!;
+          if (stored.byteLength < 12 || stored.readUInt32LE(8) !== rawLen) throw new ChunkCorruptError(digest, `stored form does not name its ${rawLen} bytes`);
+          if (verifyBuf.byteLength < rawLen) verifyBuf = Buffer.allocUnsafeSlow(Math.max(rawLen, 1024 * 1024));
+          codec.decode(stored, digest, verifyBuf, 0);
+          // Verified: now it may go to its places in the file.
+          const spans = req.place?.spans[i];
+          if (spans) for (let k = 0; k + 2 < spans.length; k += 3) writeAt(fd, verifyBuf, spans[k]!, spans[k + 1]!, spans[k + 2]!);
+          writeRecordHeader(out, at, digest, len);
+          stored.copy(out, at + RECORD_HEADER_SIZE);
+          from += len;
+          at += RECORD_HEADER_SIZE + len;
+        }
+      } finally {
+        if (fd >= 0) closeSync(fd);
       }
       const locs = writer.appendRecords(out.subarray(0, at), req.lengths);
       return { result: { locs, buf: req.buf }, transfer: [req.buf.buffer as ArrayBuffer] };
@@ -179,6 +192,15 @@ function handle(req: ChunkTask): { result: ChunkTaskResult; transfer: ArrayBuffe
     }
     case 'hash':
       return hashStep(hashes, req);
+  }
+}
+
+/** Writes buf[from, to) at `position` of fd, all of it. */
+function writeAt(fd: number, buf: Buffer, from: number, to: number, position: number): void {
+  while (from < to) {
+    const n = writeSync(fd, buf, from, to - from, position);
+    from += n;
+    position += n;
   }
 }
 
