@@ -1,7 +1,7 @@
 /**
  * Issue 12's figures, each against its reference in the same run:
  *
- *   npx tsx bench/speed.ts CORPUS_DIR [--runs 3] [--ranges 64] [--json]
+ *   npx tsx bench/speed.ts CORPUS_DIR [--runs 3] [--ranges 64] [--only push,get,pull,update] [--json]
  *
  * CORPUS_DIR holds win98-base-v1, win98-games-v1 and win98-games-v2 `.qcow2`
  * (bash ../shared/corpus/make-corpus.sh DIR --size bench). Per run, on a fresh
@@ -22,7 +22,8 @@
  *      cache holding games-v1 (pulled the same way before the clock): the
  *      process's wall time and the phases SNAPYARD_TRACE prints.
  *   5. the server's peak RSS (VmHWM) over the run.
- * Times are best of --runs for each side; ratios are reference time /
+ * --only runs the steps named (the images are pushed untimed when push is
+ * not one of them). Times are best of --runs for each side; ratios are reference time /
  * snapyard time (higher is better for snapyard). CLI times are whole
  * processes (node start-up included, as a build job or pod sees them), and
  * the CLI's own `seconds` is printed beside.
@@ -37,7 +38,7 @@ import { BIN, MB, duBytes, need, packDirBytes, startServer, timedCmd } from './l
 const args = process.argv.slice(2);
 const dir = args.find((a) => !a.startsWith('--'));
 if (!dir) {
-  console.error('usage: npx tsx bench/speed.ts CORPUS_DIR [--runs 3] [--ranges 64] [--json]');
+  console.error('usage: npx tsx bench/speed.ts CORPUS_DIR [--runs 3] [--ranges 64] [--only push,get,pull,update] [--json]');
   process.exit(2);
 }
 const opt = (name: string, def: number) => {
@@ -47,6 +48,9 @@ const opt = (name: string, def: number) => {
 const RUNS = opt('--runs', 3);
 const RANGES = opt('--ranges', 64);
 const JSON_OUT = args.includes('--json');
+const only = args.indexOf('--only');
+const STEPS = only >= 0 ? new Set(args[only + 1]!.split(',')) : null;
+const step = (name: 'push' | 'get' | 'pull' | 'update') => STEPS === null || STEPS.has(name);
 const log = (s: string) => (JSON_OUT ? console.error(s) : console.log(s));
 need('casync', 'casync');
 need('zstd', 'zstd');
@@ -127,14 +131,16 @@ try {
       let srv = await startServer(data);
       // 1. push of a new base, against casync make and zstd.
       const push = await cli(['push', 'bench/win98:base-v1', base], srv.url);
-      note('snapyard push base-v1', push.wall);
-      note('snapyard push base-v1 (its own seconds)', Number(push.json.seconds));
-      const castr = join(tmp, 'castr');
-      note('casync make base-v1', timedCmd('casync', ['make', '--compression=zstd', '--chunk-size=16384:65536:262144', `--store=${castr}`, join(tmp, 'x.caibx'), base]));
-      note('zstd -3 -T0 base-v1', timedCmd('zstd', ['-3', '-T0', '-q', '-f', base, '-o', join(tmp, 'x.zst')]));
-      extra.storedPush = packDirBytes(join(data, 'store', 'packs')).bytes;
-      extra.storedCasync = duBytes(castr);
-      rmSync(join(tmp, 'x.zst'), { force: true });
+      if (step('push')) {
+        note('snapyard push base-v1', push.wall);
+        note('snapyard push base-v1 (its own seconds)', Number(push.json.seconds));
+        const castr = join(tmp, 'castr');
+        note('casync make base-v1', timedCmd('casync', ['make', '--compression=zstd', '--chunk-size=16384:65536:262144', `--store=${castr}`, join(tmp, 'x.caibx'), base]));
+        note('zstd -3 -T0 base-v1', timedCmd('zstd', ['-3', '-T0', '-q', '-f', base, '-o', join(tmp, 'x.zst')]));
+        extra.storedPush = packDirBytes(join(data, 'store', 'packs')).bytes;
+        extra.storedCasync = duBytes(castr);
+        rmSync(join(tmp, 'x.zst'), { force: true });
+      }
       // Setup for the rest (untimed): games-v1 and games-v2.
       await cli(['push', 'bench/win98:games-v1', g1], srv.url);
       const p2 = await cli(['push', 'bench/win98:games-v2', g2], srv.url);
@@ -145,35 +151,41 @@ try {
       srv = await startServer(data);
       const blobUrl = `${srv.url}/v2/bench/win98/blobs/${blob}`;
       const plainUrl = `http://127.0.0.1:${plainPort}/`;
-      note('GET games-v2 cold (snapyard)', await readAll(blobUrl));
-      note('GET games-v2 (node:http, 1st)', await readAll(plainUrl));
-      note('GET games-v2 warm (snapyard)', await readAll(blobUrl));
-      note('GET games-v2 (node:http, 2nd)', await readAll(plainUrl));
-      let a = 0;
-      let b = 0;
-      for (const r of ranges) {
-        a += await readAll(blobUrl, r);
-        b += await readAll(plainUrl, r);
+      if (step('get')) {
+        note('GET games-v2 cold (snapyard)', await readAll(blobUrl));
+        note('GET games-v2 (node:http, 1st)', await readAll(plainUrl));
+        note('GET games-v2 warm (snapyard)', await readAll(blobUrl));
+        note('GET games-v2 (node:http, 2nd)', await readAll(plainUrl));
+        let a = 0;
+        let b = 0;
+        for (const r of ranges) {
+          a += await readAll(blobUrl, r);
+          b += await readAll(plainUrl, r);
+        }
+        note(`${RANGES} x 16 MiB ranges (snapyard)`, a);
+        note(`${RANGES} x 16 MiB ranges (node:http)`, b);
       }
-      note(`${RANGES} x 16 MiB ranges (snapyard)`, a);
-      note(`${RANGES} x 16 MiB ranges (node:http)`, b);
       // 3. full pull against curl | zstd -d.
-      const out = join(tmp, 'full.qcow2');
-      const full = await cli(['pull', 'bench/win98:games-v2', '-o', out, '--cache', join(tmp, 'cache-full')], srv.url);
-      note('snapyard pull games-v2 (full, empty cache)', full.wall);
-      note('snapyard pull games-v2 (its own seconds)', Number(full.json.seconds));
-      rmSync(out, { force: true });
-      rmSync(join(tmp, 'cache-full'), { recursive: true, force: true });
-      note('curl | zstd -d games-v2', timedCmd('sh', ['-c', `curl -sf http://127.0.0.1:${zstPort}/ | zstd -d -q -o ${join(tmp, 'ref.qcow2')}`]));
-      rmSync(join(tmp, 'ref.qcow2'), { force: true });
+      if (step('pull')) {
+        const out = join(tmp, 'full.qcow2');
+        const full = await cli(['pull', 'bench/win98:games-v2', '-o', out, '--cache', join(tmp, 'cache-full')], srv.url);
+        note('snapyard pull games-v2 (full, empty cache)', full.wall);
+        note('snapyard pull games-v2 (its own seconds)', Number(full.json.seconds));
+        rmSync(out, { force: true });
+        rmSync(join(tmp, 'cache-full'), { recursive: true, force: true });
+        note('curl | zstd -d games-v2', timedCmd('sh', ['-c', `curl -sf http://127.0.0.1:${zstPort}/ | zstd -d -q -o ${join(tmp, 'ref.qcow2')}`]));
+        rmSync(join(tmp, 'ref.qcow2'), { force: true });
+      }
       // 4. variant update: games-v1 in the cache, games-v2 as an overlay over base-v1.
-      const cache = join(tmp, 'cache');
-      await cli(['pull', 'bench/win98:games-v1', '-o', join(tmp, 'g1.qcow2'), '--overlay', '--base', base, '--cache', cache], srv.url);
-      rmSync(join(tmp, 'g1.qcow2'), { force: true });
-      const up = await cli(['pull', 'bench/win98:games-v2', '-o', join(tmp, 'g2.qcow2'), '--overlay', '--base', base, '--cache', cache], srv.url, { SNAPYARD_TRACE: '1' });
-      note('variant update games-v1 -> games-v2 (process)', up.wall);
-      note('variant update (its own seconds)', Number(up.json.seconds));
-      extra[`trace run ${run}`] = up.stderr.split('\n').filter((l) => /^\[\d/.test(l)).join(' | ');
+      if (step('update')) {
+        const cache = join(tmp, 'cache');
+        await cli(['pull', 'bench/win98:games-v1', '-o', join(tmp, 'g1.qcow2'), '--overlay', '--base', base, '--cache', cache], srv.url);
+        rmSync(join(tmp, 'g1.qcow2'), { force: true });
+        const up = await cli(['pull', 'bench/win98:games-v2', '-o', join(tmp, 'g2.qcow2'), '--overlay', '--base', base, '--cache', cache], srv.url, { SNAPYARD_TRACE: '1' });
+        note('variant update games-v1 -> games-v2 (process)', up.wall);
+        note('variant update (its own seconds)', Number(up.json.seconds));
+        extra[`trace run ${run}`] = up.stderr.split('\n').filter((l) => /^\[\d/.test(l)).join(' | ');
+      }
       serverPeak = Math.max(serverPeak, srv.sampledPeak());
       await srv.stop();
     } finally {
@@ -187,22 +199,22 @@ try {
 }
 
 const r = (ref: string, ours: string) => best[ref]! / best[ours]!;
-const spread = (ref: string, ours: string) => runsOf[ours]!.map((s, i) => (runsOf[ref]![i]! / s).toFixed(2)).join(', ');
+const spread = (ref: string, ours: string) => (runsOf[ours] ?? []).map((s, i) => (runsOf[ref]![i]! / s).toFixed(2)).join(', ');
 const figures = [
   { figure: 'push of a new base: speed vs casync make', value: r('casync make base-v1', 'snapyard push base-v1'), goal: 1.5, runs: spread('casync make base-v1', 'snapyard push base-v1') },
   { figure: 'GET cold vs node:http', value: r('GET games-v2 (node:http, 1st)', 'GET games-v2 cold (snapyard)'), goal: 0.9, runs: spread('GET games-v2 (node:http, 1st)', 'GET games-v2 cold (snapyard)') },
   { figure: 'GET warm vs node:http', value: r('GET games-v2 (node:http, 2nd)', 'GET games-v2 warm (snapyard)'), goal: 0.9, runs: spread('GET games-v2 (node:http, 2nd)', 'GET games-v2 warm (snapyard)') },
   { figure: 'Range GETs vs node:http', value: r(`${RANGES} x 16 MiB ranges (node:http)`, `${RANGES} x 16 MiB ranges (snapyard)`), goal: 0.9, runs: spread(`${RANGES} x 16 MiB ranges (node:http)`, `${RANGES} x 16 MiB ranges (snapyard)`) },
   { figure: 'full pull vs curl | zstd -d', value: r('curl | zstd -d games-v2', 'snapyard pull games-v2 (full, empty cache)'), goal: 0.8, runs: spread('curl | zstd -d games-v2', 'snapyard pull games-v2 (full, empty cache)') },
-  { figure: 'variant update, whole process (s)', value: best['variant update games-v1 -> games-v2 (process)']!, goal: 2, lower: true, runs: runsOf['variant update games-v1 -> games-v2 (process)']!.map((s) => s.toFixed(2)).join(', ') },
+  { figure: 'variant update, whole process (s)', value: best['variant update games-v1 -> games-v2 (process)']!, goal: 2, lower: true, runs: (runsOf['variant update games-v1 -> games-v2 (process)'] ?? []).map((s) => s.toFixed(2)).join(', ') },
   { figure: 'server peak RSS (MB)', value: serverPeak / MB, goal: 300, lower: true, runs: '' },
-];
+].filter((f) => f.value !== undefined && Number.isFinite(f.value)); // steps left out by --only
 if (JSON_OUT) {
   console.log(JSON.stringify({ runs: RUNS, best, runsOf, extra, serverPeak, figures }));
 } else {
   log(`\nbest of ${RUNS} runs (seconds):`);
   for (const [k, v] of Object.entries(best)) log(`  ${k.padEnd(48)} ${v.toFixed(2)}   (runs: ${runsOf[k]!.map((x) => x.toFixed(2)).join(', ')})`);
-  log(`  stored after push: ${(Number(extra.storedPush) / MB).toFixed(1)} MB of packs; casync store ${(Number(extra.storedCasync) / MB).toFixed(1)} MB`);
+  if (extra.storedPush !== undefined) log(`  stored after push: ${(Number(extra.storedPush) / MB).toFixed(1)} MB of packs; casync store ${(Number(extra.storedCasync) / MB).toFixed(1)} MB`);
   for (const [k, v] of Object.entries(extra)) if (k.startsWith('trace')) log(`  ${k}: ${String(v)}`);
   log('\nfigures:');
   for (const f of figures) {
