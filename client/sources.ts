@@ -76,6 +76,12 @@ export class LocalSources {
     return this.cache ? this.cache.chunks.has(digestFromRaw(Buffer.from(hex, 'hex'))) : false;
   }
 
+  /** A chunk's bytes where a file holds it, NOT re-hashed (the caller checks them, e.g. on a worker); null when no file has it. */
+  async readUnchecked(hex: string): Promise<Buffer | null> {
+    const loc = this.where.get(hex);
+    return loc ? readLocation(loc) : null;
+  }
+
   /** Verified bytes of a chunk from a file or the cache; null when none has it. */
   async get(hex: string): Promise<Buffer | null> {
     const loc = this.where.get(hex);

@@ -1,14 +1,14 @@
 /**
  * The push half of the delta protocol (docs/delta-protocol.md):
  *   POST /snapyard/v1/<name>/_missing  a compact index (digest prefixes): which entries the server lacks
- *   POST /snapyard/v1/<name>/_upload   the chunks it lacks (one zstd stream of frames), each verified
+ *   POST /snapyard/v1/<name>/_upload   the chunks it lacks (one zstd stream of frames, or their stored forms), each verified
  *   POST /snapyard/v1/<name>/_commit   the blob made from the index: rebuilt, hashed, made visible
  *   GET  /snapyard/v1/<name>/_blobs/<digest>/manifests   manifests of <name> that use a blob (lineage)
  */
 import { OciError } from '../oci-error.js';
 import { jsonBody } from '../http-util.js';
 import { commitRequest } from '../../storage/protocol/api.js';
-import { respond, type RequestContext } from '../context.js';
+import { header, respond, type RequestContext } from '../context.js';
 import { checkDigest } from '../names.js';
 import { decodeBlobIndex, distinctChunks, type BlobIndex } from '../../storage/blobs/blob-index.js';
 import { readBlob } from '../../storage/blobs/blob-reader.js';
@@ -17,6 +17,7 @@ import { isSnapyardError, SnapyardError } from '../../storage/errors.js';
 import { unzstdBounded } from '../../storage/zstd-stream.js';
 import { checkClaimedIndex } from '../../storage/blobs/commit-check.js';
 import { readUploadFrames } from '../../storage/protocol/wire.js';
+import { readUploadRecords, RECORDS_UPLOAD_FORM, RECORDS_UPLOAD_TYPE } from '../../storage/protocol/record-upload.js';
 import type { DeltaService } from '../delta-service.js';
 import { pinningWriter, type PinLease } from '../../storage/coord/chunk-pins.js';
 
@@ -112,7 +113,11 @@ export async function missingChunks(ctx: RequestContext, svc: DeltaService, name
     if (index.size > svc.store.limits.maxBlobBytes) {
       throw new OciError(413, 'SIZE_INVALID', `the index claims a blob of ${index.size} bytes; the limit is ${svc.store.limits.maxBlobBytes}`);
     }
-    const out = { session, entries: index.count, missing };
+    // The upload forms this store takes (a store that keeps stored forms as they are takes records too).
+    const probe = svc.store.chunks.writer();
+    const uploadForms = probe.addStored ? ['zstd-stream', RECORDS_UPLOAD_FORM] : ['zstd-stream'];
+    await probe.finish();
+    const out = { session, entries: index.count, missing, uploadForms };
     return respond(200, { 'Content-Type': 'application/json' }, JSON.stringify(out));
   } catch (e) {
     if (session !== null) await svc.closeSession(session).catch(() => {});
@@ -122,34 +127,64 @@ export async function missingChunks(ctx: RequestContext, svc: DeltaService, name
   }
 }
 
-/** POST _upload: chunks of the session, one zstd stream of frames (each hashed; at most maxBlobBytes decompressed). */
+/**
+ * POST _upload: chunks of the session, either one zstd stream of frames (each
+ * hashed; at most maxBlobBytes decompressed) or, when the store keeps stored
+ * forms as they are, pack records (storage/protocol/record-upload.ts: each
+ * decoded and hashed on the store's workers, then kept without recompressing).
+ */
 export async function uploadChunks(ctx: RequestContext, svc: DeltaService, name: string): Promise<Response> {
   const session = ctx.url.searchParams.get('session') ?? '';
   const s = await svc.session(session, name);
   if (!s) throw new OciError(404, 'BLOB_UPLOAD_UNKNOWN', `push session ${session.slice(0, 64)} is not open`);
   const writer = pinningWriter(svc.store.chunks.writer(), s.lease);
+  const records = (header(ctx, 'content-type') ?? '').split(';')[0]!.trim() === RECORDS_UPLOAD_TYPE;
+  if (records && !writer.addStored) {
+    await writer.finish();
+    throw new OciError(415, 'UNSUPPORTED', `this registry's store does not take ${RECORDS_UPLOAD_TYPE}: send the zstd stream`);
+  }
   let chunks = 0;
   let bytes = 0;
   let failed = true;
   try {
-    for await (const f of readUploadFrames(unzstd(ctx.incoming, svc.store.limits.maxBlobBytes, 'chunk upload'))) {
-      const r = await writer.add(f.raw);
-      const claimed = digestFromRaw(f.digest);
-      if (r.digest !== claimed) throw new OciError(400, 'DIGEST_INVALID', `uploaded chunk hashes to ${r.digest}, not ${claimed}`, { expected: claimed, actual: r.digest });
-      chunks++;
-      bytes += f.raw.byteLength;
+    if (records) {
+      for await (const r of readUploadRecords(ctx.incoming, svc.store.limits.maxBlobBytes)) {
+        await writer.addStored!(digestFromRaw(r.digest), r.stored, r.rawLength);
+        chunks++;
+        bytes += r.rawLength;
+      }
+    } else {
+      for await (const f of readUploadFrames(unzstd(ctx.incoming, svc.store.limits.maxBlobBytes, 'chunk upload'))) {
+        const r = await writer.add(f.raw);
+        const claimed = digestFromRaw(f.digest);
+        if (r.digest !== claimed) throw new OciError(400, 'DIGEST_INVALID', `uploaded chunk hashes to ${r.digest}, not ${claimed}`, { expected: claimed, actual: r.digest });
+        chunks++;
+        bytes += f.raw.byteLength;
+      }
     }
     failed = false;
   } catch (e) {
-    if (isSnapyardError(e, 'SIZE_INVALID')) throw new OciError(400, 'SIZE_INVALID', e.message);
-    throw e;
+    throw uploadError(e);
   } finally {
     // In-flight writes finish before we answer, even on failure (nothing races the next request).
     if (failed) await writer.finish().catch(() => {});
   }
-  const result = await writer.finish();
+  let result: { newChunks: number };
+  try {
+    result = await writer.finish();
+  } catch (e) {
+    throw uploadError(e);
+  }
   await svc.store.chunks.flush();
   return respond(200, { 'Content-Type': 'application/json' }, JSON.stringify({ chunks, bytes, newChunks: result.newChunks }));
+}
+
+/** An upload's failure as the client should hear it: malformed or oversized input, or a chunk that is not what it is named. */
+function uploadError(e: unknown): unknown {
+  if (isSnapyardError(e, 'SIZE_INVALID')) return new OciError(400, 'SIZE_INVALID', e.message);
+  if (isSnapyardError(e, 'LIMIT_EXCEEDED')) return new OciError(413, 'SIZE_INVALID', e.message);
+  if (isSnapyardError(e, 'CHUNK_CORRUPT')) return new OciError(400, 'DIGEST_INVALID', `uploaded ${e.message}`);
+  return e;
 }
 
 

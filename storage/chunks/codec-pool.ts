@@ -3,7 +3,7 @@ import { ChunkCorruptError, SnapyardError, storageFailure } from '../errors.js';
 import type { Digest, StreamDigester } from '../digest.js';
 import { workerDigester } from './worker-digester.js';
 import { WorkerPool, type WorkerError } from '../worker-pool.js';
-import { encodeRecords, type Records } from './remote-chunk-spool.js';
+import { checkNames, encodeRecords, type Records } from './remote-chunk-spool.js';
 import { encodeSketch, sketch } from '../delta/resemblance.js';
 import { compressWithDict } from '../delta/dict-codec.js';
 import type { CodecResult, CodecTask } from './codec-worker.js';
@@ -95,13 +95,16 @@ export class CodecPool {
     return this.pool ? workerDigester(this.pool, ++this.streams, this.hashBuffers) : null;
   }
 
-  /** Chunks encoded into records, end to end. */
-  async encodeRecords(chunks: Array<{ digest: Digest; raw: Buffer }>): Promise<Records> {
+  /** Chunks encoded into records, end to end; `verify`: each hashed against its digest first (CHUNK_CORRUPT). */
+  async encodeRecords(chunks: Array<{ digest: Digest; raw: Buffer }>, verify = false): Promise<Records> {
     let total = 0;
     for (const c of chunks) total += c.raw.byteLength;
-    if (!this.pool || total < INLINE_BYTES) return encodeRecords(this.codec, chunks);
+    if (!this.pool || total < INLINE_BYTES) {
+      if (verify) checkNames(chunks);
+      return encodeRecords(this.codec, chunks);
+    }
     const buf = this.gather(chunks.map((c) => c.raw), total);
-    const r = (await this.runTask({ op: 'encode', buf, lengths: chunks.map((c) => c.raw.byteLength), digests: chunks.map((c) => c.digest) })) as { buf: Uint8Array; lengths: number[] };
+    const r = (await this.runTask({ op: 'encode', buf, lengths: chunks.map((c) => c.raw.byteLength), digests: chunks.map((c) => c.digest), verify })) as { buf: Uint8Array; lengths: number[] };
     return { buf: Buffer.from(r.buf.buffer, r.buf.byteOffset, r.buf.byteLength), lengths: r.lengths };
   }
 

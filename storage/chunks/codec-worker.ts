@@ -1,7 +1,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { ChunkCodec, decodeConcat, type ReadCheck } from './chunk-codec.js';
 import type { Digest } from '../digest.js';
-import { encodeRecords } from './remote-chunk-spool.js';
+import { checkNames, encodeRecords } from './remote-chunk-spool.js';
 import { encodeSketch, sketch } from '../delta/resemblance.js';
 import { compressWithDict } from '../delta/dict-codec.js';
 import { hashStep, type HashResult, type HashTask } from './hash-task.js';
@@ -13,8 +13,8 @@ import type { Hash } from 'node:crypto';
  * sha256 are synchronous).
  */
 export type CodecTask =
-  /** Raw chunks laid end to end: their records (headers written), end to end. */
-  | { op: 'encode'; buf: Uint8Array; lengths: number[]; digests: Digest[] }
+  /** Raw chunks laid end to end: their records (headers written), end to end; `verify`: each hashed first (CHUNK_CORRUPT when it is not its digest). */
+  | { op: 'encode'; buf: Uint8Array; lengths: number[]; digests: Digest[]; verify?: boolean }
   /** Stored forms laid end to end: the raw bytes, end to end, each checked against its digest (`read`: as ChunkCodec.decodeRead checks) and length. */
   | { op: 'decode'; buf: Uint8Array; lengths: number[]; digests: Digest[]; rawLengths: number[]; read: boolean; into?: Uint8Array }
   /** Stored forms decoded and verified, then each one's resemblance sketch (encoded, resemblance.ts). */
@@ -45,6 +45,7 @@ function handle(t: CodecTask): { result: CodecResult; transfer: ArrayBuffer[] } 
       raws.push({ digest, raw: Buffer.from(t.buf.buffer, t.buf.byteOffset + at, t.lengths[i]!) });
       at += t.lengths[i]!;
     });
+    if (t.verify) checkNames(raws);
     const recs = encodeRecords(codec, raws);
     const buf = owned(recs.buf);
     return { result: { buf, lengths: recs.lengths, input: t.buf }, transfer: [buf.buffer as ArrayBuffer, t.buf.buffer as ArrayBuffer] };

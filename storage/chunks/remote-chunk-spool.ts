@@ -20,9 +20,9 @@
 import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readSync, unlinkSync, writeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { isSnapyardError, SnapyardError } from '../errors.js';
+import { ChunkCorruptError, isSnapyardError, SnapyardError } from '../errors.js';
 import type { PackDriver } from './pack-driver.js';
-import type { Digest } from '../digest.js';
+import { sha256, type Digest } from '../digest.js';
 import type { NewCatalogEntry } from './chunk-catalog.js';
 import { ChunkCodec } from './chunk-codec.js';
 import { RECORD_HEADER_SIZE, writeRecordHeader } from './pack-files.js';
@@ -170,6 +170,14 @@ export function encodeRecords(codec: ChunkCodec, chunks: Array<{ digest: Digest;
     at += RECORD_HEADER_SIZE + n;
   }
   return { buf: buf.subarray(0, at), lengths };
+}
+
+/** Throws CHUNK_CORRUPT for the first chunk whose bytes do not hash to its digest (bytes read back from a file that may have changed). */
+export function checkNames(chunks: Array<{ digest: Digest; raw: Buffer }>): void {
+  for (const c of chunks) {
+    const actual = sha256(c.raw);
+    if (actual !== c.digest) throw new ChunkCorruptError(c.digest, `content hashes to ${actual}`);
+  }
 }
 
 /** Stored forms (already encoded) as records, end to end. */

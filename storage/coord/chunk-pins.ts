@@ -68,12 +68,22 @@ export class PinLease {
 /** A writer whose chunks (new or found held) are pinned by `lease` as they are added. */
 export function pinningWriter(w: ChunkWriter, lease: PinLease | undefined): ChunkWriter {
   if (!lease) return w;
+  const addStored = w.addStored?.bind(w);
   return {
     add: async (raw) => {
       const r = await w.add(raw);
       lease.pin(r.digest);
       return r;
     },
+    ...(addStored
+      ? {
+          addStored: async (...args: Parameters<typeof addStored>) => {
+            const r = await addStored(...args);
+            lease.pin(r.digest);
+            return r;
+          },
+        }
+      : {}),
     finish: () => w.finish(),
   };
 }

@@ -34,7 +34,13 @@ export const chunksRequest = z.object({
 export const chunksEstimate = z.looseObject({ wireBytes: z.number() });
 
 /** POST <name>/_missing (zstd compact index in; this out) */
-export const missingAnswer = z.looseObject({ session: z.string(), entries: z.number(), missing: z.array(z.number().int().nonnegative()) });
+export const missingAnswer = z.looseObject({
+  session: z.string(),
+  entries: z.number(),
+  missing: z.array(z.number().int().nonnegative()),
+  /** The upload forms the registry takes ('zstd-stream', 'records': storage/protocol/record-upload.ts); absent from older registries. */
+  uploadForms: z.array(z.string()).optional(),
+});
 
 /** POST <name>/_commit */
 export const commitRequest = z.object({ session: z.string().max(64), digest });

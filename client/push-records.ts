@@ -1,0 +1,90 @@
+/**
+ * A push's new chunks as pack records (storage/protocol/record-upload.ts):
+ * compressed into the store's own stored form (zstd level 1 frames with
+ * their checksums) and checked against their names on two worker threads,
+ * so the event loop only reads the file and moves buffers, and the server
+ * keeps each record as it is after decoding and hashing it once. Used for
+ * large uploads (a new base); small ones squeeze harder as one zstd stream.
+ */
+import { Readable } from 'node:stream';
+import { CodecPool } from '../storage/chunks/codec-pool.js';
+import { DEFAULT_LEVEL } from '../storage/chunks/local-chunk-core.js';
+import { digestFromRaw, type Digest } from '../storage/digest.js';
+import { ChunkCorruptError, SnapyardError } from '../storage/errors.js';
+import { RECORDS_UPLOAD_TYPE } from '../storage/protocol/record-upload.js';
+import type { Registry } from './registry.js';
+import type { LocalSources } from './sources.js';
+
+/** Raw bytes per batch handed to a worker. */
+const BATCH_BYTES = 1024 * 1024;
+/** Batches being compressed at once (two per worker: one compressing while the other's answer travels). */
+const IN_FLIGHT = 4;
+
+/** Uploads `todo` (hex digests and lengths, in order) as records; the bytes sent. */
+export async function uploadRecords(reg: Registry, repo: string, session: string, file: string, sources: LocalSources, todo: Array<{ hex: string; length: number }>, level = DEFAULT_LEVEL): Promise<number> {
+  const codecs = new CodecPool(level, 2);
+  let wire = 0;
+  const changed = (hex: string) => new SnapyardError('CHUNK_MISSING', `chunk sha256:${hex} of ${file} could not be read back (did the file change?)`);
+  let failure: unknown = null;
+  async function* body(): AsyncGenerator<Uint8Array> {
+    try {
+      yield* records();
+    } catch (e) {
+      failure = e;
+      throw e;
+    }
+  }
+  async function* records(): AsyncGenerator<Uint8Array> {
+    const inflight: Array<Promise<{ buf: Buffer }>> = [];
+    let batch: Array<{ digest: Digest; raw: Buffer }> = [];
+    let bytes = 0;
+    const send = () => {
+      const p = codecs.encodeRecords(batch, true);
+      p.catch(() => {}); // awaited below, in order; no unhandled rejection if an earlier one fails first
+      inflight.push(p);
+      batch = [];
+      bytes = 0;
+    };
+    const next = async (): Promise<Buffer> => {
+      try {
+        return (await inflight.shift()!).buf;
+      } catch (e) {
+        if (e instanceof ChunkCorruptError) throw changed(e.digest.slice('sha256:'.length));
+        throw e;
+      }
+    };
+    for (const t of todo) {
+      const raw = (await sources.readUnchecked(t.hex)) ?? (await sources.get(t.hex));
+      if (!raw || raw.byteLength !== t.length) throw changed(t.hex);
+      batch.push({ digest: digestFromRaw(Buffer.from(t.hex, 'hex')), raw });
+      bytes += raw.byteLength;
+      if (bytes >= BATCH_BYTES) {
+        send();
+        if (inflight.length >= IN_FLIGHT) {
+          const out = await next();
+          wire += out.byteLength;
+          yield out;
+        }
+      }
+    }
+    if (batch.length > 0) send();
+    while (inflight.length > 0) {
+      const out = await next();
+      wire += out.byteLength;
+      yield out;
+    }
+  }
+  try {
+    const res = await reg.request('POST', `/snapyard/v1/${repo}/_upload?session=${encodeURIComponent(session)}`, {
+      body: Readable.from(body()),
+      headers: { 'content-type': RECORDS_UPLOAD_TYPE },
+    });
+    await res.body.dump();
+  } catch (e) {
+    // The body's own failure (a file changed under the push) says more than the connection's.
+    throw failure ?? e;
+  } finally {
+    await codecs.close();
+  }
+  return wire;
+}

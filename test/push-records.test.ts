@@ -1,0 +1,162 @@
+/**
+ * Pushes whose new chunks go as pack records (storage/protocol/record-upload.ts):
+ * compressed by the client's workers into the store's stored form and kept
+ * as they are by a store that takes them (the local one), after being decoded
+ * and hashed there. Against a real server on loopback, with a real qcow2
+ * image: the blob is byte-exact and verify passes; hostile record streams
+ * (a stored form under another chunk's name, bad magic, huge or truncated
+ * records, more raw bytes than the limit) are 4xx in the OCI error format
+ * and leave nothing behind. A store that does not take records (S3) does not
+ * offer them, refuses them with 415, and the client sends the zstd stream.
+ */
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { readFileSync } from 'node:fs';
+import { push, RECORDS_MIN_BYTES } from '../client/push.js';
+import { Registry } from '../client/registry.js';
+import { parseRef } from '../client/ref.js';
+import { ChunkCodec } from '../storage/chunks/chunk-codec.js';
+import { RECORD_HEADER_SIZE, writeRecordHeader } from '../storage/chunks/pack-files.js';
+import { sha256, type Digest } from '../storage/digest.js';
+import { verifyStore } from '../storage/maintenance/verify.js';
+import { RECORDS_UPLOAD_TYPE } from '../storage/protocol/record-upload.js';
+import { compactBody, repeatingIndex, startLimitedServer, type LimitedServer } from './helpers/push-wire.js';
+import { makeBaseImage, makeVariant, randomBytes, textBytes } from './helpers/qcow2-fixtures.js';
+import { TEST_BACKEND, testLocal } from './helpers/server.js';
+import { tempDirs } from './helpers/tmp.js';
+
+const tmp = tempDirs('snapyard-records-');
+const takesRecords = TEST_BACKEND === 'local';
+let s: LimitedServer;
+let reg: Registry;
+let dir: string;
+
+beforeAll(async () => {
+  s = await startLimitedServer({ maxBlobBytes: 256 * 1024 * 1024 });
+  reg = new Registry(s.url);
+  dir = tmp();
+}, 120_000);
+
+afterAll(async () => {
+  await reg?.close();
+  await s?.stop();
+});
+
+/** Records end to end: each (name, stored form) as a pack record. */
+function records(items: Array<{ digest: Digest; stored: Buffer }>): Buffer {
+  return Buffer.concat(
+    items.map(({ digest, stored }) => {
+      const rec = Buffer.alloc(RECORD_HEADER_SIZE + stored.byteLength);
+      writeRecordHeader(rec, 0, digest, stored.byteLength);
+      stored.copy(rec, RECORD_HEADER_SIZE);
+      return rec;
+    }),
+  );
+}
+
+async function post(path: string, body: Uint8Array, type: string): Promise<{ status: number; json: any }> {
+  const r = await fetch(`${s.url}${path}`, { method: 'POST', body, headers: { 'content-type': type }, signal: AbortSignal.timeout(30_000) } as RequestInit);
+  const text = await r.text();
+  return { status: r.status, json: text.startsWith('{') ? JSON.parse(text) : text };
+}
+
+/** A push session for chunks `chunks` (an index that lists each once); its id and the forms the server offered. */
+async function open(repo: string, chunks: Buffer[]): Promise<{ session: string; forms: string[] }> {
+  const miss = await post(`/snapyard/v1/${repo}/_missing`, compactBody(repeatingIndex(chunks, chunks.map(() => 1))), 'application/vnd.snapyard.compact-index.v1+zstd');
+  expect(miss.status).toBe(200);
+  return { session: miss.json.session, forms: miss.json.uploadForms };
+}
+
+describe('push as records', () => {
+  test('a qcow2 base and its variant push as records where the store takes them; blobs byte-exact, verify passes', async () => {
+    const base = await makeBaseImage(dir, { sizeMiB: 48 });
+    const games = await makeVariant(dir, base, 'games');
+    const r1 = await push(parseRef('rec/win98:base'), base, { registry: reg, cache: null, recordsMinBytes: 0 });
+    expect(r1.uploadForm).toBe(takesRecords ? 'records' : 'zstd-stream');
+    expect(r1.newChunks).toBeGreaterThan(10);
+    const r2 = await push(parseRef('rec/win98:games'), games, { registry: reg, cache: null, recordsMinBytes: 0 });
+    expect(r2.uploadForm).toBe(takesRecords ? 'records' : 'zstd-stream');
+    expect(r2.newChunks).toBeLessThan(r1.newChunks);
+    // Below the threshold (the default: 64 MiB of new bytes), the zstd stream, squeezed harder.
+    const again = await push(parseRef('rec/win98:games2'), games, { registry: reg, cache: null });
+    expect(again.uploadForm).toBe('none'); // nothing new
+    expect(RECORDS_MIN_BYTES).toBeGreaterThan(r2.newRawBytes);
+    for (const [file, r] of [[base, r1], [games, r2]] as const) {
+      const bytes = readFileSync(file);
+      expect(r.blobDigest).toBe(sha256(bytes));
+      const got = await fetch(`${s.url}/v2/rec/win98/blobs/${r.blobDigest}`);
+      expect(Buffer.from(await got.arrayBuffer()).equals(bytes)).toBe(true);
+    }
+    const v = await verifyStore(s.store);
+    expect(v.problems).toEqual([]);
+    expect(v.ok).toBe(true);
+  }, 180_000);
+
+  test('hostile record streams are 4xx in the OCI error format and store nothing', async () => {
+    const codec = new ChunkCodec(1);
+    const a = textBytes(11, 70_000);
+    const b = randomBytes(12, 50_000);
+    const { session, forms } = await open('rec/hostile', [a, b]);
+    const up = (body: Buffer) => post(`/snapyard/v1/rec/hostile/_upload?session=${session}`, body, RECORDS_UPLOAD_TYPE);
+    if (!takesRecords) {
+      expect(forms).toEqual(['zstd-stream']);
+      const r = await up(records([{ digest: sha256(a), stored: codec.encode(a) }]));
+      expect(r.status).toBe(415);
+      expect(r.json.errors[0].code).toBe('UNSUPPORTED');
+      return;
+    }
+    expect(forms).toContain('records');
+    // b's stored form under a's name: decoded and hashed by the store, refused.
+    const swapped = await up(records([{ digest: sha256(a), stored: codec.encode(b) }]));
+    expect(swapped.status).toBe(400);
+    expect(swapped.json.errors[0].code).toBe('DIGEST_INVALID');
+    // A flipped byte inside a's frame (its checksum, or zstd, or sha256 sees it).
+    const flipped = codec.encode(a);
+    flipped[flipped.byteLength - 9]! ^= 0x20;
+    const bad = await up(records([{ digest: sha256(a), stored: flipped }]));
+    expect(bad.status).toBe(400);
+    expect(bad.json.errors[0].code).toBe('DIGEST_INVALID');
+    // Not records at all.
+    const magic = records([{ digest: sha256(a), stored: codec.encode(a) }]);
+    magic.write('XXXX', 0);
+    expect((await up(magic)).json.errors[0]).toMatchObject({ code: 'SIZE_INVALID', message: expect.stringMatching(/does not start with SYR1/) });
+    // A record claiming 1 GiB of stored bytes, and one cut short.
+    const huge = records([{ digest: sha256(a), stored: codec.encode(a) }]);
+    huge.writeUInt32LE(1 << 30, 36);
+    expect((await up(huge)).json.errors[0]).toMatchObject({ code: 'SIZE_INVALID', message: expect.stringMatching(/claims 1073741824 stored bytes/) });
+    const cut = records([{ digest: sha256(a), stored: codec.encode(a) }]);
+    const short = await up(cut.subarray(0, cut.byteLength - 100));
+    expect(short.status).toBe(400);
+    expect(short.json.errors[0].code).toBe('SIZE_INVALID');
+    // More raw bytes than the blob limit, claimed by the chunk headers: 413 before anything is decoded.
+    const liar = codec.encode(a);
+    liar.writeUInt32LE(200 * 1024 * 1024, 8);
+    const many = records(Array.from({ length: 2 }, () => ({ digest: sha256(a), stored: liar })));
+    const over = await up(many);
+    expect(over.status).toBe(400); // 200 MiB is past a chunk's largest (16 MiB): refused as malformed first
+    for (const d of [sha256(a), sha256(b)]) expect(await s.store.chunks.has(d)).toBe(false);
+    // The session still takes an honest upload, and its blob commits.
+    const ok = await up(records([a, b].map((c) => ({ digest: sha256(c), stored: codec.encode(c) }))));
+    expect(ok.status).toBe(200);
+    expect(ok.json).toMatchObject({ chunks: 2, bytes: a.byteLength + b.byteLength });
+    for (const d of [sha256(a), sha256(b)]) expect(await s.store.chunks.has(d)).toBe(true);
+  }, 60_000);
+
+  testLocal('records claiming more raw bytes than maxBlobBytes are 413', 'a store that takes records (S3 refuses them: above)', async () => {
+    const small = await startLimitedServer({ maxBlobBytes: 100_000 });
+    try {
+      const codec = new ChunkCodec(1);
+      const chunks = [textBytes(21, 60_000), textBytes(22, 60_000)];
+      const miss = await fetch(`${small.url}/snapyard/v1/lim/r/_missing`, { method: 'POST', body: compactBody(repeatingIndex([chunks[0]!], [1])) });
+      const { session } = (await miss.json()) as { session: string };
+      const r = await fetch(`${small.url}/snapyard/v1/lim/r/_upload?session=${session}`, {
+        method: 'POST',
+        body: records(chunks.map((c) => ({ digest: sha256(c), stored: codec.encode(c) }))),
+        headers: { 'content-type': RECORDS_UPLOAD_TYPE },
+      });
+      expect(r.status).toBe(413);
+      expect(((await r.json()) as any).errors[0].code).toBe('SIZE_INVALID');
+    } finally {
+      await small.stop();
+    }
+  });
+});
