@@ -130,7 +130,8 @@ try {
       const data = join(tmp, 'data');
       let srv = await startServer(data);
       // 1. push of a new base, against casync make and zstd.
-      const push = await cli(['push', 'bench/win98:base-v1', base], srv.url);
+      // An empty client cache of its own: the push chunks and hashes the file as casync does (no remembered index).
+      const push = await cli(['push', 'bench/win98:base-v1', base, '--cache', join(tmp, 'cache-push')], srv.url);
       if (step('push')) {
         note('snapyard push base-v1', push.wall);
         note('snapyard push base-v1 (its own seconds)', Number(push.json.seconds));
