@@ -6,8 +6,10 @@
  * image: the blob is byte-exact and verify passes; hostile record streams
  * (a stored form under another chunk's name, bad magic, huge or truncated
  * records, more raw bytes than the limit) are 4xx in the OCI error format
- * and leave nothing behind. A store that does not take records (S3) does not
- * offer them, refuses them with 415, and the client sends the zstd stream.
+ * and leave nothing behind; on both backends (the S3 store checks them on
+ * its codec workers and spools them as they came). A store that does not take
+ * records (a local store without worker threads) does not offer them, refuses
+ * them with 415, and the client sends the zstd stream.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { readFileSync } from 'node:fs';
@@ -21,11 +23,10 @@ import { verifyStore } from '../storage/maintenance/verify.js';
 import { RECORDS_UPLOAD_TYPE } from '../storage/protocol/record-upload.js';
 import { compactBody, repeatingIndex, startLimitedServer, type LimitedServer } from './helpers/push-wire.js';
 import { makeBaseImage, makeVariant, randomBytes, textBytes } from './helpers/qcow2-fixtures.js';
-import { TEST_BACKEND, testLocal } from './helpers/server.js';
+import { testLocal } from './helpers/server.js';
 import { tempDirs } from './helpers/tmp.js';
 
 const tmp = tempDirs('snapyard-records-');
-const takesRecords = TEST_BACKEND === 'local';
 let s: LimitedServer;
 let reg: Registry;
 let dir: string;
@@ -71,10 +72,10 @@ describe('push as records', () => {
     const base = await makeBaseImage(dir, { sizeMiB: 48 });
     const games = await makeVariant(dir, base, 'games');
     const r1 = await push(parseRef('rec/win98:base'), base, { registry: reg, cache: null, recordsMinBytes: 0 });
-    expect(r1.uploadForm).toBe(takesRecords ? 'records' : 'zstd-stream');
+    expect(r1.uploadForm).toBe('records');
     expect(r1.newChunks).toBeGreaterThan(10);
     const r2 = await push(parseRef('rec/win98:games'), games, { registry: reg, cache: null, recordsMinBytes: 0 });
-    expect(r2.uploadForm).toBe(takesRecords ? 'records' : 'zstd-stream');
+    expect(r2.uploadForm).toBe('records');
     expect(r2.newChunks).toBeLessThan(r1.newChunks);
     // Below the threshold (the default: 64 MiB of new bytes), the zstd stream, squeezed harder.
     const again = await push(parseRef('rec/win98:games2'), games, { registry: reg, cache: null });
@@ -97,14 +98,7 @@ describe('push as records', () => {
     const b = randomBytes(12, 50_000);
     const { session, forms } = await open('rec/hostile', [a, b]);
     const up = (body: Buffer) => post(`/snapyard/v1/rec/hostile/_upload?session=${session}`, body, RECORDS_UPLOAD_TYPE);
-    if (!takesRecords) {
-      expect(forms).toEqual(['zstd-stream']);
-      const r = await up(records([{ digest: sha256(a), stored: codec.encode(a) }]));
-      expect(r.status).toBe(415);
-      expect(r.json.errors[0].code).toBe('UNSUPPORTED');
-      return;
-    }
-    expect(forms).toContain('records');
+    expect(forms).toEqual(['zstd-stream', 'records']);
     // b's stored form under a's name: decoded and hashed by the store, refused.
     const swapped = await up(records([{ digest: sha256(a), stored: codec.encode(b) }]));
     expect(swapped.status).toBe(400);
@@ -141,7 +135,7 @@ describe('push as records', () => {
     for (const d of [sha256(a), sha256(b)]) expect(await s.store.chunks.has(d)).toBe(true);
   }, 60_000);
 
-  testLocal('records claiming more raw bytes than maxBlobBytes are 413', 'a store that takes records (S3 refuses them: above)', async () => {
+  test('records claiming more raw bytes than maxBlobBytes are 413', async () => {
     const small = await startLimitedServer({ maxBlobBytes: 100_000 });
     try {
       const codec = new ChunkCodec(1);
@@ -159,4 +153,27 @@ describe('push as records', () => {
       await small.stop();
     }
   });
+
+  testLocal('a store without stored-form writes does not offer records, refuses them (415), and push sends the stream', 'a local store without worker threads', async () => {
+    const inline = await startLimitedServer({}, { workers: 0 });
+    const r = new Registry(inline.url);
+    try {
+      const codec = new ChunkCodec(1);
+      const a = textBytes(31, 70_000);
+      const miss = await fetch(`${inline.url}/snapyard/v1/inl/r/_missing`, { method: 'POST', body: compactBody(repeatingIndex([a], [1])) });
+      const { session, uploadForms } = (await miss.json()) as { session: string; uploadForms: string[] };
+      expect(uploadForms).toEqual(['zstd-stream']);
+      const up = await fetch(`${inline.url}/snapyard/v1/inl/r/_upload?session=${session}`, { method: 'POST', body: records([{ digest: sha256(a), stored: codec.encode(a) }]), headers: { 'content-type': RECORDS_UPLOAD_TYPE } });
+      expect(up.status).toBe(415);
+      expect(((await up.json()) as any).errors[0].code).toBe('UNSUPPORTED');
+      const base = await makeBaseImage(tmp(), { sizeMiB: 16 });
+      const p = await push(parseRef('inl/win98:base'), base, { registry: r, cache: null, recordsMinBytes: 0 });
+      expect(p.uploadForm).toBe('zstd-stream');
+      const got = await fetch(`${inline.url}/v2/inl/win98/blobs/${p.blobDigest}`);
+      expect(Buffer.from(await got.arrayBuffer()).equals(readFileSync(base))).toBe(true);
+    } finally {
+      await r.close();
+      await inline.stop();
+    }
+  }, 120_000);
 });

@@ -114,6 +114,7 @@ export class RemoteChunkStore extends RemoteChunkReads implements ChunkStore, Pr
       lookup: (b) => this.catalog.lookup(b.map((q) => q.raw32)),
       place: (b, e) => this.place(b, e),
       settle: (b, e) => this.settle(b, e),
+      verify: (items) => this.codecs.decodeConcat(items.map((i) => i.stored), items.map((i) => i.digest), items.map((i) => i.rawLength), true),
     });
   }
 
@@ -145,9 +146,18 @@ export class RemoteChunkStore extends RemoteChunkReads implements ChunkStore, Pr
       this.touched.set(hexKey(q.raw32), { raw: q.raw32, entry: e });
       if (this.pending.get(q.digest) === q) this.pending.delete(q.digest);
     });
-    const recs = await this.codecs.encodeRecords(fresh);
-    this.spoolRecords(fresh.map((q) => ({ digest: q.digest, raw32: q.raw32, rawLength: q.raw.byteLength })), recs);
-    const written = new Map(fresh.map((q, i) => [q, RECORD_HEADER_SIZE + recs.lengths[i]!]));
+    // Chunks that came in their stored form (a push's records) are spooled as they came; the others are encoded.
+    const asStored = fresh.filter((q) => q.stored);
+    const toEncode = fresh.filter((q) => !q.stored);
+    const written = new Map<QueuedChunk, number>();
+    for (const [group, recs] of [
+      [asStored, storedRecords(asStored.map((q) => ({ digest: q.digest, stored: q.stored! })))],
+      [toEncode, await this.codecs.encodeRecords(toEncode)],
+    ] as Array<[QueuedChunk[], Records]>) {
+      if (group.length === 0) continue;
+      this.spoolRecords(group.map((q) => ({ digest: q.digest, raw32: q.raw32, rawLength: q.raw.byteLength })), recs);
+      group.forEach((q, i) => written.set(q, RECORD_HEADER_SIZE + recs.lengths[i]!));
+    }
     return batch.map((q) => written.get(q) ?? null);
   }
 

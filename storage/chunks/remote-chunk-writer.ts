@@ -10,14 +10,21 @@
  * added, through the store's `pending` map. add() answers before its batch is
  * looked up, so its `written` is provisional: true unless the chunk was
  * already pending here; finish() counts what the lookups decided.
+ *
+ * Stored forms (addStored: a push's records) are gathered in batches of
+ * STORED_BATCH_BYTES, decoded and hashed on the store's codec workers
+ * (host.verify), then queued like added chunks with their stored form kept:
+ * the store spools that form as it came, nothing is compressed again.
  */
 import type { CatalogEntry } from './chunk-catalog.js';
 import type { ChunkWriter } from './chunk-store.js';
-import { digestFromRaw, sha256Raw, type Digest } from '../digest.js';
+import { digestFromRaw, rawOf, sha256Raw, type Digest } from '../digest.js';
 
 export const WRITER_BATCH_CHUNKS = 1024;
 export const WRITER_BATCH_BYTES = 8 * 1024 * 1024;
 const WRITER_IN_FLIGHT = 2;
+/** Stored forms checked per call of host.verify (one worker message). */
+const STORED_BATCH_BYTES = 1024 * 1024;
 
 /** A chunk waiting for its batch's lookup (its bytes in memory). */
 export interface QueuedChunk {
@@ -25,6 +32,8 @@ export interface QueuedChunk {
   digest: Digest;
   raw32: Buffer;
   raw: Buffer;
+  /** The stored form it came in (addStored), spooled as it is; absent: the store encodes `raw`. */
+  stored?: Buffer;
   /** Settles once the lookup decided (held, or spooled); rejects if storing failed. */
   done: Promise<void>;
   /** Sends the batch holding the chunk now, so nobody waits on a stalled writer. */
@@ -43,6 +52,14 @@ export interface RemoteWriterHost {
   place(batch: QueuedChunk[], entries: Array<CatalogEntry | null>): Promise<Array<number | null>>;
   /** Settles a batch's chunks (`error`: storing failed; they are dropped from `pending`). */
   settle(batch: QueuedChunk[], error?: unknown): void;
+  /** Decodes stored forms and checks each against its name and length (CHUNK_CORRUPT); their raw bytes end to end. */
+  verify(items: StoredItem[]): Promise<Buffer>;
+}
+
+interface StoredItem {
+  digest: Digest;
+  stored: Buffer;
+  rawLength: number;
 }
 
 export function remoteWriter(host: RemoteWriterHost): ChunkWriter {
@@ -84,32 +101,83 @@ export function remoteWriter(host: RemoteWriterHost): ChunkWriter {
     );
     inFlight.push(run);
   };
+  /** Whether the chunk is pending already (then borrowed when another batch is storing it). */
+  const held = (digest: Digest): boolean => {
+    const known = host.pending.get(digest);
+    if (!known) return false;
+    // Another batch (maybe another writer's) is storing it: this blob needs it stored before it commits.
+    if (known.state === 'queued') {
+      const q = known as QueuedChunk;
+      if (!batch.includes(q)) borrowed.push(q);
+    }
+    return true;
+  };
+  const enqueue = (digest: Digest, raw32: Buffer, own: Buffer, stored?: Buffer) => {
+    const q = host.queue(digest, raw32, own, () => {
+      if (batch.includes(q)) send();
+    });
+    if (stored) q.stored = stored;
+    batch.push(q);
+    bytes += own.byteLength;
+    if (batch.length >= WRITER_BATCH_CHUNKS || bytes >= WRITER_BATCH_BYTES) send();
+  };
+  let stored: StoredItem[] = [];
+  let storedBytes = 0;
+  /** Verifications of stored batches, queued in order as each completes. */
+  let verified: Promise<void> = Promise.resolve();
+  const verifying: Array<Promise<void>> = [];
+  const sendStored = () => {
+    if (stored.length === 0) return;
+    const items = stored;
+    stored = [];
+    storedBytes = 0;
+    const check = host.verify(items);
+    const after = verified;
+    const run = check.then(
+      async (raw) => {
+        await after;
+        let at = 0;
+        for (const it of items) {
+          const own = raw.subarray(at, (at += it.rawLength));
+          // Found pending meanwhile (another writer's, or twice in this upload): not queued again.
+          if (!held(it.digest)) enqueue(it.digest, rawOf(it.digest), own, it.stored);
+        }
+      },
+      (e) => {
+        failure ??= e;
+      },
+    );
+    verified = run;
+    verifying.push(run);
+  };
   return {
     add: async (raw) => {
       if (failure) throw failure;
       const raw32 = sha256Raw(raw);
       const digest = digestFromRaw(raw32);
-      const known = host.pending.get(digest);
-      if (known) {
-        // Another batch (maybe another writer's) is storing it: this blob needs it stored before it commits.
-        if (known.state === 'queued') {
-          const q = known as QueuedChunk;
-          if (!batch.includes(q)) borrowed.push(q);
-        }
-        return { digest, written: false };
-      }
+      if (held(digest)) return { digest, written: false };
       const own = Buffer.allocUnsafe(raw.byteLength);
       own.set(raw);
-      const q = host.queue(digest, raw32, own, () => {
-        if (batch.includes(q)) send();
-      });
-      batch.push(q);
-      bytes += own.byteLength;
-      if (batch.length >= WRITER_BATCH_CHUNKS || bytes >= WRITER_BATCH_BYTES) send();
+      enqueue(digest, raw32, own);
       while (inFlight.length >= WRITER_IN_FLIGHT) await inFlight.shift();
       return { digest, written: true };
     },
+    addStored: async (digest, form, rawLength) => {
+      if (failure) throw failure;
+      if (held(digest)) return { digest, written: false };
+      const own = Buffer.allocUnsafe(form.byteLength);
+      own.set(form);
+      stored.push({ digest, stored: own, rawLength });
+      storedBytes += own.byteLength;
+      if (storedBytes >= STORED_BATCH_BYTES) sendStored();
+      while (verifying.length > WRITER_IN_FLIGHT) await verifying.shift();
+      while (inFlight.length >= WRITER_IN_FLIGHT) await inFlight.shift();
+      if (failure) throw failure;
+      return { digest, written: true };
+    },
     finish: async () => {
+      sendStored();
+      await Promise.all(verifying.splice(0));
       send();
       await Promise.all(inFlight.splice(0));
       if (failure) throw failure;
