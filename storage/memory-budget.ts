@@ -142,33 +142,64 @@ export class BudgetCache<K, V> {
 }
 
 /**
- * Bytes that readers may hold in flight beyond what each needs to make
- * progress (blob-reader.ts read-ahead): shared by every concurrent read of a
- * store, so memory stays bounded however many clients download at once. A
- * reader that gets nothing here still reads, one batch at a time.
+ * Bytes that blob reads hold in flight (blob-reader.ts), shared by every
+ * concurrent read of a store, so the memory of N downloads does not grow
+ * with N times the read-ahead: each batch a reader fetches takes its bytes
+ * here from before it is fetched (the stored forms, the decode buffers)
+ * until it is handed to the consumer. A reader's next batch waits its turn
+ * when none are free (first come, first served); batches read ahead of the
+ * consumer are taken only while a quarter of the budget stays free. What the
+ * consumer holds (a GET: the batch in the socket's queue, one per reader) is
+ * not counted, so clients that read slowly or stop never hold the budget.
  */
-/** Read-ahead shared by a store's blob reads (default): 16 batches of 2 MiB. */
-export const DEFAULT_READ_AHEAD_BYTES = 32 * 1024 * 1024;
+/** Default budget of a store's blob reads: 8 batches of 2 MiB being read and decoded (about 3x that in memory: stored forms, decode buffers). */
+export const DEFAULT_READ_BYTES = 16 * 1024 * 1024;
 
-export class ReadAheadBudget {
+export class ReadBudget {
   private free: number;
+  private readonly waiters: Array<{ n: number; resolve: () => void }> = [];
 
   constructor(readonly limitBytes: number) {
+    if (!(limitBytes > 0)) throw new RangeError(`read budget must be > 0 bytes, not ${limitBytes}`);
     this.free = limitBytes;
   }
 
-  /** Takes n bytes if that many are free. */
-  tryTake(n: number): boolean {
-    if (n > this.free) return false;
+  /**
+   * Takes n bytes (at most the whole budget: the amount taken, to give back)
+   * once they are free and every reader that waited before has had its turn.
+   */
+  async take(n: number): Promise<number> {
+    const want = Math.min(n, this.limitBytes);
+    if (this.waiters.length === 0 && want <= this.free) {
+      this.free -= want;
+      return want;
+    }
+    await new Promise<void>((resolve) => this.waiters.push({ n: want, resolve }));
+    return want;
+  }
+
+  /** Takes n bytes for reading ahead: only if nobody waits and `keepFree` bytes stay free after it. */
+  tryTake(n: number, keepFree = 0): boolean {
+    if (this.waiters.length > 0 || n + keepFree > this.free) return false;
     this.free -= n;
     return true;
   }
 
   give(n: number): void {
     this.free = Math.min(this.limitBytes, this.free + n);
+    while (this.waiters.length > 0 && this.waiters[0]!.n <= this.free) {
+      const w = this.waiters.shift()!;
+      this.free -= w.n;
+      w.resolve();
+    }
   }
 
   get inUse(): number {
     return this.limitBytes - this.free;
+  }
+
+  /** Readers waiting for their next batch. */
+  get waiting(): number {
+    return this.waiters.length;
   }
 }

@@ -8,7 +8,8 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { MemoryBudget, ReadAheadBudget } from '../storage/memory-budget.js';
+import { MemoryBudget, ReadBudget } from '../storage/memory-budget.js';
+import type { ChunkStore } from '../storage/chunks/chunk-store.js';
 import { openStore } from '../storage/open-store.js';
 import { readBlob } from '../storage/blobs/blob-reader.js';
 import { randomBytes } from 'node:crypto';
@@ -60,20 +61,26 @@ describe('MemoryBudget', () => {
   });
 });
 
-describe('ReadAheadBudget', () => {
-  test('concurrent blob reads share it: read-ahead never passes it, and every byte comes back, also from a reader stopped early', async () => {
+describe('ReadBudget', () => {
+  const MiB = 1024 * 1024;
+  async function storeWithBlob(size: number) {
     const store = await openStore({ dataDir: tmp(), workers: 1 });
+    const blob = randomBytes(size);
+    const r = await store.blobs.ingest('budget/r', (async function* () {
+      yield blob;
+    })());
+    const index = await store.blobs.index((await store.meta.getBlob(r.digest))!);
+    return { store, blob, index };
+  }
+
+  test('concurrent blob reads share it: it is never passed, and every byte comes back, also from a reader stopped early', async () => {
+    const { store, blob, index } = await storeWithBlob(24 * MiB);
     try {
-      const blob = randomBytes(24 * 1024 * 1024);
-      const r = await store.blobs.ingest('budget/r', (async function* () {
-        yield blob;
-      })());
-      const index = await store.blobs.index((await store.meta.getBlob(r.digest))!);
-      const budget = new ReadAheadBudget(6 * 1024 * 1024);
+      const budget = new ReadBudget(6 * MiB);
       let peak = 0;
       const read = async (stopAfter: number) => {
         const parts: Buffer[] = [];
-        for await (const piece of readBlob(store.chunks, index, 0, index.size, { budget, batchBytes: 1024 * 1024 })) {
+        for await (const piece of readBlob(store.chunks, index, 0, index.size, { budget, batchBytes: MiB })) {
           peak = Math.max(peak, budget.inUse);
           parts.push(Buffer.from(piece));
           if (parts.length === stopAfter) break;
@@ -84,12 +91,68 @@ describe('ReadAheadBudget', () => {
       expect(a.equals(blob)).toBe(true);
       expect(b.equals(blob)).toBe(true);
       expect(c.equals(blob.subarray(0, c.byteLength))).toBe(true);
-      expect(peak).toBeGreaterThan(0); // read-ahead took from it
+      expect(peak).toBeGreaterThan(2 * MiB); // read-ahead took from it too
       expect(peak).toBeLessThanOrEqual(budget.limitBytes);
       expect(budget.inUse).toBe(0);
     } finally {
       await store.close();
     }
+  });
+
+  test('more readers than the budget has batches: the others wait their turn, batches being fetched stay within it, and each reader gets its exact bytes', async () => {
+    const { store, blob, index } = await storeWithBlob(12 * MiB);
+    try {
+      const budget = new ReadBudget(4 * MiB);
+      // Batches asked of the store and not yet read and decoded (part of what the budget bounds: until handed out).
+      let inFlight = 0;
+      let peakInFlight = 0;
+      const counting: ChunkStore = Object.assign(Object.create(store.chunks) as ChunkStore, {
+        getConcat: async (d: Parameters<ChunkStore['getConcat']>[0], l: number[]) => {
+          peakInFlight = Math.max(peakInFlight, ++inFlight);
+          try {
+            return await store.chunks.getConcat(d, l);
+          } finally {
+            inFlight--;
+          }
+        },
+      });
+      let peakWaiting = 0;
+      const read = async (from: number, to: number) => {
+        const hash = createHash('sha256');
+        for await (const piece of readBlob(counting, index, from, to, { budget, batchBytes: MiB })) {
+          peakWaiting = Math.max(peakWaiting, budget.waiting);
+          hash.update(piece);
+          await new Promise((r) => setTimeout(r, 1)); // a consumer that takes its time (a socket)
+        }
+        return hash.digest('hex');
+      };
+      const ranges = Array.from({ length: 10 }, (_, i) => [i * 1000, blob.byteLength - i * 7777] as const);
+      const got = await Promise.all(ranges.map(([from, to]) => read(from, to)));
+      got.forEach((h, i) => expect(h).toBe(createHash('sha256').update(blob.subarray(ranges[i]![0], ranges[i]![1])).digest('hex')));
+      expect(peakWaiting).toBeGreaterThan(0); // readers past the 4th waited
+      expect(peakInFlight).toBeLessThanOrEqual(4); // 10 readers, never more than the budget's 4 batches fetched at once
+      expect([budget.inUse, budget.waiting, inFlight]).toEqual([0, 0, 0]);
+    } finally {
+      await store.close();
+    }
+  });
+
+  test('waiters are served first come, first served, and read-ahead never takes what a waiter needs', async () => {
+    const budget = new ReadBudget(4);
+    expect(await budget.take(3)).toBe(3);
+    const order: string[] = [];
+    const a = budget.take(2).then(() => order.push('a'));
+    const b = budget.take(1).then(() => order.push('b'));
+    expect(budget.tryTake(1)).toBe(false); // a waits: no read-ahead before it
+    budget.give(3);
+    await Promise.all([a, b]);
+    expect(order).toEqual(['a', 'b']);
+    expect(budget.inUse).toBe(3);
+    expect(budget.tryTake(1, 1)).toBe(false); // would leave less than 1 free
+    expect(budget.tryTake(1)).toBe(true);
+    const all = budget.take(10); // more than the budget: the whole of it, once free
+    budget.give(4);
+    expect(await all).toBe(4);
   });
 });
 

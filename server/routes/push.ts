@@ -211,7 +211,7 @@ export async function commitPush(ctx: RequestContext, svc: DeltaService, name: s
   // Rebuild the blob from its chunks and hash it: a wrong index never becomes a blob. Hashed off the
   // event loop where the store can (sha256 of every pushed byte was 8% of it under bench/load.ts).
   const d = svc.store.chunks.digester?.() ?? localDigester();
-  for await (const piece of readBlob(svc.store.chunks, index, 0, index.size, { budget: svc.store.blobs.readAhead })) {
+  for await (const piece of readBlob(svc.store.chunks, index, 0, index.size, { budget: svc.store.blobs.readBudget })) {
     const w = d.update(piece);
     if (w) await w;
     svc.store.chunks.release?.(piece);

@@ -3,7 +3,7 @@ import type { BlobIndex } from './blob-index.js';
 import type { ChunkStore } from '../chunks/chunk-store.js';
 import type { Digest } from '../digest.js';
 import { SnapyardError } from '../errors.js';
-import type { ReadAheadBudget } from '../memory-budget.js';
+import type { ReadBudget } from '../memory-budget.js';
 
 export interface ReadOptions {
   /** Batches read ahead of the consumer (default 6). */
@@ -11,11 +11,13 @@ export interface ReadOptions {
   /** Largest batch of consecutive chunks fetched at once (default 2 MiB, at least one chunk). */
   batchBytes?: number;
   /**
-   * Shared by concurrent readers: every batch read ahead beyond the first
-   * takes its bytes from here (and gives them back once consumed); when
-   * none are free the reader reads one batch at a time.
+   * Shared by concurrent readers (memory-budget.ts): every batch holds its
+   * bytes from before it is fetched until it is handed to the consumer; the
+   * batch the consumer waits for waits for them, batches read ahead are taken
+   * only while a quarter of the budget stays free. Without it, a reader holds
+   * up to readAhead batches.
    */
-  budget?: ReadAheadBudget;
+  budget?: ReadBudget;
 }
 
 /**
@@ -24,8 +26,10 @@ export interface ReadOptions {
  * byte chunks; for a qcow2 index, cuts of guest-data and residue chunks in
  * host order). Chunks are fetched in batches (one store call and one buffer
  * per batch), a few batches ahead, so memory is bounded by readAhead x
- * batchBytes whatever the blob size. A batch that is a plain run of chunks is
- * handed out as it is; one made of cuts is copied out piece by piece.
+ * batchBytes whatever the blob size, and by the budget (plus the one batch
+ * each consumer holds) whatever the number of readers. A batch that is a
+ * plain run of chunks is handed out as it is; one made of cuts is copied out
+ * piece by piece.
  */
 export async function* readBlob(store: ChunkStore, index: BlobIndex, start = 0, end = index.size, opts: ReadOptions = {}): AsyncGenerator<Buffer> {
   if (!(start >= 0 && end <= index.size && start <= end)) {
@@ -44,53 +48,56 @@ export async function* readBlob(store: ChunkStore, index: BlobIndex, start = 0, 
   let carry: Piece | undefined = pieces.next().value as Piece | undefined;
   const pending: Array<{ batch: Piece[]; data: Promise<Buffer>; taken: number }> = [];
   const budget = opts.budget;
-  const fill = () => {
-    while (pending.length < readAhead && carry) {
-      // The batch being waited for is this reader's own; those read ahead of it are the shared budget's.
-      const taken = pending.length > 0 && budget ? batchBytes : 0;
-      if (taken > 0 && !budget!.tryTake(taken)) break;
-      const batch: Piece[] = [];
-      const digests: Digest[] = [];
-      const lengths: number[] = [];
-      let bytes = 0;
-      while (carry) {
-        const p: Piece = carry;
-        const prev = batch[batch.length - 1];
-        const same = prev !== undefined && prev.list === p.list && prev.i === p.i;
-        const len = p.list.lengths[p.i]!;
-        if (!same) {
-          if (digests.length > 0 && bytes + len > batchBytes) break;
-          digests.push(p.list.digestAt(p.i));
-          lengths.push(len);
-          bytes += len;
-        }
-        batch.push(p);
-        carry = pieces.next().value as Piece | undefined;
+  /** Starts fetching the next batch, holding `taken` bytes of the budget. */
+  const next = (taken: number) => {
+    const batch: Piece[] = [];
+    const digests: Digest[] = [];
+    const lengths: number[] = [];
+    let bytes = 0;
+    while (carry) {
+      const p: Piece = carry;
+      const prev = batch[batch.length - 1];
+      const same = prev !== undefined && prev.list === p.list && prev.i === p.i;
+      const len = p.list.lengths[p.i]!;
+      if (!same) {
+        if (digests.length > 0 && bytes + len > batchBytes) break;
+        digests.push(p.list.digestAt(p.i));
+        lengths.push(len);
+        bytes += len;
       }
-      const data = store.getConcat(digests, lengths);
-      data.catch(() => {}); // observed when awaited; no unhandled rejection if the consumer stops early
-      pending.push({ batch, data, taken });
+      batch.push(p);
+      carry = pieces.next().value as Piece | undefined;
+    }
+    const data = store.getConcat(digests, lengths);
+    data.catch(() => {}); // observed when awaited; no unhandled rejection if the consumer stops early
+    pending.push({ batch, data, taken });
+  };
+  /** Batches read ahead of the one the consumer waits for, while the budget has room to spare (a quarter stays for readers' next batches). */
+  const ahead = () => {
+    while (pending.length < readAhead && carry) {
+      if (budget && !budget.tryTake(batchBytes, budget.limitBytes / 4)) break;
+      next(budget ? batchBytes : 0);
     }
   };
-  /** Budget bytes of the batch being handed out (given back once the consumer asks for more). */
-  let holding = 0;
   try {
-    fill();
-    while (pending.length > 0) {
-      const { batch, data: promised, taken } = pending.shift()!;
-      holding = taken;
+    for (;;) {
+      if (pending.length === 0) {
+        if (!carry) break;
+        // The batch the consumer will wait for: its turn in the budget first.
+        next(budget ? await budget.take(batchBytes) : 0);
+        ahead();
+      }
+      const { batch, data: promised, taken } = pending[0]!;
       const data = await promised;
-      fill();
+      pending.shift();
+      ahead();
+      // Handed out: from here it is the consumer's (one batch per reader, e.g. in a socket's queue).
+      budget?.give(taken);
       yield cut(store, batch, data);
-      budget?.give(holding);
-      holding = 0;
     }
   } finally {
     // A consumer that stopped early (or a failed read): what this reader still holds goes back.
-    if (budget) {
-      budget.give(holding);
-      for (const p of pending.splice(0)) budget.give(p.taken);
-    }
+    if (budget) for (const p of pending.splice(0)) budget.give(p.taken);
   }
 }
 

@@ -1,5 +1,5 @@
 import { decodeBlobIndex, indexMemoryBytes, type BlobIndex } from './blob-index.js';
-import { DEFAULT_READ_AHEAD_BYTES, MemoryBudget, ReadAheadBudget, type BudgetCache } from '../memory-budget.js';
+import { DEFAULT_READ_BYTES, MemoryBudget, ReadBudget, type BudgetCache } from '../memory-budget.js';
 import type { ChunkStore } from '../chunks/chunk-store.js';
 import type { Digest } from '../digest.js';
 import { SnapyardError } from '../errors.js';
@@ -34,8 +34,8 @@ export class BlobStore {
     readonly pins: ChunkPins = new ChunkPins(),
     /** The commit lock (commit-lock.ts), shared with manifest commits and GC's delete step. */
     readonly lock: AsyncLock = new AsyncLock(),
-    /** Read-ahead shared by every blob read (memory-budget.ts): memory stays bounded however many clients download. */
-    readonly readAhead: ReadAheadBudget = new ReadAheadBudget(DEFAULT_READ_AHEAD_BYTES),
+    /** Bytes in flight shared by every blob read (memory-budget.ts): memory stays bounded however many clients download. */
+    readonly readBudget: ReadBudget = new ReadBudget(DEFAULT_READ_BYTES),
   ) {}
 
   /** Ingests a blob and links it into `repo`; the metadata commit is the last step. */
@@ -126,6 +126,6 @@ export class BlobStore {
   }
 
   read(index: BlobIndex, start?: number, end?: number): AsyncGenerator<Buffer> {
-    return readBlob(this.chunks, index, start, end, { budget: this.readAhead });
+    return readBlob(this.chunks, index, start, end, { budget: this.readBudget });
   }
 }
