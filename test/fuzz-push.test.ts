@@ -3,7 +3,7 @@
  * property-based (fast-check), against a real server on loopback:
  * `_missing` (compact indexes, kinds 0 and 1: mutated, repeated chunks, huge
  * claimed sizes, random bytes, truncated zstd, zstd bombs), `_upload`
- * (mutated frame streams), `_commit` (sessions opened with mutated indexes,
+ * (mutated frame streams, mutated record streams), `_commit` (sessions opened with mutated indexes,
  * mutated JSON), `_delta` and `_chunks` (mutated JSON).
  *
  * Every answer is a 2xx or a 4xx in the OCI error format (never 5xx), within
@@ -18,6 +18,9 @@ import { chunkBuffer, DEFAULT_FASTCDC } from '../storage/blobs/fastcdc.js';
 import { sha256, type Digest } from '../storage/digest.js';
 import { EXTENT_DATA, OP_DATA, OP_RESIDUE, Qcow2Index } from '../storage/blobs/qcow2-index.js';
 import { verifyStore } from '../storage/maintenance/verify.js';
+import { ChunkCodec } from '../storage/chunks/chunk-codec.js';
+import { RECORD_HEADER_SIZE, writeRecordHeader } from '../storage/chunks/pack-files.js';
+import { RECORDS_UPLOAD_TYPE } from '../storage/protocol/record-upload.js';
 import { compactBody, peakRss, resetPeakRss, startLimitedServer, uploadBody, zstdBomb, type LimitedServer } from './helpers/push-wire.js';
 import { hostileValue, jsonMutationArb, mutateJson } from './helpers/json-mutate.js';
 import { prng } from './helpers/oci.js';
@@ -69,9 +72,10 @@ function qcowReference(): { index: Qcow2Index; blob: Buffer; chunks: Buffer[] } 
 type Answer = { status: number; text: string };
 
 /** One request; the answer must come within 5 s and be a 2xx, or a 4xx with an OCI error body. */
-async function ask(path: string, body: Uint8Array | string, label: string): Promise<Answer> {
+async function ask(path: string, body: Uint8Array | string, label: string, contentType?: string): Promise<Answer> {
   counts[label] = (counts[label] ?? 0) + 1;
-  const r = await fetch(`${s.url}${path}`, { method: 'POST', body, signal: AbortSignal.timeout(5_000) } as RequestInit);
+  const headers = contentType ? { 'content-type': contentType } : undefined;
+  const r = await fetch(`${s.url}${path}`, { method: 'POST', body, headers, signal: AbortSignal.timeout(5_000) } as RequestInit);
   const text = await r.text();
   const ok = (r.status >= 200 && r.status < 300) || (r.status >= 400 && r.status < 500);
   if (!ok) throw new Error(`${label}: ${path} answered ${r.status}: ${text.slice(0, 500)}`);
@@ -182,7 +186,7 @@ afterAll(async () => {
 /** JSON mutations whose bodies stay small enough to build quickly (arrays grown 5000 times at most: limits are far below). */
 const smallerJsonMutation = jsonMutationArb.filter((m) => m.op !== 'grow' || m.times <= 5000);
 
-const RUNS = { missing: 2000, upload: 800, commit: 1000, delta: 1000, chunks: 1000 };
+const RUNS = { missing: 2000, upload: 800, records: 400, commit: 1000, delta: 1000, chunks: 1000 };
 
 describe('fuzzing the delta protocol bodies', () => {
   test(`_missing: ${RUNS.missing} hostile compact-index bodies`, async () => {
@@ -203,6 +207,25 @@ describe('fuzzing the delta protocol bodies', () => {
       const miss = JSON.parse((await ask(`/snapyard/v1/${REPO}/_missing`, compactBody(ref.bytesIndex), '_upload (session)')).text) as { session: string };
       await ask(`/snapyard/v1/${REPO}/_upload?session=${miss.session}`, body, '_upload');
     }), { numRuns: RUNS.upload, seed: 8002 });
+  });
+
+  test(`_upload: ${RUNS.records} hostile record streams (stored forms) into an open session`, async () => {
+    const codec = new ChunkCodec(1);
+    const records = Buffer.concat(ref.chunks.slice(0, 4).map((c) => {
+      const stored = codec.encode(c);
+      const rec = Buffer.alloc(RECORD_HEADER_SIZE + stored.byteLength);
+      writeRecordHeader(rec, 0, sha256(c), stored.byteLength);
+      stored.copy(rec, RECORD_HEADER_SIZE);
+      return rec;
+    }));
+    const stream = fc.oneof(
+      { weight: 6, arbitrary: fc.array(byteMutation, { minLength: 1, maxLength: 4 }).map((ms) => mutateBytes(records, ms)) },
+      { weight: 1, arbitrary: fc.uint8Array({ maxLength: 2000 }).map((u) => Buffer.from(u)) },
+    );
+    await fc.assert(fc.asyncProperty(stream, async (body) => {
+      const miss = JSON.parse((await ask(`/snapyard/v1/${REPO}/_missing`, compactBody(ref.bytesIndex), '_upload records (session)')).text) as { session: string };
+      await ask(`/snapyard/v1/${REPO}/_upload?session=${miss.session}`, body, '_upload records', RECORDS_UPLOAD_TYPE);
+    }), { numRuns: RUNS.records, seed: 8006 });
   });
 
   test(`_commit: ${RUNS.commit} sessions opened with mutated indexes (repeats, huge sizes, overlapping ops), and mutated requests`, async () => {
