@@ -2,7 +2,7 @@
  * Issue 11's figures in one run: the local backend (pack files + SQLite) and
  * S3 (Ceph RGW) + PostgreSQL side by side.
  *
- *   npx tsx bench/scale-out.ts CORPUS_DIR [--pulls 20] [--rounds 1] [--json]
+ *   npx tsx bench/scale-out.ts CORPUS_DIR [--pulls 20] [--rounds 1] [--skip-space-back] [--json]
  *
  * CORPUS_DIR: a corpus directory (bash ../shared/corpus/make-corpus.sh);
  * win98-base-v1.qcow2 and win98-games-v2.qcow2 are needed, every *.qcow2 in it
@@ -32,6 +32,8 @@
  *    aggregate MB/s, ratio (goal >= 1.5x); --rounds alternates them. The same
  *    load on the local server (after its blob GET) is printed for reference.
  * Every serve process's peak RSS (VmHWM) is read before it stops (goal < 300 MB).
+ * --skip-space-back leaves out step 2 (the pushes of the rest of the corpus
+ * and gc: most of the run's time), for the other figures and the RSS alone.
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -53,11 +55,11 @@ import { startWireProxy, type WireProxy } from './wire-proxy.js';
 
 const { values: opts, positionals } = parseArgs({
   allowPositionals: true,
-  options: { pulls: { type: 'string', default: '20' }, rounds: { type: 'string', default: '1' }, json: { type: 'boolean', default: false } },
+  options: { pulls: { type: 'string', default: '20' }, rounds: { type: 'string', default: '1' }, 'skip-space-back': { type: 'boolean', default: false }, json: { type: 'boolean', default: false } },
 });
 const dir = positionals[0];
 if (!dir) {
-  console.error('usage: npx tsx bench/scale-out.ts CORPUS_DIR [--pulls 20] [--rounds 1] [--json]');
+  console.error('usage: npx tsx bench/scale-out.ts CORPUS_DIR [--pulls 20] [--rounds 1] [--skip-space-back] [--json]');
   process.exit(2);
 }
 const PULLS = Number(opts.pulls);
@@ -254,7 +256,7 @@ try {
   // 2. Space back on both (before the replicas: one writer per store, so compaction may rewrite every pack).
   const done = new Set(['base-v1', 'games-v2']);
   const rest = corpusImages(dir).filter((f) => !done.has(tagOf(f)));
-  for (const b of ['local', 's3'] as const) {
+  for (const b of opts['skip-space-back'] ? [] : (['local', 's3'] as const)) {
     for (const f of rest) await runCli(['push', `${REPO}:${tagOf(f)}`, join(dir, f), '--json', '--cache', fresh('cache')], wire[b]);
     const gone = corpusImages(dir).map(tagOf).filter((t) => REMOVE.some((r) => t === r || t.startsWith(`${r}-`)));
     await removeByDigest(srv[b].url, REPO, gone);
@@ -285,7 +287,7 @@ try {
   for (const b of ['local', 's3'] as const) {
     await wire[b].close();
     if (b === 's3') await routes?.close();
-    await stopServer(`${b} (pull, space back)`, srv[b]);
+    await stopServer(`${b} (pull${opts['skip-space-back'] ? '' : ', space back'})`, srv[b]);
   }
 
   // 3. Replicas on the S3 store, straight to RGW and PostgreSQL.
