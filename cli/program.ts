@@ -70,8 +70,9 @@ export function buildProgram(): Command {
     .argument('<file>', 'the image (qcow2, or any file)')
     .option('--cache <dir>', 'client cache (env SNAPYARD_CACHE, default ~/.cache/snapyard)')
     .option('--level <n>', 'zstd level of the upload stream (default: 17 up to 16 MiB of new chunks, 9 up to 256 MiB, else 3)', int('--level'))
+    .option('--seed <file>', 'a previous version on this machine that the registry holds (repeatable): new chunks go compressed against the chunks of it they resemble', (v: string, prev: string[] = []) => [...prev, v])
     .option('--json', 'print one JSON summary object')
-    .action(async (ref: string, file: string, o: RegistryFlags & { cache?: string; level?: number; json?: boolean }) => {
+    .action(async (ref: string, file: string, o: RegistryFlags & { cache?: string; level?: number; seed?: string[]; json?: boolean }) => {
       await pushCommand(ref, file, o);
     });
 

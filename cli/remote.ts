@@ -31,10 +31,10 @@ async function withClient<T>(o: RegistryFlags & { cache?: string; json?: boolean
   }
 }
 
-export async function pushCommand(refStr: string, file: string, o: RegistryFlags & { json?: boolean; cache?: string; level?: number }): Promise<void> {
+export async function pushCommand(refStr: string, file: string, o: RegistryFlags & { json?: boolean; cache?: string; level?: number; seed?: string[] }): Promise<void> {
   const ref = parseRef(refStr);
   const r = await withClient(o, ({ reg, cache, progress }) =>
-    push(ref, file, { registry: reg, cache, ...(o.level !== undefined ? { level: o.level } : {}), onPhase: (phase) => progress.update({ phase }) }),
+    push(ref, file, { registry: reg, cache, ...(o.level !== undefined ? { level: o.level } : {}), ...(o.seed ? { seeds: o.seed } : {}), onPhase: (phase) => progress.update({ phase }) }),
   );
   if (o.json) process.stdout.write(`${JSON.stringify(r)}\n`);
   else {

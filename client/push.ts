@@ -25,6 +25,9 @@ import type { Ref } from './ref.js';
 import { RegistryError, type Registry } from './registry.js';
 import { LocalSources } from './sources.js';
 import { uploadRecords } from './push-records.js';
+import { uploadDeltaFrames } from './push-delta.js';
+import { compressWithPrefix, FRAMES_UPLOAD_FORM } from '../storage/protocol/wire.js';
+import type { z } from 'zod';
 import { RECORDS_UPLOAD_FORM } from '../storage/protocol/record-upload.js';
 
 export const MT_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
@@ -41,10 +44,16 @@ export interface PushOptions {
   level?: number;
   /** Uploads of at least this many new bytes go as records where the registry takes them (default RECORDS_MIN_BYTES). */
   recordsMinBytes?: number;
+  /**
+   * Previous versions on this machine (files): those the registry holds as
+   * blobs of the repository make smaller uploads the dictionaries of its new
+   * chunks (push-delta.ts).
+   */
+  seeds?: string[];
   onPhase?: (phase: string) => void;
 }
 
-export type UploadForm = 'records' | 'zstd-stream' | 'none';
+export type UploadForm = 'records' | 'frames' | 'zstd-stream' | 'none';
 
 export interface PushResult {
   ref: string;
@@ -56,7 +65,9 @@ export interface PushResult {
   newChunks: number;
   newRawBytes: number;
   uploadBytes: number;
-  /** How the new chunks went: 'records' (stored forms, push-records.ts), 'zstd-stream', or 'none'. */
+  /** New chunks sent compressed against seed chunks (form 'frames'). */
+  dictChunks: number;
+  /** How the new chunks went: 'records' (stored forms, push-records.ts), 'frames' (against seeds, push-delta.ts), 'zstd-stream', or 'none'. */
   uploadForm: UploadForm;
   base: { blob: Digest; manifest: string | null; backingFile: string } | null;
   seconds: number;
@@ -96,7 +107,7 @@ export async function push(ref: Ref, file: string, opts: PushOptions): Promise<P
     // A gc with a short grace may collect a committed blob before its manifest arrives: push it again, once.
     if (!(e instanceof RegistryError) || e.ociCode !== 'MANIFEST_BLOB_UNKNOWN') throw e;
     const again = await uploadBlob(reg, ref.repo, file, fi, opts);
-    uploaded = { chunks: uploaded.chunks + again.chunks, raw: uploaded.raw + again.raw, wire: uploaded.wire + again.wire, form: again.form === 'none' ? uploaded.form : again.form };
+    uploaded = { chunks: uploaded.chunks + again.chunks, raw: uploaded.raw + again.raw, wire: uploaded.wire + again.wire, form: again.form === 'none' ? uploaded.form : again.form, dict: uploaded.dict + again.dict };
     await reg.putSmallBlob(ref.repo, sha256(config), config);
     manifestDigest = await reg.putManifest(ref.repo, ref.tag, bytes, MT_MANIFEST, 'push');
   }
@@ -111,6 +122,7 @@ export async function push(ref: Ref, file: string, opts: PushOptions): Promise<P
     newRawBytes: uploaded.raw,
     uploadBytes: uploaded.wire,
     uploadForm: uploaded.form,
+    dictChunks: uploaded.dict,
     base: base ? { blob: base.blob, manifest: base.manifest, backingFile: base.backingFile } : null,
     seconds: (performance.now() - t0) / 1000,
   };
@@ -125,23 +137,28 @@ interface Uploaded {
   raw: number;
   wire: number;
   form: UploadForm;
+  /** Chunks sent as dictionary frames. */
+  dict: number;
 }
 
 async function uploadBlob(reg: Registry, repo: string, file: string, fi: FileIndex, opts: PushOptions): Promise<Uploaded> {
   let width = 8;
-  let uploaded: Uploaded = { chunks: 0, raw: 0, wire: 0, form: 'none' };
+  let uploaded: Uploaded = { chunks: 0, raw: 0, wire: 0, form: 'none', dict: 0 };
   let committed: { digest: string; size: number } | null = null;
+  // Seed files the registry holds: the compact index goes as a difference from the first one's, and new chunks against them.
+  const seeds = opts.level === undefined && opts.seeds?.length ? await heldSeeds(reg, repo, opts.seeds, opts.cache) : [];
   for (let attempt = 0; attempt < 2 && !committed; attempt++) {
     opts.onPhase?.('negotiating');
-    const head = Buffer.alloc(8);
-    head[0] = width;
-    const body = compress(Buffer.concat([head, fi.index.encode(width)]), { compressionLevel: 3 });
-    const res = await reg.request('POST', `/snapyard/v1/${repo}/_missing`, { body, headers: { 'content-type': 'application/vnd.snapyard.compact-index.v1+zstd' } });
-    const miss = parseAnswer(missingAnswer, await res.body.json(), '_missing');
+    const { miss, sent } = await negotiate(reg, repo, fi.index, width, seeds[0]);
     opts.onPhase?.('uploading');
-    const useRecords = (raw: number) => opts.level === undefined && raw >= (opts.recordsMinBytes ?? RECORDS_MIN_BYTES) && (miss.uploadForms ?? []).includes(RECORDS_UPLOAD_FORM);
-    const u = await uploadMissing(reg, repo, miss.session, file, fi.index, miss.missing, opts.level, useRecords);
-    uploaded = { chunks: uploaded.chunks + u.chunks, raw: uploaded.raw + u.raw, wire: uploaded.wire + u.wire + body.byteLength, form: u.form === 'none' ? uploaded.form : u.form };
+    const forms = miss.uploadForms ?? [];
+    const plan: UploadPlan = {
+      level: opts.level,
+      records: (raw) => opts.level === undefined && raw >= (opts.recordsMinBytes ?? RECORDS_MIN_BYTES) && forms.includes(RECORDS_UPLOAD_FORM),
+      seeds: forms.includes(FRAMES_UPLOAD_FORM) ? seeds : [],
+    };
+    const u = await uploadMissing(reg, repo, miss.session, file, fi.index, miss.missing, plan);
+    uploaded = { chunks: uploaded.chunks + u.chunks, raw: uploaded.raw + u.raw, wire: uploaded.wire + u.wire + sent, form: u.form === 'none' ? uploaded.form : u.form, dict: uploaded.dict + u.dict };
     try {
       committed = await reg.call('POST', `/snapyard/v1/${repo}/_commit`, commitAnswer, { session: miss.session, digest: fi.digest });
     } catch (e) {
@@ -169,7 +186,52 @@ export function uploadLevel(raw: number): number {
 }
 
 /** Streams the chunks the server lacks as one zstd stream of upload frames. */
-async function uploadMissing(reg: Registry, repo: string, session: string, file: string, index: PushIndex, missing: number[], level: number | undefined, useRecords: (raw: number) => boolean): Promise<Uploaded> {
+/** How uploadMissing sends the new chunks. */
+interface UploadPlan {
+  /** The stream's zstd level, when the user chose it (the stream it is, then). */
+  level: number | undefined;
+  /** Whether `raw` new bytes go as records. */
+  records: (raw: number) => boolean;
+  /** Seed files whose blobs the registry holds in the repository (frames against them). */
+  seeds: Array<{ path: string; index: PushIndex; digest: Digest }>;
+}
+
+/**
+ * POST _missing: the compact index (8-byte digest prefixes at first), zstd;
+ * with a held seed, compressed with the seed's compact index as a dictionary
+ * (`?base=`), plain again if the registry does not take that (an older one).
+ * Answers the registry's answer and the bytes sent.
+ */
+async function negotiate(reg: Registry, repo: string, index: PushIndex, width: number, seed: UploadPlan['seeds'][number] | undefined): Promise<{ miss: z.infer<typeof missingAnswer>; sent: number }> {
+  const head = Buffer.alloc(8);
+  head[0] = width;
+  const compact = Buffer.concat([head, index.encode(width)]);
+  const headers = { 'content-type': 'application/vnd.snapyard.compact-index.v1+zstd' };
+  if (seed) {
+    const body = compressWithPrefix(compact, seed.index.encode(8), 3);
+    const res = await reg.request('POST', `/snapyard/v1/${repo}/_missing?base=${seed.digest}`, { body, headers, ok: (st) => st === 200 || st === 400 || st === 404 });
+    if (res.statusCode === 200) return { miss: parseAnswer(missingAnswer, await res.body.json(), '_missing'), sent: body.byteLength };
+    await res.body.dump();
+  }
+  const body = compress(compact, { compressionLevel: 3 });
+  const res = await reg.request('POST', `/snapyard/v1/${repo}/_missing`, { body, headers });
+  return { miss: parseAnswer(missingAnswer, await res.body.json(), '_missing'), sent: body.byteLength };
+}
+
+/** The seed files the registry holds as blobs of `repo`, indexed (from the cache when known). */
+async function heldSeeds(reg: Registry, repo: string, paths: string[], cache: ClientCache | null): Promise<UploadPlan['seeds']> {
+  const out: UploadPlan['seeds'] = [];
+  for (const path of paths) {
+    const fi = await indexFile(path, cache);
+    const res = await reg.request('HEAD', `/v2/${repo}/blobs/${fi.digest}`, { ok: (st) => st === 200 || st === 404 });
+    await res.body.dump();
+    if (res.statusCode === 200) out.push({ path, index: fi.index, digest: fi.digest });
+  }
+  return out;
+}
+
+async function uploadMissing(reg: Registry, repo: string, session: string, file: string, index: PushIndex, missing: number[], plan: UploadPlan): Promise<Uploaded> {
+  const level = plan.level;
   // Entries are numbered across the index's lists in order (data chunks, then residue chunks).
   const lists = index.lists();
   const seen = new Set<string>();
@@ -184,11 +246,20 @@ async function uploadMissing(reg: Registry, repo: string, session: string, file:
     todo.push({ hex, length: list.lengths[i]! });
   }
   const raw = todo.reduce((n, t) => n + t.length, 0);
-  if (todo.length === 0) return { chunks: 0, raw: 0, wire: 0, form: 'none' };
-  const sources = await LocalSources.open(null, { path: file, index });
-  if (useRecords(raw)) {
+  if (todo.length === 0) return { chunks: 0, raw: 0, wire: 0, form: 'none', dict: 0 };
+  if (!plan.records(raw) && plan.seeds.length > 0) {
+    const seeded = await LocalSources.open(null, [{ path: file, index }, ...plan.seeds.map((s) => ({ path: s.path, index: s.index }))]);
     try {
-      return { chunks: todo.length, raw, wire: await uploadRecords(reg, repo, session, file, sources, todo), form: 'records' };
+      const r = await uploadDeltaFrames(reg, repo, session, file, seeded, todo, plan.seeds.map((s) => s.digest));
+      return { chunks: todo.length, raw, wire: r.wire, form: 'frames', dict: r.dictFrames };
+    } finally {
+      await seeded.close();
+    }
+  }
+  const sources = await LocalSources.open(null, { path: file, index });
+  if (plan.records(raw)) {
+    try {
+      return { chunks: todo.length, raw, wire: await uploadRecords(reg, repo, session, file, sources, todo), form: 'records', dict: 0 };
     } finally {
       await sources.close();
     }
@@ -222,7 +293,7 @@ async function uploadMissing(reg: Registry, repo: string, session: string, file:
   });
   await res.body.dump();
   await feed;
-  return { chunks: todo.length, raw, wire, form: 'zstd-stream' };
+  return { chunks: todo.length, raw, wire, form: 'zstd-stream', dict: 0 };
 }
 
 type PushIndex = Awaited<ReturnType<typeof indexFile>>['index'];

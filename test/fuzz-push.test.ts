@@ -3,7 +3,7 @@
  * property-based (fast-check), against a real server on loopback:
  * `_missing` (compact indexes, kinds 0 and 1: mutated, repeated chunks, huge
  * claimed sizes, random bytes, truncated zstd, zstd bombs), `_upload`
- * (mutated frame streams, mutated record streams), `_commit` (sessions opened with mutated indexes,
+ * (mutated frame streams, record streams and chunk-frame streams), `_similar`, `_commit` (sessions opened with mutated indexes,
  * mutated JSON), `_delta` and `_chunks` (mutated JSON).
  *
  * Every answer is a 2xx or a 4xx in the OCI error format (never 5xx), within
@@ -15,12 +15,15 @@ import fc from 'fast-check';
 import { compress } from 'zstd-napi';
 import { ChunkIndexBuilder, type ChunkIndex, type ChunkList } from '../storage/blobs/chunk-index.js';
 import { chunkBuffer, DEFAULT_FASTCDC } from '../storage/blobs/fastcdc.js';
-import { sha256, type Digest } from '../storage/digest.js';
+import { sha256, sha256Raw, type Digest } from '../storage/digest.js';
 import { EXTENT_DATA, OP_DATA, OP_RESIDUE, Qcow2Index } from '../storage/blobs/qcow2-index.js';
 import { verifyStore } from '../storage/maintenance/verify.js';
 import { ChunkCodec } from '../storage/chunks/chunk-codec.js';
 import { RECORD_HEADER_SIZE, writeRecordHeader } from '../storage/chunks/pack-files.js';
 import { RECORDS_UPLOAD_TYPE } from '../storage/protocol/record-upload.js';
+import { ENC_DICT, ENC_STORED, FRAMES_UPLOAD_TYPE, frameHeader } from '../storage/protocol/wire.js';
+import { compressWithDict } from '../storage/delta/dict-codec.js';
+import { encodeSketch, sketch } from '../storage/delta/resemblance.js';
 import { compactBody, peakRss, resetPeakRss, startLimitedServer, uploadBody, zstdBomb, type LimitedServer } from './helpers/push-wire.js';
 import { hostileValue, jsonMutationArb, mutateJson } from './helpers/json-mutate.js';
 import { prng } from './helpers/oci.js';
@@ -186,7 +189,7 @@ afterAll(async () => {
 /** JSON mutations whose bodies stay small enough to build quickly (arrays grown 5000 times at most: limits are far below). */
 const smallerJsonMutation = jsonMutationArb.filter((m) => m.op !== 'grow' || m.times <= 5000);
 
-const RUNS = { missing: 2000, upload: 800, records: 400, commit: 1000, delta: 1000, chunks: 1000 };
+const RUNS = { missing: 2000, upload: 800, records: 400, frames: 300, similar: 300, commit: 1000, delta: 1000, chunks: 1000 };
 
 describe('fuzzing the delta protocol bodies', () => {
   test(`_missing: ${RUNS.missing} hostile compact-index bodies`, async () => {
@@ -226,6 +229,33 @@ describe('fuzzing the delta protocol bodies', () => {
       const miss = JSON.parse((await ask(`/snapyard/v1/${REPO}/_missing`, compactBody(ref.bytesIndex), '_upload records (session)')).text) as { session: string };
       await ask(`/snapyard/v1/${REPO}/_upload?session=${miss.session}`, body, '_upload records', RECORDS_UPLOAD_TYPE);
     }), { numRuns: RUNS.records, seed: 8006 });
+  });
+
+  test(`_upload: ${RUNS.frames} hostile chunk-frame streams (stored and dictionary frames), and ${RUNS.similar} _similar bodies`, async () => {
+    const codec = new ChunkCodec(1);
+    const [c0, c1, c2] = ref.chunks as [Buffer, Buffer, Buffer];
+    const dict = compressWithDict(c1, c0, 3);
+    const frames = Buffer.concat([
+      frameHeader(sha256Raw(c2), ENC_STORED, [], codec.encode(c2).byteLength), codec.encode(c2),
+      frameHeader(sha256Raw(c1), ENC_DICT, [sha256Raw(c0)], dict.byteLength), dict,
+    ]);
+    const stream = fc.oneof(
+      { weight: 6, arbitrary: fc.array(byteMutation, { minLength: 1, maxLength: 4 }).map((ms) => mutateBytes(frames, ms)) },
+      { weight: 1, arbitrary: fc.uint8Array({ maxLength: 2000 }).map((u) => Buffer.from(u)) },
+    );
+    await fc.assert(fc.asyncProperty(stream, async (body) => {
+      const miss = JSON.parse((await ask(`/snapyard/v1/${REPO}/_missing`, compactBody(ref.bytesIndex), '_upload frames (session)')).text) as { session: string };
+      await ask(`/snapyard/v1/${REPO}/_upload?session=${miss.session}`, body, '_upload frames', FRAMES_UPLOAD_TYPE);
+    }), { numRuns: RUNS.frames, seed: 8007 });
+    const miss = JSON.parse((await ask(`/snapyard/v1/${REPO}/_missing`, compactBody(ref.bytesIndex), '_similar (session)')).text) as { session: string };
+    const sk = encodeSketch(sketch(c1));
+    const len = Buffer.alloc(4);
+    len.writeUInt32LE(sk.byteLength);
+    const good = Buffer.concat([len, sk, len, sk]);
+    const blob = sha256(ref.blob);
+    await fc.assert(fc.asyncProperty(fc.array(byteMutation, { minLength: 0, maxLength: 4 }), async (ms) => {
+      await ask(`/snapyard/v1/${REPO}/_similar?session=${miss.session}&have=${blob}`, mutateBytes(good, ms), '_similar', 'application/octet-stream');
+    }), { numRuns: RUNS.similar, seed: 8008 });
   });
 
   test(`_commit: ${RUNS.commit} sessions opened with mutated indexes (repeats, huge sizes, overlapping ops), and mutated requests`, async () => {

@@ -98,7 +98,7 @@ describe('push as records', () => {
     const b = randomBytes(12, 50_000);
     const { session, forms } = await open('rec/hostile', [a, b]);
     const up = (body: Buffer) => post(`/snapyard/v1/rec/hostile/_upload?session=${session}`, body, RECORDS_UPLOAD_TYPE);
-    expect(forms).toEqual(['zstd-stream', 'records']);
+    expect(forms).toEqual(['zstd-stream', 'records', 'frames']);
     // b's stored form under a's name: decoded and hashed by the store, refused.
     const swapped = await up(records([{ digest: sha256(a), stored: codec.encode(b) }]));
     expect(swapped.status).toBe(400);
@@ -162,7 +162,7 @@ describe('push as records', () => {
       const a = textBytes(31, 70_000);
       const miss = await fetch(`${inline.url}/snapyard/v1/inl/r/_missing`, { method: 'POST', body: compactBody(repeatingIndex([a], [1])) });
       const { session, uploadForms } = (await miss.json()) as { session: string; uploadForms: string[] };
-      expect(uploadForms).toEqual(['zstd-stream']);
+      expect(uploadForms).toEqual(['zstd-stream', 'frames']);
       const up = await fetch(`${inline.url}/snapyard/v1/inl/r/_upload?session=${session}`, { method: 'POST', body: records([{ digest: sha256(a), stored: codec.encode(a) }]), headers: { 'content-type': RECORDS_UPLOAD_TYPE } });
       expect(up.status).toBe(415);
       expect(((await up.json()) as any).errors[0].code).toBe('UNSUPPORTED');

@@ -6,7 +6,7 @@
  *   GET  /snapyard/v1/<name>/_blobs/<digest>/manifests   manifests of <name> that use a blob (lineage)
  */
 import { OciError } from '../oci-error.js';
-import { jsonBody } from '../http-util.js';
+import { jsonBody, readLimited } from '../http-util.js';
 import { commitRequest } from '../../storage/protocol/api.js';
 import { header, respond, type RequestContext } from '../context.js';
 import { checkDigest } from '../names.js';
@@ -16,8 +16,9 @@ import { digestFromRaw, localDigester, type Digest } from '../../storage/digest.
 import { isSnapyardError, SnapyardError } from '../../storage/errors.js';
 import { unzstdBounded } from '../../storage/zstd-stream.js';
 import { checkClaimedIndex } from '../../storage/blobs/commit-check.js';
-import { readUploadFrames } from '../../storage/protocol/wire.js';
+import { decompressWithPrefix, readUploadFrames } from '../../storage/protocol/wire.js';
 import { readUploadRecords, RECORDS_UPLOAD_FORM, RECORDS_UPLOAD_TYPE } from '../../storage/protocol/record-upload.js';
+import { FRAMES_UPLOAD_FORM, FRAMES_UPLOAD_TYPE, framesError, uploadFrames } from './push-delta.js';
 import type { DeltaService } from '../delta-service.js';
 import { pinningWriter, type PinLease } from '../../storage/coord/chunk-pins.js';
 
@@ -92,15 +93,40 @@ async function rawLengthsOf(svc: DeltaService, index: BlobIndex): Promise<Map<Di
   return out;
 }
 
+/**
+ * The _missing body decompressed: one zstd frame, or with `?base=<blob of
+ * <name>>` one whose dictionary is that blob's index in the compact layout
+ * (8-byte prefixes), as a client holding that version sends it (an index
+ * mostly the same as its base costs a few KB instead of ~130 KB).
+ */
+async function compactIndexBody(ctx: RequestContext, svc: DeltaService, name: string): Promise<Buffer> {
+  const limit = svc.store.limits.maxCompactIndexBytes + 8;
+  const base = ctx.url.searchParams.get('base');
+  if (base === null) {
+    const parts: Buffer[] = [];
+    for await (const p of unzstd(ctx.incoming, limit, 'compact index')) parts.push(p);
+    return Buffer.concat(parts);
+  }
+  const d = checkDigest(base);
+  const index = (await ctx.store.blobs.stat(name, d)) ? await svc.indexOfDigest(d) : null;
+  if (!index) throw new OciError(404, 'BLOB_UNKNOWN', `blob ${d} is not in ${name}`, { digest: d });
+  // Compressed, the body is at most the route's limit; decompressed, at most the compact index limit.
+  const payload = await readLimited(ctx.incoming, limit);
+  try {
+    return decompressWithPrefix(payload, index.encode(8), limit);
+  } catch (e) {
+    if (isSnapyardError(e, 'SIZE_INVALID')) throw new OciError(400, 'SIZE_INVALID', `compact index: ${e.message}`);
+    throw e;
+  }
+}
+
 /** POST _missing: opens a push session (429 past the open-session caps) holding the compact index. */
 export async function missingChunks(ctx: RequestContext, svc: DeltaService, name: string): Promise<Response> {
   const ticket = svc.store.sessions.take(ctx.user); // LIMIT_EXCEEDED: 429 with Retry-After
   const lease = svc.store.pins.lease();
   let session: string | null = null;
   try {
-    const parts: Buffer[] = [];
-    for await (const p of unzstd(ctx.incoming, svc.store.limits.maxCompactIndexBytes + 8, 'compact index')) parts.push(p);
-    const body = Buffer.concat(parts);
+    const body = await compactIndexBody(ctx, svc, name);
     if (body.byteLength < 8) throw new OciError(400, 'SIZE_INVALID', 'compact index too short');
     const width = body[0]!;
     if (width < 8 || width > 32) throw new OciError(400, 'UNSUPPORTED', `digest prefix width ${width} (8 to 32)`);
@@ -115,7 +141,7 @@ export async function missingChunks(ctx: RequestContext, svc: DeltaService, name
     }
     // The upload forms this store takes (a store that keeps stored forms as they are takes records too).
     const probe = svc.store.chunks.writer();
-    const uploadForms = probe.addStored ? ['zstd-stream', RECORDS_UPLOAD_FORM] : ['zstd-stream'];
+    const uploadForms = probe.addStored ? ['zstd-stream', RECORDS_UPLOAD_FORM, FRAMES_UPLOAD_FORM] : ['zstd-stream', FRAMES_UPLOAD_FORM];
     await probe.finish();
     const out = { session, entries: index.count, missing, uploadForms };
     return respond(200, { 'Content-Type': 'application/json' }, JSON.stringify(out));
@@ -138,7 +164,8 @@ export async function uploadChunks(ctx: RequestContext, svc: DeltaService, name:
   const s = await svc.session(session, name);
   if (!s) throw new OciError(404, 'BLOB_UPLOAD_UNKNOWN', `push session ${session.slice(0, 64)} is not open`);
   const writer = pinningWriter(svc.store.chunks.writer(), s.lease);
-  const records = (header(ctx, 'content-type') ?? '').split(';')[0]!.trim() === RECORDS_UPLOAD_TYPE;
+  const type = (header(ctx, 'content-type') ?? '').split(';')[0]!.trim();
+  const records = type === RECORDS_UPLOAD_TYPE;
   if (records && !writer.addStored) {
     await writer.finish();
     throw new OciError(415, 'UNSUPPORTED', `this registry's store does not take ${RECORDS_UPLOAD_TYPE}: send the zstd stream`);
@@ -147,7 +174,9 @@ export async function uploadChunks(ctx: RequestContext, svc: DeltaService, name:
   let bytes = 0;
   let failed = true;
   try {
-    if (records) {
+    if (type === FRAMES_UPLOAD_TYPE) {
+      ({ chunks, bytes } = await uploadFrames(ctx.incoming, svc, writer, svc.store.limits.maxBlobBytes));
+    } else if (records) {
       for await (const r of readUploadRecords(ctx.incoming, svc.store.limits.maxBlobBytes)) {
         await writer.addStored!(digestFromRaw(r.digest), r.stored, r.rawLength);
         chunks++;
@@ -184,7 +213,7 @@ function uploadError(e: unknown): unknown {
   if (isSnapyardError(e, 'SIZE_INVALID')) return new OciError(400, 'SIZE_INVALID', e.message);
   if (isSnapyardError(e, 'LIMIT_EXCEEDED')) return new OciError(413, 'SIZE_INVALID', e.message);
   if (isSnapyardError(e, 'CHUNK_CORRUPT')) return new OciError(400, 'DIGEST_INVALID', `uploaded ${e.message}`);
-  return e;
+  return framesError(e);
 }
 
 

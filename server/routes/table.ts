@@ -15,6 +15,7 @@ import { listReferrers, listTags } from './discovery.js';
 import { listCatalog } from './catalog.js';
 import { deltaPlan, sendChunks } from './delta.js';
 import { blobManifests, commitPush, missingChunks, uploadChunks } from './push.js';
+import { similarChunks } from './push-delta.js';
 import { issueToken } from '../auth/token-route.js';
 import { healthz, readyz } from '../health.js';
 import { metricsResponse } from './metrics-route.js';
@@ -74,6 +75,7 @@ export function routeTable(limits: RouteLimits, opts: RouteOptions = { metricsRo
     route('delta.chunks', 'POST', new RegExp(`${V1}/_chunks$`), pull, 8 * 1024 * 1024, (ctx, m, s) => sendChunks(ctx, s.delta, m[1]!)),
     route('push.missing', 'POST', new RegExp(`${V1}/_missing$`), push, 64 * 1024 * 1024, (ctx, m, s) => missingChunks(ctx, s.delta, m[1]!)),
     route('push.upload', 'POST', new RegExp(`${V1}/_upload$`), push, limits.maxPushUploadBytes, (ctx, m, s) => uploadChunks(ctx, s.delta, m[1]!)),
+    route('push.similar', 'POST', new RegExp(`${V1}/_similar$`), push, 16 * 1024 * 1024, (ctx, m, s) => similarChunks(ctx, s.delta, m[1]!)),
     route('push.commit', 'POST', new RegExp(`${V1}/_commit$`), push, JSON_BODY, (ctx, m, s) => commitPush(ctx, s.delta, m[1]!)),
     route('blob.manifests', 'GET', new RegExp(`${V1}/_blobs/([^/]+)/manifests$`), pull, 0, (ctx, m) => blobManifests(ctx, m[1]!, m[2]!)),
     // The admin API (docs/admin-api.md)

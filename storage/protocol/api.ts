@@ -42,6 +42,14 @@ export const missingAnswer = z.looseObject({
   uploadForms: z.array(z.string()).optional(),
 });
 
+/**
+ * POST <name>/_similar?session=<id>&have=<blob>[&have=...]: the body is the
+ * sketches of a push session's new chunks (storage/delta/resemblance.ts
+ * encodeSketch), each as a u32 LE length and its bytes. Answer: per sketch,
+ * the raw digests (hex) of up to 3 chunks of the held blobs most like it, best first.
+ */
+export const similarAnswer = z.looseObject({ similar: z.array(z.array(hex64).max(3)) });
+
 /** POST <name>/_commit */
 export const commitRequest = z.object({ session: z.string().max(64), digest });
 export const commitAnswer = z.looseObject({ digest, size: z.number(), indexDigest: digest, layout: z.enum(['qcow2', 'bytes']) });

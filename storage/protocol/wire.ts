@@ -24,6 +24,10 @@ import { unzstdBuffer } from '../zstd-stream.js';
 import { dictBytes } from '../delta/dict-codec.js';
 import { SnapyardError } from '../errors.js';
 
+/** A push's upload as chunk frames (docs/delta-protocol.md, "Pushing a new version"), and its name in _missing's uploadForms. */
+export const FRAMES_UPLOAD_TYPE = 'application/vnd.snapyard.chunks.v1';
+export const FRAMES_UPLOAD_FORM = 'frames';
+
 export const FRAME_HEADER = 40;
 export const ENC_STORED = 0;
 export const ENC_DICT = 1;
