@@ -144,7 +144,9 @@ try {
       }
       // Setup for the rest (untimed): games-v1 and games-v2.
       await cli(['push', 'bench/win98:games-v1', g1], srv.url);
-      const p2 = await cli(['push', 'bench/win98:games-v2', g2], srv.url);
+      // games-v2 as a build job holding games-v1 pushes it (--seed): its bytes against the variant update's download below.
+      const p2 = await cli(['push', 'bench/win98:games-v2', g2, '--seed', g1], srv.url);
+      extra.pushV2Bytes = Number(p2.json.uploadBytes);
       const blob = String(p2.json.blobDigest);
       serverPeak = Math.max(serverPeak, srv.sampledPeak());
       // 2. GET, cold then warm, then ranges; the plain file server in the same order.
@@ -183,6 +185,7 @@ try {
         await cli(['pull', 'bench/win98:games-v1', '-o', join(tmp, 'g1.qcow2'), '--overlay', '--base', base, '--cache', cache], srv.url);
         rmSync(join(tmp, 'g1.qcow2'), { force: true });
         const up = await cli(['pull', 'bench/win98:games-v2', '-o', join(tmp, 'g2.qcow2'), '--overlay', '--base', base, '--cache', cache], srv.url, { SNAPYARD_TRACE: '1' });
+        extra.updatePullBytes = Number(up.json.bytesDownloaded) + Number(up.json.indexBytes ?? 0);
         note('variant update games-v1 -> games-v2 (process)', up.wall);
         note('variant update (its own seconds)', Number(up.json.seconds));
         extra[`trace run ${run}`] = up.stderr.split('\n').filter((l) => /^\[\d/.test(l)).join(' | ');
@@ -215,6 +218,7 @@ if (JSON_OUT) {
 } else {
   log(`\nbest of ${RUNS} runs (seconds):`);
   for (const [k, v] of Object.entries(best)) log(`  ${k.padEnd(48)} ${v.toFixed(2)}   (runs: ${runsOf[k]!.map((x) => x.toFixed(2)).join(', ')})`);
+  if (extra.updatePullBytes !== undefined) log(`  push of games-v2 with --seed games-v1: ${(Number(extra.pushV2Bytes) / MB).toFixed(3)} MB sent; the variant update's pull of the same change: ${(Number(extra.updatePullBytes) / MB).toFixed(3)} MB`);
   if (extra.storedPush !== undefined) log(`  stored after push: ${(Number(extra.storedPush) / MB).toFixed(1)} MB of packs; casync store ${(Number(extra.storedCasync) / MB).toFixed(1)} MB`);
   for (const [k, v] of Object.entries(extra)) if (k.startsWith('trace')) log(`  ${k}: ${String(v)}`);
   log('\nfigures:');
