@@ -9,8 +9,9 @@
  *                        and index are computed once); held: snapshots whose chunks
  *                        are all in the cache, or in the cache plus a base file
  *
- * Downloaded chunks are flushed after every batch, so a pull killed mid-way
- * finds them on the next run and does not fetch them again. Files are
+ * Downloaded chunks are flushed after a fetch's first batch and then every
+ * 64 MiB (client/fetch.ts), so a pull killed mid-way finds them on the next
+ * run and does not fetch them again. Files are
  * written to a temporary name and renamed. Several processes may share a
  * cache (the pods of a node): chunks go to per-process packs under one SQLite
  * index (WAL), and state.json is changed under a lock, merging what the
