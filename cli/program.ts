@@ -1,11 +1,11 @@
 /** The `snapyard` command line: every command registered (cli/main.ts runs it; `mount` alone loads only its own modules). */
-import { Command, InvalidArgumentError } from 'commander';
+import { Command } from 'commander';
 import { DEFAULT_FASTCDC } from '../storage/blobs/fastcdc.js';
 import { serve } from './serve.js';
 import { chunkFile } from './chunk.js';
 import { inspectFile } from './inspect.js';
 import { prefetchCommand, pushCommand } from './remote.js';
-import { registerPull } from './pull-command.js';
+import { int, registerPull } from './pull-command.js';
 import { inspectRef, looksLikeRef } from './inspect-remote.js';
 import { existsSync } from 'node:fs';
 import { registerLifecycleCommands } from './lifecycle.js';
@@ -18,12 +18,6 @@ import { addServeOptions, resolveServeOptions } from './serve-options.js';
 import { addRegistryOptions, type RegistryFlags } from './registry-options.js';
 import { passwdCommand } from './passwd.js';
 
-function int(name: string) {
-  return (v: string): number => {
-    if (!/^\d+$/.test(v)) throw new InvalidArgumentError(`${name} must be a whole number`);
-    return Number(v);
-  };
-}
 
 export function buildProgram(): Command {
   const program = new Command('snapyard')

@@ -7,7 +7,8 @@ import { InvalidArgumentError, type Command } from 'commander';
 import { pullCommand } from './remote.js';
 import { addRegistryOptions, type RegistryFlags } from './registry-options.js';
 
-function count(name: string) {
+/** A flag's parser: a whole number, else commander's usage error naming the flag. */
+export function int(name: string) {
   return (v: string): number => {
     if (!/^\d+$/.test(v)) throw new InvalidArgumentError(`${name} must be a whole number`);
     return Number(v);
@@ -24,7 +25,7 @@ export function registerPull(program: Command): void {
     .option('--cache <dir>', 'client cache (env SNAPYARD_CACHE, default ~/.cache/snapyard)')
     .option('--cache-max <size>', 'evict least recently used snapshots from the cache once it stores more than this (like 20G; env SNAPYARD_CACHE_MAX)')
     .option('--dry-run', 'print how many bytes the pull would download, and exit')
-    .option('--concurrency <n>', 'parallel chunk requests (default 3)', count('--concurrency'))
+    .option('--concurrency <n>', 'parallel chunk requests (default 3)', int('--concurrency'))
     .option('--json', 'print one JSON summary object (bytesDownloaded, bytesFromBase, bytesFromCache, chunks, seconds, ...)')
     .action(async (ref: string, o: RegistryFlags & { output: string; base?: string; overlay?: boolean; cache?: string; cacheMax?: string; dryRun?: boolean; concurrency?: number; json?: boolean }) => {
       await pullCommand(ref, o);
