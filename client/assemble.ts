@@ -200,6 +200,9 @@ export function dirtyClusters(target: Qcow2Index, base: Qcow2Index, cs: number):
   return Uint32Array.from(out);
 }
 
+/** Clusters whose chunk reads writeOverlay starts ahead (each cuts about 1-2 chunks: well within the LRU's 64). */
+const OVERLAY_AHEAD = 16;
+
 export async function writeOverlay(
   out: string,
   target: Qcow2Index,
@@ -221,8 +224,22 @@ export async function writeOverlay(
   const stats: OverlayStats = { dataClusters: 0, zeroClusters: 0, comparedClusters: dirty.length };
   const mine = Buffer.alloc(cs);
   const theirs = Buffer.alloc(cs);
+  // The chunk reads of the next OVERLAY_AHEAD clusters are started before this one is compared and
+  // written, so the store's workers decode in parallel (one read at a time left them mostly idle).
+  let started = 0;
+  const startReads = (upTo: number) => {
+    for (; started < Math.min(dirty.length, upTo); started++) {
+      const g = dirty[started]! * cs;
+      for (const p of target.guestPieces(g, Math.min(cs, vs - g))) {
+        if (p.stream < 0) continue;
+        for (const piece of target.data.pieces(p.stream, p.stream + p.length)) lru.chunk(piece.list, piece.i).catch(() => {});
+      }
+    }
+  };
   try {
-    for (const c of dirty) {
+    for (let k = 0; k < dirty.length; k++) {
+      startReads(k + 1 + OVERLAY_AHEAD);
+      const c = dirty[k]!;
       const g = c * cs;
       const len = Math.min(cs, vs - g);
       const t = mine.subarray(0, len);
