@@ -107,7 +107,7 @@ export async function push(ref: Ref, file: string, opts: PushOptions): Promise<P
     // A gc with a short grace may collect a committed blob before its manifest arrives: push it again, once.
     if (!(e instanceof RegistryError) || e.ociCode !== 'MANIFEST_BLOB_UNKNOWN') throw e;
     const again = await uploadBlob(reg, ref.repo, file, fi, opts);
-    uploaded = { chunks: uploaded.chunks + again.chunks, raw: uploaded.raw + again.raw, wire: uploaded.wire + again.wire, form: again.form === 'none' ? uploaded.form : again.form, dict: uploaded.dict + again.dict };
+    uploaded = sum(uploaded, again);
     await reg.putSmallBlob(ref.repo, sha256(config), config);
     manifestDigest = await reg.putManifest(ref.repo, ref.tag, bytes, MT_MANIFEST, 'push');
   }
@@ -141,6 +141,11 @@ interface Uploaded {
   dict: number;
 }
 
+/** Two uploads of one push as one (the later form, unless it sent nothing). */
+function sum(a: Uploaded, b: Uploaded): Uploaded {
+  return { chunks: a.chunks + b.chunks, raw: a.raw + b.raw, wire: a.wire + b.wire, form: b.form === 'none' ? a.form : b.form, dict: a.dict + b.dict };
+}
+
 async function uploadBlob(reg: Registry, repo: string, file: string, fi: FileIndex, opts: PushOptions): Promise<Uploaded> {
   let width = 8;
   let uploaded: Uploaded = { chunks: 0, raw: 0, wire: 0, form: 'none', dict: 0 };
@@ -158,7 +163,7 @@ async function uploadBlob(reg: Registry, repo: string, file: string, fi: FileInd
       seeds: forms.includes(FRAMES_UPLOAD_FORM) ? seeds : [],
     };
     const u = await uploadMissing(reg, repo, miss.session, file, fi.index, miss.missing, plan);
-    uploaded = { chunks: uploaded.chunks + u.chunks, raw: uploaded.raw + u.raw, wire: uploaded.wire + u.wire + sent, form: u.form === 'none' ? uploaded.form : u.form, dict: uploaded.dict + u.dict };
+    uploaded = sum(uploaded, { ...u, wire: u.wire + sent });
     try {
       committed = await reg.call('POST', `/snapyard/v1/${repo}/_commit`, commitAnswer, { session: miss.session, digest: fi.digest });
     } catch (e) {

@@ -1,10 +1,11 @@
+import { RECORDS_UPLOAD_FORM } from '../storage/protocol/record-upload.js';
 import { randomUUID } from 'node:crypto';
 import { chunkSet, chunkSetMemoryBytes, type BlobIndex } from '../storage/blobs/blob-index.js';
 import type { BudgetCache } from '../storage/memory-budget.js';
 import type { Digest } from '../storage/digest.js';
 import type { BlobRecord } from '../storage/meta/metadata.js';
 import type { Store } from '../storage/open-store.js';
-import { compressWithPrefix } from '../storage/protocol/wire.js';
+import { compressWithPrefix, FRAMES_UPLOAD_FORM } from '../storage/protocol/wire.js';
 import { ChunkEncoder } from './chunk-encoder.js';
 import type { PinLease } from '../storage/coord/chunk-pins.js';
 import type { QuotaTicket } from '../storage/coord/session-quota.js';
@@ -42,6 +43,17 @@ export class DeltaService {
   readonly plans: BudgetCache<string, Buffer>;
   private readonly held = new Map<string, Held>();
   readonly encoder: ChunkEncoder;
+  private forms: string[] | null = null;
+
+  /** The `_upload` bodies this store takes (its _missing answer's uploadForms): records where its writers keep stored forms as they are. */
+  async uploadForms(): Promise<string[]> {
+    if (!this.forms) {
+      const probe = this.store.chunks.writer();
+      this.forms = probe.addStored ? ['zstd-stream', RECORDS_UPLOAD_FORM, FRAMES_UPLOAD_FORM] : ['zstd-stream', FRAMES_UPLOAD_FORM];
+      await probe.finish();
+    }
+    return this.forms;
+  }
 
   constructor(readonly store: Store) {
     this.sets = store.memory.cache('chunk-sets', chunkSetMemoryBytes);

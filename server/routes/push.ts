@@ -17,8 +17,8 @@ import { isSnapyardError, SnapyardError } from '../../storage/errors.js';
 import { unzstdBounded } from '../../storage/zstd-stream.js';
 import { checkClaimedIndex } from '../../storage/blobs/commit-check.js';
 import { decompressWithPrefix, readUploadFrames } from '../../storage/protocol/wire.js';
-import { readUploadRecords, RECORDS_UPLOAD_FORM, RECORDS_UPLOAD_TYPE } from '../../storage/protocol/record-upload.js';
-import { FRAMES_UPLOAD_FORM, FRAMES_UPLOAD_TYPE, framesError, uploadFrames } from './push-delta.js';
+import { readUploadRecords, RECORDS_UPLOAD_TYPE } from '../../storage/protocol/record-upload.js';
+import { FRAMES_UPLOAD_TYPE, framesError, uploadFrames } from './push-delta.js';
 import type { DeltaService } from '../delta-service.js';
 import { pinningWriter, type PinLease } from '../../storage/coord/chunk-pins.js';
 
@@ -140,10 +140,7 @@ export async function missingChunks(ctx: RequestContext, svc: DeltaService, name
       throw new OciError(413, 'SIZE_INVALID', `the index claims a blob of ${index.size} bytes; the limit is ${svc.store.limits.maxBlobBytes}`);
     }
     // The upload forms this store takes (a store that keeps stored forms as they are takes records too).
-    const probe = svc.store.chunks.writer();
-    const uploadForms = probe.addStored ? ['zstd-stream', RECORDS_UPLOAD_FORM, FRAMES_UPLOAD_FORM] : ['zstd-stream', FRAMES_UPLOAD_FORM];
-    await probe.finish();
-    const out = { session, entries: index.count, missing, uploadForms };
+    const out = { session, entries: index.count, missing, uploadForms: await svc.uploadForms() };
     return respond(200, { 'Content-Type': 'application/json' }, JSON.stringify(out));
   } catch (e) {
     if (session !== null) await svc.closeSession(session).catch(() => {});
