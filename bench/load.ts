@@ -8,11 +8,23 @@
  * delay beside: 100 clients share one event loop), requests per second, the
  * server's peak RSS and its growth from minute 1 to the end.
  *
- *   npx tsx bench/load.ts BASE.qcow2 TARGET.qcow2 [--seconds 300] [--clients 100] [--pushers 10] [--think-ms 0] [--segment 60] [--only on|off] [--json]
+ *   npx tsx bench/load.ts BASE.qcow2 TARGET.qcow2 [--seconds 300] [--clients 100] [--pushers 10] [--think-ms 0] [--start spread|together] [--warmup 15] [--pushers-nice 10] [--segment 60] [--only on|off] [--json]
  *
  * Both servers are set up, then loaded in alternating segments of --segment
  * seconds until each had --seconds. --think-ms makes each client pause
  * (0.5x to 1.5x that) between requests, as pods do; 0 is a closed loop.
+ * With a think time each client also starts at a random point of its first
+ * one (`--start spread`, the default: a fleet's pods are not in step);
+ * `--start together` sends every client's first request at the same instant
+ * at the start of each segment, a burst of --clients requests.
+ * Each server first takes --warmup seconds of the same load, not in the
+ * figures (its errors are): the first delta requests of a version build its
+ * index difference and sketch table and fill the frame cache, once per
+ * version, and JIT-compile the server's paths. Its figures are logged.
+ * The pushers' process runs at nice --pushers-nice: it stands for build
+ * jobs on other machines, and its own chunking and hashing (a whole core
+ * of this 2-core machine at nice 0) would otherwise be timed as the
+ * server's latency; the pushes the server took are reported beside.
  *
  * BASE and TARGET are two related images (e.g. the corpus's win98-base-v1
  * and win98-games-v1): TARGET is pulled as a delta over BASE.
@@ -39,6 +51,9 @@ const CLIENTS = Number(flag('--clients', '100'));
 const PUSHERS = Number(flag('--pushers', '10'));
 const ONLY = flag('--only', 'both');
 const THINK_MS = Number(flag('--think-ms', '0'));
+const START = flag('--start', 'spread');
+const WARMUP = Number(flag('--warmup', '15'));
+const PUSHERS_NICE = flag('--pushers-nice', '10');
 const SEGMENT = Number(flag('--segment', '60'));
 const JSON_OUT = args.includes('--json') && args.splice(args.indexOf('--json'), 1).length > 0;
 const [BASE, TARGET] = args;
@@ -131,7 +146,7 @@ async function startPushers(env: Env, seconds: number): Promise<{ go(): void; do
   if (PUSHERS === 0) return { go() {}, done: Promise.resolve() };
   const args = [join(ROOT, 'bench', 'load-pushers.ts'), env.server.url, String(seconds), String(PUSHERS), BASE!, env.work, String(env.rounds[0]!), ...(env.creds ? [`${env.creds.username}:${env.creds.password}`] : [])];
   env.rounds[0]! += 1000;
-  const child = spawn(process.execPath, ['--import', 'tsx', ...args], { cwd: ROOT, stdio: ['pipe', 'pipe', 'inherit'] });
+  const child = spawn('nice', ['-n', PUSHERS_NICE, process.execPath, '--import', 'tsx', ...args], { cwd: ROOT, stdio: ['pipe', 'pipe', 'inherit'] });
   let out = '';
   let readyNow: () => void = () => {};
   const ready = new Promise<void>((r) => (readyNow = r));
@@ -175,6 +190,8 @@ async function segment(env: Env, seconds: number): Promise<void> {
   };
   const client = async (i: number) => {
     const reg = (env.registries[i] ??= new Registry(server.url, { connections: 2, ...env.pullCreds }));
+    // A fleet's pods are not in step: each client starts at a random point of its first think time.
+    if (START === 'spread' && THINK_MS > 0) await new Promise((r) => setTimeout(r, THINK_MS * Math.random()));
     while (performance.now() < deadline) {
       const r = rand(10);
       if (r < 5) {
@@ -303,7 +320,21 @@ async function finish(env: Env): Promise<Record<string, unknown>> {
 const modes = ONLY === 'on' ? [true] : ONLY === 'off' ? [false] : [false, true];
 const envs: Env[] = [];
 for (const m of modes) envs.push(await prepare(m));
-log(`running ${CLIENTS} clients + ${PUSHERS} pushers${THINK_MS ? ` (think ${THINK_MS} ms)` : ''} for ${SECONDS} s per server, in segments of ${SEGMENT} s`);
+if (WARMUP > 0) {
+  for (const e of envs) {
+    const { rec, rss } = e;
+    e.rec = new Recorder();
+    e.rss = [];
+    await segment(e, WARMUP);
+    const warm = e.rec;
+    for (const [k, n] of warm.errors) rec.errors.set(`warm-up: ${k}`, n);
+    const m = warm.samples.filter((x) => x.route === 'manifest.get').map((x) => x.ms);
+    log(`[auth ${e.auth ? 'on' : 'off'}] warm-up (${WARMUP} s, not in the figures): ${warm.samples.length} requests, ${warm.errors.size} kinds of error, manifest.get p50 ${pct(m, 50).toFixed(1)} ms p99 ${pct(m, 99).toFixed(1)} ms`);
+    Object.assign(e, { rec, rss, activeSeconds: 0 });
+    e.harnessDelay.reset();
+  }
+}
+log(`running ${CLIENTS} clients + ${PUSHERS} pushers (nice ${PUSHERS_NICE})${THINK_MS ? ` (think ${THINK_MS} ms)` : ''} for ${SECONDS} s per server, in segments of ${SEGMENT} s`);
 for (let done = 0; done < SECONDS; done += SEGMENT) {
   const order = (done / SEGMENT) % 2 === 0 ? envs : [...envs].reverse();
   for (const e of order) await segment(e, Math.min(SEGMENT, SECONDS - done));
@@ -318,7 +349,7 @@ for (const r of results) {
   console.log(`   server RSS: peak ${r.serverPeakRssMB} MB; minute 1 ${r.rssAtMinute1MB} MB -> end ${r.rssAtEndMB} MB (${r.rssGrowth}%)`);
   console.log(`   of which caches (--cache-memory): ${r.cachesAtMinute1MB} MB -> ${r.cachesAtEndMB} MB; RSS less caches grew ${r.rssLessCachesGrowth}%`);
   for (const [name, x] of Object.entries(r.routes as Record<string, { n: number; errors: number; p50: number; p99: number }>)) {
-    console.log(`   ${name.padEnd(28)} n=${String(x.n).padStart(6)}  errors=${x.errors}  p50=${x.p50} ms  p99=${x.p99} ms`);
+    console.log(`   ${name.padEnd(28)} n=${String(x.n).padStart(6)} (${(x.n / (r.seconds as number)).toFixed(1).padStart(5)}/s)  errors=${x.errors}  p50=${x.p50} ms  p99=${x.p99} ms`);
   }
   const sv = r.serverManifestGet as { within100ms: number; p99Bucket: string };
   const hd = r.harnessDelayMs as { p50: number; p99: number };

@@ -10,6 +10,7 @@ import { reviveChunkError } from './codec-pool.js';
 import type { ChunkTask, ChunkTaskResult } from './chunk-worker.js';
 import { workerDigester } from './worker-digester.js';
 import { batchWriter, type AddedRow, type Pending } from './batch-writer.js';
+import { mapSliced } from '../time-slice.js';
 
 export interface LocalChunkStoreOptions {
   /** Directory of the store (layout: pack-files.ts). */
@@ -325,8 +326,9 @@ export class LocalChunkCore {
   }
 
   async missingDurable(raws: Uint8Array[]): Promise<number[]> {
+    const held = await mapSliced(raws, (r) => this.index.hasRaw(r));
     const out: number[] = [];
-    for (let i = 0; i < raws.length; i++) if (!this.index.hasRaw(raws[i]!)) out.push(i);
+    held.forEach((h, i) => h || out.push(i));
     return out;
   }
 
@@ -346,7 +348,7 @@ export class LocalChunkCore {
    * the sweep keeps what a client was just told the store holds.
    */
   async rawLengths(raws: Uint8Array[]): Promise<Array<number | null>> {
-    return raws.map((r) => {
+    return mapSliced(raws, (r) => {
       const d = digestFromRaw(r);
       const n = this.index.rawLength(d);
       if (n !== null) this.seen?.add(d);
@@ -355,7 +357,7 @@ export class LocalChunkCore {
   }
 
   async resolvePrefixes(prefixes: Uint8Array[]): Promise<Array<Buffer | null | 'ambiguous'>> {
-    return prefixes.map((p) => {
+    return mapSliced(prefixes, (p) => {
       const hit = this.index.resolvePrefix(Buffer.from(p.buffer, p.byteOffset, p.byteLength));
       if (hit instanceof Buffer) this.seen?.add(digestFromRaw(hit));
       return hit;

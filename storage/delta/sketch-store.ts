@@ -10,14 +10,11 @@ import { join } from 'node:path';
 import type { ChunkStore } from '../chunks/chunk-store.js';
 import { digestFromRaw, type Digest } from '../digest.js';
 import { decodeSketch, encodeSketch, sketch } from './resemblance.js';
+import { TimeSlice } from '../time-slice.js';
 
 const BATCH_BYTES = 2 * 1024 * 1024;
-/** Lookups between two turns of the event loop. */
-const LOOKUP_SLICE = 2048;
 
 type SketchedChunks = ChunkStore & { sketchMany?: (d: Digest[], l: number[]) => Promise<Buffer[]> };
-
-const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 export class SketchStore {
   private readonly db: Database.Database;
@@ -41,9 +38,10 @@ export class SketchStore {
   async sketches(chunks: SketchedChunks, want: Array<{ raw: Buffer; length: number }>, lanes = 2): Promise<Uint32Array[]> {
     const out: Uint32Array[] = new Array(want.length);
     const todo: number[] = [];
+    // A large set (a 1 GB image's 16k chunks) is looked up in slices, between which requests run.
+    const slice = new TimeSlice();
     for (let i = 0; i < want.length; i++) {
-      // A large set (a 1 GB image's 16k chunks) is looked up in slices, between which requests run.
-      if (i % LOOKUP_SLICE === LOOKUP_SLICE - 1) await yieldToLoop();
+      if ((i & 31) === 31) await slice.check();
       const b = this.s.get.get(want[i]!.raw) as Buffer | undefined;
       if (b) out[i] = decodeSketch(b);
       else todo.push(i);
@@ -59,8 +57,9 @@ export class SketchStore {
    */
   async warm(chunks: SketchedChunks, want: Array<{ raw: Buffer; length: number }>, lanes = 1): Promise<void> {
     const todo: number[] = [];
+    const slice = new TimeSlice();
     for (let i = 0; i < want.length; i++) {
-      if (i % LOOKUP_SLICE === LOOKUP_SLICE - 1) await yieldToLoop();
+      if ((i & 31) === 31) await slice.check();
       if (this.s.has.get(want[i]!.raw) === undefined) todo.push(i);
     }
     await this.compute(chunks, want, todo, lanes, null);
