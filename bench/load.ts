@@ -110,7 +110,7 @@ interface Env {
   pullCreds: { creds?: { username: string; password: string } };
   rec: Recorder;
   /** Server RSS each second, and the bytes its caches hold then (the snapyard_cache_bytes gauges, within --cache-memory). */
-  rss: Array<{ t: number; rss: number; caches: number }>;
+  rss: Array<{ t: number; rss: number; caches: number; heap: number; external: number }>;
   activeSeconds: number;
   /** This process's event-loop delay while loading this server: the harness's share of the latencies it records. */
   harnessDelay: IntervalHistogram;
@@ -235,7 +235,7 @@ async function segment(env: Env, seconds: number): Promise<void> {
     } catch {
       return; // exited
     }
-    cacheBytes(server.url).then((caches) => env.rss.push({ t, rss, caches }), () => env.rss.push({ t, rss, caches: NaN }));
+    memory(server.url).then((m) => env.rss.push({ t, rss, ...m }), () => env.rss.push({ t, rss, caches: NaN, heap: NaN, external: NaN }));
   }, 1000);
   pushing.go();
   env.harnessDelay.enable();
@@ -245,12 +245,13 @@ async function segment(env: Env, seconds: number): Promise<void> {
   env.activeSeconds += (performance.now() - t0) / 1000;
 }
 
-/** What the server's caches hold (the sum of its snapyard_cache_bytes gauges). */
-async function cacheBytes(url: string): Promise<number> {
+/** What the server's caches hold (the sum of its snapyard_cache_bytes gauges), its V8 heap in use and its external (Buffer) memory. */
+async function memory(url: string): Promise<{ caches: number; heap: number; external: number }> {
   const text = await (await fetch(`${url}/metrics`)).text();
-  let sum = 0;
-  for (const m of text.matchAll(/^snapyard_cache_bytes\{[^}]*\} (\S+)$/gm)) sum += Number(m[1]);
-  return sum;
+  let caches = 0;
+  for (const m of text.matchAll(/^snapyard_cache_bytes\{[^}]*\} (\S+)$/gm)) caches += Number(m[1]);
+  const one = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+  return { caches, heap: one('nodejs_heap_size_used_bytes'), external: one('nodejs_external_memory_bytes') };
 }
 
 /**
@@ -289,8 +290,10 @@ async function finish(env: Env): Promise<Record<string, unknown>> {
   }
   const elapsed = env.activeSeconds;
   rss.sort((a, b) => a.t - b.t);
-  const sampleAt = (sec: number) => rss.find((x) => x.t >= sec) ?? rss[rss.length - 1];
-  const first = sampleAt(Math.min(60, elapsed / 5));
+  // Minute 1 is its last sample (t < 60 s), taken under load like the end's: the first sample at or after
+  // 60 s opens this server's second segment, after it sat idle while the other server was loaded.
+  const lastBefore = (sec: number) => [...rss].reverse().find((x) => x.t < sec) ?? rss[0];
+  const first = lastBefore(Math.min(60, elapsed / 5));
   const end = rss[rss.length - 1];
   const minute1 = first?.rss ?? 0;
   const last = end?.rss ?? 0;
@@ -311,6 +314,10 @@ async function finish(env: Env): Promise<Record<string, unknown>> {
     rssGrowth: minute1 > 0 ? Math.round(((last - minute1) / minute1) * 1000) / 10 : null,
     cachesAtMinute1MB: Math.round((first?.caches ?? 0) / 1e6),
     cachesAtEndMB: Math.round((end?.caches ?? 0) / 1e6),
+    // Each minute's last sample, to tell a leak (a steady climb) from a store that is still warming.
+    byMinute: Array.from({ length: Math.ceil(elapsed / 60) }, (_, i) => lastBefore(Math.min((i + 1) * 60, elapsed + 1))).map((x) => ({
+      rss: Math.round((x?.rss ?? 0) / 1e6), heap: Math.round((x?.heap ?? 0) / 1e6), external: Math.round((x?.external ?? 0) / 1e6), caches: Math.round((x?.caches ?? 0) / 1e6),
+    })),
     rssLessCachesGrowth: lessCaches(first) > 0 ? Math.round(((lessCaches(end) - lessCaches(first)) / lessCaches(first)) * 1000) / 10 : null,
   };
 }
@@ -348,6 +355,8 @@ for (const r of results) {
   console.log(`\n== auth ${r.auth ? 'on' : 'off'}: ${r.requests} requests in ${r.seconds} s = ${r.rps} req/s; errors: ${(r.errors as string[]).length === 0 ? 0 : (r.errors as string[]).join('; ')}`);
   console.log(`   server RSS: peak ${r.serverPeakRssMB} MB; minute 1 ${r.rssAtMinute1MB} MB -> end ${r.rssAtEndMB} MB (${r.rssGrowth}%)`);
   console.log(`   of which caches (--cache-memory): ${r.cachesAtMinute1MB} MB -> ${r.cachesAtEndMB} MB; RSS less caches grew ${r.rssLessCachesGrowth}%`);
+  const bm = r.byMinute as Array<{ rss: number; heap: number; external: number; caches: number }>;
+  console.log(`   by minute (MB): RSS ${bm.map((x) => x.rss).join(' ')}; V8 heap used ${bm.map((x) => x.heap).join(' ')}; external ${bm.map((x) => x.external).join(' ')}; caches ${bm.map((x) => x.caches).join(' ')}`);
   for (const [name, x] of Object.entries(r.routes as Record<string, { n: number; errors: number; p50: number; p99: number }>)) {
     console.log(`   ${name.padEnd(28)} n=${String(x.n).padStart(6)} (${(x.n / (r.seconds as number)).toFixed(1).padStart(5)}/s)  errors=${x.errors}  p50=${x.p50} ms  p99=${x.p99} ms`);
   }
