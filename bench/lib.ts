@@ -55,8 +55,8 @@ export async function startServer(dataDir: string, extra: string[] = [], env: Re
   const child = spawn(process.execPath, [...nodeArgs, BIN, 'serve', '--data', dataDir, '--host', '127.0.0.1', '--port', String(port), ...extra], {
     // Its log goes to a file, not a pipe: a bench blocked in execFileSync would stop reading a pipe and stall the server.
     stdio: ['ignore', logFd, 'inherit'],
-    // The container image's malloc setting (Dockerfile), unless the caller sets its own.
-    env: { MALLOC_MMAP_THRESHOLD_: '131072', ...process.env, ...env },
+    // The container image's malloc settings (Dockerfile), unless the caller sets its own.
+    env: { MALLOC_MMAP_THRESHOLD_: '131072', MALLOC_ARENA_MAX: '2', ...process.env, ...env },
   });
   closeSync(logFd);
   const out = () => readFileSync(logFile, 'utf8');

@@ -299,6 +299,16 @@ async function finish(env: Env): Promise<Record<string, unknown>> {
   const last = end?.rss ?? 0;
   // The growth that is not the caches filling up to their budget (a leak would show here).
   const lessCaches = (x: typeof first) => (x ? x.rss - x.caches : 0);
+  // One sample swings +-20 MB within seconds (V8 committing and releasing pages around its GCs, the
+  // response buffers in flight), so the growth figure compares the median of the 15 s before minute 1
+  // with the median of the last 15 s; the single samples are reported beside it.
+  const medianIn = (from: number, to: number) => {
+    const xs = rss.filter((x) => x.t >= from && x.t < to).map((x) => x.rss).sort((a, b) => a - b);
+    return xs.length ? xs[Math.floor(xs.length / 2)]! : 0;
+  };
+  const m1 = Math.min(60, elapsed / 5);
+  const med1 = medianIn(m1 - 15, m1);
+  const medEnd = medianIn(elapsed - 15, elapsed + 1);
   return {
     auth: env.auth,
     seconds: Math.round(elapsed),
@@ -311,7 +321,10 @@ async function finish(env: Env): Promise<Record<string, unknown>> {
     serverPeakRssMB: Math.round(peak / 1e6),
     rssAtMinute1MB: Math.round(minute1 / 1e6),
     rssAtEndMB: Math.round(last / 1e6),
-    rssGrowth: minute1 > 0 ? Math.round(((last - minute1) / minute1) * 1000) / 10 : null,
+    rssGrowth: med1 > 0 ? Math.round(((medEnd - med1) / med1) * 1000) / 10 : null,
+    rssMedianMinute1MB: Math.round(med1 / 1e6),
+    rssMedianEndMB: Math.round(medEnd / 1e6),
+    rssSampleGrowth: minute1 > 0 ? Math.round(((last - minute1) / minute1) * 1000) / 10 : null,
     cachesAtMinute1MB: Math.round((first?.caches ?? 0) / 1e6),
     cachesAtEndMB: Math.round((end?.caches ?? 0) / 1e6),
     // Each minute's last sample, to tell a leak (a steady climb) from a store that is still warming.
@@ -353,7 +366,8 @@ for (const e of envs) results.push(await finish(e));
 if (JSON_OUT) console.log(JSON.stringify(results));
 for (const r of results) {
   console.log(`\n== auth ${r.auth ? 'on' : 'off'}: ${r.requests} requests in ${r.seconds} s = ${r.rps} req/s; errors: ${(r.errors as string[]).length === 0 ? 0 : (r.errors as string[]).join('; ')}`);
-  console.log(`   server RSS: peak ${r.serverPeakRssMB} MB; minute 1 ${r.rssAtMinute1MB} MB -> end ${r.rssAtEndMB} MB (${r.rssGrowth}%)`);
+  console.log(`   server RSS: peak ${r.serverPeakRssMB} MB; minute 1 -> end (median of the 15 s before each) ${r.rssMedianMinute1MB} MB -> ${r.rssMedianEndMB} MB: growth ${r.rssGrowth}%`);
+  console.log(`   (single samples: minute 1 ${r.rssAtMinute1MB} MB -> end ${r.rssAtEndMB} MB, ${r.rssSampleGrowth}%)`);
   console.log(`   of which caches (--cache-memory): ${r.cachesAtMinute1MB} MB -> ${r.cachesAtEndMB} MB; RSS less caches grew ${r.rssLessCachesGrowth}%`);
   const bm = r.byMinute as Array<{ rss: number; heap: number; external: number; caches: number }>;
   console.log(`   by minute (MB): RSS ${bm.map((x) => x.rss).join(' ')}; V8 heap used ${bm.map((x) => x.heap).join(' ')}; external ${bm.map((x) => x.external).join(' ')}; caches ${bm.map((x) => x.caches).join(' ')}`);

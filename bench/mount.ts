@@ -25,7 +25,7 @@
  *    export, against qemu-io on IMAGE itself, alternating, --runs medians:
  *    goal <= 2x.
  * 5. the mount processes' peak RSS (VmHWM): goal < 300 MB. Mounts run with
- *    the container image's MALLOC_MMAP_THRESHOLD_=131072 (Dockerfile), as
+ *    the container image's MALLOC_MMAP_THRESHOLD_=131072 and MALLOC_ARENA_MAX=2 (Dockerfile), as
  *    the server does in bench/lib.ts.
  */
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
@@ -77,8 +77,8 @@ function startMount(node: string, extra: string[]): MountProc {
   const socket = join(dir, `${node}.sock`);
   const child = spawn(process.execPath, [BIN, 'mount', REF, '--socket', socket, '--json', '--registry', registry, '--cache', join(dir, `${node}-cache`), ...extra], {
     stdio: ['ignore', 'pipe', 'inherit'],
-    // The container image's malloc setting (Dockerfile; the pod's sidecar runs from it), unless the caller sets its own.
-    env: { MALLOC_MMAP_THRESHOLD_: '131072', ...process.env },
+    // The container image's malloc settings (Dockerfile; the pod's sidecar runs from it), unless the caller sets its own.
+    env: { MALLOC_MMAP_THRESHOLD_: '131072', MALLOC_ARENA_MAX: '2', ...process.env },
   });
   const events: Array<Record<string, unknown>> = [];
   const waiting: Array<() => void> = [];

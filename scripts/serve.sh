@@ -7,4 +7,5 @@ bash scripts/deps.sh npm
 npm run --silent build
 # As the container image does (Dockerfile, docs/deploy-replicas.md): glibc returns freed large buffers.
 export MALLOC_MMAP_THRESHOLD_="${MALLOC_MMAP_THRESHOLD_:-131072}"
+export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}"
 exec node bin/snapyard.js serve "$@"
