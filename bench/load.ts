@@ -155,7 +155,8 @@ async function startPushers(env: Env, seconds: number): Promise<{ go(): void; do
     if (out.startsWith('ready\n')) readyNow();
   });
   const done = new Promise<void>((resolve, reject) => {
-    child.on('exit', (code) => {
+    // 'close', not 'exit': the pushers' JSON (~1 MB after a 900 s run) may still be in the pipe at exit.
+    child.on('close', (code) => {
       readyNow();
       if (code !== 0) return reject(new Error(`load-pushers exited ${code}`));
       const r = JSON.parse(out.slice(out.indexOf('\n') + 1)) as { samples: Array<{ ms: number; ok: boolean }>; errors: Record<string, number> };
