@@ -293,8 +293,9 @@ async function finish(env: Env): Promise<Record<string, unknown>> {
   rss.sort((a, b) => a.t - b.t);
   // Minute 1 is its last sample (t < 60 s), taken under load like the end's: the first sample at or after
   // 60 s opens this server's second segment, after it sat idle while the other server was loaded.
-  const lastBefore = (sec: number) => [...rss].reverse().find((x) => x.t < sec) ?? rss[0];
-  const first = lastBefore(Math.min(60, elapsed / 5));
+  const lastBefore = (sec: number) => rss.findLast((x) => x.t < sec) ?? rss[0];
+  const m1 = Math.min(60, elapsed / 5);
+  const first = lastBefore(m1);
   const end = rss[rss.length - 1];
   const minute1 = first?.rss ?? 0;
   const last = end?.rss ?? 0;
@@ -307,7 +308,6 @@ async function finish(env: Env): Promise<Record<string, unknown>> {
     const xs = rss.filter((x) => x.t >= from && x.t < to).map((x) => x.rss).sort((a, b) => a - b);
     return xs.length ? xs[Math.floor(xs.length / 2)]! : 0;
   };
-  const m1 = Math.min(60, elapsed / 5);
   const med1 = medianIn(m1 - 15, m1);
   const medEnd = medianIn(elapsed - 15, elapsed + 1);
   return {

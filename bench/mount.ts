@@ -35,7 +35,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { bootReadSet, type Range } from './fat-read-set.js';
-import { BIN, MB, need, rssOf, startServer, timed } from './lib.js';
+import { BIN, IMAGE_MALLOC_ENV, MB, need, rssOf, startServer, timed } from './lib.js';
 import { startThrottleProxy } from './throttle-proxy.js';
 
 const { values, positionals } = parseArgs({ allowPositionals: true, options: { mbit: { type: 'string', default: '100' }, runs: { type: 'string', default: '3' }, json: { type: 'boolean', default: false } } });
@@ -77,8 +77,8 @@ function startMount(node: string, extra: string[]): MountProc {
   const socket = join(dir, `${node}.sock`);
   const child = spawn(process.execPath, [BIN, 'mount', REF, '--socket', socket, '--json', '--registry', registry, '--cache', join(dir, `${node}-cache`), ...extra], {
     stdio: ['ignore', 'pipe', 'inherit'],
-    // The container image's malloc settings (Dockerfile; the pod's sidecar runs from it), unless the caller sets its own.
-    env: { MALLOC_MMAP_THRESHOLD_: '131072', MALLOC_ARENA_MAX: '2', ...process.env },
+    // The pod's sidecar runs from the image, so with its malloc settings.
+    env: { ...IMAGE_MALLOC_ENV, ...process.env },
   });
   const events: Array<Record<string, unknown>> = [];
   const waiting: Array<() => void> = [];
