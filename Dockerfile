@@ -49,6 +49,12 @@ ENV MALLOC_MMAP_THRESHOLD_=131072
 # pool and the codec workers: RSS growth from minute 1 to 5 of bench/load.ts
 # (auth off, 300 s) 7.5% -> 4.0% in one pair of runs, at the same req/s.
 ENV MALLOC_ARENA_MAX=2
+# V8's young generation at 4 MiB per semi-space instead of 16: a server holds
+# little that is short-lived and large (buffers live outside the heap). Peak
+# RSS over a push + pull + variant-update sequence of the bench corpus 304-307
+# -> 272-279 MB; one GET of a 1 GB blob 0.90-0.99 -> 0.79-0.88 s
+# (docs/deploy-replicas.md). Applies to every snapyard process in the image.
+ENV NODE_OPTIONS=--max-semi-space-size=4
 WORKDIR /app
 COPY --from=build /src/package.json ./
 COPY --from=build /src/node_modules node_modules

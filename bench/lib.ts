@@ -21,8 +21,8 @@ export async function freePort(): Promise<number> {
 }
 
 /** Peak and current RSS of a process, from /proc (bytes). */
-/** The container image's malloc settings (Dockerfile): benches run servers and mounts with them unless the caller sets its own. */
-export const IMAGE_MALLOC_ENV = { MALLOC_MMAP_THRESHOLD_: '131072', MALLOC_ARENA_MAX: '2' } as const;
+/** The container image's memory settings (Dockerfile: malloc, V8's young generation): benches run servers and mounts with them unless the caller sets its own. */
+export const IMAGE_ENV = { MALLOC_MMAP_THRESHOLD_: '131072', MALLOC_ARENA_MAX: '2', NODE_OPTIONS: '--max-semi-space-size=4' } as const;
 
 export function rssOf(pid: number): { peak: number; current: number } {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
@@ -58,7 +58,7 @@ export async function startServer(dataDir: string, extra: string[] = [], env: Re
   const child = spawn(process.execPath, [...nodeArgs, BIN, 'serve', '--data', dataDir, '--host', '127.0.0.1', '--port', String(port), ...extra], {
     // Its log goes to a file, not a pipe: a bench blocked in execFileSync would stop reading a pipe and stall the server.
     stdio: ['ignore', logFd, 'inherit'],
-    env: { ...IMAGE_MALLOC_ENV, ...process.env, ...env },
+    env: { ...IMAGE_ENV, ...process.env, ...env },
   });
   closeSync(logFd);
   const out = () => readFileSync(logFile, 'utf8');

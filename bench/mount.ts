@@ -25,7 +25,8 @@
  *    export, against qemu-io on IMAGE itself, alternating, --runs medians:
  *    goal <= 2x.
  * 5. the mount processes' peak RSS (VmHWM): goal < 300 MB. Mounts run with
- *    the container image's MALLOC_MMAP_THRESHOLD_=131072 and MALLOC_ARENA_MAX=2 (Dockerfile), as
+ *    the container image's MALLOC_MMAP_THRESHOLD_=131072, MALLOC_ARENA_MAX=2 and
+ *    NODE_OPTIONS=--max-semi-space-size=4 (Dockerfile), as
  *    the server does in bench/lib.ts.
  */
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
@@ -35,7 +36,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { bootReadSet, type Range } from './fat-read-set.js';
-import { BIN, IMAGE_MALLOC_ENV, MB, need, rssOf, startServer, timed } from './lib.js';
+import { BIN, IMAGE_ENV, MB, need, rssOf, startServer, timed } from './lib.js';
 import { startThrottleProxy } from './throttle-proxy.js';
 
 const { values, positionals } = parseArgs({ allowPositionals: true, options: { mbit: { type: 'string', default: '100' }, runs: { type: 'string', default: '3' }, json: { type: 'boolean', default: false } } });
@@ -78,7 +79,7 @@ function startMount(node: string, extra: string[]): MountProc {
   const child = spawn(process.execPath, [BIN, 'mount', REF, '--socket', socket, '--json', '--registry', registry, '--cache', join(dir, `${node}-cache`), ...extra], {
     stdio: ['ignore', 'pipe', 'inherit'],
     // The pod's sidecar runs from the image, so with its malloc settings.
-    env: { ...IMAGE_MALLOC_ENV, ...process.env },
+    env: { ...IMAGE_ENV, ...process.env },
   });
   const events: Array<Record<string, unknown>> = [];
   const waiting: Array<() => void> = [];

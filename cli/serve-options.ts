@@ -47,7 +47,7 @@ export const SETTINGS: Setting[] = [
   { key: 'headerTimeout', flag: '--header-timeout <duration>', env: 'SNAPYARD_HEADER_TIMEOUT', kind: 'duration', default: '20s', help: "a request's headers must arrive within this" },
   { key: 'idleTimeout', flag: '--idle-timeout <duration>', env: 'SNAPYARD_IDLE_TIMEOUT', kind: 'duration', default: '60s', help: 'close connections idle (no bytes either way) this long, stalled bodies included' },
   { key: 'maxConnections', flag: '--max-connections <n>', env: 'SNAPYARD_MAX_CONNECTIONS', kind: 'int', help: 'refuse connections beyond this many (default 8192)' },
-  { key: 'cacheMemory', flag: '--cache-memory <size>', env: 'SNAPYARD_CACHE_MEMORY', kind: 'size', default: '128M', help: 'one memory budget for the caches (blob indexes, delta chunk sets and index differences, compressed frames, S3 read cache): the least recently used entry of any goes first' },
+  { key: 'cacheMemory', flag: '--cache-memory <size>', env: 'SNAPYARD_CACHE_MEMORY', kind: 'size', default: '128M', help: 'one memory budget for the caches (blob indexes, delta chunk sets and index differences, resemblance tables, compressed frames, S3 read cache): the least recently used entry of any goes first' },
   { key: 'maxBlobSize', flag: '--max-blob-size <size>', env: 'SNAPYARD_MAX_BLOB_SIZE', kind: 'size', default: '64G', help: 'the largest blob an upload or push may make' },
   { key: 'maxSessionsPerUser', flag: '--max-sessions-per-user <n>', env: 'SNAPYARD_MAX_SESSIONS_PER_USER', kind: 'int', help: 'open upload and push sessions per user (default 64; 429 past it)' },
   { key: 'maxSessions', flag: '--max-sessions <n>', env: 'SNAPYARD_MAX_SESSIONS', kind: 'int', help: 'open upload and push sessions in all (default 256)' },

@@ -40,7 +40,10 @@ export interface EncoderOptions {
 
 export class ChunkEncoder {
   private sketchStore: SketchStore | null = null;
-  private readonly tables = new Map<string, Promise<HaveContext>>();
+  /** Held sets' resemblance tables being built (one build per set at a time). */
+  private readonly building = new Map<string, Promise<HaveContext>>();
+  /** Built tables (~17 MB for a 1 GB image's chunks), in the store's memory budget. */
+  private readonly tables: BudgetCache<string, HaveContext>;
   /** Dictionary-compressed frames (stored ones are re-read, not cached), in the store's memory budget. */
   private readonly frames: BudgetCache<string, Frame>;
   /** Chunks (per held set) found best sent as stored: they are not sketched and compressed again. */
@@ -55,6 +58,10 @@ export class ChunkEncoder {
     this.level = opts.level ?? 6;
     this.asStored = store.memory.cache('frames-as-stored', (_v: true, k: string) => k.length * 2 + 64);
     this.frames = store.memory.cache('frames', (f: Frame, k: string) => f.payload.byteLength + f.header.byteLength + k.length * 2 + 64);
+    // One table may take up to half the budget: rebuilding one costs a read of every held sketch.
+    this.tables = store.memory.cache('resemblance-tables', (h: HaveContext, k: string) => (h.table?.memoryBytes ?? 0) + h.ids.length * 120 + k.length * 2 + 64, {
+      maxEntryBytes: store.memory.limitBytes / 2,
+    });
   }
 
   private warming: Promise<void> = Promise.resolve();
@@ -77,12 +84,16 @@ export class ChunkEncoder {
   /** The held set's resemblance table (built once per set, from cached sketches). */
   prepare(have: Digest[]): Promise<HaveContext> {
     const key = [...new Set(have)].sort().join(',');
-    let p = this.tables.get(key);
+    const built = this.tables.get(key);
+    if (built) return Promise.resolve(built);
+    let p = this.building.get(key);
     if (!p) {
       p = this.build(have, key);
-      p.catch(() => this.tables.delete(key));
-      this.tables.set(key, p);
-      while (this.tables.size > 2) this.tables.delete(this.tables.keys().next().value as string);
+      this.building.set(key, p);
+      p.then(
+        (h) => this.tables.set(key, h),
+        () => {},
+      ).finally(() => this.building.delete(key));
     }
     return p;
   }
@@ -109,6 +120,7 @@ export class ChunkEncoder {
       if ((id & 31) === 31) await slice.check();
       table.add(id, sk[id]!);
     }
+    table.trim();
     return { blobs, key, table, ids: want.map((w) => w.raw), lengths: want.map((w) => w.length) };
   }
 

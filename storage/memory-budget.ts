@@ -1,6 +1,6 @@
 /**
  * One memory budget for a process's caches (`serve --cache-memory`): blob
- * indexes, chunk sets, index differences, dictionary-compressed frames, the
+ * indexes, chunk sets, index differences, resemblance tables, dictionary-compressed frames, the
  * remote store's read cache. Each cache is a map whose entries carry an
  * estimated size; all of them share one least-recently-used order, so when
  * the total passes the budget the entry used longest ago goes, whichever

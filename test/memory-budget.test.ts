@@ -182,7 +182,9 @@ describe('snapyard serve --cache-memory', () => {
     const limit = Number(/^snapyard_cache_limit_bytes (\d+)/m.exec(text)?.[1]);
     expect(limit).toBe(LIMIT);
     const caches = [...text.matchAll(/^snapyard_cache_bytes\{cache="([^"]+)"\} (\d+)/gm)].map((m) => ({ name: m[1]!, bytes: Number(m[2]) }));
-    expect(caches.map((c) => c.name).sort()).toEqual(['blob-indexes', 'chunk-sets', 'delta-plans', 'frames', 'frames-as-stored', 'index-bytes', 'index-diffs']);
+    expect(caches.map((c) => c.name).sort()).toEqual(['blob-indexes', 'chunk-sets', 'delta-plans', 'frames', 'frames-as-stored', 'index-bytes', 'index-diffs', 'resemblance-tables']);
+    // The pull of v2 held base: the resemblance table of base's chunks is counted in the budget.
+    expect(caches.find((c) => c.name === 'resemblance-tables')!.bytes).toBeGreaterThan(20_000);
     const total = caches.reduce((n, c) => n + c.bytes, 0);
     expect(total).toBeGreaterThan(0); // they were used
     expect(total).toBeLessThanOrEqual(LIMIT);

@@ -288,6 +288,13 @@ export class ResemblanceIndex {
     return picked;
   }
 
+  /** Gives back the postings' unused room once every chunk is added (a later add grows it again). */
+  trim(): void {
+    if (this.postId.length === this.posts) return;
+    this.postId = this.postId.slice(0, Math.max(1, this.posts));
+    this.postNext = this.postNext.slice(0, Math.max(1, this.posts));
+  }
+
   /** Approximate bytes held by the tables. */
   get memoryBytes(): number {
     return this.keys.byteLength + this.heads.byteLength + this.df.byteLength + this.postId.byteLength + this.postNext.byteLength;
