@@ -2,7 +2,7 @@
  * Issue 11's figures in one run: the local backend (pack files + SQLite) and
  * S3 (Ceph RGW) + PostgreSQL side by side.
  *
- *   npx tsx bench/scale-out.ts CORPUS_DIR [--pulls 20] [--rounds 1] [--skip-space-back] [--json]
+ *   npx tsx bench/scale-out.ts CORPUS_DIR [--pulls 20] [--rounds 1] [--skip-space-back] [--skip-replicas] [--json]
  *
  * CORPUS_DIR: a corpus directory (bash ../shared/corpus/make-corpus.sh);
  * win98-base-v1.qcow2 and win98-games-v2.qcow2 are needed, every *.qcow2 in it
@@ -33,7 +33,8 @@
  *    load on the local server (after its blob GET) is printed for reference.
  * Every serve process's peak RSS (VmHWM) is read before it stops (goal < 300 MB).
  * --skip-space-back leaves out step 2 (the pushes of the rest of the corpus
- * and gc: most of the run's time), for the other figures and the RSS alone.
+ * and gc: most of the run's time), for the other figures and the RSS alone;
+ * --skip-replicas leaves out step 3 and the local server's concurrent GETs.
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -55,11 +56,11 @@ import { startWireProxy, type WireProxy } from './wire-proxy.js';
 
 const { values: opts, positionals } = parseArgs({
   allowPositionals: true,
-  options: { pulls: { type: 'string', default: '20' }, rounds: { type: 'string', default: '1' }, 'skip-space-back': { type: 'boolean', default: false }, json: { type: 'boolean', default: false } },
+  options: { pulls: { type: 'string', default: '20' }, rounds: { type: 'string', default: '1' }, 'skip-space-back': { type: 'boolean', default: false }, 'skip-replicas': { type: 'boolean', default: false }, json: { type: 'boolean', default: false } },
 });
 const dir = positionals[0];
 if (!dir) {
-  console.error('usage: npx tsx bench/scale-out.ts CORPUS_DIR [--pulls 20] [--rounds 1] [--skip-space-back] [--json]');
+  console.error('usage: npx tsx bench/scale-out.ts CORPUS_DIR [--pulls 20] [--rounds 1] [--skip-space-back] [--skip-replicas] [--json]');
   process.exit(2);
 }
 const PULLS = Number(opts.pulls);
@@ -250,8 +251,10 @@ try {
     log(`GET base-v1 blob on ${b}: ${seconds.toFixed(2)} s`);
   }
   // The same load on the local server, for reference (its RSS then counts in "local (pull, space back)").
-  await getBlob(wire.local, layer.digest, layer.size);
-  report.replicas.push(await concurrentGets('local', [srv.local], 0, layer));
+  if (!opts['skip-replicas']) {
+    await getBlob(wire.local, layer.digest, layer.size);
+    report.replicas.push(await concurrentGets('local', [srv.local], 0, layer));
+  }
 
   // 2. Space back on both (before the replicas: one writer per store, so compaction may rewrite every pack).
   const done = new Set(['base-v1', 'games-v2']);
@@ -291,22 +294,24 @@ try {
   }
 
   // 3. Replicas on the S3 store, straight to RGW and PostgreSQL.
-  const replicaArgs = ['--store', storeUrl(services.s3, prefix), '--metadata', sch.url];
-  const r1 = await startServer(join(work, 'replica-1'), replicaArgs, credsEnv);
-  servers.push(['replica-1', r1]);
-  const r2 = await startServer(join(work, 'replica-2'), replicaArgs, credsEnv);
-  servers.push(['replica-2', r2]);
-  // Not timed: one GET on each, so neither meets the blob's index for the first time during the figure.
-  for (const r of [r1, r2]) {
-    const p = await startWireProxy(r.port);
-    await getBlob(p, layer.digest, layer.size);
-    await p.close();
+  if (!opts['skip-replicas']) {
+    const replicaArgs = ['--store', storeUrl(services.s3, prefix), '--metadata', sch.url];
+    const r1 = await startServer(join(work, 'replica-1'), replicaArgs, credsEnv);
+    servers.push(['replica-1', r1]);
+    const r2 = await startServer(join(work, 'replica-2'), replicaArgs, credsEnv);
+    servers.push(['replica-2', r2]);
+    // Not timed: one GET on each, so neither meets the blob's index for the first time during the figure.
+    for (const r of [r1, r2]) {
+      const p = await startWireProxy(r.port);
+      await getBlob(p, layer.digest, layer.size);
+      await p.close();
+    }
+    for (let round = 0; round < ROUNDS; round++) {
+      report.replicas.push(await concurrentGets('s3', [r1], round, layer));
+      report.replicas.push(await concurrentGets('s3', [r1, r2], round, layer));
+    }
+    for (const [name, s] of [['replica-1', r1], ['replica-2', r2]] as const) await stopServer(name, s);
   }
-  for (let round = 0; round < ROUNDS; round++) {
-    report.replicas.push(await concurrentGets('s3', [r1], round, layer));
-    report.replicas.push(await concurrentGets('s3', [r1, r2], round, layer));
-  }
-  for (const [name, s] of [['replica-1', r1], ['replica-2', r2]] as const) await stopServer(name, s);
   report.rss = peaks;
   printReport(report, opts.json === true);
 } finally {
