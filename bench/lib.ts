@@ -20,10 +20,10 @@ export async function freePort(): Promise<number> {
   });
 }
 
-/** Peak and current RSS of a process, from /proc (bytes). */
 /** The container image's memory settings (Dockerfile: malloc, V8's young generation): benches run servers and mounts with them unless the caller sets its own. */
 export const IMAGE_ENV = { MALLOC_MMAP_THRESHOLD_: '131072', MALLOC_ARENA_MAX: '2', NODE_OPTIONS: '--max-semi-space-size=4' } as const;
 
+/** Peak and current RSS of a process, from /proc (bytes). */
 export function rssOf(pid: number): { peak: number; current: number } {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? 0) * 1024;

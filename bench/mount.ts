@@ -78,7 +78,7 @@ function startMount(node: string, extra: string[]): MountProc {
   const socket = join(dir, `${node}.sock`);
   const child = spawn(process.execPath, [BIN, 'mount', REF, '--socket', socket, '--json', '--registry', registry, '--cache', join(dir, `${node}-cache`), ...extra], {
     stdio: ['ignore', 'pipe', 'inherit'],
-    // The pod's sidecar runs from the image, so with its malloc settings.
+    // The pod's sidecar runs from the image, so with its memory settings.
     env: { ...IMAGE_ENV, ...process.env },
   });
   const events: Array<Record<string, unknown>> = [];
