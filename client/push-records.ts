@@ -1,10 +1,12 @@
 /**
  * A push's new chunks as pack records (storage/protocol/record-upload.ts):
- * compressed into the store's own stored form (zstd level 1 frames with
- * their checksums) and checked against their names on two worker threads,
- * so the event loop only reads the file and moves buffers, and the server
- * keeps each record as it is after decoding and hashing it once. Used for
- * large uploads (a new base); small ones squeeze harder as one zstd stream.
+ * read from the file and compressed into the store's own stored form (zstd
+ * level 1 frames with their checksums) on two worker threads, so the event
+ * loop only moves the records to the socket; the server keeps each record
+ * as it is after decoding and hashing it once. The chunks are not re-hashed
+ * here (the file was hashed when it was indexed, and the server hashes every
+ * record: a file that changed since is refused there). Used for large
+ * uploads (a new base); small ones squeeze harder as one zstd stream.
  */
 import { Readable } from 'node:stream';
 import { CodecPool } from '../storage/chunks/codec-pool.js';
@@ -12,7 +14,9 @@ import { DEFAULT_LEVEL } from '../storage/chunks/local-chunk-core.js';
 import { digestFromRaw, type Digest } from '../storage/digest.js';
 import { ChunkCorruptError, SnapyardError } from '../storage/errors.js';
 import { RECORDS_UPLOAD_TYPE } from '../storage/protocol/record-upload.js';
-import type { Registry } from './registry.js';
+import { RegistryError, type Registry } from './registry.js';
+import type { FileChunks } from '../storage/chunks/file-ranges.js';
+import type { Records } from '../storage/chunks/remote-chunk-spool.js';
 import type { LocalSources } from './sources.js';
 
 /** Raw bytes per batch handed to a worker. */
@@ -35,14 +39,17 @@ export async function uploadRecords(reg: Registry, repo: string, session: string
     }
   }
   async function* records(): AsyncGenerator<Uint8Array> {
-    const inflight: Array<Promise<{ buf: Buffer }>> = [];
-    let batch: Array<{ digest: Digest; raw: Buffer }> = [];
+    const inflight: Array<Promise<Records>> = [];
+    // One batch at a time: chunks a local file holds (read and encoded on a worker), or bytes from the cache.
+    let file: FileChunks | null = null;
+    let cached: Array<{ digest: Digest; raw: Buffer }> = [];
     let bytes = 0;
     const send = () => {
-      const p = codecs.encodeRecords(batch, true);
+      const p = file ? codecs.encodeFileRecords(file) : codecs.encodeRecords(cached);
       p.catch(() => {}); // awaited below, in order; no unhandled rejection if an earlier one fails first
       inflight.push(p);
-      batch = [];
+      file = null;
+      cached = [];
       bytes = 0;
     };
     const next = async (): Promise<Buffer> => {
@@ -54,10 +61,23 @@ export async function uploadRecords(reg: Registry, repo: string, session: string
       }
     };
     for (const t of todo) {
-      const raw = (await sources.readUnchecked(t.hex)) ?? (await sources.get(t.hex));
-      if (!raw || raw.byteLength !== t.length) throw changed(t.hex);
-      batch.push({ digest: digestFromRaw(Buffer.from(t.hex, 'hex')), raw });
-      bytes += raw.byteLength;
+      const digest = digestFromRaw(Buffer.from(t.hex, 'hex'));
+      const at = sources.spansOf(t.hex);
+      if (at) {
+        if (cached.length > 0 || (file && file.path !== at.path)) send();
+        file ??= { path: at.path, ranges: [], ends: [], lengths: [], digests: [] };
+        for (const n of at.ranges) file.ranges.push(n);
+        file.ends.push(file.ranges.length);
+        file.lengths.push(t.length);
+        file.digests.push(digest);
+      } else {
+        // Verified as it is read (the cache's bytes).
+        const raw = await sources.get(t.hex);
+        if (!raw || raw.byteLength !== t.length) throw changed(t.hex);
+        if (file) send();
+        cached.push({ digest, raw });
+      }
+      bytes += t.length;
       if (bytes >= BATCH_BYTES) {
         send();
         if (inflight.length >= IN_FLIGHT) {
@@ -67,7 +87,7 @@ export async function uploadRecords(reg: Registry, repo: string, session: string
         }
       }
     }
-    if (batch.length > 0) send();
+    if (file || cached.length > 0) send();
     while (inflight.length > 0) {
       const out = await next();
       wire += out.byteLength;
@@ -82,7 +102,13 @@ export async function uploadRecords(reg: Registry, repo: string, session: string
     await res.body.dump();
   } catch (e) {
     // The body's own failure (a file changed under the push) says more than the connection's.
-    throw failure ?? e;
+    if (failure) throw failure;
+    // The chunks are read here without being re-hashed: the registry hashes every record, and one that is not
+    // its name means the file no longer holds what it was indexed with.
+    if (e instanceof RegistryError && e.ociCode === 'DIGEST_INVALID') {
+      throw new SnapyardError('CHUNK_MISSING', `${file} no longer holds the chunks it was indexed with (did the file change?); the registry said: ${e.message}`);
+    }
+    throw e;
   } finally {
     await codecs.close();
   }

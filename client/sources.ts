@@ -12,6 +12,7 @@ import { isSnapyardError } from '../storage/errors.js';
 import { Qcow2Index } from '../storage/blobs/qcow2-index.js';
 import { Qcow2Image } from '../storage/qcow2/reader.js';
 import type { ClientCache } from './cache.js';
+import { RANGE_FILE, RANGE_GUEST } from '../storage/chunks/file-ranges.js';
 
 export interface LocalFile {
   path: string;
@@ -27,6 +28,7 @@ interface Location {
 }
 
 interface OpenFile {
+  path: string;
   index: BlobIndex;
   fh: FileHandle;
   img: Qcow2Image | null;
@@ -46,7 +48,7 @@ export class LocalSources {
     for (const f of Array.isArray(files) ? files : [files]) {
       if (!f) continue;
       const fh = await open(f.path, 'r');
-      const of: OpenFile = { index: f.index, fh, img: f.index instanceof Qcow2Index ? Qcow2Image.open(f.path) : null };
+      const of: OpenFile = { path: f.path, index: f.index, fh, img: f.index instanceof Qcow2Index ? Qcow2Image.open(f.path) : null };
       s.open.push(of);
       s.add(of);
     }
@@ -76,10 +78,23 @@ export class LocalSources {
     return this.cache ? this.cache.chunks.has(digestFromRaw(Buffer.from(hex, 'hex'))) : false;
   }
 
-  /** A chunk's bytes where a file holds it, NOT re-hashed (the caller checks them, e.g. on a worker); null when no file has it. */
-  async readUnchecked(hex: string): Promise<Buffer | null> {
+  /**
+   * Where a file holds the chunk, as file-ranges.ts ranges ([kind, offset,
+   * length] triples) for a worker to read; null when no file has it.
+   */
+  spansOf(hex: string): { path: string; ranges: number[] } | null {
     const loc = this.where.get(hex);
-    return loc ? readLocation(loc) : null;
+    if (!loc) return null;
+    const ix = loc.file.index;
+    const ranges: number[] = [];
+    if (loc.stream === 'data' && ix instanceof Qcow2Index) {
+      for (const r of ix.guestRanges(loc.offset, loc.length)) ranges.push(RANGE_GUEST, r.guestOffset, r.length);
+    } else if (loc.stream === 'residue' && ix instanceof Qcow2Index) {
+      for (const r of ix.residueHostRanges(loc.offset, loc.length)) ranges.push(RANGE_FILE, r.hostOffset, r.length);
+    } else {
+      ranges.push(RANGE_FILE, loc.offset, loc.length);
+    }
+    return { path: loc.file.path, ranges };
   }
 
   /** Verified bytes of a chunk from a file or the cache; null when none has it. */

@@ -12,7 +12,10 @@
  * them with 415, and the client sends the zstd stream.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { closeSync, openSync, readFileSync, utimesSync, writeFileSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { ClientCache } from '../client/cache.js';
 import { push, RECORDS_MIN_BYTES } from '../client/push.js';
 import { Registry } from '../client/registry.js';
 import { parseRef } from '../client/ref.js';
@@ -81,10 +84,15 @@ describe('push as records', () => {
     const again = await push(parseRef('rec/win98:games2'), games, { registry: reg, cache: null });
     expect(again.uploadForm).toBe('none'); // nothing new
     expect(RECORDS_MIN_BYTES).toBeGreaterThan(r2.newRawBytes);
-    for (const [file, r] of [[base, r1], [games, r2]] as const) {
+    // A file that is not qcow2: its chunks are byte ranges of the file, read the same way.
+    const rawFile = join(dir, 'plain.img');
+    writeFileSync(rawFile, Buffer.concat([randomBytes(5, 3 * 1024 * 1024 + 123), Buffer.alloc(512 * 1024), textBytes(6, 2 * 1024 * 1024)]));
+    const r3 = await push(parseRef('rec/plain:v1'), rawFile, { registry: reg, cache: null, recordsMinBytes: 0 });
+    expect(r3.uploadForm).toBe('records');
+    for (const [file, r] of [[base, r1], [games, r2], [rawFile, r3]] as const) {
       const bytes = readFileSync(file);
       expect(r.blobDigest).toBe(sha256(bytes));
-      const got = await fetch(`${s.url}/v2/rec/win98/blobs/${r.blobDigest}`);
+      const got = await fetch(`${s.url}/v2/rec/${file === rawFile ? 'plain' : 'win98'}/blobs/${r.blobDigest}`);
       expect(Buffer.from(await got.arrayBuffer()).equals(bytes)).toBe(true);
     }
     const v = await verifyStore(s.store);
@@ -176,4 +184,35 @@ describe('push as records', () => {
       await inline.stop();
     }
   }, 120_000);
+
+  test('a file that changed after it was indexed is refused by the registry (every record is hashed there), and the push says so', async () => {
+    const file = await makeBaseImage(dir, { sizeMiB: 24, name: 'changing' });
+    const cache = new ClientCache(join(dir, 'cache-changing'));
+    utimesSync(file, 1_700_000_000, 1_700_000_000); // whole seconds: set again below to the very same mtime
+    try {
+      // Indexed once (remembered by device, inode, size and mtime)...
+      const first = await push(parseRef('chg/win98:v1'), file, { registry: reg, cache, recordsMinBytes: 0 });
+      expect(first.uploadForm).toBe('records');
+      // ...then a guest data cluster changes in place, size and mtime kept: the remembered index is stale.
+      const map = JSON.parse(execFileSync('qemu-img', ['map', '--output=json', file], { encoding: 'utf8' })) as Array<{ data: boolean; offset?: number; length: number }>;
+      const data = map.find((e) => e.data && e.offset !== undefined && e.length >= 65536)!;
+      const fd = openSync(file, 'r+');
+      writeSync(fd, Buffer.alloc(4096, 0xa5), 0, 4096, data.offset! + 8192);
+      closeSync(fd);
+      utimesSync(file, 1_700_000_000, 1_700_000_000);
+      const fresh = await startLimitedServer({ maxBlobBytes: 256 * 1024 * 1024 });
+      const other = new Registry(fresh.url);
+      try {
+        await expect(push(parseRef('chg/win98:v2'), file, { registry: other, cache, recordsMinBytes: 0 })).rejects.toThrow(/no longer holds the chunks it was indexed with \(did the file change\?\).*DIGEST_INVALID/);
+        // Nothing was committed, and what the store kept is sound.
+        expect((await fetch(`${fresh.url}/v2/chg/win98/manifests/v2`)).status).toBe(404);
+        expect((await verifyStore(fresh.store)).ok).toBe(true);
+      } finally {
+        await other.close();
+        await fresh.stop();
+      }
+    } finally {
+      await cache.close();
+    }
+  }, 180_000);
 });

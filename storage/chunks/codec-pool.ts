@@ -7,6 +7,7 @@ import { checkNames, encodeRecords, type Records } from './remote-chunk-spool.js
 import { encodeSketch, sketch } from '../delta/resemblance.js';
 import { compressWithDict } from '../delta/dict-codec.js';
 import type { CodecResult, CodecTask } from './codec-worker.js';
+import { encodeFileChunks, FileRangeReader, type FileChunks } from './file-ranges.js';
 
 /** A worker's error as the typed error it was (a full disk, a corrupt chunk), else INTERNAL. */
 export function reviveChunkError(e: WorkerError): Error {
@@ -19,7 +20,7 @@ export function reviveChunkError(e: WorkerError): Error {
 }
 
 /** The tasks that carry their data in a buffer (all but stream hashing, which workerDigester sends). */
-type BufferTask = Exclude<CodecTask, { op: 'hash' }>;
+type BufferTask = Exclude<CodecTask, { op: 'hash' | 'encodeFile' | 'closeFiles' }>;
 
 /** Below this many bytes a task runs inline: a worker's round trip would cost more than it saves. */
 const INLINE_BYTES = 256 * 1024;
@@ -46,6 +47,10 @@ export class CodecPool {
   /** Digester streams opened (each keeps its hash state on one worker), and their reused 1 MiB buffers. */
   private streams = 0;
   private readonly hashBuffers: Buffer[] = [];
+  /** encodeFileRecords' open files: inline, and whether any worker has some. */
+  private files: FileRangeReader | null = null;
+  private readonly fileScratch = { buf: Buffer.alloc(0) };
+  private filesOpen = false;
 
   /** readCheck: how chunks read back are checked (chunk-codec.ts); `full` decodes always re-hash. */
   constructor(level: number, workers: number, readCheck: ReadCheck = 'digest') {
@@ -109,6 +114,26 @@ export class CodecPool {
   }
 
   /**
+   * Chunks of a local file, read and encoded into records on a worker (the
+   * event loop never holds their raw bytes); `verify`: each hashed against
+   * its digest first (CHUNK_CORRUPT). closeFiles() closes the files after.
+   */
+  async encodeFileRecords(chunks: FileChunks, verify = false): Promise<Records> {
+    if (!this.pool) return encodeFileChunks(this.codec, (this.files ??= new FileRangeReader()), chunks, verify, this.fileScratch);
+    this.filesOpen = true;
+    const r = (await this.pool.run({ op: 'encodeFile', ...chunks, verify })) as { buf: Uint8Array; lengths: number[] };
+    return { buf: Buffer.from(r.buf.buffer, r.buf.byteOffset, r.buf.byteLength), lengths: r.lengths };
+  }
+
+  /** Closes the files encodeFileRecords opened (on every worker). */
+  async closeFiles(): Promise<void> {
+    this.files?.close();
+    this.fileScratch.buf = Buffer.alloc(0);
+    if (this.pool && this.filesOpen) await this.pool.broadcast({ op: 'closeFiles' });
+    this.filesOpen = false;
+  }
+
+  /**
    * Stored forms read back from the store, decoded and checked against their
    * digests (as ChunkCodec.decodeRead does; `full`: re-hashed, as `verify`
    * needs) and lengths, end to end in one buffer.
@@ -156,7 +181,8 @@ export class CodecPool {
         : { op, buf, lengths, digests, rawLengths, level };
     const r = await this.runTask(task);
     if ('sketches' in r) return r.sketches.map((u) => Buffer.from(u.buffer, u.byteOffset, u.byteLength));
-    return Buffer.from(r.buf.buffer, r.buf.byteOffset, r.buf.byteLength);
+    const out = (r as { buf: Uint8Array }).buf;
+    return Buffer.from(out.buffer, out.byteOffset, out.byteLength);
   }
 
   /** One chunk, inline. */
@@ -169,6 +195,7 @@ export class CodecPool {
   }
 
   async close(): Promise<void> {
+    await this.closeFiles().catch(() => {}); // a failed worker's files: the pool's end is what matters
     await this.pool?.close();
   }
 }

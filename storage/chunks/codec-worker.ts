@@ -6,6 +6,7 @@ import { encodeSketch, sketch } from '../delta/resemblance.js';
 import { compressWithDict } from '../delta/dict-codec.js';
 import { hashStep, type HashResult, type HashTask } from './hash-task.js';
 import type { Hash } from 'node:crypto';
+import { encodeFileChunks, FileRangeReader, type FileChunks } from './file-ranges.js';
 
 /**
  * Worker thread of a CodecPool (codec-pool.ts): encodes chunks into records
@@ -15,6 +16,10 @@ import type { Hash } from 'node:crypto';
 export type CodecTask =
   /** Raw chunks laid end to end: their records (headers written), end to end; `verify`: each hashed first (CHUNK_CORRUPT when it is not its digest). */
   | { op: 'encode'; buf: Uint8Array; lengths: number[]; digests: Digest[]; verify?: boolean }
+  /** Chunks read here from a local file (file-ranges.ts), then as 'encode'. */
+  | ({ op: 'encodeFile'; verify?: boolean } & FileChunks)
+  /** Closes the files encodeFile opened. */
+  | { op: 'closeFiles' }
   /** Stored forms laid end to end: the raw bytes, end to end, each checked against its digest (`read`: as ChunkCodec.decodeRead checks) and length. */
   | { op: 'decode'; buf: Uint8Array; lengths: number[]; digests: Digest[]; rawLengths: number[]; read: boolean; into?: Uint8Array }
   /** Stored forms decoded and verified, then each one's resemblance sketch (encoded, resemblance.ts). */
@@ -24,7 +29,7 @@ export type CodecTask =
   /** Stream hashing (hash-task.ts): a push's commit hashes the rebuilt blob here, off the event loop. */
   | HashTask;
 /** `input`: the task's buffer, handed back for reuse. */
-export type CodecResult = ({ buf: Uint8Array; lengths: number[] } | { buf: Uint8Array } | { sketches: Uint8Array[] } | HashResult) & { input?: Uint8Array };
+export type CodecResult = ({ buf: Uint8Array; lengths: number[] } | { buf: Uint8Array } | { sketches: Uint8Array[] } | HashResult | { closed: true }) & { input?: Uint8Array };
 
 const { level, readCheck } = workerData as { level: number; readCheck: ReadCheck };
 const codec = new ChunkCodec(level, readCheck);
@@ -35,9 +40,22 @@ function owned(b: Buffer): Uint8Array {
 }
 
 const hashes = new Map<number, Hash>();
+const files = new FileRangeReader();
+const fileScratch = { buf: Buffer.allocUnsafeSlow(0) };
 
 function handle(t: CodecTask): { result: CodecResult; transfer: ArrayBuffer[] } {
   if (t.op === 'hash') return hashStep(hashes, t);
+  if (t.op === 'closeFiles') {
+    files.close();
+    fileScratch.buf = Buffer.allocUnsafeSlow(0);
+    return { result: { closed: true }, transfer: [] };
+  }
+  if (t.op === 'encodeFile') {
+    // The records' buffer is its own (allocUnsafeSlow): it goes whole, as a view, with no copy.
+    const recs = encodeFileChunks(codec, files, t, t.verify === true, fileScratch);
+    const buf = new Uint8Array(recs.buf.buffer, recs.buf.byteOffset, recs.buf.byteLength);
+    return { result: { buf, lengths: recs.lengths }, transfer: [buf.buffer as ArrayBuffer] };
+  }
   if (t.op === 'encode') {
     const raws: Array<{ digest: Digest; raw: Buffer }> = [];
     let at = 0;

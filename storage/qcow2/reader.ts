@@ -74,6 +74,13 @@ export interface BackingReader {
 export interface OpenOptions {
   /** Default backing reader for readGuest. */
   backing?: BackingReader;
+  /**
+   * Keep up to this many L2 tables once read (default 0: every walk reads the
+   * tables it crosses). For a file that does not change while it is open: a
+   * push reading its chunks one by one would otherwise read a whole table per
+   * chunk.
+   */
+  cachedTables?: number;
 }
 
 export interface WalkOptions {
@@ -138,6 +145,9 @@ export class Qcow2Image {
   private clusterBuf: Buffer | undefined;
   /** Host offset of the compressed cluster whose bytes are in clusterBuf (-1: none). */
   private cachedCompressed = -1;
+  /** L2 tables kept by file offset (OpenOptions.cachedTables); never overwritten, so interleaved walks are safe. */
+  private readonly tables = new Map<number, Buffer>();
+  private readonly keepTables: number;
 
   /** True when the file starts with the qcow2 magic (callers fall back to byte chunking otherwise). */
   static sniff(path: string): boolean {
@@ -176,6 +186,7 @@ export class Qcow2Image {
     this.backingFormat = this.header.backingFormat;
     this.snapshots = readSnapshotTable(file, this.header);
     this.backing = opts.backing;
+    this.keepTables = opts.cachedTables ?? 0;
     this.l2Pool = [first]; // reused: the header is parsed
   }
 
@@ -215,8 +226,7 @@ export class Qcow2Image {
           if (++tables > maxTables) {
             throw invalid(`L1 entry ${l1Index}: more L2 tables referenced than the file (${this.fileSize} bytes) can hold: L1 entries share L2 tables`);
           }
-          const l2 = this.file.readExact(l2Buf, l2Offset, `L1 entry ${l1Index}: L2 table`);
-          yield* this.walkL2(l2, l1Index, lo, hi, out);
+          yield* this.walkL2(this.l2Table(l2Buf, l2Offset, l1Index), l1Index, lo, hi, out);
         }
       }
     } finally {
@@ -225,6 +235,17 @@ export class Qcow2Image {
     }
     const last = out.flush();
     if (last) yield last;
+  }
+
+  /** The L2 table at `offset`: from the kept tables, else read (into `buf` when none are kept). */
+  private l2Table(buf: Buffer, offset: number, l1Index: number): Buffer {
+    if (this.keepTables === 0) return this.file.readExact(buf, offset, `L1 entry ${l1Index}: L2 table`);
+    const kept = this.tables.get(offset);
+    if (kept) return kept;
+    const table = this.file.readExact(Buffer.allocUnsafe(this.clusterSize), offset, `L1 entry ${l1Index}: L2 table`);
+    if (this.tables.size >= this.keepTables) this.tables.delete(this.tables.keys().next().value!);
+    this.tables.set(offset, table);
+    return table;
   }
 
   /** Extents of guest range [lo, hi), inside the span of L2 table `l2` (L1 entry l1Index). */
