@@ -120,28 +120,46 @@ describe('lazy mount: reads from the node cache', () => {
     }
   });
 
-  test('RecentChunks never holds more than its byte budget, drops the least recently used first and keeps copies', () => {
+  test('RecentChunks never holds more than its byte budget, drops the least recently used first, keeps copies and recycles the dropped ones', () => {
     const r = new RecentChunks(200 * KiB);
     const c = (i: number, len = 64 * KiB) => Buffer.alloc(len, i);
+    /** The whole chunk as held (copied out), or undefined. */
+    const get = (hex: string, len = 64 * KiB) => {
+      const out = Buffer.alloc(len);
+      return r.copyOut(hex, 0, len, out, 0) ? out : undefined;
+    };
     const src = c(1);
     r.put('a', src);
     r.put('b', c(2));
     r.put('c', c(3));
     expect(r.bytes).toBe(192 * KiB);
     src.fill(9); // the caller's buffer is reused: what was kept does not change
-    expect(r.get('a')?.equals(c(1))).toBe(true); // and 'a' is now the most recent
+    expect(get('a')?.equals(c(1))).toBe(true); // and 'a' is now the most recent
+    // A piece of a chunk lands where it is asked to.
+    const part = Buffer.alloc(10, 0xee);
+    expect(r.copyOut('c', 100, 104, part, 3)).toBe(true);
+    expect([...part]).toEqual([0xee, 0xee, 0xee, 3, 3, 3, 3, 0xee, 0xee, 0xee]);
+    expect(r.copyOut('nope', 0, 4, part, 0)).toBe(false);
     r.put('d', c(4)); // over budget: the least recently used ('b') goes
     expect(r.bytes).toBeLessThanOrEqual(200 * KiB);
-    expect(r.get('b')).toBeUndefined();
-    expect(r.get('a')).toBeDefined();
-    expect(r.get('c')).toBeDefined();
-    expect(r.get('d')).toBeDefined();
+    expect(r.has('b')).toBe(false);
+    expect(get('a')?.equals(c(1))).toBe(true);
+    expect(get('c')?.equals(c(3))).toBe(true);
+    expect(get('d')?.equals(c(4))).toBe(true);
     r.put('big', c(5, 256 * KiB)); // larger than the whole budget: not kept, nothing dropped for it
-    expect(r.get('big')).toBeUndefined();
+    expect(r.has('big')).toBe(false);
     expect(r.bytes).toBe(192 * KiB);
     for (let i = 0; i < 100; i++) {
-      r.put(`x${i}`, c(i, (1 + (i % 7)) * 10 * KiB));
+      const len = (1 + (i % 7)) * 10 * KiB;
+      r.put(`x${i}`, c(i, len));
       expect(r.bytes).toBeLessThanOrEqual(200 * KiB);
+      expect(get(`x${i}`, len)?.equals(c(i, len))).toBe(true);
+    }
+    // Everything still held is what was put under its name (recycled memory never shows another chunk's bytes).
+    for (let i = 0; i < 100; i++) {
+      const len = (1 + (i % 7)) * 10 * KiB;
+      const got = get(`x${i}`, len);
+      if (got) expect(got.equals(c(i, len))).toBe(true);
     }
   });
 

@@ -2,8 +2,9 @@
  * Reply buffers of a lazy export, reused: a read's bytes go out on the NBD
  * socket and come back here once written (BlockSource.release), so reading
  * a snapshot from the cache allocates (and collects) almost nothing per read.
- * Buffers come in power-of-two sizes from 64 KiB; at most `budget` bytes of
- * them wait for reuse (more are dropped to the garbage collector).
+ * Buffers come in power-of-two sizes from 64 KiB (or, with `granule`, in
+ * multiples of it: recent chunks' copies, cached-chunks.ts); at most `budget`
+ * bytes of them wait for reuse (more are dropped to the garbage collector).
  */
 const SMALLEST = 64 * 1024;
 
@@ -12,7 +13,18 @@ export class BufferPool {
   private readonly mine = new WeakSet<ArrayBuffer>();
   private held = 0;
 
-  constructor(readonly budget: number) {}
+  constructor(
+    readonly budget: number,
+    private readonly granule?: number,
+  ) {}
+
+  /** The size of the buffer take(length) hands out. */
+  sizeFor(length: number): number {
+    if (this.granule) return Math.max(1, Math.ceil(length / this.granule)) * this.granule;
+    let size = SMALLEST;
+    while (size < length) size *= 2;
+    return size;
+  }
 
   /** Bytes waiting for reuse (never above the budget). */
   get bytes(): number {
@@ -21,8 +33,7 @@ export class BufferPool {
 
   /** `length` bytes, uninitialised. */
   take(length: number): Buffer {
-    let size = SMALLEST;
-    while (size < length) size *= 2;
+    const size = this.sizeFor(length);
     const ab = this.free.get(size)?.pop();
     if (ab) {
       this.held -= size;

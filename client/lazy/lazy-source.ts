@@ -154,22 +154,31 @@ export class LazySource implements BlockSource {
 
   private async readRange(offset: number, length: number, deadline: number): Promise<Buffer> {
     const placed = this.place(offset, length);
-    // Every chunk of the read from memory or a local place at once (verified as read); those nowhere local: one batch.
+    const out = this.buffers.take(length);
+    // What no piece covers reads as zeros (pieces come in ascending order).
+    let filled = 0;
+    for (const { at, piece } of placed) {
+      if (at > filled) out.fill(0, filled, at);
+      filled = Math.max(filled, at + piece.to - piece.from);
+    }
+    if (filled < length) out.fill(0, filled, length);
+    // Pieces of recent chunks are copied at once (nothing awaited between the look and the copy);
+    // the others' chunks are read from local places all at once (verified as read), those nowhere local in one batch.
+    const rest: Placed[] = [];
     const have = new Map<string, Buffer>();
     const inFiles: Want[] = [];
     const others: Want[] = [];
-    for (const { piece } of placed) {
+    for (const p of placed) {
+      const { piece } = p;
       const hex = hexAt(piece.list, piece.i);
+      if (!have.has(hex) && this.recent.copyOut(hex, piece.from, piece.to, out, p.at)) continue;
+      rest.push(p);
       if (have.has(hex)) continue;
-      const r = this.recent.get(hex);
-      if (r) {
-        have.set(hex, r);
-        continue;
-      }
       have.set(hex, EMPTY); // seen
       const want = { hex, length: piece.list.lengths[piece.i]! };
       (this.opts.sources.fileOf(hex) >= 0 || !this.opts.cache ? inFiles : others).push(want);
     }
+    if (rest.length === 0) return out;
     const batches: CachedBatch[] = [];
     try {
       const missing: Want[] = [];
@@ -193,19 +202,17 @@ export class LazySource implements BlockSource {
         await this.opts.fetcher.ensure(missing, deadline).catch(() => {}); // chunk() retries what is still missing
         for (const w of await fromCache(missing)) have.set(w.hex, await this.chunk(w.hex, w.length, deadline));
       }
-      const out = this.buffers.take(length);
-      let filled = 0; // pieces come in ascending order: what lies between them (and after) reads as zeros
-      for (const { at, piece } of placed) {
+      for (const { at, piece } of rest) {
         const hex = hexAt(piece.list, piece.i);
         const b = have.get(hex)!;
-        if (at > filled) out.fill(0, filled, at);
         b.copy(out, at, piece.from, piece.to);
-        filled = Math.max(filled, at + piece.to - piece.from);
         // A chunk this read cut is likely the neighbouring read's too.
         if (piece.from > 0 || piece.to < b.byteLength) this.recent.put(hex, b);
       }
-      if (filled < length) out.fill(0, filled, length);
       return out;
+    } catch (e) {
+      this.buffers.give(out);
+      throw e;
     } finally {
       for (const b of batches) b.release();
     }

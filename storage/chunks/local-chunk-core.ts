@@ -122,10 +122,11 @@ export class LocalChunkCore {
   /**
    * getConcat on this thread, without a worker round trip: for small reads
    * whose latency matters more than the event loop's few hundred µs
-   * (a lazy mount's, client/lazy/cached-chunks.ts). Same checks.
+   * (a lazy mount's, client/lazy/cached-chunks.ts). Same checks. With
+   * `into` (a scratch() buffer, say) large enough, the bytes are decoded there.
    */
-  async getConcatHere(digests: Digest[], lengths: number[]): Promise<Buffer> {
-    return this.retryMoved(digests, async (locs) => readConcat(this.reader, this.codec, digests, locs, lengths));
+  async getConcatHere(digests: Digest[], lengths: number[], into?: Buffer): Promise<Buffer> {
+    return this.retryMoved(digests, async (locs) => readConcat(this.reader, this.codec, digests, locs, lengths, into));
   }
 
   private readonly readBuffers: ArrayBuffer[] = [];
