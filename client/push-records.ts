@@ -5,8 +5,9 @@
  * loop only moves the records to the socket; the server keeps each record
  * as it is after decoding and hashing it once. The chunks are not re-hashed
  * here (the file was hashed when it was indexed, and the server hashes every
- * record: a file that changed since is refused there). Used for large
- * uploads (a new base); small ones squeeze harder as one zstd stream.
+ * record: a file that changed since is refused there, and push.ts says so).
+ * Used for large uploads (a new base); small ones squeeze harder as one zstd
+ * stream.
  */
 import { Readable } from 'node:stream';
 import { CodecPool } from '../storage/chunks/codec-pool.js';
@@ -14,7 +15,7 @@ import { DEFAULT_LEVEL } from '../storage/chunks/local-chunk-core.js';
 import { digestFromRaw, type Digest } from '../storage/digest.js';
 import { ChunkCorruptError, SnapyardError } from '../storage/errors.js';
 import { RECORDS_UPLOAD_TYPE } from '../storage/protocol/record-upload.js';
-import { RegistryError, type Registry } from './registry.js';
+import type { Registry } from './registry.js';
 import type { FileChunks } from '../storage/chunks/file-ranges.js';
 import type { Records } from '../storage/chunks/remote-chunk-spool.js';
 import type { LocalSources } from './sources.js';
@@ -102,13 +103,7 @@ export async function uploadRecords(reg: Registry, repo: string, session: string
     await res.body.dump();
   } catch (e) {
     // The body's own failure (a file changed under the push) says more than the connection's.
-    if (failure) throw failure;
-    // The chunks are read here without being re-hashed: the registry hashes every record, and one that is not
-    // its name means the file no longer holds what it was indexed with.
-    if (e instanceof RegistryError && e.ociCode === 'DIGEST_INVALID') {
-      throw new SnapyardError('CHUNK_MISSING', `${file} no longer holds the chunks it was indexed with (did the file change?); the registry said: ${e.message}`);
-    }
-    throw e;
+    throw failure ?? e;
   } finally {
     await codecs.close();
   }

@@ -162,7 +162,15 @@ async function uploadBlob(reg: Registry, repo: string, file: string, fi: FileInd
       records: (raw) => opts.level === undefined && raw >= (opts.recordsMinBytes ?? RECORDS_MIN_BYTES) && forms.includes(RECORDS_UPLOAD_FORM),
       seeds: forms.includes(FRAMES_UPLOAD_FORM) ? seeds : [],
     };
-    const u = await uploadMissing(reg, repo, miss.session, file, fi.index, miss.missing, plan);
+    const u = await uploadMissing(reg, repo, miss.session, file, fi.index, miss.missing, plan).catch(async (e: unknown) => {
+      // New chunks are read from the file without being hashed again (the registry hashes each): a file changed
+      // since it was indexed fails the upload however the registry shows it (refusing a record, or closing the
+      // connection on it). Hashed again only then, to say so.
+      if ((await hashFile(file).catch(() => null)) !== fi.digest) {
+        throw new SnapyardError('CHUNK_MISSING', `${file} no longer holds what it was indexed with (did the file change?); the upload failed: ${(e as Error).message}`);
+      }
+      throw e;
+    });
     uploaded = sum(uploaded, { ...u, wire: u.wire + sent });
     try {
       committed = await reg.call('POST', `/snapyard/v1/${repo}/_commit`, commitAnswer, { session: miss.session, digest: fi.digest });

@@ -5,7 +5,7 @@
  * (refused port, a server that never answers, wrong credentials, dropped
  * connections) end in typed errors after bounded retries.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { readdirSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
@@ -220,6 +220,22 @@ describe('S3PackDriver at S3 sizes', () => {
     await d.delete(names);
     expect(d.stats()).toMatchObject({ puts: 1100, lists: 2, deletes: 2 });
     expect(await listAll(d)).toEqual(new Map());
+  });
+});
+
+describe('S3PackDriver with the MD5 told (the spool hashes what it appends)', () => {
+  test('the told MD5 is what S3 checks: right, the pack is stored; wrong (the file is not what was written), refused and nothing stored', async () => {
+    for (const k of [kinds[1]!, kinds[2]!]) {
+      const d = await open(k);
+      const { path, bytes } = packFile(70_001);
+      const md5 = createHash('md5').update(bytes).digest();
+      await d.put('p-told', path, { md5, size: bytes.length });
+      expect((await d.get('p-told', 0, bytes.length)).equals(bytes)).toBe(true);
+      const other = createHash('md5').update(Buffer.concat([bytes.subarray(1), Buffer.from([bytes[0]! ^ 1])])).digest();
+      await expect(d.put('p-told-bad', path, { md5: other, size: bytes.length })).rejects.toMatchObject({ code: 'DIGEST_MISMATCH' });
+      expect((await listAll(d)).has('p-told-bad')).toBe(false);
+      await expect(d.get('p-told-bad', 0, 1)).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    }
   });
 });
 

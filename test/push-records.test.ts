@@ -203,7 +203,7 @@ describe('push as records', () => {
       const fresh = await startLimitedServer({ maxBlobBytes: 256 * 1024 * 1024 });
       const other = new Registry(fresh.url);
       try {
-        await expect(push(parseRef('chg/win98:v2'), file, { registry: other, cache, recordsMinBytes: 0 })).rejects.toThrow(/no longer holds the chunks it was indexed with \(did the file change\?\).*DIGEST_INVALID/);
+        await expect(push(parseRef('chg/win98:v2'), file, { registry: other, cache, recordsMinBytes: 0 })).rejects.toThrow(/no longer holds what it was indexed with \(did the file change\?\)/);
         // Nothing was committed, and what the store kept is sound.
         expect((await fetch(`${fresh.url}/v2/chg/win98/manifests/v2`)).status).toBe(404);
         expect((await verifyStore(fresh.store)).ok).toBe(true);

@@ -5,7 +5,7 @@ export interface PackDriver {
   /** For logs: "file:/data/chunks/packs", "s3://bucket/prefix". */
   readonly location: string;
   /** Stores a complete pack from a local file; readable only once whole. Fails with SnapyardError CONFLICT if `name` exists already (S3: PutObject If-None-Match: *; local: link/rename that does not replace). Verifies the upload (Content-MD5 on S3). */
-  put(name: string, file: string): Promise<void>;
+  put(name: string, file: string, known?: PackFacts): Promise<void>;
   /** `length` bytes at `offset` of a pack (S3: ranged GET). NOT_FOUND when the pack is missing; RANGE_INVALID when the range runs past its end. */
   get(name: string, offset: number, length: number): Promise<Buffer>;
   /** Deletes packs; missing ones are not an error (S3: DeleteObjects in batches of 1000). */
@@ -15,6 +15,15 @@ export interface PackDriver {
   /** Requests made and bytes moved since start (for the issue's "S3 requests per GB" figure). */
   stats(): PackDriverStats;
   close(): Promise<void>;
+}
+
+/**
+ * What the writer of a pack file knows of it (the spool hashes records as it
+ * appends them): spares the driver a read of the whole file before the put.
+ */
+export interface PackFacts {
+  md5: Buffer;
+  size: number;
 }
 
 /** Requests (S3: HTTP requests, retries included; local: operations) and payload bytes. */

@@ -11,7 +11,7 @@
  */
 import { closeSync, fstatSync, linkSync, mkdirSync, openSync, readSync, rmSync, statSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { checkRange, rangePastEnd, type PackDriver, type PackDriverStats } from './pack-driver.js';
+import { checkRange, rangePastEnd, type PackDriver, type PackDriverStats, type PackFacts } from './pack-driver.js';
 
 export const DEFAULT_PACK_CACHE_BYTES = 1024 * 1024 * 1024;
 
@@ -38,8 +38,8 @@ export class PackFileCache implements PackDriver {
     return join(this.dir, `${name}.pack`);
   }
 
-  async put(name: string, file: string): Promise<void> {
-    await this.inner.put(name, file);
+  async put(name: string, file: string, known?: PackFacts): Promise<void> {
+    await this.inner.put(name, file, known);
     if (this.maxBytes <= 0) return;
     try {
       const size = statSync(file).size;

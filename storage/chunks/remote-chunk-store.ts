@@ -10,7 +10,7 @@
  * encoded as the local store encodes it (chunk-codec.ts), and its record
  * (pack-files.ts format: packs move between stores as they are) appended to an
  * open segment file in the spool directory (remote-chunk-spool.ts). flush()
- * seals the segment (fsync), puts it whole to the driver as a pack, commits
+ * seals the segment, puts it whole to the driver as a pack, commits
  * its rows and the touches of chunks found held to the catalog, then deletes
  * the spool file. A segment also seals when it reaches `segmentBytes`, and is
  * then put in the background. Until its rows are committed a chunk is read
