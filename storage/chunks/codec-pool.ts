@@ -100,6 +100,11 @@ export class CodecPool {
     return this.pool ? workerDigester(this.pool, ++this.streams, this.hashBuffers) : null;
   }
 
+  /** An MD5 digester on the workers (digest() answers `md5:<hex>`); null without workers. */
+  md5Digester(): StreamDigester | null {
+    return this.pool ? workerDigester(this.pool, ++this.streams, this.hashBuffers, 'md5') : null;
+  }
+
   /** Chunks encoded into records, end to end; `verify`: each hashed against its digest first (CHUNK_CORRUPT). */
   async encodeRecords(chunks: Array<{ digest: Digest; raw: Buffer }>, verify = false): Promise<Records> {
     let total = 0;

@@ -6,17 +6,20 @@ import { createHash, type Hash } from 'node:crypto';
  * in order, each in a buffer that goes back for reuse; `end` answers the
  * stream's digest. The worker keeps each open stream's hash state.
  */
-export type HashTask = { op: 'hash'; stream: number; buf: Uint8Array; length: number; end: boolean };
+export type HashTask = { op: 'hash'; stream: number; buf: Uint8Array; length: number; end: boolean; algorithm?: HashAlgorithm };
+/** sha256 (a blob's digest, `sha256:<hex>`) or md5 (an S3 put's Content-MD5, `md5:<hex>`). */
+export type HashAlgorithm = 'sha256' | 'md5';
 export type HashResult = { digest: string; buf: Uint8Array };
 
 /** One piece of a stream, on the worker (`hashes`: its open streams). */
 export function hashStep(hashes: Map<number, Hash>, t: HashTask): { result: HashResult; transfer: ArrayBuffer[] } {
   let h = hashes.get(t.stream);
-  if (!h) hashes.set(t.stream, (h = createHash('sha256')));
+  const algorithm = t.algorithm ?? 'sha256';
+  if (!h) hashes.set(t.stream, (h = createHash(algorithm)));
   h.update(t.buf.subarray(0, t.length));
   let digest = '';
   if (t.end) {
-    digest = `sha256:${h.digest('hex')}`;
+    digest = `${algorithm}:${h.digest('hex')}`;
     hashes.delete(t.stream);
   }
   return { result: { digest, buf: t.buf }, transfer: [t.buf.buffer as ArrayBuffer] };

@@ -126,12 +126,17 @@ export class RemoteChunkReads {
   protected async storedOf(digests: Digest[], opts: FetchOptions = {}): Promise<Buffer[]> {
     const out: Buffer[] = new Array(digests.length);
     const remote: number[] = [];
+    const spooled: Array<Promise<void>> = [];
     digests.forEach((d, i) => {
       const p = this.pending.get(d);
       if (!p) remote.push(i);
       else if (p.state === 'queued') out[i] = this.codec.encode(p.raw);
-      else out[i] = storedOfRecord(p.seg.read(p.offset, RECORD_HEADER_SIZE + p.length), 0, d, { pack: p.seg.name, offset: p.offset, length: p.length });
+      else {
+        const { seg, offset, length } = p;
+        spooled.push(seg.read(offset, RECORD_HEADER_SIZE + length).then((rec) => void (out[i] = storedOfRecord(rec, 0, d, { pack: seg.name, offset, length }))));
+      }
     });
+    await Promise.all(spooled);
     if (remote.length === 0) return out;
     const ds = remote.map((i) => digests[i]!);
     let got: Buffer[];

@@ -235,6 +235,7 @@ export class MaintainedRemoteChunkStore extends RemoteChunkStore implements Main
             list.push({ raw: batch[k]!.raw, from: { pack, offset: batch[k]!.offset }, toOffset: offset });
             moved.set(seg.path, list);
           });
+          await segs.drain();
           await putSealed();
         }
       }

@@ -17,17 +17,20 @@
  * were never recorded (a catalog row is committed only after its pack is put),
  * so opening the spool deletes every segment in it.
  */
-import { closeSync, mkdirSync, openSync, readdirSync, readSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readdirSync, readSync, unlinkSync, write } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { ChunkCorruptError, isSnapyardError, SnapyardError } from '../errors.js';
 import type { PackDriver, PackFacts } from './pack-driver.js';
-import { sha256, type Digest } from '../digest.js';
+import { sha256, type Digest, type StreamDigester } from '../digest.js';
 import type { NewCatalogEntry } from './chunk-catalog.js';
 import { ChunkCodec } from './chunk-codec.js';
 import { RECORD_HEADER_SIZE, writeRecordHeader } from './pack-files.js';
 
 export const SEGMENT_SUFFIX = '.seg';
+
+/** Appended bytes a writer lets wait for the disk before it waits too (Segments.drain). */
+export const SPOOL_UNWRITTEN_BYTES = 32 * 1024 * 1024;
 
 /** What a writer id may be: it goes into pack names (pack-files.ts PACK_NAME and pack-driver.ts PACK_DRIVER_NAME). */
 export const WRITER_ID = /^[a-z0-9][a-z0-9-]{0,31}$/;
@@ -42,30 +45,66 @@ export class SpoolSegment {
   readonly rows: NewCatalogEntry[] = [];
   size = 0;
   sealed = false;
-  /** MD5 of the bytes appended (the S3 put's Content-MD5, computed as they are written). */
-  private readonly hash = createHash('md5');
-  private md5: Buffer | null = null;
+  /** MD5 of the bytes appended (the S3 put's Content-MD5, computed as they are written): on a worker where the spool has one. */
+  private readonly hash: StreamDigester;
+  private md5: Promise<Buffer> | null = null;
   private fd: number;
   private readers = 0;
   private removed = false;
+  /**
+   * Writes under way (on libuv's threads: a disk writing back held the event
+   * loop in writeSync for seconds of a push) and the bytes they hold; the
+   * first one's failure (a full disk) is kept for written().
+   */
+  private readonly writes = new Set<Promise<void>>();
+  private writingBytes = 0;
+  private writeError: Error | null = null;
 
   constructor(
     /** The pack name it is put under (changed if the driver already holds one of that name). */
     public name: string,
     readonly path: string,
+    md5?: StreamDigester | null,
   ) {
+    this.hash = md5 ?? localMd5();
     this.fd = openSync(path, 'wx+');
   }
 
-  /** Appends records laid end to end in `buf`; answers the offset of the first. */
+  /**
+   * Appends records laid end to end in `buf` (not to be changed until
+   * written() resolves); answers the offset of the first.
+   */
   append(buf: Uint8Array): number {
     if (this.sealed) throw new SnapyardError('INTERNAL', `segment ${this.name} is sealed`);
+    if (this.writeError) throw this.writeError;
     const at = this.size;
-    let off = 0;
-    while (off < buf.byteLength) off += writeSync(this.fd, buf, off, buf.byteLength - off, at + off);
-    this.hash.update(buf);
+    // The digester copies what it keeps before this returns; the promise it may answer is its backlog.
+    const hashing = this.hash.update(buf);
     this.size += buf.byteLength;
+    this.writingBytes += buf.byteLength;
+    const w = Promise.all([writeAll(this.fd, buf, at), hashing]).then(
+      () => {},
+      (e: unknown) => {
+        this.writeError ??= e instanceof Error ? e : new Error(String(e));
+      },
+    ).finally(() => {
+      this.writes.delete(w);
+      this.writingBytes -= buf.byteLength;
+      this.closeIfDone();
+    });
+    this.writes.add(w);
     return at;
+  }
+
+  /** Bytes appended and not yet written. */
+  get unwritten(): number {
+    return this.writingBytes;
+  }
+
+  /** Resolves once everything appended so far is written; rejects with the first write's failure. */
+  async written(): Promise<void> {
+    while (this.writes.size > 0) await Promise.all([...this.writes]);
+    if (this.writeError) throw this.writeError;
   }
 
   /**
@@ -77,21 +116,23 @@ export class SpoolSegment {
    */
   seal(): void {
     if (this.sealed) return;
-    this.md5 = this.hash.digest();
+    this.md5 = this.hash.digest().then((d) => Buffer.from(String(d).slice('md5:'.length), 'hex'));
+    this.md5.catch(() => {}); // reported by facts()
     this.sealed = true;
   }
 
   /** Its MD5 and size, once sealed. */
-  facts(): PackFacts {
+  async facts(): Promise<PackFacts> {
     if (!this.md5) throw new SnapyardError('INTERNAL', `segment ${this.name} is not sealed`);
-    return { md5: this.md5, size: this.size };
+    return { md5: await this.md5, size: this.size };
   }
 
-  /** `length` bytes at `offset` (a record, header included). */
-  read(offset: number, length: number): Buffer {
+  /** `length` bytes at `offset` (a record, header included), once written. */
+  async read(offset: number, length: number): Promise<Buffer> {
     if (this.fd < 0) throw new SnapyardError('INTERNAL', `segment ${this.name} is closed`);
     this.readers++;
     try {
+      await this.written();
       const out = Buffer.allocUnsafe(length);
       let got = 0;
       while (got < length) {
@@ -106,10 +147,11 @@ export class SpoolSegment {
     }
   }
 
-  /** Deletes the file (its chunks are in the catalog now, or it is abandoned). */
+  /** Deletes the file (its chunks are in the catalog now, or it is abandoned); the descriptor closes once no read or write uses it. */
   remove(): void {
     if (this.removed) return;
     this.removed = true;
+    if (!this.md5) this.hash.digest().catch(() => {}); // an abandoned segment: its hash state on the worker goes too
     try {
       unlinkSync(this.path);
     } catch {
@@ -119,11 +161,38 @@ export class SpoolSegment {
   }
 
   private closeIfDone(): void {
-    if (this.removed && this.readers === 0 && this.fd >= 0) {
+    if (this.removed && this.readers === 0 && this.writes.size === 0 && this.fd >= 0) {
       closeSync(this.fd);
       this.fd = -1;
     }
   }
+}
+
+/** MD5 on this thread, as a StreamDigester (digest() answers `md5:<hex>`). */
+function localMd5(): StreamDigester {
+  const h = createHash('md5');
+  let size = 0;
+  return {
+    get size() {
+      return size;
+    },
+    update: (piece) => {
+      h.update(piece);
+      size += piece.byteLength;
+    },
+    digest: async () => `md5:${h.digest('hex')}` as unknown as Digest,
+  };
+}
+
+/** Writes all of `buf` at `position` (positioned writes on libuv's thread pool). */
+function writeAll(fd: number, buf: Uint8Array, position: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const step = (off: number) => {
+      if (off >= buf.byteLength) return resolve();
+      write(fd, buf, off, buf.byteLength - off, position + off, (e, n) => (e ? reject(e) : step(off + n)));
+    };
+    step(0);
+  });
 }
 
 /** Names and opens segments in one directory. */
@@ -133,6 +202,8 @@ export class Spool {
   constructor(
     readonly dir: string,
     readonly writerId: string,
+    /** Where segments hash their bytes (the store's codec workers); on this thread without it. */
+    private readonly md5?: () => StreamDigester | null,
   ) {
     if (!WRITER_ID.test(writerId)) throw new SnapyardError('INVALID_ARGUMENT', `bad writer id ${JSON.stringify(writerId)} (lower-case letters, digits and '-', at most 32)`);
     mkdirSync(dir, { recursive: true });
@@ -151,7 +222,7 @@ export class Spool {
 
   open(): SpoolSegment {
     const name = this.nextName();
-    return new SpoolSegment(name, join(this.dir, name + SEGMENT_SUFFIX));
+    return new SpoolSegment(name, join(this.dir, name + SEGMENT_SUFFIX), this.md5?.());
   }
 
   /** A fresh pack name (also used when the driver already holds a pack of the name a segment had). */
@@ -198,13 +269,17 @@ export function checkNames(chunks: Array<{ digest: Digest; raw: Buffer }>): void
 
 /** Stored forms (already encoded) as records, end to end. */
 export function storedRecords(chunks: Array<{ digest: Digest; stored: Buffer }>): Records {
-  const parts = chunks.map(({ digest, stored }) => {
-    const rec = Buffer.allocUnsafe(RECORD_HEADER_SIZE + stored.byteLength);
-    writeRecordHeader(rec, 0, digest, stored.byteLength);
-    stored.copy(rec, RECORD_HEADER_SIZE);
-    return rec;
-  });
-  return { buf: Buffer.concat(parts), lengths: chunks.map((c) => c.stored.byteLength) };
+  let total = 0;
+  for (const c of chunks) total += RECORD_HEADER_SIZE + c.stored.byteLength;
+  // One buffer of its own, written once (not a record each, then concatenated).
+  const buf = Buffer.allocUnsafeSlow(total);
+  let at = 0;
+  for (const { digest, stored } of chunks) {
+    writeRecordHeader(buf, at, digest, stored.byteLength);
+    stored.copy(buf, at + RECORD_HEADER_SIZE);
+    at += RECORD_HEADER_SIZE + stored.byteLength;
+  }
+  return { buf, lengths: chunks.map((c) => c.stored.byteLength) };
 }
 
 /** The open segment and the sealed ones waiting for their put and commit. */
@@ -226,12 +301,13 @@ export class Segments {
   async putOldest(driver: PackDriver): Promise<SpoolSegment> {
     const seg = this.sealed[0]!;
     if (seg.put) return seg;
+    await seg.written();
     try {
-      await driver.put(seg.name, seg.path, seg.facts());
+      await driver.put(seg.name, seg.path, await seg.facts());
     } catch (e) {
       if (!isSnapyardError(e, 'CONFLICT')) throw e;
       seg.name = this.spool.nextName();
-      await driver.put(seg.name, seg.path, seg.facts());
+      await driver.put(seg.name, seg.path, await seg.facts());
     }
     seg.put = true;
     return seg;
@@ -262,6 +338,19 @@ export class Segments {
       }
       at += bytes;
       i = j;
+    }
+  }
+
+  /**
+   * Waits while more than `maxBytes` appended bytes are not written yet (the
+   * spool's memory while the disk is slower than the records come). A write's
+   * failure is not thrown here: the segment's put reports it.
+   */
+  async drain(maxBytes = SPOOL_UNWRITTEN_BYTES): Promise<void> {
+    for (;;) {
+      const segs = [...this.sealed, ...(this.open ? [this.open] : [])].filter((g) => g.unwritten > 0);
+      if (segs.reduce((n, g) => n + g.unwritten, 0) <= maxBytes) return;
+      await segs[0]!.written().catch(() => {});
     }
   }
 

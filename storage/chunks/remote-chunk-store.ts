@@ -63,7 +63,7 @@ export class RemoteChunkStore extends RemoteChunkReads implements ChunkStore, Pr
   constructor(opts: RemoteChunkStoreOptions) {
     super(opts);
     this.now = opts.now ?? Date.now;
-    const spool = (this.spool = new Spool(opts.spoolDir, opts.writerId ?? defaultWriterId()));
+    const spool = (this.spool = new Spool(opts.spoolDir, opts.writerId ?? defaultWriterId(), () => this.codecs.md5Digester()));
     this.cleanedSegments = spool.clean();
     this.segmentBytes = opts.segmentBytes ?? 64 * 1024 * 1024;
     this.segments = new Segments(spool, this.segmentBytes);
@@ -158,6 +158,7 @@ export class RemoteChunkStore extends RemoteChunkReads implements ChunkStore, Pr
       this.spoolRecords(group.map((q) => ({ digest: q.digest, raw32: q.raw32, rawLength: q.raw.byteLength })), recs);
       group.forEach((q, i) => written.set(q, RECORD_HEADER_SIZE + recs.lengths[i]!));
     }
+    await this.segments.drain();
     return batch.map((q) => written.get(q) ?? null);
   }
 

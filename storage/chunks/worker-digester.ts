@@ -1,5 +1,5 @@
 import type { Digest, StreamDigester } from '../digest.js';
-import type { HashResult, HashTask } from './hash-task.js';
+import type { HashAlgorithm, HashResult, HashTask } from './hash-task.js';
 
 /** A worker pool whose workers take hash tasks (hash-task.ts), on a chosen worker. */
 export interface HashingPool {
@@ -14,9 +14,10 @@ const IN_FLIGHT = 4;
 /**
  * Hashes a stream on one worker of `pool` (which keeps the hash state under
  * `stream`): pieces are copied into 1 MiB buffers, sent in order, and the
- * buffers come back for reuse (`spare`). Takes sha256 off the event loop.
+ * buffers come back for reuse (`spare`). Takes sha256 off the event loop
+ * (or md5: its digest() answers `md5:<hex>`, not a Digest).
  */
-export function workerDigester(pool: HashingPool, stream: number, spare: Buffer[]): StreamDigester {
+export function workerDigester(pool: HashingPool, stream: number, spare: Buffer[], algorithm: HashAlgorithm = 'sha256'): StreamDigester {
   const slot = stream % pool.size;
   let buf: Buffer | null = null;
   let used = 0;
@@ -26,7 +27,7 @@ export function workerDigester(pool: HashingPool, stream: number, spare: Buffer[
   const send = (end: boolean) => {
     const b = buf ?? Buffer.allocUnsafeSlow(PIECE);
     const own = new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
-    last = pool.runAt(slot, { op: 'hash', stream, buf: own, length: used, end }, [own.buffer as ArrayBuffer]).then((r) => {
+    last = pool.runAt(slot, { op: 'hash', stream, buf: own, length: used, end, algorithm }, [own.buffer as ArrayBuffer]).then((r) => {
       const back = (r as HashResult).buf;
       if (spare.length < 8) spare.push(Buffer.from(back.buffer, back.byteOffset, back.byteLength));
       return r;
