@@ -30,7 +30,7 @@ import { RECORD_HEADER_SIZE, writeRecordHeader } from './pack-files.js';
 export const SEGMENT_SUFFIX = '.seg';
 
 /** Appended bytes a writer lets wait for the disk before it waits too (Segments.drain). */
-export const SPOOL_UNWRITTEN_BYTES = 32 * 1024 * 1024;
+export const SPOOL_UNWRITTEN_BYTES = 8 * 1024 * 1024;
 
 /** What a writer id may be: it goes into pack names (pack-files.ts PACK_NAME and pack-driver.ts PACK_DRIVER_NAME). */
 export const WRITER_ID = /^[a-z0-9][a-z0-9-]{0,31}$/;
