@@ -95,8 +95,13 @@ export async function readCached(store: CachedStore, wants: Want[]): Promise<Cac
     } catch (e) {
       if (!unreadable(e)) throw e;
     }
-    // One of the group is corrupt or gone: each on its own, so the others are still served.
+    // One of the group is lacking or corrupt: each on its own, so the others are still served
+    // (a lacking one found by a look, not an error: on a node still fetching, most reads have some).
     for (const { want, digest } of g) {
+      if (!(await store.has(digest))) {
+        missing.push(want);
+        continue;
+      }
       try {
         const b = await store.get(digest);
         if (b.byteLength === want.length) {
