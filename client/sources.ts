@@ -84,17 +84,7 @@ export class LocalSources {
    */
   spansOf(hex: string): { path: string; ranges: number[] } | null {
     const loc = this.where.get(hex);
-    if (!loc) return null;
-    const ix = loc.file.index;
-    const ranges: number[] = [];
-    if (loc.stream === 'data' && ix instanceof Qcow2Index) {
-      for (const r of ix.guestRanges(loc.offset, loc.length)) ranges.push(RANGE_GUEST, r.guestOffset, r.length);
-    } else if (loc.stream === 'residue' && ix instanceof Qcow2Index) {
-      for (const r of ix.residueHostRanges(loc.offset, loc.length)) ranges.push(RANGE_FILE, r.hostOffset, r.length);
-    } else {
-      ranges.push(RANGE_FILE, loc.offset, loc.length);
-    }
-    return { path: loc.file.path, ranges };
+    return loc ? { path: loc.file.path, ranges: rangesOf(loc) } : null;
   }
 
   /** Verified bytes of a chunk from a file or the cache; null when none has it. */
@@ -121,24 +111,30 @@ export class LocalSources {
   }
 }
 
+/** A location as file-ranges.ts ranges: [kind, offset, length] triples (qcow2 guest ranges, or the file's own). */
+function rangesOf(loc: Location): number[] {
+  const ix = loc.file.index;
+  const ranges: number[] = [];
+  if (loc.stream === 'data' && ix instanceof Qcow2Index) {
+    for (const r of ix.guestRanges(loc.offset, loc.length)) ranges.push(RANGE_GUEST, r.guestOffset, r.length);
+  } else if (loc.stream === 'residue' && ix instanceof Qcow2Index) {
+    for (const r of ix.residueHostRanges(loc.offset, loc.length)) ranges.push(RANGE_FILE, r.hostOffset, r.length);
+  } else {
+    ranges.push(RANGE_FILE, loc.offset, loc.length);
+  }
+  return ranges;
+}
+
 async function readLocation(loc: Location): Promise<Buffer | null> {
   const out = Buffer.allocUnsafe(loc.length);
-  const ix = loc.file.index;
+  const ranges = rangesOf(loc);
   try {
-    if (loc.stream === 'data' && ix instanceof Qcow2Index) {
-      let at = 0;
-      for (const r of ix.guestRanges(loc.offset, loc.length)) {
-        loc.file.img!.readGuestInto(out.subarray(at, at + r.length), r.guestOffset, undefined);
-        at += r.length;
-      }
-      return at === loc.length ? out : null;
-    }
-    const ranges = loc.stream === 'residue' && ix instanceof Qcow2Index ? [...ix.residueHostRanges(loc.offset, loc.length)] : [{ hostOffset: loc.offset, length: loc.length }];
     let at = 0;
-    for (const r of ranges) {
-      const { bytesRead } = await loc.file.fh.read(out, at, r.length, r.hostOffset);
-      if (bytesRead !== r.length) return null;
-      at += r.length;
+    for (let k = 0; k < ranges.length; k += 3) {
+      const [kind, offset, length] = [ranges[k]!, ranges[k + 1]!, ranges[k + 2]!];
+      if (kind === RANGE_GUEST) loc.file.img!.readGuestInto(out.subarray(at, at + length), offset, undefined);
+      else if ((await loc.file.fh.read(out, at, length, offset)).bytesRead !== length) return null;
+      at += length;
     }
     return at === loc.length ? out : null;
   } catch (e) {

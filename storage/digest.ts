@@ -86,22 +86,28 @@ export interface StreamDigester {
   digest(): Promise<Digest>;
 }
 
+/** sha256 (a blob's digest, `sha256:<hex>`) or md5 (an S3 put's Content-MD5: `md5:<hex>`, not a Digest). */
+export type HashAlgorithm = 'sha256' | 'md5';
+
 /** Incremental digest of a stream of pieces, with the byte count. */
 export class Digester {
-  private readonly hash: Hash = createHash('sha256');
+  private readonly hash: Hash;
   size = 0;
+  constructor(private readonly algorithm: HashAlgorithm = 'sha256') {
+    this.hash = createHash(algorithm);
+  }
   update(piece: Uint8Array): void {
     this.hash.update(piece);
     this.size += piece.byteLength;
   }
   digest(): Digest {
-    return `sha256:${this.hash.digest('hex')}`;
+    return `${this.algorithm}:${this.hash.digest('hex')}` as Digest;
   }
 }
 
 /** The plain, same-thread StreamDigester. */
-export function localDigester(): StreamDigester {
-  const d = new Digester();
+export function localDigester(algorithm: HashAlgorithm = 'sha256'): StreamDigester {
+  const d = new Digester(algorithm);
   return {
     get size() {
       return d.size;

@@ -120,13 +120,13 @@ export class CodecPool {
 
   /**
    * Chunks of a local file, read and encoded into records on a worker (the
-   * event loop never holds their raw bytes); `verify`: each hashed against
-   * its digest first (CHUNK_CORRUPT). closeFiles() closes the files after.
+   * event loop never holds their raw bytes), not hashed again (whoever
+   * stores them does). closeFiles() closes the files after.
    */
-  async encodeFileRecords(chunks: FileChunks, verify = false): Promise<Records> {
-    if (!this.pool) return encodeFileChunks(this.codec, (this.files ??= new FileRangeReader()), chunks, verify, this.fileScratch);
+  async encodeFileRecords(chunks: FileChunks): Promise<Records> {
+    if (!this.pool) return encodeFileChunks(this.codec, (this.files ??= new FileRangeReader()), chunks, this.fileScratch);
     this.filesOpen = true;
-    const r = (await this.pool.run({ op: 'encodeFile', ...chunks, verify })) as { buf: Uint8Array; lengths: number[] };
+    const r = (await this.pool.run({ op: 'encodeFile', ...chunks })) as { buf: Uint8Array; lengths: number[] };
     return { buf: Buffer.from(r.buf.buffer, r.buf.byteOffset, r.buf.byteLength), lengths: r.lengths };
   }
 

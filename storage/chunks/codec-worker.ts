@@ -17,7 +17,7 @@ export type CodecTask =
   /** Raw chunks laid end to end: their records (headers written), end to end; `verify`: each hashed first (CHUNK_CORRUPT when it is not its digest). */
   | { op: 'encode'; buf: Uint8Array; lengths: number[]; digests: Digest[]; verify?: boolean }
   /** Chunks read here from a local file (file-ranges.ts), then as 'encode'. */
-  | ({ op: 'encodeFile'; verify?: boolean } & FileChunks)
+  | ({ op: 'encodeFile' } & FileChunks)
   /** Closes the files encodeFile opened. */
   | { op: 'closeFiles' }
   /** Stored forms laid end to end: the raw bytes, end to end, each checked against its digest (`read`: as ChunkCodec.decodeRead checks) and length. */
@@ -52,7 +52,7 @@ function handle(t: CodecTask): { result: CodecResult; transfer: ArrayBuffer[] } 
   }
   if (t.op === 'encodeFile') {
     // The records' buffer is its own (allocUnsafeSlow): it goes whole, as a view, with no copy.
-    const recs = encodeFileChunks(codec, files, t, t.verify === true, fileScratch);
+    const recs = encodeFileChunks(codec, files, t, fileScratch);
     const buf = new Uint8Array(recs.buf.buffer, recs.buf.byteOffset, recs.buf.byteLength);
     return { result: { buf, lengths: recs.lengths }, transfer: [buf.buffer as ArrayBuffer] };
   }

@@ -3,7 +3,7 @@ import { Qcow2Image } from '../qcow2/reader.js';
 import type { Digest } from '../digest.js';
 import { ChunkCorruptError } from '../errors.js';
 import type { ChunkCodec } from './chunk-codec.js';
-import { checkNames, encodeRecords, type Records } from './remote-chunk-spool.js';
+import { encodeRecords, type Records } from './remote-chunk-spool.js';
 
 /**
  * Chunk bytes read straight out of a local file by the thread that encodes
@@ -82,10 +82,10 @@ export interface FileChunks {
 
 /**
  * The chunks read from their file (into `scratch`, grown as needed) and
- * encoded into records; `verify`: each hashed against its digest first.
+ * encoded into records, not hashed again (whoever stores them does).
  * CHUNK_CORRUPT names the first chunk the file no longer holds in full.
  */
-export function encodeFileChunks(codec: ChunkCodec, reader: FileRangeReader, t: FileChunks, verify: boolean, scratch: { buf: Buffer }): Records {
+export function encodeFileChunks(codec: ChunkCodec, reader: FileRangeReader, t: FileChunks, scratch: { buf: Buffer }): Records {
   let total = 0;
   for (const n of t.lengths) total += n;
   if (scratch.buf.byteLength < total) scratch.buf = Buffer.allocUnsafeSlow(Math.max(total, 2 * 1024 * 1024));
@@ -98,6 +98,5 @@ export function encodeFileChunks(codec: ChunkCodec, reader: FileRangeReader, t: 
     chunks.push({ digest: t.digests[i]!, raw: scratch.buf.subarray(at, at + length) });
     at += length;
   }
-  if (verify) checkNames(chunks);
   return encodeRecords(codec, chunks);
 }

@@ -1,4 +1,5 @@
 import { createHash, type Hash } from 'node:crypto';
+import type { HashAlgorithm } from '../digest.js';
 
 /**
  * Stream hashing on a worker thread (the local store's chunk workers and the
@@ -7,8 +8,6 @@ import { createHash, type Hash } from 'node:crypto';
  * stream's digest. The worker keeps each open stream's hash state.
  */
 export type HashTask = { op: 'hash'; stream: number; buf: Uint8Array; length: number; end: boolean; algorithm?: HashAlgorithm };
-/** sha256 (a blob's digest, `sha256:<hex>`) or md5 (an S3 put's Content-MD5, `md5:<hex>`). */
-export type HashAlgorithm = 'sha256' | 'md5';
 export type HashResult = { digest: string; buf: Uint8Array };
 
 /** One piece of a stream, on the worker (`hashes`: its open streams). */

@@ -18,11 +18,11 @@
  * so opening the spool deletes every segment in it.
  */
 import { closeSync, mkdirSync, openSync, readdirSync, readSync, unlinkSync, write } from 'node:fs';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { ChunkCorruptError, isSnapyardError, SnapyardError } from '../errors.js';
 import type { PackDriver, PackFacts } from './pack-driver.js';
-import { sha256, type Digest, type StreamDigester } from '../digest.js';
+import { localDigester, sha256, type Digest, type StreamDigester } from '../digest.js';
 import type { NewCatalogEntry } from './chunk-catalog.js';
 import { ChunkCodec } from './chunk-codec.js';
 import { RECORD_HEADER_SIZE, writeRecordHeader } from './pack-files.js';
@@ -66,7 +66,7 @@ export class SpoolSegment {
     readonly path: string,
     md5?: StreamDigester | null,
   ) {
-    this.hash = md5 ?? localMd5();
+    this.hash = md5 ?? localDigester('md5');
     this.fd = openSync(path, 'wx+');
   }
 
@@ -166,22 +166,6 @@ export class SpoolSegment {
       this.fd = -1;
     }
   }
-}
-
-/** MD5 on this thread, as a StreamDigester (digest() answers `md5:<hex>`). */
-function localMd5(): StreamDigester {
-  const h = createHash('md5');
-  let size = 0;
-  return {
-    get size() {
-      return size;
-    },
-    update: (piece) => {
-      h.update(piece);
-      size += piece.byteLength;
-    },
-    digest: async () => `md5:${h.digest('hex')}` as unknown as Digest,
-  };
 }
 
 /** Writes all of `buf` at `position` (positioned writes on libuv's thread pool). */

@@ -1,5 +1,5 @@
-import type { Digest, StreamDigester } from '../digest.js';
-import type { HashAlgorithm, HashResult, HashTask } from './hash-task.js';
+import type { Digest, HashAlgorithm, StreamDigester } from '../digest.js';
+import type { HashResult, HashTask } from './hash-task.js';
 
 /** A worker pool whose workers take hash tasks (hash-task.ts), on a chosen worker. */
 export interface HashingPool {
