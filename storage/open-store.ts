@@ -101,7 +101,7 @@ async function openChunks(cfg: StoreConfig, memory: MemoryBudget): Promise<Maint
   try {
     const catalog = await openPostgresChunkCatalog(cfg.metadata!);
     const root = join(cfg.dataDir, 'remote');
-    return new MaintainedRemoteChunkStore({ driver, catalog, spoolDir: join(root, 'spool'), sketchDir: join(root, 'sketches'), packCacheDir: join(root, 'pack-cache'), ...level, ...(cfg.workers !== undefined ? { workers: cfg.workers } : {}), readCache: memory.cache('remote-reads', (b: Buffer) => b.byteLength + 64), locationCache: memory.cache('remote-locations', locationBytes) });
+    return new MaintainedRemoteChunkStore({ driver, catalog, spoolDir: join(root, 'spool'), sketchDir: join(root, 'sketches'), packCacheDir: join(root, 'pack-cache'), ...level, ...(cfg.workers !== undefined ? { workers: cfg.workers } : {}), locationCache: memory.cache('remote-locations', locationBytes) });
   } catch (e) {
     await driver.close();
     throw e;

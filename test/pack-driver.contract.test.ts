@@ -11,7 +11,7 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
 import { isSnapyardError, type ErrorCode } from '../storage/errors.js';
-import type { PackDriver } from '../storage/chunks/pack-driver.js';
+import type { PackDriver, PackDriverStats, PackFacts } from '../storage/chunks/pack-driver.js';
 import { PackFileCache } from '../storage/chunks/pack-file-cache.js';
 import { LocalPackDriver } from '../storage/chunks/local-pack-driver.js';
 import { parseS3Url, S3PackDriver, type S3PackDriverOptions } from '../storage/chunks/s3-pack-driver.js';
@@ -48,7 +48,7 @@ async function listAll(d: PackDriver): Promise<Map<string, number>> {
 type Tuning = Pick<S3PackDriverOptions, 'concurrency' | 'deleteBatch' | 'listPageSize'>;
 
 interface Kind {
-  kind: 'local' | 's3' | 's3 + local pack cache';
+  kind: 'local' | 's3' | 's3 + local pack cache' | 's3 + local pack cache keeping every read';
   make(t?: Tuning): Promise<PackDriver>;
 }
 
@@ -75,7 +75,43 @@ const kinds: Kind[] = [
       return new PackFileCache(inner, join(newDir(), 'pack-cache'));
     },
   },
+  {
+    // Every read asked to be kept (ReadHint.keep: ranges of the bucket's packs kept on the local disk) must answer as the bucket does too.
+    kind: 's3 + local pack cache keeping every read',
+    make: async (t = {}) => {
+      const s3 = await testS3();
+      const prefix = `contract-${process.pid}-${prefixNo++}-${randomBytes(3).toString('hex')}`;
+      const inner = new S3PackDriver({ location: s3.withPrefix(prefix), credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey }, ...t });
+      return new KeepingEveryRead(new PackFileCache(inner, join(newDir(), 'pack-cache'), 0));
+    },
+  },
 ];
+
+/** A pack cache asked to keep every read (no whole packs: every read goes through the kept ranges). */
+class KeepingEveryRead implements PackDriver {
+  readonly location: string;
+  constructor(readonly cache: PackFileCache) {
+    this.location = cache.location;
+  }
+  put(name: string, file: string, known?: PackFacts): Promise<void> {
+    return this.cache.put(name, file, known);
+  }
+  get(name: string, offset: number, length: number): Promise<Buffer> {
+    return this.cache.get(name, offset, length, { keep: true });
+  }
+  delete(names: string[]): Promise<void> {
+    return this.cache.delete(names);
+  }
+  list(): AsyncIterable<{ name: string; size: number }> {
+    return this.cache.list();
+  }
+  stats(): PackDriverStats {
+    return this.cache.stats();
+  }
+  close(): Promise<void> {
+    return this.cache.close();
+  }
+}
 
 async function open(k: Kind, t?: Tuning): Promise<PackDriver> {
   const d = await k.make(t);

@@ -26,8 +26,18 @@ type BufferTask = Exclude<CodecTask, { op: 'hash' | 'encodeFile' | 'closeFiles' 
 const INLINE_BYTES = 256 * 1024;
 /** The reused buffers' size: a 2 MiB read batch plus a largest chunk (blob reads decode batches of about 2 MiB). */
 const SPARE_BYTES = 2 * 1024 * 1024 + 256 * 1024;
-/** Spare buffers kept at most (the rest are left to the GC). */
-const MAX_SPARES = 12;
+/** Bytes of spare buffers kept at most (the rest are left to the GC). */
+const SPARES_BUDGET = 12 * SPARE_BYTES;
+/** The smallest spare: a task's input or output is put in the smallest of 64 KiB, 128 KiB, ... 2 MiB, SPARE_BYTES that holds it. */
+const SMALLEST_SPARE = 64 * 1024;
+
+/** The spare size a buffer of `bytes` takes (0: above SPARE_BYTES, not reused). */
+function spareSize(bytes: number): number {
+  if (bytes > SPARE_BYTES) return 0;
+  let size = SMALLEST_SPARE;
+  while (size < bytes && size * 2 < SPARE_BYTES) size *= 2;
+  return size >= bytes ? size : SPARE_BYTES;
+}
 
 /**
  * Chunk encoding and decoding for a RemoteChunkStore on worker threads (the
@@ -39,11 +49,14 @@ export class CodecPool {
   private readonly codec: ChunkCodec;
   private readonly pool: WorkerPool<CodecTask, CodecResult> | null;
   /**
-   * Buffers of SPARE_BYTES that go to a worker and come back (inputs at once, decoded
-   * batches through release()): a batch allocated nothing new, so neither isolate piles
-   * up dead transferred buffers between its GCs.
+   * Buffers that go to a worker and come back (inputs at once, decoded batches
+   * through release()), by size (spareSize: a task holds the smallest that fits,
+   * not a whole batch's, so a dictionary compression of 100 KB holds 128 KiB and
+   * 40 of them in flight are not 90 MB): a batch allocated nothing new, so neither
+   * isolate piles up dead transferred buffers between its GCs.
    */
-  private readonly spares: ArrayBuffer[] = [];
+  private readonly spares = new Map<number, ArrayBuffer[]>();
+  private spareBytes = 0;
   /** Digester streams opened (each keeps its hash state on one worker), and their reused 1 MiB buffers. */
   private streams = 0;
   private readonly hashBuffers: Buffer[] = [];
@@ -58,10 +71,13 @@ export class CodecPool {
     this.pool = workers > 0 ? new WorkerPool(new URL(`./codec-worker.${import.meta.url.endsWith('.ts') ? 'ts' : 'js'}`, import.meta.url), workers, { level, readCheck }, reviveChunkError) : null;
   }
 
-  /** A buffer for `total` bytes: a spare one when it fits. */
+  /** A buffer for `total` bytes: a spare one of the smallest size that holds it, when there is such a size. */
   private take(total: number): Uint8Array<ArrayBuffer> {
-    if (total <= SPARE_BYTES) return new Uint8Array(this.spares.pop() ?? new ArrayBuffer(SPARE_BYTES), 0, total);
-    return new Uint8Array(total);
+    const size = spareSize(total);
+    if (size === 0) return new Uint8Array(total);
+    const ab = this.spares.get(size)?.pop();
+    if (ab) this.spareBytes -= size;
+    return new Uint8Array(ab ?? new ArrayBuffer(size), 0, total);
   }
 
   /** A spare buffer's memory for `bytes` bytes (null above the spare size), handed back through release(). */
@@ -69,10 +85,15 @@ export class CodecPool {
     return bytes > SPARE_BYTES ? null : Buffer.from(this.take(bytes).buffer, 0, bytes);
   }
 
-  /** Takes back a buffer of the spare size (a decoded batch the caller is done with, a task's input). */
+  /** Takes back a buffer of a spare size (a decoded batch the caller is done with, a task's input). */
   release(buf: Uint8Array): void {
     const ab = buf.buffer;
-    if (ab instanceof ArrayBuffer && ab.byteLength === SPARE_BYTES && this.spares.length < MAX_SPARES && !this.spares.includes(ab)) this.spares.push(ab);
+    if (!(ab instanceof ArrayBuffer) || spareSize(ab.byteLength) !== ab.byteLength || this.spareBytes + ab.byteLength > SPARES_BUDGET) return;
+    const list = this.spares.get(ab.byteLength) ?? [];
+    if (list.includes(ab)) return;
+    list.push(ab);
+    this.spares.set(ab.byteLength, list);
+    this.spareBytes += ab.byteLength;
   }
 
   /** Parts laid end to end in a buffer of their own (transferable to a worker). */
@@ -182,7 +203,7 @@ export class CodecPool {
     for (const l of rawLengths) rawTotal += l;
     const task: BufferTask =
       op === 'decode' || op === 'verify'
-        ? { op: 'decode', buf, lengths, digests, rawLengths, read, ...(rawTotal <= SPARE_BYTES ? { into: this.take(SPARE_BYTES) } : {}) }
+        ? { op: 'decode', buf, lengths, digests, rawLengths, read, ...(rawTotal <= SPARE_BYTES ? { into: this.take(rawTotal) } : {}) }
         : { op, buf, lengths, digests, rawLengths, level };
     const r = await this.runTask(task);
     if ('sketches' in r) return r.sketches.map((u) => Buffer.from(u.buffer, u.byteOffset, u.byteLength));

@@ -7,7 +7,9 @@ export interface PackDriver {
   /** Stores a complete pack from a local file; readable only once whole. Fails with SnapyardError CONFLICT if `name` exists already (S3: PutObject If-None-Match: *; local: link/rename that does not replace). Verifies the upload (Content-MD5 on S3). */
   put(name: string, file: string, known?: PackFacts): Promise<void>;
   /** `length` bytes at `offset` of a pack (S3: ranged GET). NOT_FOUND when the pack is missing; RANGE_INVALID when the range runs past its end. */
-  get(name: string, offset: number, length: number): Promise<Buffer>;
+  get(name: string, offset: number, length: number, hint?: ReadHint): Promise<Buffer>;
+  /** Whether a range is on the local disk (a cache in front of the bucket: pack-file-cache.ts); reads of it cost no request. */
+  holds?(name: string, offset: number, length: number): boolean;
   /** Deletes packs; missing ones are not an error (S3: DeleteObjects in batches of 1000). */
   delete(names: string[]): Promise<void>;
   /** Every pack with its size (S3: ListObjectsV2, paginated). */
@@ -15,6 +17,16 @@ export interface PackDriver {
   /** Requests made and bytes moved since start (for the issue's "S3 requests per GB" figure). */
   stats(): PackDriverStats;
   close(): Promise<void>;
+}
+
+/** What a reader expects of the bytes it asks for (drivers may ignore it). */
+export interface ReadHint {
+  /**
+   * They will be asked for again (records read at random, delta encoding's
+   * dictionaries): a local cache in front of the bucket (pack-file-cache.ts)
+   * keeps them on its disk. A stream's reads (a blob GET, compaction) do not set it.
+   */
+  keep?: boolean;
 }
 
 /**

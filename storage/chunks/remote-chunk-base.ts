@@ -26,7 +26,7 @@ export interface RemoteReadOptions {
   catalog: ChunkCatalog;
   /** zstd level of new chunks (default: the local store's). */
   level?: number;
-  /** Stored forms kept in memory for reads (default 64 MiB). */
+  /** Stored forms read at random kept in memory (default 64 MiB); with packCacheDir they are kept on its disk instead (keptReadBytes). */
   readCacheBytes?: number;
   /** Or: the read cache, in a shared memory budget (memory-budget.ts); readCacheBytes is then ignored. */
   readCache?: BudgetCache<Digest, Buffer>;
@@ -45,6 +45,8 @@ export interface RemoteReadOptions {
    */
   packCacheDir?: string;
   packCacheBytes?: number;
+  /** With packCacheDir: bytes of records read at random (ReadHint.keep) kept there too (default 512 MiB; 0: kept in memory instead). */
+  keptReadBytes?: number;
 }
 
 /** A chunk written to a segment whose rows are not committed yet. */
@@ -83,12 +85,13 @@ export class RemoteChunkReads {
 
   constructor(opts: RemoteReadOptions) {
     this.bucket = opts.driver;
-    this.driver = opts.packCacheDir ? new PackFileCache(opts.driver, opts.packCacheDir, opts.packCacheBytes) : opts.driver;
+    const local = opts.packCacheDir ? new PackFileCache(opts.driver, opts.packCacheDir, opts.packCacheBytes, opts.keptReadBytes) : null;
+    this.driver = local ?? opts.driver;
     this.catalog = opts.catalog;
     this.codec = new ChunkCodec(opts.level ?? DEFAULT_LEVEL, opts.readCheck ?? DEFAULT_READ_CHECK);
     this.codecs = new CodecPool(this.codec.level, opts.workers ?? 2, this.codec.readCheck);
     this.locations = opts.locationCache ?? new MemoryBudget(8 * 1024 * 1024).cache('remote-locations', locationBytes);
-    this.reader = new RemoteRecordReader(this.driver, { cacheBytes: opts.readCacheBytes, cache: opts.readCache, runBytes: opts.readRunBytes });
+    this.reader = new RemoteRecordReader(this.driver, { cacheBytes: opts.readCacheBytes, cache: opts.readCache, runBytes: opts.readRunBytes, driverKeeps: local?.keepsReads === true });
   }
 
   toString(): string {

@@ -83,13 +83,17 @@ export class RemoteRecordReader {
 
   constructor(
     private readonly driver: PackDriver,
-    opts: { cacheBytes?: number; cache?: BudgetCache<Digest, Buffer> | undefined; runBytes?: number; readAheadBytes?: number; aheadCacheBytes?: number } = {},
+    opts: { cacheBytes?: number; cache?: BudgetCache<Digest, Buffer> | undefined; runBytes?: number; readAheadBytes?: number; aheadCacheBytes?: number; driverKeeps?: boolean } = {},
     private readonly runBytes = opts.runBytes ?? DEFAULT_RUN_BYTES,
     private readonly readAheadBytes = opts.readAheadBytes ?? DEFAULT_READ_AHEAD_BYTES,
   ) {
     this.cache = new StoredCache(opts.cache ?? new MemoryBudget(opts.cacheBytes ?? DEFAULT_READ_CACHE_BYTES).cache('remote-reads', (b: Buffer) => b.byteLength));
     this.ahead = new StoredCache(new MemoryBudget(opts.aheadCacheBytes ?? DEFAULT_AHEAD_CACHE_BYTES).cache('remote-read-ahead', (b: Buffer) => b.byteLength + 64));
+    this.driverKeeps = opts.driverKeeps === true;
   }
+
+  /** The driver keeps what it is asked to (ReadHint.keep: a local disk cache in front of the bucket): random reads are not kept in memory too. */
+  private readonly driverKeeps: boolean;
 
   /** Forgets a chunk (its record turned out corrupt: the next read fetches it again). */
   forget(d: Digest): void {
@@ -139,14 +143,18 @@ export class RemoteRecordReader {
     let run: typeof items = [];
     let runStart = 0;
     let runEnd = 0;
+    let runLocal = false;
     for (const item of items) {
       const { loc } = item[1];
       const end = loc.offset + RECORD_HEADER_SIZE + loc.length;
-      const joins = run.length > 0 && run[0]![1].loc.pack === loc.pack && loc.offset === runEnd && end - runStart <= this.runBytes;
+      // Records on the local disk (kept reads) and the others go in runs of their own: a GET reads only what is not here.
+      const local = this.driverKeeps && this.driver.holds?.(loc.pack, loc.offset, end - loc.offset) === true;
+      const joins = run.length > 0 && run[0]![1].loc.pack === loc.pack && loc.offset === runEnd && end - runStart <= this.runBytes && local === runLocal;
       if (!joins) {
         if (run.length > 0) runs.push(run);
         run = [];
         runStart = loc.offset;
+        runLocal = local;
       }
       run.push(item);
       runEnd = end;
@@ -158,12 +166,15 @@ export class RemoteRecordReader {
         const first = r[0]![1].loc;
         const last = r[r.length - 1]![1].loc;
         const length = last.offset + RECORD_HEADER_SIZE + last.length - first.offset;
-        const ahead = this.sequential(first.pack, first.offset, length) ? this.readAheadBytes : 0;
-        const buf = await this.tracked(first.pack, first.offset, Math.max(length, ahead), this.getRun(first.pack, first.offset, length, ahead, r[0]![0]));
+        // A run on the local disk is read as it is (no read-ahead, which would make it a GET).
+        const local = this.driverKeeps && this.driver.holds?.(first.pack, first.offset, length) === true;
+        const ahead = !local && this.sequential(first.pack, first.offset, length) ? this.readAheadBytes : 0;
+        // A stream reading a pack in order will not ask again: only random reads (delta encoding's) are kept.
+        const keep = ahead === 0 && opts.keep !== false;
+        const buf = await this.tracked(first.pack, first.offset, Math.max(length, ahead), this.getRun(first.pack, first.offset, length, ahead, r[0]![0], keep && this.driverKeeps));
         for (const [d, { loc, at }] of r) {
           const stored = storedOfRecord(buf, loc.offset - first.offset, d, loc);
-          // A stream reading a pack in order will not ask again: only random reads (delta encoding's) are kept.
-          if (ahead === 0 && opts.keep !== false) this.cache.set(d, stored);
+          if (keep && !this.driverKeeps) this.cache.set(d, stored);
           for (const i of at) out[i] = stored;
         }
         this.cacheAhead(buf, length);
@@ -177,10 +188,10 @@ export class RemoteRecordReader {
    * the run is shorter (less past the pack's end). A pack shorter than the
    * run itself: its bytes are not what the catalog recorded.
    */
-  private async getRun(pack: string, offset: number, length: number, ahead: number, first: Digest): Promise<Buffer> {
+  private async getRun(pack: string, offset: number, length: number, ahead: number, first: Digest, keep: boolean): Promise<Buffer> {
     const want = Math.max(length, ahead);
     try {
-      return await this.driver.get(pack, offset, want);
+      return await this.driver.get(pack, offset, want, keep ? { keep } : undefined);
     } catch (e) {
       if (!isSnapyardError(e, 'RANGE_INVALID')) throw e;
       if (want > length) {
