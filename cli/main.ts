@@ -35,6 +35,10 @@ export async function main(argv: string[]): Promise<void> {
   // Errors that escape a stream (a socket reset under a pipeline) are reported the same way: one line, non-zero exit.
   process.on('uncaughtException', fail);
   process.on('unhandledRejection', fail);
+  // The AWS SDK (S3 store) prints a 9-line NodeVersionSupportWarning on Node 20 about SDK versions published
+  // after January 2027; the version package-lock.json pins runs on Node 20 and the image runs Node 22. Set it
+  // to "false" to see the warning.
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   // Node exits when nothing is left to wait on, even if the command's promise never settled (a stream
   // that ended without its end or error event): that must never look like success (exit 0, no output).
   let settled = false;
