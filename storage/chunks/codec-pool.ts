@@ -8,6 +8,7 @@ import { encodeSketch, sketch } from '../delta/resemblance.js';
 import { compressWithDict } from '../delta/dict-codec.js';
 import type { CodecResult, CodecTask } from './codec-worker.js';
 import { encodeFileChunks, FileRangeReader, type FileChunks } from './file-ranges.js';
+import { SpareBuffers } from './spare-buffers.js';
 
 /** A worker's error as the typed error it was (a full disk, a corrupt chunk), else INTERNAL. */
 export function reviveChunkError(e: WorkerError): Error {
@@ -28,16 +29,6 @@ const INLINE_BYTES = 256 * 1024;
 const SPARE_BYTES = 2 * 1024 * 1024 + 256 * 1024;
 /** Bytes of spare buffers kept at most (the rest are left to the GC). */
 const SPARES_BUDGET = 12 * SPARE_BYTES;
-/** The smallest spare: a task's input or output is put in the smallest of 64 KiB, 128 KiB, ... 2 MiB, SPARE_BYTES that holds it. */
-const SMALLEST_SPARE = 64 * 1024;
-
-/** The spare size a buffer of `bytes` takes (0: above SPARE_BYTES, not reused). */
-function spareSize(bytes: number): number {
-  if (bytes > SPARE_BYTES) return 0;
-  let size = SMALLEST_SPARE;
-  while (size < bytes && size * 2 < SPARE_BYTES) size *= 2;
-  return size >= bytes ? size : SPARE_BYTES;
-}
 
 /**
  * Chunk encoding and decoding for a RemoteChunkStore on worker threads (the
@@ -48,15 +39,8 @@ function spareSize(bytes: number): number {
 export class CodecPool {
   private readonly codec: ChunkCodec;
   private readonly pool: WorkerPool<CodecTask, CodecResult> | null;
-  /**
-   * Buffers that go to a worker and come back (inputs at once, decoded batches
-   * through release()), by size (spareSize: a task holds the smallest that fits,
-   * not a whole batch's, so a dictionary compression of 100 KB holds 128 KiB and
-   * 40 of them in flight are not 90 MB): a batch allocated nothing new, so neither
-   * isolate piles up dead transferred buffers between its GCs.
-   */
-  private readonly spares = new Map<number, ArrayBuffer[]>();
-  private spareBytes = 0;
+  /** Buffers that go to a worker and come back (inputs at once, decoded batches through release()), by size. */
+  private readonly spares = new SpareBuffers(SPARE_BYTES, SPARES_BUDGET);
   /** Digester streams opened (each keeps its hash state on one worker), and their reused 1 MiB buffers. */
   private streams = 0;
   private readonly hashBuffers: Buffer[] = [];
@@ -73,27 +57,19 @@ export class CodecPool {
 
   /** A buffer for `total` bytes: a spare one of the smallest size that holds it, when there is such a size. */
   private take(total: number): Uint8Array<ArrayBuffer> {
-    const size = spareSize(total);
-    if (size === 0) return new Uint8Array(total);
-    const ab = this.spares.get(size)?.pop();
-    if (ab) this.spareBytes -= size;
-    return new Uint8Array(ab ?? new ArrayBuffer(size), 0, total);
+    const ab = this.spares.take(total);
+    return ab ? new Uint8Array(ab, 0, total) : new Uint8Array(total);
   }
 
   /** A spare buffer's memory for `bytes` bytes (null above the spare size), handed back through release(). */
   scratch(bytes: number): Buffer | null {
-    return bytes > SPARE_BYTES ? null : Buffer.from(this.take(bytes).buffer, 0, bytes);
+    const ab = this.spares.take(bytes);
+    return ab ? Buffer.from(ab, 0, bytes) : null;
   }
 
   /** Takes back a buffer of a spare size (a decoded batch the caller is done with, a task's input). */
   release(buf: Uint8Array): void {
-    const ab = buf.buffer;
-    if (!(ab instanceof ArrayBuffer) || spareSize(ab.byteLength) !== ab.byteLength || this.spareBytes + ab.byteLength > SPARES_BUDGET) return;
-    const list = this.spares.get(ab.byteLength) ?? [];
-    if (list.includes(ab)) return;
-    list.push(ab);
-    this.spares.set(ab.byteLength, list);
-    this.spareBytes += ab.byteLength;
+    this.spares.give(buf.buffer);
   }
 
   /** Parts laid end to end in a buffer of their own (transferable to a worker). */

@@ -11,6 +11,10 @@ import type { ChunkTask, ChunkTaskResult } from './chunk-worker.js';
 import { workerDigester } from './worker-digester.js';
 import { batchWriter, type AddedRow, type Pending } from './batch-writer.js';
 import { mapSliced } from '../time-slice.js';
+import { SpareBuffers } from './spare-buffers.js';
+
+/** The largest reusable read buffer: a 2 MiB batch plus a largest chunk. */
+const READ_BUFFER_BYTES = 2 * 1024 * 1024 + 256 * 1024;
 
 export interface LocalChunkStoreOptions {
   /** Directory of the store (layout: pack-files.ts). */
@@ -129,9 +133,8 @@ export class LocalChunkCore {
     return this.retryMoved(digests, async (locs) => readConcat(this.reader, this.codec, digests, locs, lengths, into));
   }
 
-  private readonly readBuffers: ArrayBuffer[] = [];
-  /** Size of the reusable read buffers (a 2 MiB batch plus a largest chunk). */
-  private readonly readBufferSize = 2 * 1024 * 1024 + 256 * 1024;
+  /** Reusable read buffers, by size (a 2 MiB batch plus a largest chunk at most; 16 of those in all). */
+  private readonly readBuffers = new SpareBuffers(READ_BUFFER_BYTES, 16 * READ_BUFFER_BYTES);
 
   async getConcat(digests: Digest[], lengths: number[]): Promise<Buffer> {
     return this.retryMoved(digests, (locs) => this.readConcatAt(digests, locs, lengths));
@@ -141,7 +144,7 @@ export class LocalChunkCore {
     if (!this.pool) return readConcat(this.reader, this.codec, digests, locs, lengths);
     let total = 0;
     for (const l of lengths) total += l;
-    const spare = total <= this.readBufferSize ? this.spareReadBuffer() : undefined;
+    const spare = this.readBuffers.take(total);
     const into = spare ? new Uint8Array(spare) : undefined;
     const { data } = (await this.pool.run(
       into ? { op: 'readMany', digests, locs, lengths, into } : { op: 'readMany', digests, locs, lengths },
@@ -150,20 +153,13 @@ export class LocalChunkCore {
     return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
   }
 
-  /** A reusable read buffer (one handed back through release(), else a new one). */
-  private spareReadBuffer(): ArrayBuffer {
-    return this.readBuffers.pop() ?? new ArrayBuffer(this.readBufferSize);
-  }
-
   scratch(bytes: number): Buffer | null {
-    return bytes > this.readBufferSize ? null : Buffer.from(this.spareReadBuffer(), 0, bytes);
+    const ab = this.readBuffers.take(bytes);
+    return ab ? Buffer.from(ab, 0, bytes) : null;
   }
 
   release(buf: Uint8Array): void {
-    const ab = buf.buffer;
-    if (ab instanceof ArrayBuffer && ab.byteLength === this.readBufferSize && this.readBuffers.length < 16 && !this.readBuffers.includes(ab)) {
-      this.readBuffers.push(ab);
-    }
+    this.readBuffers.give(buf.buffer);
   }
 
   async add(raw: Uint8Array): Promise<AddResult> {
