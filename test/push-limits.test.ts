@@ -199,10 +199,12 @@ describe('idle qcow2 upload sessions hold no spool buffers (defect 4)', () => {
       for (let t0 = Date.now(); Date.now() - t0 < 10_000; await new Promise((r) => setTimeout(r, 100))) {
         gc();
         held = process.memoryUsage().arrayBuffers - before;
-        if (held < 48 * MiB) break;
+        if (held < 64 * MiB) break;
       }
-      // Two 4 MiB spool buffers per session were 256 MiB here.
-      expect(held).toBeLessThan(48 * MiB);
+      // Two 4 MiB spool buffers per session were 256 MiB here. What is held now is bounded per process, not per
+      // session: the codec workers' reused buffers (up to 27 MiB), the read-ahead cache, buffers not yet collected;
+      // measured 35-45 MiB with this file alone on S3 + PostgreSQL, 52.8 MiB once in the whole suite's run.
+      expect(held).toBeLessThan(64 * MiB);
       expect(s.store.sessions.open()).toBe(32);
     } finally {
       await s.stop();
