@@ -8,7 +8,7 @@ import { encodeSketch, sketch } from '../delta/resemblance.js';
 import { compressWithDict } from '../delta/dict-codec.js';
 import type { CodecResult, CodecTask } from './codec-worker.js';
 import { encodeFileChunks, FileRangeReader, type FileChunks } from './file-ranges.js';
-import { SpareBuffers } from './spare-buffers.js';
+import { BATCH_BUFFER_BYTES, SpareBuffers } from './spare-buffers.js';
 
 /** A worker's error as the typed error it was (a full disk, a corrupt chunk), else INTERNAL. */
 export function reviveChunkError(e: WorkerError): Error {
@@ -25,8 +25,8 @@ type BufferTask = Exclude<CodecTask, { op: 'hash' | 'encodeFile' | 'closeFiles' 
 
 /** Below this many bytes a task runs inline: a worker's round trip would cost more than it saves. */
 const INLINE_BYTES = 256 * 1024;
-/** The reused buffers' size: a 2 MiB read batch plus a largest chunk (blob reads decode batches of about 2 MiB). */
-const SPARE_BYTES = 2 * 1024 * 1024 + 256 * 1024;
+/** The largest reused buffer (blob reads decode batches of about 2 MiB). */
+const SPARE_BYTES = BATCH_BUFFER_BYTES;
 /** Bytes of spare buffers kept at most (the rest are left to the GC). */
 const SPARES_BUDGET = 12 * SPARE_BYTES;
 

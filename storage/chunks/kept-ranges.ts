@@ -184,7 +184,7 @@ export class PartFiles {
     this.handles.delete(name);
     const path = join(this.dir, `${name}.part`);
     void (async () => {
-      await (await h?.catch(() => null))?.close().catch(() => {});
+      await (await h.catch(() => null))?.close().catch(() => {});
       await rm(path, { force: true });
     })();
   }

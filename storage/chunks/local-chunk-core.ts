@@ -11,10 +11,7 @@ import type { ChunkTask, ChunkTaskResult } from './chunk-worker.js';
 import { workerDigester } from './worker-digester.js';
 import { batchWriter, type AddedRow, type Pending } from './batch-writer.js';
 import { mapSliced } from '../time-slice.js';
-import { SpareBuffers } from './spare-buffers.js';
-
-/** The largest reusable read buffer: a 2 MiB batch plus a largest chunk. */
-const READ_BUFFER_BYTES = 2 * 1024 * 1024 + 256 * 1024;
+import { BATCH_BUFFER_BYTES, SpareBuffers } from './spare-buffers.js';
 
 export interface LocalChunkStoreOptions {
   /** Directory of the store (layout: pack-files.ts). */
@@ -134,7 +131,7 @@ export class LocalChunkCore {
   }
 
   /** Reusable read buffers, by size (a 2 MiB batch plus a largest chunk at most; 16 of those in all). */
-  private readonly readBuffers = new SpareBuffers(READ_BUFFER_BYTES, 16 * READ_BUFFER_BYTES);
+  private readonly readBuffers = new SpareBuffers(BATCH_BUFFER_BYTES, 16 * BATCH_BUFFER_BYTES);
 
   async getConcat(digests: Digest[], lengths: number[]): Promise<Buffer> {
     return this.retryMoved(digests, (locs) => this.readConcatAt(digests, locs, lengths));

@@ -13,6 +13,9 @@
  */
 const SMALLEST = 64 * 1024;
 
+/** The largest reused buffer the stores use: a 2 MiB read batch plus a largest chunk. */
+export const BATCH_BUFFER_BYTES = 2 * 1024 * 1024 + 256 * 1024;
+
 export class SpareBuffers {
   private readonly free = new Map<number, ArrayBuffer[]>();
   private held = 0;
