@@ -21,9 +21,10 @@
  *    followed by the same reads on the pulled file.
  * 3. boot trace: node B (empty cache) mounts after node A pushed its trace;
  *    spawn to read set done against node A's: goal >= 1.5x sooner.
- * 4. cached reads: node B reads the set again (all local) through the
- *    export, against qemu-io on IMAGE itself, alternating, --runs medians:
- *    goal <= 2x.
+ * 4. cached reads: node B reads the set again (all local: the mount's local
+ *    copy) through the export, against qemu-io on IMAGE itself, alternating,
+ *    --runs medians: goal <= 2x. The same reads through qemu-nbd serving
+ *    IMAGE (QEMU's own NBD server) show what the NBD transport costs alone.
  * 5. the mount processes' peak RSS (VmHWM): goal < 300 MB. Mounts run with
  *    the container image's MALLOC_MMAP_THRESHOLD_=131072, MALLOC_ARENA_MAX=2 and
  *    NODE_OPTIONS=--max-semi-space-size=4 (Dockerfile), as
@@ -31,7 +32,7 @@
  */
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { promisify } from 'node:util';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -169,16 +170,26 @@ try {
   figure('boot trace', lazyTotal / traced, 1.5, '>= 1.5x sooner', lazyTotal / traced >= 1.5,
     `${traced.toFixed(2)} s with the trace (${JSON.stringify((await readyB).trace)}) vs ${lazyTotal.toFixed(2)} s without: ${(lazyTotal / traced).toFixed(2)}x`);
 
-  // 4: cached reads on node B against qemu-io on the image file, alternating.
+  // 4: cached reads on node B against qemu-io on the image file, alternating; and, as the NBD transport's
+  // own floor, the same reads through qemu-nbd serving the image file (QEMU's NBD server, in C).
+  const nbdSocket = join(dir, 'qemu-nbd.sock');
+  const qemuNbd = spawn('qemu-nbd', ['-r', '-t', '-f', 'qcow2', '-k', nbdSocket, image], { stdio: 'ignore' });
+  for (let i = 0; i < 100 && !existsSync(nbdSocket); i++) await new Promise((r) => setTimeout(r, 50));
   const cached: number[] = [];
   const local: number[] = [];
-  for (let i = 0; i < runs; i++) {
-    cached.push((await timed(() => readSet(b.url, 'raw', set))).seconds);
-    local.push((await timed(() => readSet(image, 'qcow2', set))).seconds);
+  const viaQemuNbd: number[] = [];
+  try {
+    for (let i = 0; i < runs; i++) {
+      cached.push((await timed(() => readSet(b.url, 'raw', set))).seconds);
+      local.push((await timed(() => readSet(image, 'qcow2', set))).seconds);
+      viaQemuNbd.push((await timed(() => readSet(`nbd+unix:///?socket=${nbdSocket}`, 'raw', set))).seconds);
+    }
+  } finally {
+    qemuNbd.kill();
   }
-  const ratio = median(cached) / median(local);
-  figure('cached read', ratio, 2, '<= 2x', ratio <= 2, `${median(cached).toFixed(2)} s through the export (all local) vs ${median(local).toFixed(2)} s qemu-io on the qcow2: ${ratio.toFixed(2)}x (medians of ${runs})`);
   const b1 = await b.stop();
+  const ratio = median(cached) / median(local);
+  figure('cached read', ratio, 2, '<= 2x', ratio <= 2, `${median(cached).toFixed(2)} s through the export (all local; ${b1.stats.copyReads as number} reads from the mount's local copy) vs ${median(local).toFixed(2)} s qemu-io on the qcow2: ${ratio.toFixed(2)}x (medians of ${runs}); qemu-nbd serving the qcow2: ${median(viaQemuNbd).toFixed(2)} s, ${(median(viaQemuNbd) / median(local)).toFixed(2)}x`);
   const peak = Math.max(a1.peakRss, b1.peakRss);
   figure('client RSS', peak / MB, 300, '< 300 MB', peak < 300 * MB, `peak ${(peak / MB).toFixed(0)} MB (node A ${(a1.peakRss / MB).toFixed(0)}, node B ${(b1.peakRss / MB).toFixed(0)})`);
   if (values.json) process.stdout.write(`${JSON.stringify({ image, mbit: Number(values.mbit), readSet: { ranges: set.length, bytes: distinct }, figures })}\n`);

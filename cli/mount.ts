@@ -29,6 +29,7 @@ export interface MountFlags extends RegistryFlags {
   overlay?: string;
   readTimeout: string;
   prefetchRate: string;
+  localCopy: string;
   recordTrace?: string;
   materialize?: string;
   json?: boolean;
@@ -61,7 +62,7 @@ export async function mountCommand(refStr: string, o: MountFlags): Promise<void>
   };
   try {
     mount = await openMount(ref, {
-      registry: reg, cache, readTimeoutMs, prefetchRate: rate,
+      registry: reg, cache, readTimeoutMs, prefetchRate: rate, localCopyBytes: parseSize(o.localCopy),
       ...(o.base !== undefined ? { base: o.base } : {}),
       ...(o.baseDigest !== undefined ? { baseDigest: o.baseDigest } : {}),
       onError: warn,
@@ -99,9 +100,11 @@ export async function mountCommand(refStr: string, o: MountFlags): Promise<void>
     stopping = true;
     const s = mount!.fetcher.stats;
     const source = mount!.source;
+    const copy = mount!.copy;
+    const copyBytes = copy?.bytes ?? 0; // before close() frees it
     void shutdown().catch(warn).finally(() => {
       // Exit once the line is out (a pipe's writes are asynchronous).
-      say('stopped', { ...s, cacheCorrupt: source.corrupt }, `stopped: ${s.chunks} chunks (${s.wireBytes} bytes) fetched, ${s.retries} retries`, () => process.exit(0));
+      say('stopped', { ...s, cacheCorrupt: source.corrupt, copyReads: copy?.reads ?? 0, copyBytes }, `stopped: ${s.chunks} chunks (${s.wireBytes} bytes) fetched, ${s.retries} retries; ${copy?.reads ?? 0} reads answered from the local copy`, () => process.exit(0));
     });
   };
   process.on('SIGTERM', stop);
@@ -119,6 +122,7 @@ export function registerMount(program: Command): void {
     .option('--overlay <file>', 'create (or reuse) a qcow2 overlay backed by the export, for QEMU to write to')
     .option('--read-timeout <seconds>', 'a read the network cannot answer by then fails with EIO', '60')
     .option('--prefetch-rate <rate>', 'fetch the rest in the background at this many bytes/s (like 50M; 0: off)', '50M')
+    .option('--local-copy <size>', 'keep up to SIZE of what was read as plain bytes in a file on the cache\'s disk (removed when the mount stops): ranges read again are read from it, not decompressed from the cache (0: off)', '1G')
     .option('--record-trace <seconds>', 'record the ranges read in the first SECONDS from the first read (or until stopped) and push them as the boot trace (an OCI artifact whose subject is the snapshot): the next mount fetches them first')
     .option('--materialize <file>', 'once every chunk is local, write the snapshot to FILE (an overlay over --base with one); rebase the QEMU overlay onto it (qemu-img rebase -u) to run without the mount')
     .option('--json', 'JSON lines: listening, ready, trace-fetched, trace-pushed, prefetched, materialized, stopped')

@@ -46,6 +46,7 @@ export async function podInitLazy(cfg: PodInitConfig, o: LazyFlags, env: NodeJS.
     insecure: cfg.insecure,
     readTimeout: env.SNAPYARD_READ_TIMEOUT ?? '60',
     prefetchRate: env.SNAPYARD_PREFETCH_RATE ?? '50M',
+    localCopy: env.SNAPYARD_LOCAL_COPY ?? '1G',
     ...(o.cacheMax !== undefined ? { cacheMax: o.cacheMax } : {}),
     ...(o.creds !== undefined ? { creds: o.creds } : {}),
     ...(o.caCert !== undefined ? { caCert: o.caCert } : {}),

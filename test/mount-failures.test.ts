@@ -93,22 +93,7 @@ describe('snapyard mount: overlay and failures', () => {
     } finally {
       await first.stop();
     }
-    // One byte flipped in the stored bytes of a record of the cache's first pack (all of them guest-view chunks).
-    const packs = join(dir, 'cache', 'chunks', 'packs');
-    const pack = join(packs, readdirSync(packs).sort()[0]!);
-    const fd = openSync(pack, 'r+');
-    try {
-      const header = Buffer.alloc(40);
-      readSync(fd, header, 0, 40, 0);
-      expect(header.toString('latin1', 0, 4)).toBe('SYR1');
-      const at = 40 + Math.floor(header.readUInt32LE(36) / 2);
-      const b = Buffer.alloc(1);
-      readSync(fd, b, 0, 1, at);
-      b[0] = b[0]! ^ 0xff;
-      writeSync(fd, b, 0, 1, at);
-    } finally {
-      closeSync(fd);
-    }
+    flipFirstRecordByte(join(dir, 'cache', 'chunks', 'packs'));
     const m = await startMount('loco/win98:games', join(dir, 'nbd.sock'), f.args(dir, ['--read-timeout', '2']));
     let s: { chunks: number; cacheCorrupt: number };
     try {
@@ -121,6 +106,33 @@ describe('snapyard mount: overlay and failures', () => {
     expect(s.cacheCorrupt).toBeGreaterThanOrEqual(1);
     expect(s.chunks).toBe(1); // only the corrupt one fetched again
     expect(readdirSync(join(dir, 'cache', 'chunks', 'quarantine'))).toHaveLength(1);
+  }, 120_000);
+
+  test('the local copy: what was answered is read again from the mount\'s own plain copy (an unlinked file), so a range read twice is right even with the node cache corrupted under it and the registry gone; with --local-copy 0 it is not', async () => {
+    const dir = tmp();
+    const sock = join(dir, 'nbd.sock');
+    const m = await startMount('loco/win98:games', sock, f.args(dir, ['--read-timeout', '2']));
+    let s: { cacheCorrupt: number; copyReads: number; copyBytes: number };
+    try {
+      await compareExport(m.url(), f.img.games); // into the cache, and into the copy
+      expect(readdirSync(join(dir, 'cache', 'mounts'))).toEqual([]); // the copy's file is open, not named
+      flipFirstRecordByte(join(dir, 'cache', 'chunks', 'packs'));
+      await f.offline(() => compareExport(m.url(), f.img.games)); // the same reads: all from the copy
+    } finally {
+      s = (await m.stop()) as unknown as typeof s;
+    }
+    expect(s.cacheCorrupt).toBe(0);
+    expect(s.copyReads).toBeGreaterThan(0);
+    expect(s.copyBytes).toBeGreaterThan(0);
+    // Without the copy the same reads go to the cache: the corrupt chunk is caught, and with the registry gone that read fails.
+    const m2 = await startMount('loco/win98:games', sock, f.args(dir, ['--read-timeout', '2', '--local-copy', '0']));
+    try {
+      await f.offline(() => expect(compareExport(m2.url(), f.img.games)).rejects.toThrow(/Input\/output error|error while reading/i));
+    } finally {
+      s = (await m2.stop()) as unknown as typeof s;
+    }
+    expect(s.cacheCorrupt).toBeGreaterThanOrEqual(1);
+    expect(s.copyReads).toBe(0);
   }, 120_000);
 
   test('the registry goes away: a read the node cannot answer gets EIO after --read-timeout, never zeros; once it is back, the same mount serves', async () => {
@@ -207,3 +219,21 @@ describe('snapyard mount: overlay and failures', () => {
     }
   }, 120_000);
 });
+
+/** Flips one byte in the stored bytes of the first record of the cache's first pack (all of them guest-view chunks). */
+function flipFirstRecordByte(packs: string): void {
+  const pack = join(packs, readdirSync(packs).sort()[0]!);
+  const fd = openSync(pack, 'r+');
+  try {
+    const header = Buffer.alloc(40);
+    readSync(fd, header, 0, 40, 0);
+    expect(header.toString('latin1', 0, 4)).toBe('SYR1');
+    const at = 40 + Math.floor(header.readUInt32LE(36) / 2);
+    const b = Buffer.alloc(1);
+    readSync(fd, b, 0, 1, at);
+    b[0] = b[0]! ^ 0xff;
+    writeSync(fd, b, 0, 1, at);
+  } finally {
+    closeSync(fd);
+  }
+}

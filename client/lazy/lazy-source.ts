@@ -29,6 +29,7 @@ import type { LocalSources } from '../sources.js';
 import { MAX_STATUS_EXTENTS, type BlockSource, type StatusExtent } from '../nbd/source.js';
 import type { ChunkFetcher } from './chunk-fetcher.js';
 import { BufferPool } from './buffer-pool.js';
+import type { LocalCopy } from './local-copy.js';
 import { readCached, RecentChunks, type CachedBatch, type CachedStore } from './cached-chunks.js';
 
 export interface LazySourceOptions {
@@ -43,6 +44,8 @@ export interface LazySourceOptions {
   recentBytes?: number;
   /** Memory for reply buffers the NBD server gave back, kept for reuse (default 16 MiB). */
   replyBufferBytes?: number;
+  /** What was answered, kept as plain bytes (local-copy.ts): a range read again is read from there. */
+  copy?: LocalCopy | null;
   /** Told of every read (offset, length) as it arrives: a trace of what the guest reads. */
   onRead?: (offset: number, length: number) => void;
 }
@@ -81,6 +84,13 @@ export class LazySource implements BlockSource {
 
   async read(offset: number, length: number): Promise<Buffer> {
     this.opts.onRead?.(offset, length);
+    // What was answered before is local: no deadline to watch.
+    const copy = this.opts.copy;
+    if (copy?.has(offset, offset + length)) {
+      const out = this.buffers.take(length);
+      if (await copy.read(offset, out)) return out;
+      this.buffers.give(out);
+    }
     const deadline = Date.now() + this.timeoutMs;
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
@@ -153,8 +163,9 @@ export class LazySource implements BlockSource {
   }
 
   private async readRange(offset: number, length: number, deadline: number): Promise<Buffer> {
-    const placed = this.place(offset, length);
     const out = this.buffers.take(length);
+    const copy = this.opts.copy;
+    const placed = this.place(offset, length);
     // What no piece covers reads as zeros (pieces come in ascending order).
     let filled = 0;
     for (const { at, piece } of placed) {
@@ -178,7 +189,10 @@ export class LazySource implements BlockSource {
       const want = { hex, length: piece.list.lengths[piece.i]! };
       (this.opts.sources.fileOf(hex) >= 0 || !this.opts.cache ? inFiles : others).push(want);
     }
-    if (rest.length === 0) return out;
+    if (rest.length === 0) {
+      if (placed.length > 0) copy?.keep(offset, out); // zeros alone are as cheap to answer again
+      return out;
+    }
     const batches: CachedBatch[] = [];
     try {
       const missing: Want[] = [];
@@ -209,6 +223,7 @@ export class LazySource implements BlockSource {
         // A chunk this read cut is likely the neighbouring read's too.
         if (piece.from > 0 || piece.to < b.byteLength) this.recent.put(hex, b);
       }
+      copy?.keep(offset, out);
       return out;
     } catch (e) {
       this.buffers.give(out);

@@ -15,6 +15,8 @@ import { remoteIndex } from '../remote-index.js';
 import { LocalSources } from '../sources.js';
 import { ChunkFetcher } from './chunk-fetcher.js';
 import { LazySource, snapshotChunks } from './lazy-source.js';
+import { LocalCopy } from './local-copy.js';
+import { join } from 'node:path';
 import { Prefetcher } from './prefetcher.js';
 import type { PullSummary } from '../pull.js';
 import { SnapyardError } from '../../storage/errors.js';
@@ -32,6 +34,8 @@ export interface MountOptions {
    */
   baseDigest?: Digest;
   readTimeoutMs?: number;
+  /** Keep up to this many bytes of what was answered as plain bytes in a local file (client/lazy/local-copy.ts; 0 or absent: none). */
+  localCopyBytes?: number;
   /** Background prefetch rate in bytes/s (0 or absent: none). */
   prefetchRate?: number;
   onPrefetched?: (s: { chunks: number; bytes: number; seconds: number }) => void;
@@ -51,6 +55,8 @@ export interface Mount {
   blobDigest: Digest;
   source: LazySource;
   fetcher: ChunkFetcher;
+  /** What was answered, kept as plain bytes (null with localCopyBytes 0). */
+  copy: LocalCopy | null;
   /** Chunks of the snapshot (guest view and the file's own). */
   chunks: number;
   /** Call once the export answers: looks at what is local, fetches the boot trace, starts the prefetch. */
@@ -77,8 +83,10 @@ export async function openMount(ref: Ref, opts: MountOptions): Promise<Mount> {
   try {
     const fetcher = new ChunkFetcher({ registry: reg, repo: ref.repo, blob: remote.index.blobDigest, have, sources, cache, ...(opts.onError ? { onRetry: opts.onError } : {}) });
     const recorder = opts.recordTraceSeconds ? new TraceRecorder() : null;
+    // In the cache's folder: on the disk that holds what the mount fetches.
+    const copy = opts.localCopyBytes ? new LocalCopy(join(cache.dir, 'mounts'), opts.localCopyBytes) : null;
     const source = new LazySource({
-      index: remote.index, sources, fetcher, cache: cache.chunks,
+      index: remote.index, sources, fetcher, cache: cache.chunks, copy,
       ...(opts.readTimeoutMs !== undefined ? { readTimeoutMs: opts.readTimeoutMs } : {}),
       ...(recorder ? { onRead: (o: number, l: number) => recorder.add(o, l) } : {}),
     });
@@ -147,7 +155,7 @@ export async function openMount(ref: Ref, opts: MountOptions): Promise<Mount> {
       ref: `${ref.repo}${ref.tag ? `:${ref.tag}` : `@${ref.digest}`}`,
       manifestDigest: remote.answer.manifest.digest,
       blobDigest: remote.index.blobDigest,
-      source, fetcher,
+      source, fetcher, copy,
       chunks: all.length,
       start,
       close: async () => {
@@ -158,6 +166,7 @@ export async function openMount(ref: Ref, opts: MountOptions): Promise<Mount> {
         p?.stop();
         fetcher.close();
         await p?.done;
+        copy?.close();
         await sources.close();
       },
     };

@@ -1,3 +1,4 @@
+import { readSync } from 'node:fs';
 import { open, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -109,22 +110,34 @@ const MAX_PENDING_BYTES = 16 * 1024 * 1024;
  * take a second per write). A range is reported written (`onWritten`) only
  * once all its bytes are in the file; a write that fails drops the pack's
  * ranges (`onFailed`: a full disk only means nothing more is kept).
+ * With `unlinked`, each file is removed as soon as it is opened: it lives as
+ * long as this process holds it open (a kill -9 leaves nothing behind).
  */
 export class PartFiles {
   private readonly handles = new Map<string, Promise<FileHandle>>();
+  /** The handles opened (for readNow), while they are in `handles`. */
+  private readonly opened = new Map<string, FileHandle>();
   private pendingBytes = 0;
+  private readonly writing = new Set<Promise<void>>();
 
   constructor(
     private readonly dir: string,
     private readonly onWritten: (name: string, start: number, end: number) => void,
     private readonly onFailed: (name: string) => void,
+    private readonly opts: { unlinked?: boolean } = {},
   ) {}
 
   private handle(name: string): Promise<FileHandle> {
     let h = this.handles.get(name);
     if (!h) {
       // Positioned writes and reads ('a' would append); opened once per pack and kept (a new one after remove()).
-      h = open(join(this.dir, `${name}.part`), 'w+');
+      const path = join(this.dir, `${name}.part`);
+      const opening: Promise<FileHandle> = open(path, 'w+').then(async (fh) => {
+        if (this.opts.unlinked) await rm(path, { force: true });
+        if (this.handles.get(name) === opening) this.opened.set(name, fh);
+        return fh;
+      });
+      h = opening;
       h.catch(() => this.handles.delete(name));
       this.handles.set(name, h);
     }
@@ -135,7 +148,7 @@ export class PartFiles {
   write(name: string, offset: number, buf: Buffer): void {
     if (this.pendingBytes + buf.byteLength > MAX_PENDING_BYTES) return;
     this.pendingBytes += buf.byteLength;
-    void (async () => {
+    const writing = (async () => {
       const h = this.handle(name);
       try {
         const fh = await h;
@@ -152,21 +165,48 @@ export class PartFiles {
         this.pendingBytes -= buf.byteLength;
       }
     })();
+    this.writing.add(writing);
+    void writing.finally(() => this.writing.delete(writing));
   }
 
-  /** `length` bytes at `offset` (a range reported written); null when the file is gone or short. */
-  async read(name: string, offset: number, length: number): Promise<Buffer | null> {
+  /** Resolves once the writes started so far are done (written and reported, or failed). */
+  async settled(): Promise<void> {
+    await Promise.all([...this.writing]);
+  }
+
+  /** `length` bytes at `offset` (a range reported written), in `into` when given; null when the file is gone or short. */
+  async read(name: string, offset: number, length: number, into?: Buffer): Promise<Buffer | null> {
     const h = this.handles.get(name);
     if (!h) return null;
     try {
       const fh = await h;
-      const buf = Buffer.allocUnsafe(length);
+      const buf = into ? into.subarray(0, length) : Buffer.allocUnsafe(length);
       for (let at = 0; at < length; ) {
         const { bytesRead } = await fh.read(buf, at, length - at, offset + at);
         if (bytesRead === 0) return null;
         at += bytesRead;
       }
       return buf;
+    } catch {
+      return null;
+    }
+  }
+
+  /**
+   * read() on the event loop's own thread: for small reads of bytes this
+   * process just wrote (in the page cache), cheaper than a trip to libuv's
+   * threads and back. Null when the file is not open (or gone, or short).
+   */
+  readNow(name: string, offset: number, into: Buffer): Buffer | null {
+    const fh = this.opened.get(name);
+    if (!fh) return null;
+    try {
+      for (let at = 0; at < into.byteLength; ) {
+        const n = readSync(fh.fd, into, at, into.byteLength - at, offset + at);
+        if (n === 0) return null;
+        at += n;
+      }
+      return into;
     } catch {
       return null;
     }
@@ -182,6 +222,7 @@ export class PartFiles {
     const h = this.handles.get(name);
     if (!h) return;
     this.handles.delete(name);
+    this.opened.delete(name);
     const path = join(this.dir, `${name}.part`);
     void (async () => {
       await (await h.catch(() => null))?.close().catch(() => {});
