@@ -8,9 +8,10 @@
  */
 import { createReadStream } from 'node:fs';
 import { Worker } from 'node:worker_threads';
-import { ChunkIndexBuilder } from '../storage/blobs/chunk-index.js';
+import { ChunkIndex, ChunkIndexBuilder } from '../storage/blobs/chunk-index.js';
+import { ChunkHasher } from './chunk-hasher.js';
 import { decodeBlobIndex, type BlobIndex } from '../storage/blobs/blob-index.js';
-import { digestFromRaw, sha256Raw, type Digest } from '../storage/digest.js';
+import type { Digest } from '../storage/digest.js';
 import { isSnapyardError } from '../storage/errors.js';
 import { chunkStream, DEFAULT_FASTCDC, type FastCDCParams } from '../storage/blobs/fastcdc.js';
 import { buildQcow2Index } from '../storage/qcow2/index-builder.js';
@@ -48,7 +49,6 @@ export function hashFile(path: string): Promise<Digest> {
   });
 }
 
-const hashingSink = { add: async (raw: Uint8Array) => ({ digest: digestFromRaw(sha256Raw(raw)) }) };
 const PLACEHOLDER = `sha256:${'0'.repeat(64)}` as Digest;
 
 export async function indexFile(path: string, cache: ClientCache | null, params: FastCDCParams = DEFAULT_FASTCDC): Promise<FileIndex> {
@@ -60,7 +60,7 @@ export async function indexFile(path: string, cache: ClientCache | null, params:
   const [digest, built] = await Promise.all([hashFile(path), buildIndex(path, params)]);
   const index = built instanceof Qcow2Index
     ? new Qcow2Index(digest, built.size, built.params, built.layout, built.data, built.residue)
-    : (built as ChunkIndexBuilder).build(digest, built.total);
+    : new ChunkIndex(digest, built.size, built.params, built.digests, built.lengths);
   const encoded = index.encode();
   if (cache) {
     cache.writeIndex(digest, encoded);
@@ -69,17 +69,30 @@ export async function indexFile(path: string, cache: ClientCache | null, params:
   return { digest, index, encoded, cached: false };
 }
 
-async function buildIndex(path: string, params: FastCDCParams): Promise<Qcow2Index | ChunkIndexBuilder> {
+/** The index of the file's chunks (qcow2: guest view and host recipe), their sha256 computed on a worker (chunk-hasher.ts). */
+async function buildIndex(path: string, params: FastCDCParams): Promise<Qcow2Index | ChunkIndex> {
   if (Qcow2Image.sniff(path)) {
+    const hasher = new ChunkHasher();
     try {
-      return await buildQcow2Index(path, hashingSink, { blobDigest: PLACEHOLDER, params });
+      const ix = await buildQcow2Index(path, hasher, { blobDigest: PLACEHOLDER, params });
+      await hasher.resolve([ix.data, ix.residue]);
+      return ix;
     } catch (e) {
       if (!isSnapyardError(e, 'QCOW2_INVALID')) throw e;
+    } finally {
+      await hasher.close();
     }
   }
-  const b = new ChunkIndexBuilder(params);
-  for await (const c of chunkStream(createReadStream(path, { highWaterMark: 4 << 20 }), params, { copy: false })) {
-    b.push(digestFromRaw(sha256Raw(c.data)), c.length);
+  const hasher = new ChunkHasher();
+  try {
+    const b = new ChunkIndexBuilder(params);
+    for await (const c of chunkStream(createReadStream(path, { highWaterMark: 4 << 20 }), params, { copy: false })) {
+      b.push((await hasher.add(c.data)).digest, c.length);
+    }
+    const ix = b.build(PLACEHOLDER, b.total);
+    await hasher.resolve(ix.lists());
+    return ix;
+  } finally {
+    await hasher.close();
   }
-  return b;
 }
