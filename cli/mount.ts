@@ -17,7 +17,7 @@ import { parseRef } from '../client/ref.js';
 import type { Digest } from '../storage/digest.js';
 import { SnapyardError } from '../storage/errors.js';
 import { addRegistryOptions, openRegistry, type RegistryFlags } from './registry-options.js';
-import { parseSize } from './serve-options.js';
+import { parseSize } from './size.js';
 
 export interface MountFlags extends RegistryFlags {
   socket: string;

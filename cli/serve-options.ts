@@ -11,6 +11,7 @@ import { parse as parseYaml } from 'yaml';
 import { SnapyardError } from '../storage/errors.js';
 import { READ_CHECKS, type ReadCheck } from '../storage/chunks/chunk-codec.js';
 import type { ServeOptions } from './serve.js';
+import { parseSize } from './size.js';
 
 type Kind = 'string' | 'int' | 'duration' | 'size' | 'bool';
 
@@ -69,14 +70,7 @@ export function parseDuration(v: string): number {
   return total;
 }
 
-/** "64G", "512M", "1.5T", "4096" -> bytes (binary units). */
-export function parseSize(v: string): number {
-  const m = /^(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?$/i.exec(v.trim());
-  if (!m) throw new SnapyardError('INVALID_ARGUMENT', `${JSON.stringify(v)} is not a size (like 512M, 64G)`);
-  const unit = (m[2] ?? 'B').toUpperCase()[0]!;
-  const mult = { B: 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 }[unit] ?? 1;
-  return Math.floor(Number(m[1]) * mult);
-}
+export { parseSize };
 
 export function addServeOptions(cmd: Command): Command {
   cmd.option('--config <file>', 'read settings from this YAML file (keys as in deploy/snapyard.example.yaml; flags and environment win over it)');
