@@ -10,7 +10,8 @@
 import { Readable } from 'node:stream';
 import { rootCertificates } from 'node:tls';
 import { existsSync, readFileSync } from 'node:fs';
-import { Agent, Pool, request as undiciRequest, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
+import { Agent, Pool } from './undici-lite.js';
 import type { z } from 'zod';
 import { parseAnswer } from '../storage/protocol/api.js';
 import { SnapyardError } from '../storage/errors.js';
@@ -99,7 +100,7 @@ export class Registry {
     this.agent = new Agent({ connect, headersTimeout: 60_000, bodyTimeout: 60_000 });
     this.auth = new Authorizer(creds, async (u, headers) => {
       try {
-        const r = await undiciRequest(u, { method: 'GET', headers, dispatcher: this.agent });
+        const r = await this.agent.request({ origin: u.origin, path: `${u.pathname}${u.search}`, method: 'GET', headers });
         return { status: r.statusCode, text: await r.body.text() };
       } catch (e) {
         throw networkError(e, u.origin);
