@@ -115,23 +115,19 @@ export class ChunkHasher implements ChunkSink {
     this.lengths = [];
   }
 
-  /** Once every chunk was added: writes the real digests over the stand-ins in `lists`, and stops the worker. */
+  /** Once every chunk was added: writes the real digests over the stand-ins in `lists` (close() the hasher after). */
   async resolve(lists: ChunkList[]): Promise<void> {
-    try {
-      await this.send();
-      await Promise.all(this.sent.splice(0));
-      if (this.failed) throw this.failed;
-      for (const list of lists) {
-        for (let i = 0; i < list.count; i++) {
-          const seq = list.digests.readUInt32BE(i * 32 + 28);
-          if (seq >= this.seq || !list.digests.subarray(i * 32, i * 32 + 28).every((b) => b === 0)) {
-            throw new SnapyardError('INTERNAL', `chunk ${i} of an index being built has no stand-in digest`);
-          }
-          this.digests.copy(list.digests, i * 32, seq * 32, seq * 32 + 32);
+    await this.send();
+    await Promise.all(this.sent.splice(0));
+    if (this.failed) throw this.failed;
+    for (const list of lists) {
+      for (let i = 0; i < list.count; i++) {
+        const seq = list.digests.readUInt32BE(i * 32 + 28);
+        if (seq >= this.seq || !list.digests.subarray(i * 32, i * 32 + 28).every((b) => b === 0)) {
+          throw new SnapyardError('INTERNAL', `chunk ${i} of an index being built has no stand-in digest`);
         }
+        this.digests.copy(list.digests, i * 32, seq * 32, seq * 32 + 32);
       }
-    } finally {
-      await this.close();
     }
   }
 

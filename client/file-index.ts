@@ -72,24 +72,26 @@ export async function indexFile(path: string, cache: ClientCache | null, params:
 /** The index of the file's chunks (qcow2: guest view and host recipe), their sha256 computed on a worker (chunk-hasher.ts). */
 async function buildIndex(path: string, params: FastCDCParams): Promise<Qcow2Index | ChunkIndex> {
   if (Qcow2Image.sniff(path)) {
-    const hasher = new ChunkHasher();
     try {
-      const ix = await buildQcow2Index(path, hasher, { blobDigest: PLACEHOLDER, params });
-      await hasher.resolve([ix.data, ix.residue]);
-      return ix;
+      return await hashed((hasher) => buildQcow2Index(path, hasher, { blobDigest: PLACEHOLDER, params }));
     } catch (e) {
       if (!isSnapyardError(e, 'QCOW2_INVALID')) throw e;
-    } finally {
-      await hasher.close();
     }
   }
-  const hasher = new ChunkHasher();
-  try {
+  return hashed(async (hasher) => {
     const b = new ChunkIndexBuilder(params);
     for await (const c of chunkStream(createReadStream(path, { highWaterMark: 4 << 20 }), params, { copy: false })) {
       b.push((await hasher.add(c.data)).digest, c.length);
     }
-    const ix = b.build(PLACEHOLDER, b.total);
+    return b.build(PLACEHOLDER, b.total);
+  });
+}
+
+/** An index built with a ChunkHasher as its sink, the real digests in place once it is done. */
+async function hashed<T extends Qcow2Index | ChunkIndex>(build: (hasher: ChunkHasher) => Promise<T>): Promise<T> {
+  const hasher = new ChunkHasher();
+  try {
+    const ix = await build(hasher);
     await hasher.resolve(ix.lists());
     return ix;
   } finally {

@@ -35,7 +35,7 @@ describe('client index build: chunk hashing on a worker', () => {
       (i < 200 ? a : b).push(digest, c.byteLength);
     }
     const lists = [a.buildList(), b.buildList()];
-    await hasher.resolve(lists);
+    await hasher.resolve(lists).finally(() => hasher.close());
     const got = lists.flatMap((l) => Array.from({ length: l.count }, (_, i) => l.digestAt(i)));
     expect(got).toEqual(chunks.map((c) => `sha256:${sha(c)}`));
   });
@@ -45,7 +45,7 @@ describe('client index build: chunk hashing on a worker', () => {
     const l = new ChunkIndexBuilder();
     l.push((await hasher.add(randomBytes(100))).digest, 100);
     l.push(`sha256:${sha(Buffer.from('x'))}` as Digest, 1);
-    await expect(hasher.resolve([l.buildList()])).rejects.toThrow(/no stand-in digest/);
+    await expect(hasher.resolve([l.buildList()]).finally(() => hasher.close())).rejects.toThrow(/no stand-in digest/);
   });
 
   test('indexFile of a raw file names the chunks FastCDC cuts, with their sha256, and the file\'s digest', async () => {
