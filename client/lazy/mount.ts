@@ -115,12 +115,10 @@ export async function openMount(ref: Ref, opts: MountOptions): Promise<Mount> {
         opts.onError?.(e);
         return null;
       });
-      const lacking: Want[] = [];
-      for (const w of all) if (!(await fetcher.isLocal(w.hex))) lacking.push(w);
+      const lacking = await notLocal(fetcher, all);
       if (lacking.length === 0) held();
       // The boot trace's chunks first, at full speed; then the rest at the prefetch rate (if any).
-      const traced: Want[] = [];
-      for (const w of trace ? source.wantsFor(trace.ranges) : []) if (!(await fetcher.isLocal(w.hex))) traced.push(w);
+      const traced = trace ? await notLocal(fetcher, source.wantsFor(trace.ranges)) : [];
       const firsts = new Set(traced.map((w) => w.hex));
       const wants = [...traced, ...(rate > 0 ? lacking.filter((w) => !firsts.has(w.hex)) : [])];
       if (wants.length > 0 && !stopped) {
@@ -181,4 +179,23 @@ async function openBase(path: string, digest: Digest | undefined, cache: ClientC
   if (digest === undefined) return indexFile(path, cache);
   const bytes = cache.readIndex(digest);
   return bytes ? { digest, index: decodeBlobIndex(bytes), encoded: bytes, cached: true } : null;
+}
+
+/** Chunks per slice of notLocal(): about a millisecond of lookups. */
+const LOOKUPS_PER_SLICE = 512;
+
+/**
+ * The wants that are neither in the node cache nor in a local file. Looked up
+ * in slices with the event loop's turn between them: guest reads arriving
+ * meanwhile are answered, not held behind a look over every chunk of the
+ * snapshot (16,000 chunks for a 1 GB image, about 70 ms here; a lookup's
+ * await alone never yields to I/O).
+ */
+async function notLocal(fetcher: ChunkFetcher, wants: Want[]): Promise<Want[]> {
+  const out: Want[] = [];
+  for (let i = 0; i < wants.length; i++) {
+    if (i > 0 && i % LOOKUPS_PER_SLICE === 0) await new Promise<void>((r) => setImmediate(r));
+    if (!(await fetcher.isLocal(wants[i]!.hex))) out.push(wants[i]!);
+  }
+  return out;
 }
