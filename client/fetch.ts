@@ -41,6 +41,12 @@ export interface FetchOptions {
   onChunk?: (raw: number, wire: number) => void;
   /** Where each downloaded chunk's verified bytes go (a full pull's image). */
   placer?: ChunkPlacer;
+  /**
+   * false: the cache is not flushed here; the caller flushes (the lazy mount
+   * does it in the background, off the guest's read path). Chunks not yet
+   * flushed are read from the cache all the same. Default true.
+   */
+  flush?: boolean;
 }
 
 /** Raw bytes between flushes of the cache after the first (each flush fsyncs the packs: one per 8 MiB batch stalled its workers for 1.8 s of a 1 GB pull, 1.1 s at 64 MiB). */
@@ -75,6 +81,7 @@ export async function fetchChunks(want: Want[], opts: FetchOptions): Promise<Fet
   const queue = batchesOf(want, opts.batchBytes ?? 8 * 1024 * 1024);
   const retry: Want[] = [];
   const placer = opts.placer;
+  const flushing = opts.flush !== false;
   let flushes = 0;
   let unflushed = 0;
   const runBatch = async (batch: Want[], have: Digest[]) => {
@@ -95,7 +102,7 @@ export async function fetchChunks(want: Want[], opts: FetchOptions): Promise<Fet
       // What arrived is kept even if the batch broke off: the next run need not fetch it again.
       await writer.finish();
       for (const w of batch) unflushed += w.length;
-      if (flushes === 0 || unflushed >= FLUSH_BYTES) {
+      if (flushing && (flushes === 0 || unflushed >= FLUSH_BYTES)) {
         flushes++;
         unflushed = 0;
         await opts.cache.chunks.flush();
@@ -152,7 +159,7 @@ export async function fetchChunks(want: Want[], opts: FetchOptions): Promise<Fet
   try {
     await Promise.all(workers);
     if (retry.length > 0) for (const b of batchesOf(retry, opts.batchBytes ?? 8 * 1024 * 1024)) await runBatch(b, []);
-    if (unflushed > 0) await opts.cache.chunks.flush();
+    if (flushing && unflushed > 0) await opts.cache.chunks.flush();
   } catch (e) {
     placer?.fail(e);
     throw e;

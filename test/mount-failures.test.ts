@@ -12,6 +12,7 @@ import { compareExport, useMountFixture } from './helpers/mount-fixture.js';
 import { startMount } from './helpers/mount-process.js';
 import { tempDirs } from './helpers/tmp.js';
 import { cleanEnv, cliOk, runCli } from './helpers/cli.js';
+import Database from 'better-sqlite3';
 
 const MiB = 1024 * 1024;
 const tmp = tempDirs('snapyard-mount-f-');
@@ -56,6 +57,8 @@ describe('snapyard mount: overlay and failures', () => {
     const sock = join(dir, 'nbd.sock');
     const m = await startMount('loco/win98:games', sock, f.args(dir));
     await runTool('qemu-io', ['-r', '-f', 'raw', '-c', 'read 0 4M', m.url()]);
+    // The mount flushes its cache in the background once a fetch has answered: the kill comes after that flush.
+    await committedChunks(join(dir, 'cache'));
     await m.kill9();
     // A dead server: qemu gets an error, not zeros.
     await expect(runTool('qemu-io', ['-r', '-f', 'raw', '-c', 'read 0 4k', m.url()])).rejects.toThrow();
@@ -235,5 +238,19 @@ function flipFirstRecordByte(packs: string): void {
     writeSync(fd, b, 0, 1, at);
   } finally {
     closeSync(fd);
+  }
+}
+
+/** Waits (up to 10 s) until the node cache's index has committed rows (read-only: the mount holds it open), and returns how many. */
+async function committedChunks(cache: string): Promise<number> {
+  for (let i = 0; ; i++) {
+    const db = new Database(join(cache, 'chunks', 'index.db'), { readonly: true, fileMustExist: true });
+    try {
+      const n = (db.prepare('SELECT count(*) AS n FROM chunks').get() as { n: number }).n;
+      if (n > 0 || i >= 100) return n;
+    } finally {
+      db.close();
+    }
+    await new Promise((r) => setTimeout(r, 100));
   }
 }

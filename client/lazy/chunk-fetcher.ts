@@ -12,7 +12,14 @@
  * - a chunk that arrives corrupt (does not hash to its name) is asked again,
  *   at most `maxCorrupt` times per fetch, then the fetch fails;
  * - guest reads are counted while they wait (`foreground`), so the
- *   background prefetch steps aside for them.
+ *   background prefetch steps aside for them;
+ * - the node cache is flushed (its packs fsync'ed, their index rows
+ *   committed) in the background after each fetch, one flush at a time,
+ *   instead of before the read is answered: a guest read waits for the
+ *   network and the checks, not for the disk. What is not flushed yet is
+ *   read from the cache all the same; a kill -9 loses only the chunks of
+ *   the flush under way (fetched again when read), and the cache stays
+ *   consistent (its index never names bytes not on disk).
  */
 import { isSnapyardError, SnapyardError } from '../../storage/errors.js';
 import { fetchChunks, type FetchOptions, type Want } from '../fetch.js';
@@ -23,6 +30,8 @@ export interface ChunkFetcherOptions extends Pick<FetchOptions, 'registry' | 're
   maxCorrupt?: number;
   /** Told of each failed attempt (it is retried while the deadline allows). */
   onRetry?: (e: unknown, attempt: number) => void;
+  /** Told of a background flush that failed (a full disk): its chunks stay pending, and the next flush tries again. */
+  onFlushError?: (e: unknown) => void;
 }
 
 export interface FetcherStats {
@@ -35,6 +44,8 @@ export interface FetcherStats {
   retries: number;
   /** Attempts that failed because a chunk arrived corrupt. */
   corrupt: number;
+  /** Background flushes of the node cache. */
+  flushes: number;
 }
 
 const FIRST_DELAY_MS = 100;
@@ -44,7 +55,9 @@ export class ChunkFetcher {
   private readonly inflight = new Map<string, { done: Promise<void>; job: { deadline: number } }>();
   /** Guest reads waiting for chunks right now. */
   foreground = 0;
-  readonly stats: FetcherStats = { fetches: 0, chunks: 0, rawBytes: 0, wireBytes: 0, retries: 0, corrupt: 0 };
+  readonly stats: FetcherStats = { fetches: 0, chunks: 0, rawBytes: 0, wireBytes: 0, retries: 0, corrupt: 0, flushes: 0 };
+  private flushing: Promise<void> | null = null;
+  private flushAgain = false;
   private closed = false;
 
   constructor(private readonly opts: ChunkFetcherOptions) {}
@@ -101,6 +114,30 @@ export class ChunkFetcher {
     this.closed = true;
   }
 
+  /** Resolves once no background flush is under way or asked for (what was fetched before the call is flushed, or its flush failed and was reported). */
+  async flushed(): Promise<void> {
+    while (this.flushing) await this.flushing;
+  }
+
+  /** One flush at a time; fetches that end during one ask for one more after it. */
+  private flushSoon(): void {
+    if (this.flushing) {
+      this.flushAgain = true;
+      return;
+    }
+    this.flushing = (async () => {
+      do {
+        this.flushAgain = false;
+        this.stats.flushes++;
+        try {
+          await this.opts.cache.chunks.flush();
+        } catch (e) {
+          this.opts.onFlushError?.(e);
+        }
+      } while (this.flushAgain);
+    })().finally(() => (this.flushing = null));
+  }
+
   private async fetch(wants: Want[], job: { deadline: number }): Promise<void> {
     const o = this.opts;
     // A chunk another fetch stored between the caller's look and this one is not asked for again.
@@ -113,13 +150,14 @@ export class ChunkFetcher {
       if (this.closed) throw new SnapyardError('CONNECTION_LOST', 'the mount is stopping');
       let failure: unknown = null;
       try {
-        const got = await fetchChunks(remaining, { registry: o.registry, repo: o.repo, blob: o.blob, have: o.have, sources: o.sources, cache: o.cache, concurrency: 2 });
+        const got = await fetchChunks(remaining, { registry: o.registry, repo: o.repo, blob: o.blob, have: o.have, sources: o.sources, cache: o.cache, concurrency: 2, flush: false });
         this.stats.chunks += got.chunks;
         this.stats.rawBytes += got.rawBytes;
         this.stats.wireBytes += got.wireBytes;
       } catch (e) {
         failure = e;
       }
+      this.flushSoon();
       // What arrived is in the cache even when the batch broke off: ask only for the rest.
       remaining = await this.notCached(remaining);
       if (remaining.length === 0) return;

@@ -81,7 +81,7 @@ export async function openMount(ref: Ref, opts: MountOptions): Promise<Mount> {
   cache.writeIndex(remote.index.blobDigest, remote.bytes);
   const sources = await LocalSources.open(cache, base ? { path: opts.base!, index: base.index } : null);
   try {
-    const fetcher = new ChunkFetcher({ registry: reg, repo: ref.repo, blob: remote.index.blobDigest, have, sources, cache, ...(opts.onError ? { onRetry: opts.onError } : {}) });
+    const fetcher = new ChunkFetcher({ registry: reg, repo: ref.repo, blob: remote.index.blobDigest, have, sources, cache, ...(opts.onError ? { onRetry: opts.onError, onFlushError: opts.onError } : {}) });
     const recorder = opts.recordTraceSeconds ? new TraceRecorder() : null;
     // In the cache's folder: on the disk that holds what the mount fetches.
     const copy = opts.localCopyBytes ? new LocalCopy(join(cache.dir, 'mounts'), opts.localCopyBytes) : null;
@@ -164,6 +164,7 @@ export async function openMount(ref: Ref, opts: MountOptions): Promise<Mount> {
         p?.stop();
         fetcher.close();
         await p?.done;
+        await fetcher.flushed();
         copy?.close();
         await sources.close();
       },
