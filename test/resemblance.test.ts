@@ -63,6 +63,16 @@ describe('resemblance sketch', () => {
       Buffer.from([1, 10, 0xff, 0xff, 0xff, 0xff, 0x7f])];
     for (const b of bad) expect(() => decodeSketch(b)).toThrow(SnapyardError);
   });
+
+  test('decodeSketch: values up to 2^32 - 1 round trip (five-byte varints); past u32 is refused', () => {
+    const edge = Uint32Array.from([0, 1, 127, 128, 2 ** 28 - 1, 2 ** 28, 2 ** 31, 0xfffffffe, 0xffffffff]);
+    expect(decodeSketch(encodeSketch(edge))).toEqual(edge);
+    expect(decodeSketch(encodeSketch(Uint32Array.from([0xffffffff])))).toEqual(Uint32Array.from([0xffffffff]));
+    // 2^32 as one varint (the fifth byte's bit 4), and a sum past u32 (0xffffffff + 1).
+    expect(() => decodeSketch(Buffer.from([1, 10, 0x80, 0x80, 0x80, 0x80, 0x10]))).toThrow(SnapyardError);
+    expect(() => decodeSketch(Buffer.from([1, 10, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01]))).toThrow(SnapyardError);
+    expect(decodeSketch(Buffer.from([1, 10]))).toEqual(new Uint32Array(0));
+  });
 });
 
 describe('ResemblanceIndex', () => {
@@ -73,6 +83,18 @@ describe('ResemblanceIndex', () => {
     for (const id of [0, 137, 299]) {
       expect(idx.similar(sketch(edited(held[id]!, 12, id)), 3)[0]).toBe(id);
     }
+  });
+
+  test('sized for its values up front (no doubling on the way), it answers exactly as one that grew', () => {
+    const sketches = held.map((c) => sketch(c));
+    const sized = new ResemblanceIndex(sketches.reduce((n, s) => n + s.length, 0));
+    sketches.forEach((s, id) => sized.add(id, s));
+    sized.trim();
+    for (const id of [0, 1, 42, 137, 298, 299]) {
+      const q = sketch(edited(held[id]!, 40, id + 1));
+      expect(sized.similar(q, 3)).toEqual(idx.similar(q, 3));
+    }
+    expect(sized.size).toBe(idx.size);
   });
 
   test('shifted content (bytes inserted at the front, tail cut) still finds its original', () => {
